@@ -1,0 +1,111 @@
+//! `UserActor`: everything the engine keeps about one user, and the lazy decay that brings it
+//! up to an event's time.
+//!
+//! The state vector, personal weights and Adam moments live in one allocation of `4·d` floats.
+//! An actor is owned by exactly one shard and touched only by that shard's thread; nothing here
+//! reads the clock.
+
+use crate::actor::signals::Signals;
+use crate::config::ModelConfig;
+use crate::ids::UserId;
+use crate::model::adam::decay_weights;
+use crate::model::math::{axpy, decay_factor};
+use crate::model::score::{PersonalModel, PersonalView};
+
+/// One user's state.
+#[derive(Clone, Debug)]
+pub struct UserActor {
+    /// The user's id.
+    pub id: UserId,
+    /// First time seen (Unix ms).
+    pub first_seen_ms: u64,
+    /// The time the state vector and weights are decayed to (the latest event time seen).
+    pub last_ms: u64,
+    /// `[s | w | m | v]`, each `d` floats.
+    vectors: Box<[f32]>,
+    /// Personal gradient steps taken.
+    pub steps: u32,
+    /// Signal statistics and counters.
+    pub signals: Signals,
+    /// Events accepted, by `EventKind` index.
+    pub events_by_kind: [u32; 8],
+    /// Decisions made.
+    pub decisions: u32,
+    /// Open decision ids, oldest first.
+    pub open: Vec<u64>,
+}
+
+impl UserActor {
+    /// A new user first seen at `ts_ms`, with a model of width `dim`.
+    pub fn new(id: UserId, ts_ms: u64, dim: usize) -> Self {
+        UserActor {
+            id,
+            first_seen_ms: ts_ms,
+            last_ms: ts_ms,
+            vectors: vec![0.0; 4 * dim].into_boxed_slice(),
+            steps: 0,
+            signals: Signals::default(),
+            events_by_kind: [0; 8],
+            decisions: 0,
+            open: Vec::new(),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.vectors.len() / 4
+    }
+
+    /// The decayed state vector `s_u`.
+    pub fn state(&self) -> &[f32] {
+        &self.vectors[..self.dim()]
+    }
+
+    /// The personal weights `w_u`.
+    pub fn weights(&self) -> &[f32] {
+        let d = self.dim();
+        &self.vectors[d..2 * d]
+    }
+
+    /// The read-only view the score needs.
+    pub fn view(&self) -> PersonalView<'_> {
+        let d = self.dim();
+        PersonalView { weights: &self.vectors[d..2 * d], state: &self.vectors[..d] }
+    }
+
+    /// The mutable personal model a learning step needs.
+    pub fn model(&mut self) -> PersonalModel<'_> {
+        let d = self.dim();
+        let (s, rest) = self.vectors.split_at_mut(d);
+        let (w, rest) = rest.split_at_mut(d);
+        let (m, v) = rest.split_at_mut(d);
+        PersonalModel { weights: w, m, v, state: s, steps: &mut self.steps }
+    }
+
+    /// Decays the state vector and the personal weights to `ts_ms`. Earlier times change
+    /// nothing: decay never runs backwards.
+    pub fn advance(&mut self, ts_ms: u64, cfg: &ModelConfig) {
+        if ts_ms <= self.last_ms {
+            return;
+        }
+        let elapsed_s = (ts_ms - self.last_ms) as f64 / 1000.0;
+        let d = self.dim();
+        let f = decay_factor(elapsed_s, cfg.state_half_life_s);
+        crate::model::math::scale(&mut self.vectors[..d], f);
+        decay_weights(&mut self.vectors[d..2 * d], elapsed_s, cfg.weight_half_life_s);
+        self.last_ms = ts_ms;
+    }
+
+    /// `s ← s + ρ·x` for an event at `ts_ms`. An event older than `last_ms` adds its signal
+    /// already decayed by its age, so arrival order does not matter.
+    pub fn add_signal(&mut self, rho: f32, x: &[f32], ts_ms: u64, half_life_s: f64) {
+        let age_s = self.last_ms.saturating_sub(ts_ms) as f64 / 1000.0;
+        let f = decay_factor(age_s, half_life_s);
+        let d = self.dim();
+        axpy(&mut self.vectors[..d], rho * f, x);
+    }
+
+    /// Heap bytes owned by this actor (for the memory report).
+    pub fn heap_bytes(&self) -> usize {
+        self.vectors.len() * 4 + self.id.as_str().len() + self.open.capacity() * 8
+    }
+}

@@ -1,0 +1,418 @@
+//! The public request and reply types of the embeddable API: what a caller builds and what it
+//! gets back. Plain data with builders; validation happens in `engine` when they come in.
+//!
+//! These types do not derive serde: the wire module owns the JSON shapes and converts by hand.
+
+use crate::ids::DecisionId;
+
+/// Key/value facts about the moment (device, locale, hour, page, sentiment…).
+pub type Context = Vec<(String, String)>;
+
+/// The built-in event types. Custom names map to these through `Config::event_aliases`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EventKind {
+    /// The item was shown.
+    Impression = 0,
+    /// The item was clicked.
+    Click = 1,
+    /// The user dwelt on the item; `value` is seconds.
+    Dwell = 2,
+    /// The user scrolled; `value` is depth in 0..=1.
+    Scroll = 3,
+    /// The user converted; `value` is the (non-negative) value, default 1.
+    Conversion = 4,
+    /// The user rated the item; `value` is in 1..=5.
+    Rating = 5,
+    /// The user's sentiment; `value` is in -1..=1. Names no item.
+    Sentiment = 6,
+    /// The user skipped the item (a negative signal).
+    Skip = 7,
+}
+
+impl EventKind {
+    /// Every built-in kind, in `repr` order.
+    pub const ALL: [EventKind; 8] = [
+        EventKind::Impression,
+        EventKind::Click,
+        EventKind::Dwell,
+        EventKind::Scroll,
+        EventKind::Conversion,
+        EventKind::Rating,
+        EventKind::Sentiment,
+        EventKind::Skip,
+    ];
+
+    /// The wire name of the kind.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Impression => "impression",
+            EventKind::Click => "click",
+            EventKind::Dwell => "dwell",
+            EventKind::Scroll => "scroll",
+            EventKind::Conversion => "conversion",
+            EventKind::Rating => "rating",
+            EventKind::Sentiment => "sentiment",
+            EventKind::Skip => "skip",
+        }
+    }
+
+    /// Parses a built-in name (aliases are resolved by `Engine::event_kind`).
+    pub fn parse_builtin(name: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Whether an event of this kind must name an item.
+    pub fn needs_item(self) -> bool {
+        !matches!(self, EventKind::Sentiment | EventKind::Scroll)
+    }
+}
+
+/// Something a user did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The user's id.
+    pub user: String,
+    /// What happened.
+    pub kind: EventKind,
+    /// The item it happened to, if any (required for most kinds).
+    pub item: Option<String>,
+    /// The kind's numeric signal (see `EventKind`).
+    pub value: Option<f64>,
+    /// Event time, Unix milliseconds; `None` means the engine's now.
+    pub ts_ms: Option<u64>,
+    /// Context of the event.
+    pub context: Context,
+    /// The decision this event answers, when the caller knows it.
+    pub decision: Option<DecisionId>,
+}
+
+impl Event {
+    /// An event of `kind` by `user`, with no item, value, time or context yet.
+    pub fn new(user: impl Into<String>, kind: EventKind) -> Self {
+        Event {
+            user: user.into(),
+            kind,
+            item: None,
+            value: None,
+            ts_ms: None,
+            context: Vec::new(),
+            decision: None,
+        }
+    }
+    /// Sets the item.
+    pub fn item(mut self, item: impl Into<String>) -> Self {
+        self.item = Some(item.into());
+        self
+    }
+    /// Sets the numeric value.
+    pub fn value(mut self, value: f64) -> Self {
+        self.value = Some(value);
+        self
+    }
+    /// Sets the event time (Unix ms).
+    pub fn at(mut self, ts_ms: u64) -> Self {
+        self.ts_ms = Some(ts_ms);
+        self
+    }
+    /// Adds one context pair.
+    pub fn context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.context.push((key.into(), value.into()));
+        self
+    }
+    /// Names the decision this event answers.
+    pub fn decision(mut self, id: DecisionId) -> Self {
+        self.decision = Some(id);
+        self
+    }
+}
+
+/// What the engine did with an accepted event.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ack {
+    /// The event labelled a placement of an open decision.
+    pub attributed: bool,
+    /// The model took a gradient step on it.
+    pub trained: bool,
+    /// Its signal was an outlier for this user, so it was kept out of training (and counted).
+    pub outlier: bool,
+}
+
+/// An item for the catalog, or inline in a decision.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ItemSpec {
+    /// The item's id.
+    pub id: String,
+    /// Categorical attributes; a key may repeat (e.g. several genres).
+    pub attrs: Vec<(String, String)>,
+    /// An optional dense vector (an embedding) of any length; it is normalized.
+    pub vector: Option<Vec<f32>>,
+}
+
+impl ItemSpec {
+    /// An item with no attributes or vector yet.
+    pub fn new(id: impl Into<String>) -> Self {
+        ItemSpec { id: id.into(), attrs: Vec::new(), vector: None }
+    }
+    /// Adds one attribute.
+    pub fn attr(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.attrs.push((key.into(), value.into()));
+        self
+    }
+    /// Sets the dense vector.
+    pub fn vector(mut self, vector: Vec<f32>) -> Self {
+        self.vector = Some(vector);
+        self
+    }
+}
+
+/// One candidate of a decision: a catalog id or an inline item.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Candidate {
+    /// An item by id (from the catalog; unknown ids score from learned parameters only).
+    Id(String),
+    /// An item described inline, not added to the catalog.
+    Inline(ItemSpec),
+}
+
+impl From<&str> for Candidate {
+    fn from(id: &str) -> Self {
+        Candidate::Id(id.to_string())
+    }
+}
+
+impl From<String> for Candidate {
+    fn from(id: String) -> Self {
+        Candidate::Id(id)
+    }
+}
+
+/// A request to rank candidates for a user in a context.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecideRequest {
+    /// The user's id.
+    pub user: String,
+    /// The candidates (at most `Config::max_candidates`).
+    pub candidates: Vec<Candidate>,
+    /// How many placements to return (clamped to the number of candidates).
+    pub n: usize,
+    /// Context of the decision.
+    pub context: Context,
+    /// Decision time, Unix ms; `None` means the engine's now.
+    pub ts_ms: Option<u64>,
+    /// Whether each placement carries its score broken into parts.
+    pub explain: bool,
+}
+
+impl DecideRequest {
+    /// A request to place the best `n` of `candidates` for `user`.
+    pub fn new<C: Into<Candidate>>(
+        user: impl Into<String>,
+        candidates: impl IntoIterator<Item = C>,
+        n: usize,
+    ) -> Self {
+        DecideRequest {
+            user: user.into(),
+            candidates: candidates.into_iter().map(Into::into).collect(),
+            n,
+            context: Vec::new(),
+            ts_ms: None,
+            explain: false,
+        }
+    }
+    /// Adds one context pair.
+    pub fn context(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.context.push((key.into(), value.into()));
+        self
+    }
+    /// Sets the decision time (Unix ms).
+    pub fn at(mut self, ts_ms: u64) -> Self {
+        self.ts_ms = Some(ts_ms);
+        self
+    }
+    /// Asks for the score breakdown of each placement.
+    pub fn explain(mut self, on: bool) -> Self {
+        self.explain = on;
+        self
+    }
+}
+
+/// The parts of a logit `z`; they sum to `z`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScoreParts {
+    /// The item's global bias `b_i`.
+    pub bias: f32,
+    /// `⟨g, x_i⟩`: what everyone likes.
+    pub global: f32,
+    /// `⟨w_u, x_i⟩`: this user's learned taste.
+    pub personal: f32,
+    /// `⟨G·c, x_i⟩`: what suits this context.
+    pub context: f32,
+    /// `κ·⟨ŝ_u, x_i⟩`: this user's recent activity.
+    pub state: f32,
+}
+
+impl ScoreParts {
+    /// The logit: the sum of the parts.
+    pub fn logit(&self) -> f32 {
+        self.bias + self.global + self.personal + self.context + self.state
+    }
+}
+
+/// One placed item of a decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placement {
+    /// The item.
+    pub item: String,
+    /// The model's probability of a positive outcome, `σ(z)`.
+    pub score: f32,
+    /// The probability the policy placed this item in this slot, given the earlier slots
+    /// (exact and unconditional for the first slot).
+    pub propensity: f32,
+    /// The score's parts, when asked for.
+    pub explain: Option<ScoreParts>,
+}
+
+/// The answer to a `DecideRequest`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The decision's id, for rewards.
+    pub id: DecisionId,
+    /// The placements, best first.
+    pub items: Vec<Placement>,
+}
+
+/// Decayed per-user signal statistics and counters, as exported.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SignalSummary {
+    /// Decayed events per hour.
+    pub engagement_per_hour: f64,
+    /// Decayed clicks per hour.
+    pub clicks_per_hour: f64,
+    /// Decayed mean dwell, seconds.
+    pub dwell_mean_s: f64,
+    /// Decayed standard deviation of dwell, seconds.
+    pub dwell_std_s: f64,
+    /// Decayed mean sentiment (-1..1); its sign is the trend.
+    pub sentiment_trend: f64,
+    /// Events kept out of training as outliers.
+    pub outliers_filtered: u64,
+}
+
+/// An open decision of a user, as exported.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenDecision {
+    /// Its id.
+    pub id: DecisionId,
+    /// When it was made (Unix ms).
+    pub created_ms: u64,
+    /// When its window closes (Unix ms).
+    pub expires_ms: u64,
+    /// The placed items with the reward each has earned so far (`None`: no outcome yet).
+    pub placements: Vec<(String, Option<f32>)>,
+}
+
+/// Everything the engine stores about one user: the answer to a data-access request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserExport {
+    /// The user's id.
+    pub user: String,
+    /// First event or decision seen (Unix ms).
+    pub first_seen_ms: u64,
+    /// Last event or decision seen (Unix ms).
+    pub last_seen_ms: u64,
+    /// Events accepted, by kind (indexed like `EventKind::ALL`).
+    pub events_by_kind: [u64; 8],
+    /// Decisions made for the user.
+    pub decisions: u64,
+    /// Personal-model gradient steps taken.
+    pub training_steps: u64,
+    /// The decayed state vector `s_u`, as of `last_seen_ms`.
+    pub state: Vec<f32>,
+    /// The personal weights `w_u`.
+    pub personal_weights: Vec<f32>,
+    /// Decayed signal statistics.
+    pub signals: SignalSummary,
+    /// Open decisions.
+    pub open_decisions: Vec<OpenDecision>,
+}
+
+/// Counters of one shard.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardStats {
+    /// Users resident in memory.
+    pub resident_users: u64,
+    /// Messages waiting in the inbox.
+    pub inbox_depth: u64,
+    /// Events accepted.
+    pub events_total: u64,
+    /// Decisions made.
+    pub decisions_total: u64,
+    /// Rewards and outcome events attributed to a decision.
+    pub rewards_attributed_total: u64,
+    /// Decisions whose window closed.
+    pub decisions_expired_total: u64,
+    /// Events kept out of training as outliers.
+    pub outliers_filtered_total: u64,
+    /// Users evicted (cap or idleness).
+    pub evictions_total: u64,
+    /// Calls refused with `Busy`.
+    pub busy_total: u64,
+    /// Gradient steps on personal models.
+    pub training_steps_total: u64,
+    /// Replica mixing rounds.
+    pub mixes_total: u64,
+}
+
+/// Counters of the whole engine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stats {
+    /// Items in the catalog.
+    pub catalog_items: u64,
+    /// Per shard.
+    pub shards: Vec<ShardStats>,
+}
+
+impl Stats {
+    /// The sum over shards.
+    pub fn total(&self) -> ShardStats {
+        let mut t = ShardStats::default();
+        for s in &self.shards {
+            t.resident_users += s.resident_users;
+            t.inbox_depth += s.inbox_depth;
+            t.events_total += s.events_total;
+            t.decisions_total += s.decisions_total;
+            t.rewards_attributed_total += s.rewards_attributed_total;
+            t.decisions_expired_total += s.decisions_expired_total;
+            t.outliers_filtered_total += s.outliers_filtered_total;
+            t.evictions_total += s.evictions_total;
+            t.busy_total += s.busy_total;
+            t.training_steps_total += s.training_steps_total;
+            t.mixes_total += s.mixes_total;
+        }
+        t
+    }
+}
+
+/// A push about one subscribed user, sent after an event changes them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserUpdate {
+    /// The user.
+    pub user: String,
+    /// The event that caused it.
+    pub cause: EventKind,
+    /// Event time (Unix ms).
+    pub ts_ms: u64,
+    /// The user's new top items among their last decision's candidates (item, score).
+    pub top: Vec<(String, f32)>,
+    /// Signal statistics after the event.
+    pub signals: SignalSummary,
+    /// Engagement fell by at least half since the previous push.
+    pub engagement_drop: bool,
+}
+
+/// Where the engine delivers `UserUpdate`s; must not block (drop instead).
+pub trait UpdateSink: Send + Sync + 'static {
+    /// Delivers one update. Called on a shard thread: return quickly.
+    fn push(&self, update: UserUpdate);
+}

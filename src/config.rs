@@ -1,0 +1,430 @@
+//! `Config`: every tunable of the engine, with documented defaults, loaded from TOML and
+//! overridden by environment variables, validated once before anything starts.
+//!
+//! Environment overrides: `NUDGE_<FIELD>` for top-level fields and `NUDGE_<SECTION>__<FIELD>`
+//! for nested ones (for example `NUDGE_SHARDS=4`, `NUDGE_MODEL__DIM=64`,
+//! `NUDGE_EXPLORATION__POLICY=softmax`). Values are read as TOML literals, falling back to a
+//! string. This module owns the configuration file format; it does not start anything.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What a call does when the target shard's inbox is full.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Wait for room (back-pressure on the caller).
+    #[default]
+    Wait,
+    /// Return `Error::Busy` at once.
+    Fail,
+}
+
+/// The exploration policy used to turn scores into placements.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// Always the highest scores, in order.
+    Greedy,
+    /// With probability ε a uniformly random remaining item per slot, else the best.
+    #[default]
+    EpsilonGreedy,
+    /// Plackett–Luce sampling from a softmax of logits at a temperature.
+    Softmax,
+}
+
+/// The whole engine configuration. Every field has a default; see `README.md` for the table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Shard threads; 0 means one per available core.
+    pub shards: usize,
+    /// Messages each shard inbox holds before callers wait or get `Busy`.
+    pub inbox_capacity: usize,
+    /// Most messages a shard drains from its inbox per batch.
+    pub drain_batch: usize,
+    /// What a full inbox does by default (each `Engine` handle can override it).
+    pub on_full: OnFull,
+    /// Resident users a shard holds before evicting the least recently active.
+    pub max_users_per_shard: usize,
+    /// Users idle this long (seconds) are passivated; 0 disables idle passivation.
+    pub idle_evict_after_s: u64,
+    /// Most candidates one decision may name.
+    pub max_candidates: usize,
+    /// Most key/value pairs in one context.
+    pub max_context_pairs: usize,
+    /// How far (ms) an event timestamp may be ahead of the engine's clock.
+    pub max_future_skew_ms: u64,
+    /// Seed of every random choice (exploration, item embedding init, eviction sampling).
+    pub seed: u64,
+    /// How often (ms) shards mix their replicas of the global model.
+    pub mix_interval_ms: u64,
+    /// How long (µs) a waiting caller spins before parking its thread.
+    pub spin_before_park_us: u64,
+    /// The model's parameters.
+    pub model: ModelConfig,
+    /// Weights of the composite reward used for training.
+    pub reward: RewardConfig,
+    /// Signal strength ρ of each event type in the decayed state vector.
+    pub state_signal: StateSignalConfig,
+    /// Decision attribution.
+    pub attribution: AttributionConfig,
+    /// Exploration.
+    pub exploration: ExplorationConfig,
+    /// Signal hygiene: ranges and the outlier filter.
+    pub hygiene: HygieneConfig,
+    /// Custom event names mapped to built-in types, e.g. `add_to_cart = "conversion"`.
+    pub event_aliases: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: 0,
+            inbox_capacity: 65_536,
+            drain_batch: 256,
+            on_full: OnFull::Wait,
+            max_users_per_shard: 4_000_000,
+            idle_evict_after_s: 0,
+            max_candidates: 1_000,
+            max_context_pairs: 32,
+            max_future_skew_ms: 5 * 60 * 1000,
+            seed: 42,
+            mix_interval_ms: 5,
+            spin_before_park_us: 50,
+            model: ModelConfig::default(),
+            reward: RewardConfig::default(),
+            state_signal: StateSignalConfig::default(),
+            attribution: AttributionConfig::default(),
+            exploration: ExplorationConfig::default(),
+            hygiene: HygieneConfig::default(),
+            event_aliases: BTreeMap::new(),
+        }
+    }
+}
+
+/// The model: width, learning rates, half-lives.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Width `d` of every vector (8..=256).
+    pub dim: usize,
+    /// Weight κ of the decayed state vector in the score.
+    pub kappa: f32,
+    /// Half-life (s) of the decayed state vector.
+    pub state_half_life_s: f64,
+    /// Half-life (s) of the personal weights' decay toward the global model.
+    pub weight_half_life_s: f64,
+    /// Adam step size η of the personal weights.
+    pub learning_rate: f32,
+    /// Adam β1.
+    pub beta1: f32,
+    /// Adam β2.
+    pub beta2: f32,
+    /// Adam ε.
+    pub epsilon: f32,
+    /// L2 pull λ of the personal weights toward the global model.
+    pub l2: f32,
+    /// AdaGrad step size of the global parameters (`b_i`, `g`, `G`, `e_i`).
+    pub global_learning_rate: f32,
+    /// Standard deviation of the initial learned item embeddings.
+    pub item_embedding_init: f32,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            dim: 32,
+            kappa: 1.0,
+            state_half_life_s: 1800.0,
+            weight_half_life_s: 30.0 * 86_400.0,
+            learning_rate: 0.05,
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+            l2: 0.001,
+            global_learning_rate: 0.05,
+            item_embedding_init: 0.1,
+        }
+    }
+}
+
+/// Weights of the composite training reward `r ∈ [0,1]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RewardConfig {
+    /// Reward of a click.
+    pub click: f32,
+    /// Weight of dwell, scaled by `log1p(s)/log1p(dwell_saturation_s)`.
+    pub dwell: f32,
+    /// Dwell seconds that count as a full dwell reward.
+    pub dwell_saturation_s: f32,
+    /// Weight of scroll depth (0..1).
+    pub scroll: f32,
+    /// Reward of a conversion (any value).
+    pub conversion: f32,
+    /// Weight of a rating, mapped from 1..5 to 0..1.
+    pub rating: f32,
+    /// Dwell seconds at or above which a dwell without a decision trains as a clear outcome.
+    pub clear_dwell_s: f32,
+    /// The reward given to shown-but-ignored placements at expiry.
+    pub default_reward: f32,
+}
+
+impl Default for RewardConfig {
+    fn default() -> Self {
+        RewardConfig {
+            click: 1.0,
+            dwell: 1.0,
+            dwell_saturation_s: 60.0,
+            scroll: 0.5,
+            conversion: 1.0,
+            rating: 1.0,
+            clear_dwell_s: 10.0,
+            default_reward: 0.0,
+        }
+    }
+}
+
+/// Signal strength ρ of each event in the decayed state vector (a skip is negative).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSignalConfig {
+    /// An impression.
+    pub impression: f32,
+    /// A click.
+    pub click: f32,
+    /// A dwell, multiplied by `log1p(seconds)`.
+    pub dwell: f32,
+    /// A scroll, multiplied by the depth.
+    pub scroll: f32,
+    /// A conversion, multiplied by `1 + log1p(value)`.
+    pub conversion: f32,
+    /// A rating, multiplied by `(rating - 3) / 2`.
+    pub rating: f32,
+    /// A skip.
+    pub skip: f32,
+}
+
+impl Default for StateSignalConfig {
+    fn default() -> Self {
+        StateSignalConfig {
+            impression: 0.0,
+            click: 1.0,
+            dwell: 0.5,
+            scroll: 0.5,
+            conversion: 2.0,
+            rating: 1.0,
+            skip: -0.5,
+        }
+    }
+}
+
+/// Decision attribution.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// How long (s) a decision stays open for clicks, conversions and rewards.
+    pub window_s: u64,
+    /// At expiry, ignored placements in the top `k` train with the default reward (0 = none).
+    pub train_ignored_top_k: usize,
+    /// Most open decisions kept per user; the oldest expires early past this.
+    pub max_open_per_user: usize,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig { window_s: 30 * 60, train_ignored_top_k: 3, max_open_per_user: 16 }
+    }
+}
+
+/// Exploration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExplorationConfig {
+    /// The policy.
+    pub policy: PolicyKind,
+    /// ε of `epsilon_greedy`.
+    pub epsilon: f32,
+    /// Temperature of `softmax`, in logit units.
+    pub temperature: f32,
+}
+
+impl Default for ExplorationConfig {
+    fn default() -> Self {
+        ExplorationConfig { policy: PolicyKind::EpsilonGreedy, epsilon: 0.05, temperature: 0.25 }
+    }
+}
+
+/// Signal hygiene.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HygieneConfig {
+    /// |z| above which a numeric signal is an outlier and kept out of training.
+    pub z_threshold: f32,
+    /// Samples of a signal a user needs before the outlier filter applies.
+    pub min_samples: u32,
+    /// Half-life (s) of the decayed signal statistics and counters.
+    pub stats_half_life_s: f64,
+    /// Largest accepted dwell, in seconds.
+    pub max_dwell_s: f64,
+    /// Largest accepted conversion value.
+    pub max_conversion_value: f64,
+}
+
+impl Default for HygieneConfig {
+    fn default() -> Self {
+        HygieneConfig {
+            z_threshold: 4.0,
+            min_samples: 8,
+            stats_half_life_s: 3600.0,
+            max_dwell_s: 86_400.0,
+            max_conversion_value: 1e9,
+        }
+    }
+}
+
+impl Config {
+    /// Loads a TOML file, applies `NUDGE_*` environment overrides and validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => String::new(),
+        };
+        Self::from_toml_with_env(&text, std::env::vars())
+    }
+
+    /// Parses TOML text, then applies overrides from `vars` (`NUDGE_*` names), then validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, String> {
+        let mut table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("NUDGE_") else { continue };
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            set_path(&mut table, &path, parse_literal(&value));
+        }
+        let config: Config =
+            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective shard count (resolving 0 to the number of cores).
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.shards
+        }
+    }
+
+    /// Checks every field's range; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        fn check(ok: bool, field: &str, want: &str) -> Result<(), String> {
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("`{field}` must be {want}"))
+            }
+        }
+        let m = &self.model;
+        check(self.shards <= 1024, "shards", "at most 1024")?;
+        check(self.inbox_capacity >= 1, "inbox_capacity", "at least 1")?;
+        check(self.drain_batch >= 1, "drain_batch", "at least 1")?;
+        check(self.max_users_per_shard >= 1, "max_users_per_shard", "at least 1")?;
+        check(self.max_candidates >= 1, "max_candidates", "at least 1")?;
+        check(self.mix_interval_ms >= 1, "mix_interval_ms", "at least 1")?;
+        check((8..=256).contains(&m.dim), "model.dim", "in 8..=256")?;
+        check(m.kappa.is_finite(), "model.kappa", "finite")?;
+        check(m.state_half_life_s > 0.0, "model.state_half_life_s", "positive")?;
+        check(m.weight_half_life_s > 0.0, "model.weight_half_life_s", "positive")?;
+        check(m.learning_rate > 0.0 && m.learning_rate < 10.0, "model.learning_rate", "in (0,10)")?;
+        check((0.0..1.0).contains(&m.beta1), "model.beta1", "in [0,1)")?;
+        check((0.0..1.0).contains(&m.beta2), "model.beta2", "in [0,1)")?;
+        check(m.epsilon > 0.0, "model.epsilon", "positive")?;
+        check(m.l2 >= 0.0, "model.l2", "non-negative")?;
+        check(m.global_learning_rate >= 0.0, "model.global_learning_rate", "non-negative")?;
+        check(m.item_embedding_init >= 0.0, "model.item_embedding_init", "non-negative")?;
+        check(self.reward.dwell_saturation_s > 0.0, "reward.dwell_saturation_s", "positive")?;
+        check(
+            (0.0..=1.0).contains(&self.reward.default_reward),
+            "reward.default_reward",
+            "in [0,1]",
+        )?;
+        check(self.attribution.window_s >= 1, "attribution.window_s", "at least 1")?;
+        check(self.attribution.max_open_per_user >= 1, "attribution.max_open_per_user", "≥ 1")?;
+        let e = &self.exploration;
+        check((0.0..=1.0).contains(&e.epsilon), "exploration.epsilon", "in [0,1]")?;
+        check(e.temperature > 0.0, "exploration.temperature", "positive")?;
+        check(self.hygiene.z_threshold > 0.0, "hygiene.z_threshold", "positive")?;
+        check(self.hygiene.stats_half_life_s > 0.0, "hygiene.stats_half_life_s", "positive")?;
+        for (alias, target) in &self.event_aliases {
+            check(
+                crate::api::EventKind::parse_builtin(target).is_some(),
+                &format!("event_aliases.{alias}"),
+                "a built-in event type",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn parse_literal(value: &str) -> toml::Value {
+    format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    match path {
+        [] => {}
+        [last] => {
+            table.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry =
+                table.entry(head.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+            if let toml::Value::Table(inner) = entry {
+                set_path(inner, rest, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_and_env_override() {
+        let text = "shards = 3\n[model]\ndim = 16\n";
+        let env = vec![
+            ("NUDGE_MODEL__DIM".to_string(), "64".to_string()),
+            ("NUDGE_EXPLORATION__POLICY".to_string(), "softmax".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::from_toml_with_env(text, env).unwrap();
+        assert_eq!(c.shards, 3);
+        assert_eq!(c.model.dim, 64);
+        assert_eq!(c.exploration.policy, PolicyKind::Softmax);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = Config::from_toml_with_env("[model]\ndim = 4\n", Vec::new()).unwrap_err();
+        assert!(err.contains("model.dim"), "{err}");
+        let err = Config::from_toml_with_env("nope = 1\n", Vec::new()).unwrap_err();
+        assert!(err.contains("nope"), "{err}");
+    }
+}

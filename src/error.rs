@@ -1,0 +1,136 @@
+//! The engine's typed errors: one enum for every failure a caller of `Engine` can see.
+//!
+//! Errors are cheap values (no boxing on the hot path) and each has a stable `code()` that the
+//! wire protocol reports. Input can never cause a panic; it causes one of these.
+
+use std::fmt;
+
+use crate::ids::{DecisionId, ShardId};
+
+/// What is wrong with an input field.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Problem {
+    /// The field is required and was not given.
+    Missing,
+    /// The field is empty.
+    Empty,
+    /// The field is longer than `max` bytes.
+    TooLong {
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The value is NaN or infinite.
+    NotFinite,
+    /// The value is outside `min..=max`.
+    OutOfRange {
+        /// Smallest accepted value.
+        min: f64,
+        /// Largest accepted value.
+        max: f64,
+    },
+    /// The timestamp is more than `max_skew_ms` ahead of the engine's clock.
+    InFuture {
+        /// How far ahead a timestamp may be, in milliseconds.
+        max_skew_ms: u64,
+    },
+    /// The event type is neither built in nor configured as an alias.
+    UnknownEventType(String),
+    /// More than `max` elements were given.
+    TooMany {
+        /// The limit.
+        max: usize,
+    },
+    /// The value does not have the expected shape (the text says which).
+    Malformed(&'static str),
+    /// The vector has the wrong number of dimensions.
+    WrongDimension {
+        /// The length that was given.
+        got: usize,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Missing => f.write_str("is missing"),
+            Problem::Empty => f.write_str("is empty"),
+            Problem::TooLong { max } => write!(f, "is longer than {max} bytes"),
+            Problem::NotFinite => f.write_str("is not a finite number"),
+            Problem::OutOfRange { min, max } => write!(f, "is outside {min}..={max}"),
+            Problem::InFuture { max_skew_ms } => {
+                write!(f, "is more than {max_skew_ms} ms in the future")
+            }
+            Problem::UnknownEventType(name) => write!(f, "`{name}` is not a known event type"),
+            Problem::TooMany { max } => write!(f, "has more than {max} elements"),
+            Problem::Malformed(expected) => write!(f, "is malformed (expected {expected})"),
+            Problem::WrongDimension { got } => write!(f, "has an unusable length {got}"),
+        }
+    }
+}
+
+/// Every failure the engine reports to a caller.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// An input field failed validation; nothing was changed.
+    #[error("field `{field}` {problem}")]
+    Invalid {
+        /// The field's name as the wire protocol spells it.
+        field: &'static str,
+        /// What is wrong with it.
+        problem: Problem,
+    },
+    /// The shard's inbox is full and the caller asked not to wait.
+    #[error("shard {} is busy: its inbox is full", .0.0)]
+    Busy(ShardId),
+    /// No open decision has this id (never issued, or erased with its user).
+    #[error("unknown decision `{0}`")]
+    UnknownDecision(DecisionId),
+    /// The decision's attribution window has closed.
+    #[error("decision `{0}` has expired")]
+    ExpiredDecision(DecisionId),
+    /// The item was not among the decision's placements.
+    #[error("item `{item}` was not shown in decision `{decision}`")]
+    NotShown {
+        /// The decision.
+        decision: DecisionId,
+        /// The item named by the reward.
+        item: String,
+    },
+    /// The item is not in the catalog.
+    #[error("unknown item `{0}`")]
+    UnknownItem(String),
+    /// The engine is shutting down or has shut down.
+    #[error("the engine is shutting down")]
+    ShuttingDown,
+}
+
+impl Error {
+    /// Shorthand for `Error::Invalid`.
+    pub fn invalid(field: &'static str, problem: Problem) -> Self {
+        Error::Invalid { field, problem }
+    }
+
+    /// The stable machine-readable code of this error, as the wire protocol reports it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Invalid { .. } => "bad_request",
+            Error::Busy(_) => "busy",
+            Error::UnknownDecision(_) => "unknown_decision",
+            Error::ExpiredDecision(_) => "expired_decision",
+            Error::NotShown { .. } => "not_shown",
+            Error::UnknownItem(_) => "unknown_item",
+            Error::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why an engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid; the text names the field.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A shard thread could not be spawned.
+    #[error("could not spawn shard thread: {0}")]
+    Spawn(#[from] std::io::Error),
+}

@@ -1,0 +1,49 @@
+//! nudge: a real-time personalization engine. One actor per active user holds a decayed state
+//! vector and a personal model that takes an Adam step on every event; decisions (rank these
+//! items, pick this variant) are answered in microseconds.
+//!
+//! A request travels, and the modules are listed in that order:
+//! - `wire`: (with the `server` feature) the JSON protocol and the TCP, WebSocket and HTTP
+//!   front ends; the only code that knows JSON;
+//! - `engine`: the embeddable API (`Engine`): validates input at the boundary, routes it;
+//! - `shard`: shard threads, their bounded inboxes and run loop; each owns its users;
+//! - `actor`: one user's state, signal hygiene and the lazy decay;
+//! - `model`: feature hashing, the score, Adam/AdaGrad, exploration, global replicas.
+//!
+//! Beside that path: `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
+//! `error`, `rng`, and `sync` (the one-shot reply channel, the only `unsafe` code).
+//!
+//! ```
+//! use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
+//! let engine = Engine::builder().shards(1).seed(7).build().unwrap();
+//! engine.upsert_item(ItemSpec::new("boots").attr("category", "shoes")).unwrap();
+//! engine.upsert_item(ItemSpec::new("scarf").attr("category", "winter")).unwrap();
+//! engine.ingest(Event::new("u1", EventKind::Click).item("boots")).unwrap();
+//! let d = engine.decide(DecideRequest::new("u1", ["boots", "scarf"], 2)).unwrap();
+//! assert_eq!(d.items.len(), 2);
+//! engine.shutdown();
+//! ```
+#![warn(missing_docs)]
+
+pub mod actor;
+pub mod api;
+pub mod catalog;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod rng;
+pub mod shard;
+pub mod sync;
+
+pub use api::{
+    Ack, Candidate, Context, DecideRequest, Decision, Event, EventKind, ItemSpec, OpenDecision,
+    Placement, ScoreParts, ShardStats, SignalSummary, Stats, UpdateSink, UserExport, UserUpdate,
+};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{Config, OnFull, PolicyKind};
+pub use engine::{Engine, EngineBuilder};
+pub use error::{Error, Problem, StartError};
+pub use ids::{DecisionId, ItemId, ShardId, UserId};

@@ -1,0 +1,268 @@
+//! The global parameters (`g`, `G`, and per item `b_i`, `e_i`) as each shard's private replica,
+//! and the `Mixer` that folds replicas together every few milliseconds.
+//!
+//! A shard trains its replica with AdaGrad and records what it changed (dense deltas, and the
+//! items it touched). At each mix it adds its deltas to the master copy under a mutex and pulls
+//! back the master's dense parameters and every item another shard changed since its last mix.
+//! Summing deltas (rather than averaging replicas) keeps every shard's updates at full strength:
+//! users are partitioned, so each replica sees different data. The mutex is taken once per mix
+//! interval per shard, never on the hot path. With one shard mixing is skipped entirely.
+
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+
+use crate::model::adam::adagrad_step;
+use crate::model::features::{ItemFeatures, SparseVec};
+
+/// A hasher for keys that already are well-mixed 64-bit hashes: it passes them through.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by pre-hashed 64-bit keys.
+pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+
+/// One item as a shard sees it: its catalog features (if it is in the catalog) and the learned
+/// global parameters `b_i`, `e_i` with their AdaGrad accumulators.
+#[derive(Clone, Debug)]
+pub struct ItemParams {
+    /// Catalog features; `None` for items only known from decisions or learning.
+    pub features: Option<Arc<ItemFeatures>>,
+    /// Bias `b_i`.
+    pub bias: f32,
+    /// AdaGrad accumulator of the bias.
+    pub bias_acc: f32,
+    /// Learned embedding `e_i`.
+    pub embedding: Box<[f32]>,
+    /// AdaGrad accumulators of the embedding.
+    pub embedding_acc: Box<[f32]>,
+}
+
+impl ItemParams {
+    /// Fresh parameters starting from the embedding `e0`.
+    pub fn new(features: Option<Arc<ItemFeatures>>, e0: &[f32]) -> Self {
+        ItemParams {
+            features,
+            bias: 0.0,
+            bias_acc: 0.0,
+            embedding: e0.into(),
+            embedding_acc: vec![0.0; e0.len()].into_boxed_slice(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ItemDelta {
+    bias: f32,
+    embedding: Box<[f32]>,
+}
+
+/// A shard's replica of the global model.
+#[derive(Debug)]
+pub struct GlobalReplica {
+    dim: usize,
+    learning_rate: f32,
+    /// `g`: what everyone likes.
+    pub g: Vec<f32>,
+    g_acc: Vec<f32>,
+    g_delta: Vec<f32>,
+    /// `G`, column-major: column `j` is `big_g[j*d..(j+1)*d]`.
+    pub big_g: Vec<f32>,
+    big_g_acc: Vec<f32>,
+    big_g_delta: Vec<f32>,
+    /// Items this shard knows: catalog copies and learned parameters.
+    pub items: KeyMap<ItemParams>,
+    dirty: KeyMap<ItemDelta>,
+    dense_dirty: bool,
+}
+
+impl GlobalReplica {
+    /// An untrained replica of width `dim`.
+    pub fn new(dim: usize, learning_rate: f32) -> Self {
+        GlobalReplica {
+            dim,
+            learning_rate,
+            g: vec![0.0; dim],
+            g_acc: vec![0.0; dim],
+            g_delta: vec![0.0; dim],
+            big_g: vec![0.0; dim * dim],
+            big_g_acc: vec![0.0; dim * dim],
+            big_g_delta: vec![0.0; dim * dim],
+            items: KeyMap::default(),
+            dirty: KeyMap::default(),
+            dense_dirty: false,
+        }
+    }
+
+    /// The model width.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// `out ← out + G·c`.
+    #[inline]
+    pub fn add_context(&self, c: &SparseVec, out: &mut [f32]) {
+        let d = self.dim;
+        for &(j, v) in &c.entries {
+            let col = &self.big_g[j as usize * d..(j as usize + 1) * d];
+            crate::model::math::axpy(out, v, col);
+        }
+    }
+
+    /// One AdaGrad step on the global parameters for prediction error `err` of item `key` with
+    /// features `x`, context `c` and query vector `q` (`∂z/∂e_i`). The item must be present.
+    pub fn train(&mut self, key: u64, err: f32, x: &[f32], q: &[f32], c: &SparseVec) {
+        let d = self.dim;
+        let lr = self.learning_rate;
+        if lr == 0.0 {
+            return;
+        }
+        adagrad_step(lr, &mut self.g, &mut self.g_acc, &mut self.g_delta, err, x);
+        for &(j, v) in &c.entries {
+            let r = j as usize * d..(j as usize + 1) * d;
+            adagrad_step(
+                lr,
+                &mut self.big_g[r.clone()],
+                &mut self.big_g_acc[r.clone()],
+                &mut self.big_g_delta[r],
+                err * v,
+                x,
+            );
+        }
+        self.dense_dirty = true;
+        let Some(item) = self.items.get_mut(&key) else { return };
+        let delta = self
+            .dirty
+            .entry(key)
+            .or_insert_with(|| ItemDelta { bias: 0.0, embedding: vec![0.0; d].into() });
+        item.bias_acc += err * err;
+        let step = lr * err / (item.bias_acc.sqrt() + 1e-6);
+        item.bias -= step;
+        delta.bias -= step;
+        adagrad_step(lr, &mut item.embedding, &mut item.embedding_acc, &mut delta.embedding, err, q);
+    }
+
+    /// Folds this replica into the master and pulls back what other shards changed.
+    pub fn mix(&mut self, mixer: &Mixer, shard: usize) {
+        let mut master = mixer.master.lock();
+        let master = &mut *master;
+        if self.dense_dirty {
+            add_into(&mut master.g, &self.g_delta);
+            add_into(&mut master.big_g, &self.big_g_delta);
+            self.g_delta.iter_mut().for_each(|x| *x = 0.0);
+            self.big_g_delta.iter_mut().for_each(|x| *x = 0.0);
+            self.dense_dirty = false;
+        }
+        self.g.copy_from_slice(&master.g);
+        self.big_g.copy_from_slice(&master.big_g);
+        for (key, delta) in self.dirty.drain() {
+            let local = &self.items[&key];
+            let entry = master.items.entry(key).or_insert_with(|| {
+                // First push of this item: its base is the local value before the delta.
+                let base: Vec<f32> =
+                    local.embedding.iter().zip(&delta.embedding[..]).map(|(e, d)| e - d).collect();
+                (local.bias - delta.bias, base.into_boxed_slice())
+            });
+            entry.0 += delta.bias;
+            add_into(&mut entry.1, &delta.embedding);
+            for (other, pending) in master.pending.iter_mut().enumerate() {
+                if other != shard {
+                    pending.insert(key);
+                }
+            }
+        }
+        let pending = std::mem::take(&mut master.pending[shard]);
+        for key in &pending {
+            let (bias, embedding) = &master.items[key];
+            let item = self.items.entry(*key).or_insert_with(|| ItemParams::new(None, embedding));
+            item.bias = *bias;
+            item.embedding.copy_from_slice(embedding);
+        }
+        master.pending[shard] = pending;
+        master.pending[shard].clear();
+    }
+}
+
+fn add_into(target: &mut [f32], delta: &[f32]) {
+    for (t, d) in target.iter_mut().zip(delta) {
+        *t += d;
+    }
+}
+
+#[derive(Debug)]
+struct Master {
+    g: Vec<f32>,
+    big_g: Vec<f32>,
+    items: KeyMap<(f32, Box<[f32]>)>,
+    pending: Vec<HashSet<u64>>,
+}
+
+/// The master copy of the global model that shards mix into.
+#[derive(Debug)]
+pub struct Mixer {
+    master: Mutex<Master>,
+}
+
+impl Mixer {
+    /// A master of width `dim` for `shards` replicas.
+    pub fn new(dim: usize, shards: usize) -> Self {
+        Mixer {
+            master: Mutex::new(Master {
+                g: vec![0.0; dim],
+                big_g: vec![0.0; dim * dim],
+                items: KeyMap::default(),
+                pending: vec![HashSet::new(); shards],
+            }),
+        }
+    }
+
+    /// Forgets an item's learned parameters everywhere they will next be pulled from.
+    pub fn remove_item(&self, key: u64) {
+        self.master.lock().items.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixing_sums_the_shards_updates() {
+        let mixer = Mixer::new(4, 2);
+        let mut a = GlobalReplica::new(4, 0.1);
+        let mut b = GlobalReplica::new(4, 0.1);
+        let e0 = [0.1f32, 0.0, 0.0, 0.0];
+        a.items.insert(7, ItemParams::new(None, &e0));
+        b.items.insert(7, ItemParams::new(None, &e0));
+        let x = [1.0, 0.0, 0.0, 0.0];
+        let c = SparseVec::default();
+        a.train(7, 0.5, &x, &x, &c);
+        b.train(7, 0.5, &x, &x, &c);
+        let (ga, ba) = (a.g[0], a.items[&7].bias);
+        a.mix(&mixer, 0);
+        b.mix(&mixer, 1);
+        a.mix(&mixer, 0);
+        // Both shards now hold both updates.
+        assert!((a.g[0] - 2.0 * ga).abs() < 1e-6);
+        assert!((b.g[0] - 2.0 * ga).abs() < 1e-6);
+        assert!((a.items[&7].bias - 2.0 * ba).abs() < 1e-6);
+        assert_eq!(a.items[&7].bias, b.items[&7].bias);
+    }
+}

@@ -1,0 +1,192 @@
+//! `Learner`: a shard's model side. It owns the shard's replica of the global model, the
+//! exploration RNG and scratch buffers, and knows how to score candidates for a user and learn
+//! from one labelled example. It never sees messages or replies; `worker` drives it.
+
+use std::sync::Arc;
+
+use crate::actor::UserActor;
+use crate::api::ScoreParts;
+use crate::config::Config;
+use crate::model::adam::AdamParams;
+use crate::model::global::{GlobalReplica, ItemParams};
+use crate::model::math::{dot, sigmoid};
+use crate::model::score::{self, LearnParams};
+use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
+use crate::rng::Rng;
+
+/// Most items (catalog plus learned-only) a shard keeps parameters for.
+pub const MAX_ITEMS_PER_SHARD: usize = 10_000_000;
+
+/// A shard's model side.
+pub struct Learner {
+    /// The engine configuration.
+    pub cfg: Arc<Config>,
+    /// Adam settings derived from `cfg`.
+    pub adam: AdamParams,
+    /// The feature space.
+    pub space: FeatureSpace,
+    /// This shard's replica of the global model.
+    pub global: GlobalReplica,
+    /// The exploration RNG (seeded per shard).
+    pub rng: Rng,
+    /// `q` of the current decision.
+    pub query: Vec<f32>,
+    /// Scratch for one learning step (`2·d`).
+    scratch: Vec<f32>,
+    /// One item's `φ`, copied out so the replica can be borrowed mutably.
+    phi: Vec<f32>,
+    /// One item's `x = φ + e`.
+    x: Vec<f32>,
+    /// The user-derived context buckets, precomputed: `((key, value), bucket)`.
+    derived: Vec<((&'static str, &'static str), (u32, f32))>,
+}
+
+impl Learner {
+    /// A learner for `cfg`, seeded with `seed`.
+    pub fn new(cfg: Arc<Config>, seed: u64) -> Self {
+        let m = &cfg.model;
+        let d = m.dim;
+        let space = FeatureSpace { dim: d, item_embedding_init: m.item_embedding_init };
+        let mut derived = Vec::new();
+        for (key, values) in [
+            ("_sentiment", ["negative", "neutral", "positive"]),
+            ("_engagement", ["low", "medium", "high"]),
+        ] {
+            for v in values {
+                derived.push(((key, v), space.bucket(key, v)));
+            }
+        }
+        Learner {
+            adam: AdamParams {
+                learning_rate: m.learning_rate,
+                beta1: m.beta1,
+                beta2: m.beta2,
+                epsilon: m.epsilon,
+                l2: m.l2,
+            },
+            global: GlobalReplica::new(d, m.global_learning_rate),
+            rng: Rng::new(seed),
+            query: vec![0.0; d],
+            scratch: vec![0.0; 2 * d],
+            phi: vec![0.0; d],
+            x: vec![0.0; d],
+            space,
+            derived,
+            cfg,
+        }
+    }
+
+    /// The decision or training context: the request's pairs plus the user's derived buckets,
+    /// scaled to unit length.
+    pub fn full_context(&self, raw: &SparseVec, user: &UserActor) -> SparseVec {
+        let mut entries = Vec::with_capacity(raw.entries.len() + 2);
+        entries.extend_from_slice(&raw.entries);
+        for pair in user.signals.context_buckets(&self.cfg.hygiene) {
+            if let Some((_, bucket)) = self.derived.iter().find(|(p, _)| *p == pair) {
+                entries.push(*bucket);
+            }
+        }
+        let s = 1.0 / (entries.len() as f32).sqrt();
+        for e in &mut entries {
+            e.1 *= s;
+        }
+        SparseVec { entries }
+    }
+
+    /// Makes sure the replica has parameters for `key`; `false` when the shard is full.
+    pub fn ensure_item(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> bool {
+        if self.global.items.contains_key(&key) {
+            return true;
+        }
+        if self.global.items.len() >= MAX_ITEMS_PER_SHARD {
+            return false;
+        }
+        let params = match inline {
+            Some(f) => ItemParams::new(None, &f.e0),
+            None => ItemParams::new(None, &self.space.initial_embedding(key)),
+        };
+        self.global.items.insert(key, params);
+        true
+    }
+
+    /// Copies `φ` of an item into `self.phi`: catalog features, else inline, else zeros.
+    fn load_phi(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) {
+        let catalog = self.global.items.get(&key).and_then(|p| p.features.as_ref());
+        match catalog.or(inline) {
+            Some(f) => self.phi.copy_from_slice(&f.phi),
+            None => self.phi.iter_mut().for_each(|x| *x = 0.0),
+        }
+    }
+
+    /// `x_i = φ_i + e_i` of an item that `ensure_item` has admitted.
+    pub fn item_vector(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> &[f32] {
+        self.load_phi(key, inline);
+        let e = &self.global.items[&key].embedding;
+        for (x, (p, e)) in self.x.iter_mut().zip(self.phi.iter().zip(e.iter())) {
+            *x = p + e;
+        }
+        &self.x
+    }
+
+    /// Sets `self.query` to `q = g + w_u + G·c + κ·ŝ_u`.
+    pub fn prepare_query(&mut self, user: &UserActor, context: &SparseVec) {
+        score::query(&self.global, &user.view(), self.cfg.model.kappa, context, &mut self.query);
+    }
+
+    /// The logit of one candidate under the prepared query.
+    #[inline]
+    pub fn logit(&self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> f32 {
+        let q = &self.query;
+        match self.global.items.get(&key) {
+            Some(p) => {
+                let features = p.features.as_deref().or(inline.map(|f| &**f));
+                p.bias + features.map_or(0.0, |f| dot(q, &f.phi)) + dot(q, &p.embedding)
+            }
+            None => match inline {
+                Some(f) => dot(q, &f.phi) + dot(q, &f.e0),
+                None => dot(q, &self.space.initial_embedding(key)),
+            },
+        }
+    }
+
+    /// The score's parts for one candidate, for `explain`.
+    pub fn explain(
+        &mut self,
+        user: &UserActor,
+        context: &SparseVec,
+        key: u64,
+        inline: Option<&Arc<ItemFeatures>>,
+    ) -> ScoreParts {
+        let (bias, x) = if self.ensure_item(key, inline) {
+            let x = self.item_vector(key, inline).to_vec();
+            (self.global.items[&key].bias, x)
+        } else {
+            (0.0, vec![0.0; self.space.dim])
+        };
+        score::explain(&self.global, &user.view(), self.cfg.model.kappa, context, bias, &x)
+    }
+
+    /// Learns from one labelled example; returns the prediction before the step, or `None`
+    /// when the shard has no room for the item's parameters.
+    pub fn learn(
+        &mut self,
+        user: &mut UserActor,
+        key: u64,
+        inline: Option<&Arc<ItemFeatures>>,
+        context: &SparseVec,
+        reward: f32,
+    ) -> Option<f32> {
+        if !self.ensure_item(key, inline) {
+            return None;
+        }
+        self.load_phi(key, inline);
+        let params = LearnParams { adam: &self.adam, kappa: self.cfg.model.kappa };
+        let example = score::Example { item_key: key, phi: &self.phi, context, reward };
+        Some(score::learn(&params, user.model(), &mut self.global, &example, &mut self.scratch))
+    }
+
+    /// The probability of a logit.
+    pub fn probability(z: f32) -> f32 {
+        sigmoid(z)
+    }
+}

@@ -1,0 +1,106 @@
+//! The closed set of messages a shard handles, carrying inputs that were already validated and
+//! hashed at the edge (`engine`), each with its one-shot reply.
+//!
+//! Every state-changing message carries its time, so a per-shard log of these messages replays
+//! to the same state bit for bit.
+
+use std::sync::Arc;
+
+use crate::api::{Ack, Decision, EventKind, UpdateSink, UserExport};
+use crate::error::Error;
+use crate::ids::{DecisionId, UserId};
+use crate::model::{ItemFeatures, SparseVec};
+use crate::sync::oneshot;
+
+/// An event that passed validation: ids hashed, value checked, time fixed.
+#[derive(Clone, Debug)]
+pub struct ValidEvent {
+    /// The user.
+    pub user: UserId,
+    /// What happened.
+    pub kind: EventKind,
+    /// The item's key and id, if any.
+    pub item: Option<(u64, String)>,
+    /// The numeric signal (1.0 when the kind has none).
+    pub value: f64,
+    /// Event time (Unix ms).
+    pub ts_ms: u64,
+    /// The hashed context, unscaled (one signed unit per pair).
+    pub context: SparseVec,
+    /// The decision the event answers, if the caller named one.
+    pub decision: Option<DecisionId>,
+}
+
+/// One candidate of a validated decision.
+#[derive(Clone, Debug)]
+pub struct ValidCandidate {
+    /// The item's key.
+    pub key: u64,
+    /// The item's id.
+    pub id: String,
+    /// Features given inline (not from the catalog).
+    pub inline: Option<Arc<ItemFeatures>>,
+}
+
+/// A decision request that passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidDecide {
+    /// The user.
+    pub user: UserId,
+    /// The candidates.
+    pub candidates: Vec<ValidCandidate>,
+    /// Placements wanted (≤ candidates).
+    pub n: usize,
+    /// The hashed context, unscaled.
+    pub context: SparseVec,
+    /// Decision time (Unix ms).
+    pub ts_ms: u64,
+    /// Whether to explain the scores.
+    pub explain: bool,
+}
+
+/// An explicit reward that passed validation.
+#[derive(Clone, Debug)]
+pub struct ValidReward {
+    /// The decision.
+    pub decision: DecisionId,
+    /// The rewarded item's key and id.
+    pub item_key: u64,
+    /// The item's id, for errors.
+    pub item: String,
+    /// The reward in 0..=1.
+    pub value: f32,
+    /// Time of the reward (Unix ms).
+    pub ts_ms: u64,
+}
+
+/// A reply slot.
+pub type Reply<T> = oneshot::Sender<T>;
+
+/// Everything a shard can be asked to do.
+pub enum Msg {
+    /// Apply one event.
+    Event(ValidEvent, Reply<Result<Ack, Error>>),
+    /// Apply several events (all owned by this shard), in order.
+    Events(Vec<ValidEvent>, Reply<Vec<Result<Ack, Error>>>),
+    /// Rank candidates.
+    Decide(ValidDecide, Reply<Result<Decision, Error>>),
+    /// Attribute an explicit reward.
+    Reward(ValidReward, Reply<Result<(), Error>>),
+    /// Insert or replace a catalog item.
+    UpsertItem(Arc<ItemFeatures>),
+    /// Remove a catalog item and its learned parameters.
+    RemoveItem(u64),
+    /// Export one user.
+    User(UserId, Reply<Option<UserExport>>),
+    /// Erase one user.
+    Forget(UserId, Reply<bool>),
+    /// Push this user's updates to a sink until unsubscribed.
+    Subscribe(UserId, u64, Arc<dyn UpdateSink>),
+    /// Stop pushing to the subscription with this id.
+    Unsubscribe(UserId, u64),
+    /// Reply once every earlier message has been handled.
+    Barrier(Reply<()>),
+    /// Time passes: expire decisions, passivate idle users, mix the global model.
+    Tick(u64),
+}

@@ -1,0 +1,148 @@
+//! Open decisions of one shard: what was placed, with which propensities, in which context,
+//! and what each placement has earned so far, until the attribution window closes.
+//!
+//! Bounded twice: per user (`max_open_per_user`, the oldest closes early) and per shard
+//! (`max_open_per_shard`, likewise). Expiry is a time-ordered queue checked on each tick.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crate::ids::{DecisionId, ShardId};
+use crate::model::global::KeyMap;
+use crate::model::{ItemFeatures, SparseVec};
+
+/// One placement of an open decision.
+#[derive(Clone, Debug)]
+pub struct Placed {
+    /// The item's key.
+    pub key: u64,
+    /// The item's id.
+    pub id: String,
+    /// Features the decision was given inline, if any.
+    pub inline: Option<Arc<ItemFeatures>>,
+    /// The placement's propensity.
+    pub propensity: f32,
+    /// The composite reward earned so far; `None` while no outcome arrived.
+    pub reward: Option<f32>,
+}
+
+/// An open decision.
+#[derive(Clone, Debug)]
+pub struct Open {
+    /// The user's key.
+    pub user_key: u64,
+    /// When it was made (Unix ms).
+    pub created_ms: u64,
+    /// When its window closes (Unix ms).
+    pub expires_ms: u64,
+    /// The full (scaled) context the decision was scored in.
+    pub context: SparseVec,
+    /// Placements, best slot first.
+    pub placements: Vec<Placed>,
+}
+
+/// Why a decision could not be found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// This shard issued it in this run, and it is closed.
+    Closed,
+    /// This shard never issued it.
+    NeverIssued,
+}
+
+/// The open decisions of one shard.
+pub struct PendingDecisions {
+    shard: ShardId,
+    first_sequence: u64,
+    next_sequence: u64,
+    open: KeyMap<Open>,
+    by_expiry: VecDeque<(u64, u64)>,
+    cap: usize,
+}
+
+impl PendingDecisions {
+    /// An empty set for `shard`, numbering decisions from `first_sequence`.
+    pub fn new(shard: ShardId, first_sequence: u64, cap: usize) -> Self {
+        PendingDecisions {
+            shard,
+            first_sequence,
+            next_sequence: first_sequence,
+            open: KeyMap::default(),
+            by_expiry: VecDeque::new(),
+            cap,
+        }
+    }
+
+    /// Open decisions.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether none is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// The next decision id (consumed by `insert`).
+    pub fn next_id(&self) -> DecisionId {
+        DecisionId::new(self.shard, self.next_sequence)
+    }
+
+    /// Opens a decision under `next_id()`. Returns the id and, when the shard cap was reached,
+    /// the id of the oldest decision, which the caller must close.
+    pub fn insert(&mut self, open: Open) -> (DecisionId, Option<u64>) {
+        let id = self.next_id();
+        self.next_sequence += 1;
+        self.by_expiry.push_back((open.expires_ms, id.0));
+        self.open.insert(id.0, open);
+        let overflow = if self.open.len() > self.cap { self.oldest_open() } else { None };
+        (id, overflow)
+    }
+
+    fn oldest_open(&mut self) -> Option<u64> {
+        while let Some(&(_, id)) = self.by_expiry.front() {
+            if self.open.contains_key(&id) {
+                return Some(id);
+            }
+            self.by_expiry.pop_front();
+        }
+        None
+    }
+
+    /// The decision, or why it is not open.
+    pub fn get_mut(&mut self, id: DecisionId) -> Result<&mut Open, Missing> {
+        let seq = id.0 & 0xffff_ffff_ffff;
+        let issued = id.shard() == self.shard
+            && seq >= self.first_sequence
+            && seq < self.next_sequence;
+        match self.open.get_mut(&id.0) {
+            Some(open) => Ok(open),
+            None if issued => Err(Missing::Closed),
+            None => Err(Missing::NeverIssued),
+        }
+    }
+
+    /// The decision, if open.
+    pub fn get(&self, id: u64) -> Option<&Open> {
+        self.open.get(&id)
+    }
+
+    /// Removes a decision.
+    pub fn remove(&mut self, id: u64) -> Option<Open> {
+        self.open.remove(&id)
+    }
+
+    /// Removes and returns the next decision whose window closed at or before `now_ms`.
+    pub fn pop_expired(&mut self, now_ms: u64) -> Option<(u64, Open)> {
+        while let Some(&(expires, id)) = self.by_expiry.front() {
+            if expires > now_ms {
+                return None;
+            }
+            self.by_expiry.pop_front();
+            if let Some(open) = self.open.remove(&id) {
+                return Some((id, open));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,466 @@
+//! `Shard`: the single owner of a set of users. `handle` is one `match` over every message; each
+//! handler runs to completion, synchronously, with the time the message carries.
+//!
+//! **Invariant:** only the shard's own thread calls into a `Shard`; there is no lock on user
+//! state. Handlers never read the clock and never block.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::actor::UserActor;
+use crate::api::{
+    Ack, Decision, OpenDecision, Placement, ShardStats, UpdateSink, UserExport, UserUpdate,
+};
+use crate::config::Config;
+use crate::error::Error;
+use crate::ids::{ShardId, UserId};
+use crate::model::global::{KeyMap, Mixer};
+use crate::model::policy;
+use crate::model::reward::{is_clear_outcome, state_signal, training_reward};
+use crate::model::{ItemFeatures, SparseVec};
+use crate::shard::learner::Learner;
+use crate::shard::msg::{Msg, ValidDecide, ValidEvent, ValidReward};
+use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
+use crate::shard::users::Users;
+
+/// Most open decisions one shard keeps; past this the oldest closes early.
+pub const MAX_OPEN_PER_SHARD: usize = 2_000_000;
+
+/// How many users one idle-passivation tick examines.
+const PASSIVATION_BUDGET: usize = 4096;
+
+/// A shard's counters, published for `Engine::stats` after every batch. The shard is the only
+/// writer; readers see values at most one batch old.
+#[derive(Debug, Default)]
+pub struct Counters {
+    values: [AtomicU64; 11],
+}
+
+impl Counters {
+    fn publish(&self, s: &ShardStats) {
+        let v = [
+            s.resident_users,
+            0,
+            s.events_total,
+            s.decisions_total,
+            s.rewards_attributed_total,
+            s.decisions_expired_total,
+            s.outliers_filtered_total,
+            s.evictions_total,
+            s.busy_total,
+            s.training_steps_total,
+            s.mixes_total,
+        ];
+        for (i, (slot, x)) in self.values.iter().zip(v).enumerate() {
+            // Slot 8 (`busy_total`) is counted by callers, not published by the shard.
+            if i != 8 {
+                slot.store(x, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts one call refused with `Busy` (written by callers, not the shard).
+    pub fn count_busy(&self) {
+        self.values[8].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The last published values (`inbox_depth` is filled in by the engine).
+    pub fn read(&self) -> ShardStats {
+        let v: Vec<u64> = self.values.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        ShardStats {
+            resident_users: v[0],
+            inbox_depth: 0,
+            events_total: v[2],
+            decisions_total: v[3],
+            rewards_attributed_total: v[4],
+            decisions_expired_total: v[5],
+            outliers_filtered_total: v[6],
+            evictions_total: v[7],
+            busy_total: v[8],
+            training_steps_total: v[9],
+            mixes_total: v[10],
+        }
+    }
+}
+
+struct Subscription {
+    id: u64,
+    sink: Arc<dyn UpdateSink>,
+    /// The last decision's candidates and its `n`, to re-rank after each event.
+    candidates: Vec<(u64, String, Option<Arc<ItemFeatures>>)>,
+    n: usize,
+}
+
+/// One shard's state.
+pub struct Shard {
+    id: ShardId,
+    users: Users,
+    pending: PendingDecisions,
+    learner: Learner,
+    mixer: Option<Arc<Mixer>>,
+    subscriptions: KeyMap<Vec<Subscription>>,
+    stats: ShardStats,
+    counters: Arc<Counters>,
+    next_mix_ms: u64,
+}
+
+impl Shard {
+    /// A shard with no users. `first_sequence` numbers its decisions; `mixer` is `None` when
+    /// there is nothing to mix with.
+    pub fn new(
+        id: ShardId,
+        cfg: Arc<Config>,
+        first_sequence: u64,
+        mixer: Option<Arc<Mixer>>,
+        counters: Arc<Counters>,
+    ) -> Self {
+        let seed = cfg.seed ^ (id.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        Shard {
+            id,
+            users: Users::new(cfg.max_users_per_shard),
+            pending: PendingDecisions::new(id, first_sequence, MAX_OPEN_PER_SHARD),
+            learner: Learner::new(cfg, seed),
+            mixer,
+            subscriptions: KeyMap::default(),
+            stats: ShardStats::default(),
+            counters,
+            next_mix_ms: 0,
+        }
+    }
+
+    fn cfg(&self) -> &Config {
+        &self.learner.cfg
+    }
+
+    /// Handles one message to completion.
+    pub fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Event(ev, reply) => reply.send(self.on_event(ev)),
+            Msg::Events(evs, reply) => {
+                let acks = evs.into_iter().map(|ev| self.on_event(ev)).collect();
+                reply.send(acks)
+            }
+            Msg::Decide(req, reply) => reply.send(self.on_decide(req)),
+            Msg::Reward(r, reply) => reply.send(self.on_reward(r)),
+            Msg::UpsertItem(features) => self.on_upsert(features),
+            Msg::RemoveItem(key) => {
+                self.learner.global.items.remove(&key);
+                if let Some(m) = &self.mixer {
+                    m.remove_item(key);
+                }
+            }
+            Msg::User(id, reply) => reply.send(self.export(&id)),
+            Msg::Forget(id, reply) => reply.send(self.forget(&id)),
+            Msg::Subscribe(user, sub, sink) => {
+                let subs = self.subscriptions.entry(user.key()).or_default();
+                subs.push(Subscription { id: sub, sink, candidates: Vec::new(), n: 0 });
+            }
+            Msg::Unsubscribe(user, sub) => {
+                if let Some(subs) = self.subscriptions.get_mut(&user.key()) {
+                    subs.retain(|s| s.id != sub);
+                    if subs.is_empty() {
+                        self.subscriptions.remove(&user.key());
+                    }
+                }
+            }
+            Msg::Barrier(reply) => reply.send(()),
+            Msg::Tick(now_ms) => self.on_tick(now_ms),
+        }
+    }
+
+    /// Publishes the counters for readers.
+    pub fn publish(&mut self) {
+        self.stats.resident_users = self.users.len() as u64;
+        self.counters.publish(&self.stats);
+    }
+
+    fn on_upsert(&mut self, features: Arc<ItemFeatures>) {
+        let key = features.id.key();
+        match self.learner.global.items.get_mut(&key) {
+            Some(p) => p.features = Some(features),
+            None => {
+                let params = crate::model::ItemParams::new(Some(features.clone()), &features.e0);
+                self.learner.global.items.insert(key, params);
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: ValidEvent) -> Result<Ack, Error> {
+        let dim = self.learner.space.dim;
+        let (user, evicted) =
+            self.users.get_or_insert(&ev.user, ev.ts_ms, dim, &mut self.learner.rng);
+        let cfg = &*self.learner.cfg;
+        user.advance(ev.ts_ms, &cfg.model);
+        user.signals.advance(ev.ts_ms, &cfg.hygiene);
+        user.events_by_kind[ev.kind as usize] += 1;
+        let outlier = user.signals.observe(ev.kind, ev.value, &cfg.hygiene);
+        let rho = state_signal(&cfg.state_signal, ev.kind, ev.value);
+        let reward = training_reward(&cfg.reward, ev.kind, ev.value);
+        self.stats.events_total += 1;
+        let mut ack = Ack::default();
+        if outlier {
+            self.stats.outliers_filtered_total += 1;
+            ack.outlier = true;
+        } else if let Some((key, _)) = &ev.item {
+            if self.learner.ensure_item(*key, None) {
+                if rho != 0.0 {
+                    let half_life_s = self.learner.cfg.model.state_half_life_s;
+                    let x = self.learner.item_vector(*key, None);
+                    user.add_signal(rho, x, ev.ts_ms, half_life_s);
+                }
+                if let Some(r) = reward {
+                    ack = self.attribute_or_train(&ev, *key, r);
+                }
+            }
+        }
+        if let Some(evicted) = evicted {
+            self.drop_user(evicted);
+        }
+        if self.subscriptions.contains_key(&ev.user.key()) {
+            self.push_update(&ev);
+        }
+        Ok(ack)
+    }
+
+    /// Labels the user's matching open placement with reward `r` and trains on it; failing
+    /// that, trains on the event itself when it is a clear outcome.
+    fn attribute_or_train(&mut self, ev: &ValidEvent, key: u64, r: f32) -> Ack {
+        let mut ack = Ack::default();
+        // The user is resident: `on_event` just touched it.
+        let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) else { return ack };
+        let candidates: Vec<u64> = match ev.decision {
+            Some(d) => vec![d.0],
+            None => user.open.iter().rev().copied().collect(),
+        };
+        for id in candidates {
+            let Some(open) = self.pending.get(id) else { continue };
+            if open.user_key != user.id.key() {
+                continue;
+            }
+            let Some(slot) = open.placements.iter().position(|p| p.key == key) else { continue };
+            let open = self.pending.get_mut(crate::ids::DecisionId(id)).ok();
+            let Some(open) = open else { continue };
+            let placed = &mut open.placements[slot];
+            let total = (placed.reward.unwrap_or(0.0) + r).clamp(0.0, 1.0);
+            placed.reward = Some(total);
+            let inline = placed.inline.clone();
+            let context = open.context.clone();
+            self.stats.rewards_attributed_total += 1;
+            ack.attributed = true;
+            ack.trained = self.learner.learn(user, key, inline.as_ref(), &context, total).is_some();
+            break;
+        }
+        if !ack.attributed && is_clear_outcome(&self.learner.cfg.reward, ev.kind, ev.value) {
+            let context = self.learner.full_context(&ev.context, user);
+            ack.trained = self.learner.learn(user, key, None, &context, r).is_some();
+        }
+        if ack.trained {
+            self.stats.training_steps_total += 1;
+        }
+        ack
+    }
+
+    fn on_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
+        let dim = self.learner.space.dim;
+        let (user, evicted) =
+            self.users.get_or_insert(&req.user, req.ts_ms, dim, &mut self.learner.rng);
+        user.advance(req.ts_ms, &self.learner.cfg.model);
+        user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
+        user.decisions += 1;
+        let context = self.learner.full_context(&req.context, user);
+        self.learner.prepare_query(user, &context);
+        let logits: Vec<f32> =
+            req.candidates.iter().map(|c| self.learner.logit(c.key, c.inline.as_ref())).collect();
+        let slots =
+            policy::place(&self.learner.cfg.exploration, &logits, req.n, &mut self.learner.rng);
+        let mut items = Vec::with_capacity(slots.len());
+        let mut placed = Vec::with_capacity(slots.len());
+        for slot in &slots {
+            let c = &req.candidates[slot.index];
+            let explain = req
+                .explain
+                .then(|| self.learner.explain(user, &context, c.key, c.inline.as_ref()));
+            items.push(Placement {
+                item: c.id.clone(),
+                score: Learner::probability(logits[slot.index]),
+                propensity: slot.propensity,
+                explain,
+            });
+            placed.push(Placed {
+                key: c.key,
+                id: c.id.clone(),
+                inline: c.inline.clone(),
+                propensity: slot.propensity,
+                reward: None,
+            });
+        }
+        let window_ms = self.learner.cfg.attribution.window_s * 1000;
+        let user_key = user.id.key();
+        let open = Open {
+            user_key,
+            created_ms: req.ts_ms,
+            expires_ms: req.ts_ms + window_ms,
+            context,
+            placements: placed,
+        };
+        let (id, overflow) = self.pending.insert(open);
+        user.open.push(id.0);
+        let early = (user.open.len() > self.learner.cfg.attribution.max_open_per_user)
+            .then(|| user.open[0]);
+        self.stats.decisions_total += 1;
+        if let Some(subs) = self.subscriptions.get_mut(&user_key) {
+            for s in subs {
+                s.candidates =
+                    req.candidates.iter().map(|c| (c.key, c.id.clone(), c.inline.clone())).collect();
+                s.n = req.n;
+            }
+        }
+        for closing in early.into_iter().chain(overflow) {
+            if let Some(open) = self.pending.remove(closing) {
+                self.close(closing, open);
+            }
+        }
+        if let Some(evicted) = evicted {
+            self.drop_user(evicted);
+        }
+        Ok(Decision { id, items })
+    }
+
+    fn on_reward(&mut self, r: ValidReward) -> Result<(), Error> {
+        let open = self.pending.get_mut(r.decision).map_err(|missing| match missing {
+            Missing::Closed => Error::ExpiredDecision(r.decision),
+            Missing::NeverIssued => Error::UnknownDecision(r.decision),
+        })?;
+        let Some(placed) = open.placements.iter_mut().find(|p| p.key == r.item_key) else {
+            return Err(Error::NotShown { decision: r.decision, item: r.item });
+        };
+        let total = (placed.reward.unwrap_or(0.0) + r.value).clamp(0.0, 1.0);
+        placed.reward = Some(total);
+        let inline = placed.inline.clone();
+        let context = open.context.clone();
+        let user_key = open.user_key;
+        self.stats.rewards_attributed_total += 1;
+        if let Some(user) = self.users.get_by_key_mut(user_key, r.ts_ms) {
+            user.advance(r.ts_ms, &self.learner.cfg.model);
+            if self.learner.learn(user, r.item_key, inline.as_ref(), &context, total).is_some() {
+                self.stats.training_steps_total += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes a decision: ignored placements in the top `k` train with the default reward.
+    fn close(&mut self, id: u64, open: Open) {
+        self.stats.decisions_expired_total += 1;
+        let k = self.learner.cfg.attribution.train_ignored_top_k;
+        let default = self.learner.cfg.reward.default_reward;
+        let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else { return };
+        user.open.retain(|&d| d != id);
+        for placed in open.placements.iter().take(k).filter(|p| p.reward.is_none()) {
+            let inline = placed.inline.as_ref();
+            if self.learner.learn(user, placed.key, inline, &open.context, default).is_some() {
+                self.stats.training_steps_total += 1;
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now_ms: u64) {
+        while let Some((id, open)) = self.pending.pop_expired(now_ms) {
+            self.close(id, open);
+        }
+        let idle_s = self.learner.cfg.idle_evict_after_s;
+        if idle_s > 0 {
+            let cutoff = now_ms.saturating_sub(idle_s * 1000);
+            for user in self.users.passivate_idle(cutoff, PASSIVATION_BUDGET) {
+                self.drop_user(user);
+            }
+        }
+        if let Some(mixer) = &self.mixer {
+            if now_ms >= self.next_mix_ms {
+                self.learner.global.mix(mixer, self.id.0 as usize);
+                self.stats.mixes_total += 1;
+                self.next_mix_ms = now_ms + self.learner.cfg.mix_interval_ms;
+            }
+        }
+    }
+
+    /// Forgets an evicted user's open decisions and counts the eviction.
+    fn drop_user(&mut self, user: UserActor) {
+        for id in &user.open {
+            self.pending.remove(*id);
+        }
+        self.stats.evictions_total += 1;
+    }
+
+    fn export(&self, id: &UserId) -> Option<UserExport> {
+        let user = self.users.get(id)?;
+        let open_decisions = user
+            .open
+            .iter()
+            .filter_map(|&d| self.pending.get(d).map(|o| (d, o)))
+            .map(|(d, o)| OpenDecision {
+                id: crate::ids::DecisionId(d),
+                created_ms: o.created_ms,
+                expires_ms: o.expires_ms,
+                placements: o.placements.iter().map(|p| (p.id.clone(), p.reward)).collect(),
+            })
+            .collect();
+        Some(UserExport {
+            user: user.id.as_str().to_string(),
+            first_seen_ms: user.first_seen_ms,
+            last_seen_ms: user.last_ms,
+            events_by_kind: user.events_by_kind.map(u64::from),
+            decisions: user.decisions as u64,
+            training_steps: user.steps as u64,
+            state: user.state().to_vec(),
+            personal_weights: user.weights().to_vec(),
+            signals: user.signals.summary(&self.cfg().hygiene),
+            open_decisions,
+        })
+    }
+
+    fn forget(&mut self, id: &UserId) -> bool {
+        match self.users.remove(id) {
+            Some(user) => {
+                for d in &user.open {
+                    self.pending.remove(*d);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn push_update(&mut self, ev: &ValidEvent) {
+        let Some(user) = self.users.get(&ev.user) else { return };
+        let context = self.learner.full_context(&SparseVec::default(), user);
+        self.learner.prepare_query(user, &context);
+        let summary = user.signals.summary(&self.learner.cfg.hygiene);
+        let Some(subs) = self.subscriptions.get(&ev.user.key()) else { return };
+        let mut updates = Vec::with_capacity(subs.len());
+        for s in subs {
+            let logits: Vec<f32> =
+                s.candidates.iter().map(|(k, _, f)| self.learner.logit(*k, f.as_ref())).collect();
+            let top = policy::top_n(&logits, s.n, &mut Vec::new())
+                .into_iter()
+                .map(|i| (s.candidates[i].1.clone(), Learner::probability(logits[i])))
+                .collect();
+            updates.push((s.sink.clone(), top));
+        }
+        let dropped = self
+            .users
+            .get_mut(&ev.user, ev.ts_ms)
+            .map(|u| u.signals.engagement_dropped_since_push())
+            .unwrap_or(false);
+        for (sink, top) in updates {
+            sink.push(UserUpdate {
+                user: ev.user.as_str().to_string(),
+                cause: ev.kind,
+                ts_ms: ev.ts_ms,
+                top,
+                signals: summary.clone(),
+                engagement_drop: dropped,
+            });
+        }
+    }
+}

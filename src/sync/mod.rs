@@ -1,0 +1,3 @@
+//! Synchronization primitives the engine builds on. Everything `unsafe` lives here.
+
+pub mod oneshot;
