@@ -416,3 +416,76 @@ pub trait UpdateSink: Send + Sync + 'static {
     /// Delivers one update. Called on a shard thread: return quickly.
     fn push(&self, update: UserUpdate);
 }
+
+/// What produced an outcome in the decision log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutcomeSource {
+    /// An event of this kind on a shown item.
+    Event(EventKind),
+    /// An explicit `reward` call.
+    Reward,
+}
+
+/// One placement as logged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedPlacement {
+    /// The item.
+    pub item: String,
+    /// `σ(z)` at decision time.
+    pub score: f32,
+    /// The placement's propensity.
+    pub propensity: f32,
+}
+
+/// One record of the decision log (see `docs/decision-log.md` for the file format).
+#[derive(Clone, Debug, PartialEq)]
+pub enum LogRecord {
+    /// A decision was made.
+    Decision {
+        /// Decision time (Unix ms).
+        ts_ms: u64,
+        /// Its id.
+        decision: DecisionId,
+        /// The user.
+        user: String,
+        /// The context as given.
+        context: Context,
+        /// Every candidate's id, in request order.
+        candidates: Vec<String>,
+        /// The placements, best slot first.
+        placements: Vec<LoggedPlacement>,
+        /// A hash of the engine configuration that made it.
+        config_version: u64,
+    },
+    /// An outcome was attributed to a placement.
+    Outcome {
+        /// Time of the outcome (Unix ms).
+        ts_ms: u64,
+        /// The decision.
+        decision: DecisionId,
+        /// The placed item.
+        item: String,
+        /// This outcome's reward in 0..=1.
+        reward: f32,
+        /// The placement's accumulated reward after it.
+        total: f32,
+        /// What produced it.
+        source: OutcomeSource,
+    },
+    /// A decision's window closed.
+    Expired {
+        /// Time it closed (Unix ms).
+        ts_ms: u64,
+        /// The decision.
+        decision: DecisionId,
+        /// Placements that never got an outcome.
+        unrewarded: Vec<String>,
+    },
+}
+
+/// Where the engine writes its decision log. Called on shard threads: must never block
+/// (a bounded writer drops and counts instead).
+pub trait DecisionLog: Send + Sync + 'static {
+    /// Takes one record.
+    fn record(&self, record: LogRecord);
+}

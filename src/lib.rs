@@ -39,8 +39,9 @@ pub mod shard;
 pub mod sync;
 
 pub use api::{
-    Ack, Candidate, Context, DecideRequest, Decision, Event, EventKind, ItemSpec, OpenDecision,
-    Placement, ScoreParts, ShardStats, SignalSummary, Stats, UpdateSink, UserExport, UserUpdate,
+    Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, Event, EventKind, ItemSpec,
+    LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement, ScoreParts, ShardStats,
+    SignalSummary, Stats, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, OnFull, PolicyKind};

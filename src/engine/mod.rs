@@ -19,7 +19,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::api::{
-    Ack, DecideRequest, Decision, Event, EventKind, ItemSpec, Stats, UpdateSink, UserExport,
+    Ack, DecideRequest, Decision, DecisionLog, Event, EventKind, ItemSpec, Stats, UpdateSink,
+    UserExport,
 };
 use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
@@ -47,6 +48,8 @@ struct Inner {
     closing: AtomicBool,
     spin: Duration,
     next_subscription: AtomicU64,
+    /// Whether shards write a decision log (decide keeps the raw context for it).
+    logging: bool,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -62,6 +65,7 @@ pub struct Engine {
 pub struct EngineBuilder {
     config: Config,
     clock: Option<Arc<dyn Clock>>,
+    log: Option<Arc<dyn DecisionLog>>,
 }
 
 impl EngineBuilder {
@@ -100,6 +104,11 @@ impl EngineBuilder {
         self.clock = Some(Arc::new(clock));
         self
     }
+    /// Writes every decision and outcome to `log` (off by default).
+    pub fn decision_log(mut self, log: Arc<dyn DecisionLog>) -> Self {
+        self.log = Some(log);
+        self
+    }
     /// Validates the configuration and starts the shard threads.
     pub fn build(self) -> Result<Engine, StartError> {
         self.config.validate().map_err(StartError::Config)?;
@@ -122,6 +131,7 @@ impl EngineBuilder {
                 mixer: mixer.clone(),
                 counters: c.clone(),
                 first_sequence,
+                log: self.log.clone(),
             };
             threads.push(shard::spawn(setup, rx)?);
             inboxes.push(tx);
@@ -141,6 +151,7 @@ impl EngineBuilder {
             threads: Mutex::new(threads),
             closing: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
+            logging: self.log.is_some(),
         };
         Ok(Engine { inner: Arc::new(inner), on_full })
     }
@@ -348,14 +359,16 @@ impl Engine {
     /// Ranks candidates for a user and opens the decision for attribution.
     pub fn decide(&self, request: DecideRequest) -> Result<Decision, Error> {
         let inner = &self.inner;
-        let req = validate::decide(&inner.cfg, &inner.space, request, inner.clock.now_ms())?;
+        let now = inner.clock.now_ms();
+        let req = validate::decide(&inner.cfg, &inner.space, request, now, inner.logging)?;
         self.call(self.shard_of(&req.user), |r| Msg::Decide(req, r))?
     }
 
     /// `decide`, as a future.
     pub async fn decide_async(&self, request: DecideRequest) -> Result<Decision, Error> {
         let inner = &self.inner;
-        let req = validate::decide(&inner.cfg, &inner.space, request, inner.clock.now_ms())?;
+        let now = inner.clock.now_ms();
+        let req = validate::decide(&inner.cfg, &inner.space, request, now, inner.logging)?;
         let shard = self.shard_of(&req.user);
         self.call_async(shard, |r| Msg::Decide(req, r)).await?
     }

@@ -140,6 +140,7 @@ pub fn decide(
     space: &FeatureSpace,
     req: DecideRequest,
     now_ms: u64,
+    keep_raw_context: bool,
 ) -> Result<ValidDecide, Error> {
     let user = UserId::new(&req.user)?;
     if req.candidates.is_empty() {
@@ -173,6 +174,7 @@ pub fn decide(
         context: context(cfg, space, &req.context)?,
         ts_ms: timestamp(cfg, req.ts_ms, now_ms)?,
         explain: req.explain,
+        raw_context: keep_raw_context.then_some(req.context),
     })
 }
 

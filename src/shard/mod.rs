@@ -38,6 +38,8 @@ pub struct ShardSetup {
     pub counters: Arc<Counters>,
     /// First decision sequence number.
     pub first_sequence: u64,
+    /// The decision log, if on.
+    pub log: Option<Arc<dyn crate::api::DecisionLog>>,
 }
 
 /// Starts a shard thread draining `inbox` until it is disconnected or told to stop.
@@ -60,7 +62,8 @@ fn run(setup: ShardSetup, inbox: Receiver<Control>) {
     let spin = Duration::from_micros(setup.cfg.spin_before_park_us);
     let batch = setup.cfg.drain_batch;
     let clock = setup.clock.clone();
-    let mut shard = Shard::new(setup.id, setup.cfg, setup.first_sequence, setup.mixer, setup.counters);
+    let mut shard = Shard::new(setup.id, setup.cfg, setup.first_sequence, setup.mixer, setup.counters)
+        .with_log(setup.log);
     let mut next_tick = Instant::now() + tick_every;
     loop {
         let mut handled = 0;

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use crate::actor::UserActor;
 use crate::api::{
-    Ack, Decision, OpenDecision, Placement, ShardStats, UpdateSink, UserExport, UserUpdate,
+    Ack, Decision, DecisionLog, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource,
+    Placement, ShardStats, UpdateSink, UserExport, UserUpdate,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -102,6 +103,9 @@ pub struct Shard {
     stats: ShardStats,
     counters: Arc<Counters>,
     next_mix_ms: u64,
+    log: Option<Arc<dyn DecisionLog>>,
+    /// Hash of the configuration, stamped on logged decisions.
+    config_version: u64,
 }
 
 impl Shard {
@@ -115,6 +119,8 @@ impl Shard {
         counters: Arc<Counters>,
     ) -> Self {
         let seed = cfg.seed ^ (id.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let config_version =
+            crate::ids::stable_hash(toml::to_string(&*cfg).unwrap_or_default().as_bytes());
         Shard {
             id,
             users: Users::new(cfg.max_users_per_shard),
@@ -125,7 +131,15 @@ impl Shard {
             stats: ShardStats::default(),
             counters,
             next_mix_ms: 0,
+            log: None,
+            config_version,
         }
+    }
+
+    /// Writes decisions and outcomes to `log`.
+    pub fn with_log(mut self, log: Option<Arc<dyn DecisionLog>>) -> Self {
+        self.log = log;
+        self
     }
 
     fn cfg(&self) -> &Config {
@@ -245,6 +259,16 @@ impl Shard {
             placed.reward = Some(total);
             let inline = placed.inline.clone();
             let context = open.context.clone();
+            if let Some(log) = &self.log {
+                log.record(LogRecord::Outcome {
+                    ts_ms: ev.ts_ms,
+                    decision: crate::ids::DecisionId(id),
+                    item: placed.id.clone(),
+                    reward: r,
+                    total,
+                    source: OutcomeSource::Event(ev.kind),
+                });
+            }
             self.stats.rewards_attributed_total += 1;
             ack.attributed = true;
             ack.trained = self.learner.learn(user, key, inline.as_ref(), &context, total).is_some();
@@ -303,7 +327,26 @@ impl Shard {
             context,
             placements: placed,
         };
+        let logged_context = req.raw_context.clone();
         let (id, overflow) = self.pending.insert(open);
+        if let (Some(log), Some(context)) = (&self.log, logged_context) {
+            log.record(LogRecord::Decision {
+                ts_ms: req.ts_ms,
+                decision: id,
+                user: req.user.as_str().to_string(),
+                context,
+                candidates: req.candidates.iter().map(|c| c.id.clone()).collect(),
+                placements: items
+                    .iter()
+                    .map(|p| LoggedPlacement {
+                        item: p.item.clone(),
+                        score: p.score,
+                        propensity: p.propensity,
+                    })
+                    .collect(),
+                config_version: self.config_version,
+            });
+        }
         user.open.push(id.0);
         let early = (user.open.len() > self.learner.cfg.attribution.max_open_per_user)
             .then(|| user.open[0]);
@@ -317,7 +360,7 @@ impl Shard {
         }
         for closing in early.into_iter().chain(overflow) {
             if let Some(open) = self.pending.remove(closing) {
-                self.close(closing, open);
+                self.close(closing, open, req.ts_ms);
             }
         }
         if let Some(evicted) = evicted {
@@ -339,6 +382,16 @@ impl Shard {
         let inline = placed.inline.clone();
         let context = open.context.clone();
         let user_key = open.user_key;
+        if let Some(log) = &self.log {
+            log.record(LogRecord::Outcome {
+                ts_ms: r.ts_ms,
+                decision: r.decision,
+                item: placed.id.clone(),
+                reward: r.value,
+                total,
+                source: OutcomeSource::Reward,
+            });
+        }
         self.stats.rewards_attributed_total += 1;
         if let Some(user) = self.users.get_by_key_mut(user_key, r.ts_ms) {
             user.advance(r.ts_ms, &self.learner.cfg.model);
@@ -350,8 +403,17 @@ impl Shard {
     }
 
     /// Closes a decision: ignored placements in the top `k` train with the default reward.
-    fn close(&mut self, id: u64, open: Open) {
+    fn close(&mut self, id: u64, open: Open, now_ms: u64) {
         self.stats.decisions_expired_total += 1;
+        if let Some(log) = &self.log {
+            let unrewarded =
+                open.placements.iter().filter(|p| p.reward.is_none()).map(|p| p.id.clone());
+            log.record(LogRecord::Expired {
+                ts_ms: now_ms,
+                decision: crate::ids::DecisionId(id),
+                unrewarded: unrewarded.collect(),
+            });
+        }
         let k = self.learner.cfg.attribution.train_ignored_top_k;
         let default = self.learner.cfg.reward.default_reward;
         let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else { return };
@@ -366,7 +428,7 @@ impl Shard {
 
     fn on_tick(&mut self, now_ms: u64) {
         while let Some((id, open)) = self.pending.pop_expired(now_ms) {
-            self.close(id, open);
+            self.close(id, open, now_ms);
         }
         let idle_s = self.learner.cfg.idle_evict_after_s;
         if idle_s > 0 {
