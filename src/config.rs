@@ -117,7 +117,8 @@ pub struct ModelConfig {
     pub state_half_life_s: f64,
     /// Half-life (s) of the personal weights' decay toward the global model.
     pub weight_half_life_s: f64,
-    /// Adam step size η of the personal weights.
+    /// Adam step size η of the personal weights; 0 turns personal weights off (every user
+    /// gets the global model, plus the state term when κ ≠ 0).
     pub learning_rate: f32,
     /// Adam β1.
     pub beta1: f32,
@@ -342,7 +343,7 @@ impl Config {
         check(m.kappa.is_finite(), "model.kappa", "finite")?;
         check(m.state_half_life_s > 0.0, "model.state_half_life_s", "positive")?;
         check(m.weight_half_life_s > 0.0, "model.weight_half_life_s", "positive")?;
-        check(m.learning_rate > 0.0 && m.learning_rate < 10.0, "model.learning_rate", "in (0,10)")?;
+        check((0.0..10.0).contains(&m.learning_rate), "model.learning_rate", "in [0,10)")?;
         check((0.0..1.0).contains(&m.beta1), "model.beta1", "in [0,1)")?;
         check((0.0..1.0).contains(&m.beta2), "model.beta2", "in [0,1)")?;
         check(m.epsilon > 0.0, "model.epsilon", "positive")?;
