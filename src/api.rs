@@ -152,7 +152,11 @@ pub struct ItemSpec {
 impl ItemSpec {
     /// An item with no attributes or vector yet.
     pub fn new(id: impl Into<String>) -> Self {
-        ItemSpec { id: id.into(), attrs: Vec::new(), vector: None }
+        ItemSpec {
+            id: id.into(),
+            attrs: Vec::new(),
+            vector: None,
+        }
     }
     /// Adds one attribute.
     pub fn attr(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {

@@ -21,7 +21,11 @@ pub struct Catalog {
 
 impl Default for Catalog {
     fn default() -> Self {
-        Catalog { stripes: (0..STRIPES).map(|_| RwLock::new(KeyMap::default())).collect() }
+        Catalog {
+            stripes: (0..STRIPES)
+                .map(|_| RwLock::new(KeyMap::default()))
+                .collect(),
+        }
     }
 }
 
@@ -37,7 +41,10 @@ impl Catalog {
 
     /// Inserts or replaces an item; returns whether it was new.
     pub fn insert(&self, item: Arc<ItemFeatures>) -> bool {
-        self.stripe(item.id.key()).write().insert(item.id.key(), item).is_none()
+        self.stripe(item.id.key())
+            .write()
+            .insert(item.id.key(), item)
+            .is_none()
     }
 
     /// Removes an item; returns whether it was present.

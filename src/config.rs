@@ -237,7 +237,11 @@ pub struct AttributionConfig {
 
 impl Default for AttributionConfig {
     fn default() -> Self {
-        AttributionConfig { window_s: 30 * 60, train_ignored_top_k: 3, max_open_per_user: 16 }
+        AttributionConfig {
+            window_s: 30 * 60,
+            train_ignored_top_k: 3,
+            max_open_per_user: 16,
+        }
     }
 }
 
@@ -255,7 +259,11 @@ pub struct ExplorationConfig {
 
 impl Default for ExplorationConfig {
     fn default() -> Self {
-        ExplorationConfig { policy: PolicyKind::EpsilonGreedy, epsilon: 0.05, temperature: 0.25 }
+        ExplorationConfig {
+            policy: PolicyKind::EpsilonGreedy,
+            epsilon: 0.05,
+            temperature: 0.25,
+        }
     }
 }
 
@@ -304,12 +312,15 @@ impl Config {
     ) -> Result<Config, String> {
         let mut table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
         for (name, value) in vars {
-            let Some(rest) = name.strip_prefix("NUDGE_") else { continue };
+            let Some(rest) = name.strip_prefix("NUDGE_") else {
+                continue;
+            };
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
             set_path(&mut table, &path, parse_literal(&value));
         }
-        let config: Config =
-            toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| e.to_string())?;
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         config.validate()?;
         Ok(config)
     }
@@ -317,7 +328,9 @@ impl Config {
     /// The effective shard count (resolving 0 to the number of cores).
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             self.shards
         }
@@ -336,33 +349,81 @@ impl Config {
         check(self.shards <= 1024, "shards", "at most 1024")?;
         check(self.inbox_capacity >= 1, "inbox_capacity", "at least 1")?;
         check(self.drain_batch >= 1, "drain_batch", "at least 1")?;
-        check(self.max_users_per_shard >= 1, "max_users_per_shard", "at least 1")?;
+        check(
+            self.max_users_per_shard >= 1,
+            "max_users_per_shard",
+            "at least 1",
+        )?;
         check(self.max_candidates >= 1, "max_candidates", "at least 1")?;
         check(self.mix_interval_ms >= 1, "mix_interval_ms", "at least 1")?;
         check((8..=256).contains(&m.dim), "model.dim", "in 8..=256")?;
         check(m.kappa.is_finite(), "model.kappa", "finite")?;
-        check(m.state_half_life_s > 0.0, "model.state_half_life_s", "positive")?;
-        check(m.weight_half_life_s > 0.0, "model.weight_half_life_s", "positive")?;
-        check((0.0..10.0).contains(&m.learning_rate), "model.learning_rate", "in [0,10)")?;
+        check(
+            m.state_half_life_s > 0.0,
+            "model.state_half_life_s",
+            "positive",
+        )?;
+        check(
+            m.weight_half_life_s > 0.0,
+            "model.weight_half_life_s",
+            "positive",
+        )?;
+        check(
+            (0.0..10.0).contains(&m.learning_rate),
+            "model.learning_rate",
+            "in [0,10)",
+        )?;
         check((0.0..1.0).contains(&m.beta1), "model.beta1", "in [0,1)")?;
         check((0.0..1.0).contains(&m.beta2), "model.beta2", "in [0,1)")?;
         check(m.epsilon > 0.0, "model.epsilon", "positive")?;
         check(m.l2 >= 0.0, "model.l2", "non-negative")?;
-        check(m.global_learning_rate >= 0.0, "model.global_learning_rate", "non-negative")?;
-        check(m.item_embedding_init >= 0.0, "model.item_embedding_init", "non-negative")?;
-        check(self.reward.dwell_saturation_s > 0.0, "reward.dwell_saturation_s", "positive")?;
+        check(
+            m.global_learning_rate >= 0.0,
+            "model.global_learning_rate",
+            "non-negative",
+        )?;
+        check(
+            m.item_embedding_init >= 0.0,
+            "model.item_embedding_init",
+            "non-negative",
+        )?;
+        check(
+            self.reward.dwell_saturation_s > 0.0,
+            "reward.dwell_saturation_s",
+            "positive",
+        )?;
         check(
             (0.0..=1.0).contains(&self.reward.default_reward),
             "reward.default_reward",
             "in [0,1]",
         )?;
-        check(self.attribution.window_s >= 1, "attribution.window_s", "at least 1")?;
-        check(self.attribution.max_open_per_user >= 1, "attribution.max_open_per_user", "≥ 1")?;
+        check(
+            self.attribution.window_s >= 1,
+            "attribution.window_s",
+            "at least 1",
+        )?;
+        check(
+            self.attribution.max_open_per_user >= 1,
+            "attribution.max_open_per_user",
+            "≥ 1",
+        )?;
         let e = &self.exploration;
-        check((0.0..=1.0).contains(&e.epsilon), "exploration.epsilon", "in [0,1]")?;
+        check(
+            (0.0..=1.0).contains(&e.epsilon),
+            "exploration.epsilon",
+            "in [0,1]",
+        )?;
         check(e.temperature > 0.0, "exploration.temperature", "positive")?;
-        check(self.hygiene.z_threshold > 0.0, "hygiene.z_threshold", "positive")?;
-        check(self.hygiene.stats_half_life_s > 0.0, "hygiene.stats_half_life_s", "positive")?;
+        check(
+            self.hygiene.z_threshold > 0.0,
+            "hygiene.z_threshold",
+            "positive",
+        )?;
+        check(
+            self.hygiene.stats_half_life_s > 0.0,
+            "hygiene.stats_half_life_s",
+            "positive",
+        )?;
         for (alias, target) in &self.event_aliases {
             check(
                 crate::api::EventKind::parse_builtin(target).is_some(),
@@ -389,8 +450,9 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
             table.insert(last.clone(), value);
         }
         [head, rest @ ..] => {
-            let entry =
-                table.entry(head.clone()).or_insert_with(|| toml::Value::Table(Default::default()));
+            let entry = table
+                .entry(head.clone())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
             if let toml::Value::Table(inner) = entry {
                 set_path(inner, rest, value);
             }
@@ -412,7 +474,10 @@ mod tests {
         let text = "shards = 3\n[model]\ndim = 16\n";
         let env = vec![
             ("NUDGE_MODEL__DIM".to_string(), "64".to_string()),
-            ("NUDGE_EXPLORATION__POLICY".to_string(), "softmax".to_string()),
+            (
+                "NUDGE_EXPLORATION__POLICY".to_string(),
+                "softmax".to_string(),
+            ),
             ("OTHER".to_string(), "x".to_string()),
         ];
         let c = Config::from_toml_with_env(text, env).unwrap();

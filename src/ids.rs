@@ -28,7 +28,10 @@ fn validate_id(field: &'static str, s: &str) -> Result<(), Error> {
         return Err(Error::invalid(field, Problem::Empty));
     }
     if s.len() > MAX_ID_BYTES {
-        return Err(Error::invalid(field, Problem::TooLong { max: MAX_ID_BYTES }));
+        return Err(Error::invalid(
+            field,
+            Problem::TooLong { max: MAX_ID_BYTES },
+        ));
     }
     Ok(())
 }
@@ -120,7 +123,10 @@ impl FromStr for DecisionId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         if s.len() != 16 {
-            return Err(Error::invalid("decision", Problem::Malformed("16 hex digits")));
+            return Err(Error::invalid(
+                "decision",
+                Problem::Malformed("16 hex digits"),
+            ));
         }
         u64::from_str_radix(s, 16)
             .map(DecisionId)

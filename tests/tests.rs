@@ -1,1 +1,7 @@
-mod x {}
+//! nudge's one integration-test binary. Each module tests one boundary or concern; see the
+//! comment at the top of each. Regression tests are named after the issue they fix.
+
+// The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
+mod engine_api;
+// Properties of the model's math, policies and hashing (proptest).
+mod model_props;

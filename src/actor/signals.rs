@@ -76,7 +76,10 @@ impl Signals {
             return;
         }
         if self.last_ms != 0 {
-            let f = decay_factor((ts_ms - self.last_ms) as f64 / 1000.0, cfg.stats_half_life_s);
+            let f = decay_factor(
+                (ts_ms - self.last_ms) as f64 / 1000.0,
+                cfg.stats_half_life_s,
+            );
             self.dwell.decay(f);
             self.conversion.decay(f);
             self.engagement *= f;

@@ -69,7 +69,10 @@ impl UserActor {
     /// The read-only view the score needs.
     pub fn view(&self) -> PersonalView<'_> {
         let d = self.dim();
-        PersonalView { weights: &self.vectors[d..2 * d], state: &self.vectors[..d] }
+        PersonalView {
+            weights: &self.vectors[d..2 * d],
+            state: &self.vectors[..d],
+        }
     }
 
     /// The mutable personal model a learning step needs.
@@ -78,7 +81,13 @@ impl UserActor {
         let (s, rest) = self.vectors.split_at_mut(d);
         let (w, rest) = rest.split_at_mut(d);
         let (m, v) = rest.split_at_mut(d);
-        PersonalModel { weights: w, m, v, state: s, steps: &mut self.steps }
+        PersonalModel {
+            weights: w,
+            m,
+            v,
+            state: s,
+            steps: &mut self.steps,
+        }
     }
 
     /// Decays the state vector and the personal weights to `ts_ms`. Earlier times change
@@ -91,7 +100,11 @@ impl UserActor {
         let d = self.dim();
         let f = decay_factor(elapsed_s, cfg.state_half_life_s);
         crate::model::math::scale(&mut self.vectors[..d], f);
-        decay_weights(&mut self.vectors[d..2 * d], elapsed_s, cfg.weight_half_life_s);
+        decay_weights(
+            &mut self.vectors[d..2 * d],
+            elapsed_s,
+            cfg.weight_half_life_s,
+        );
         self.last_ms = ts_ms;
     }
 

@@ -5,7 +5,7 @@
 //! **Invariant:** the engine never touches user state; only shards do. It owns the catalog's
 //! authoritative copy and the shard threads' lifetime.
 
-mod validate;
+pub mod validate;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -137,8 +137,10 @@ impl EngineBuilder {
             inboxes.push(tx);
             counters.push(c);
         }
-        let space =
-            FeatureSpace { dim: cfg.model.dim, item_embedding_init: cfg.model.item_embedding_init };
+        let space = FeatureSpace {
+            dim: cfg.model.dim,
+            item_embedding_init: cfg.model.item_embedding_init,
+        };
         let on_full = cfg.on_full;
         let inner = Inner {
             spin: Duration::from_micros(cfg.spin_before_park_us),
@@ -153,7 +155,10 @@ impl EngineBuilder {
             next_subscription: AtomicU64::new(1),
             logging: self.log.is_some(),
         };
-        Ok(Engine { inner: Arc::new(inner), on_full })
+        Ok(Engine {
+            inner: Arc::new(inner),
+            on_full,
+        })
     }
 }
 
@@ -215,7 +220,11 @@ impl Engine {
     pub fn event_kind(&self, name: &str) -> Result<EventKind, Error> {
         EventKind::parse_builtin(name)
             .or_else(|| {
-                self.inner.cfg.event_aliases.get(name).and_then(|t| EventKind::parse_builtin(t))
+                self.inner
+                    .cfg
+                    .event_aliases
+                    .get(name)
+                    .and_then(|t| EventKind::parse_builtin(t))
             })
             .ok_or_else(|| Error::invalid("type", Problem::UnknownEventType(name.to_string())))
     }
@@ -226,7 +235,9 @@ impl Engine {
         }
         let inbox = &self.inner.inboxes[shard.0 as usize];
         match self.on_full {
-            OnFull::Wait => inbox.send(Control::Msg(msg)).map_err(|_| Error::ShuttingDown),
+            OnFull::Wait => inbox
+                .send(Control::Msg(msg))
+                .map_err(|_| Error::ShuttingDown),
             OnFull::Fail => inbox.try_send(Control::Msg(msg)).map_err(|e| match e {
                 TrySendError::Full(_) => {
                     self.inner.counters[shard.0 as usize].count_busy();
@@ -298,8 +309,9 @@ impl Engine {
         events: Vec<Event>,
         results: &mut [Result<Ack, Error>],
     ) -> Vec<(Vec<ValidEvent>, Vec<usize>)> {
-        let mut per_shard: Vec<(Vec<ValidEvent>, Vec<usize>)> =
-            (0..self.shard_count()).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut per_shard: Vec<(Vec<ValidEvent>, Vec<usize>)> = (0..self.shard_count())
+            .map(|_| (Vec::new(), Vec::new()))
+            .collect();
         for (i, ev) in events.into_iter().enumerate() {
             match self.valid_event(ev) {
                 Ok((shard, ev)) => {
@@ -343,7 +355,9 @@ impl Engine {
                 continue;
             }
             let (tx, rx) = oneshot::channel();
-            let sent = self.send_async(ShardId(s as u16), Msg::Events(evs, tx)).await;
+            let sent = self
+                .send_async(ShardId(s as u16), Msg::Events(evs, tx))
+                .await;
             waiting.push((positions, sent.map(|()| rx)));
         }
         for (positions, rx) in waiting {
@@ -389,7 +403,12 @@ impl Engine {
     }
 
     /// `reward`, as a future.
-    pub async fn reward_async(&self, decision: DecisionId, item: &str, value: f64) -> Result<(), Error> {
+    pub async fn reward_async(
+        &self,
+        decision: DecisionId,
+        item: &str,
+        value: f64,
+    ) -> Result<(), Error> {
         let r = validate::reward(decision, item, value, self.inner.clock.now_ms())?;
         let shard = self.decision_shard(decision)?;
         self.call_async(shard, |tx| Msg::Reward(r, tx)).await?
@@ -398,7 +417,9 @@ impl Engine {
     fn broadcast(&self, make: impl Fn() -> Msg) -> Result<(), Error> {
         // Catalog changes always wait for room: a partial broadcast would split the shards.
         for s in 0..self.shard_count() {
-            self.clone().on_full(OnFull::Wait).send(ShardId(s as u16), make())?;
+            self.clone()
+                .on_full(OnFull::Wait)
+                .send(ShardId(s as u16), make())?;
         }
         Ok(())
     }
@@ -463,7 +484,9 @@ impl Engine {
         let user = UserId::new(user)?;
         let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
         let shard = self.shard_of(&user);
-        self.clone().on_full(OnFull::Wait).send(shard, Msg::Subscribe(user, id, sink))?;
+        self.clone()
+            .on_full(OnFull::Wait)
+            .send(shard, Msg::Subscribe(user, id, sink))?;
         Ok(id)
     }
 
@@ -471,7 +494,9 @@ impl Engine {
     pub fn unsubscribe(&self, user: &str, subscription: u64) -> Result<(), Error> {
         let user = UserId::new(user)?;
         let shard = self.shard_of(&user);
-        self.clone().on_full(OnFull::Wait).send(shard, Msg::Unsubscribe(user, subscription))
+        self.clone()
+            .on_full(OnFull::Wait)
+            .send(shard, Msg::Unsubscribe(user, subscription))
     }
 
     /// Returns once every shard has handled everything sent to it before this call.
@@ -479,7 +504,9 @@ impl Engine {
         let waiting: Vec<_> = (0..self.shard_count())
             .map(|s| {
                 let (tx, rx) = oneshot::channel();
-                self.clone().on_full(OnFull::Wait).send(ShardId(s as u16), Msg::Barrier(tx))?;
+                self.clone()
+                    .on_full(OnFull::Wait)
+                    .send(ShardId(s as u16), Msg::Barrier(tx))?;
                 Ok(rx)
             })
             .collect::<Result<_, Error>>()?;
@@ -494,7 +521,9 @@ impl Engine {
     pub fn tick(&self) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
         for s in 0..self.shard_count() {
-            self.clone().on_full(OnFull::Wait).send(ShardId(s as u16), Msg::Tick(now))?;
+            self.clone()
+                .on_full(OnFull::Wait)
+                .send(ShardId(s as u16), Msg::Tick(now))?;
         }
         self.flush()
     }
@@ -512,7 +541,10 @@ impl Engine {
                 s
             })
             .collect();
-        Stats { catalog_items: inner.catalog.len() as u64, shards }
+        Stats {
+            catalog_items: inner.catalog.len() as u64,
+            shards,
+        }
     }
 
     /// Stops accepting calls, lets every shard finish what is already in its inbox, and joins

@@ -38,9 +38,12 @@ fn in_range(field: &'static str, v: f64, min: f64, max: f64) -> Result<f64, Erro
 pub fn timestamp(cfg: &Config, ts_ms: Option<u64>, now_ms: u64) -> Result<u64, Error> {
     match ts_ms {
         None => Ok(now_ms),
-        Some(ts) if ts > now_ms.saturating_add(cfg.max_future_skew_ms) => {
-            Err(Error::invalid("ts", Problem::InFuture { max_skew_ms: cfg.max_future_skew_ms }))
-        }
+        Some(ts) if ts > now_ms.saturating_add(cfg.max_future_skew_ms) => Err(Error::invalid(
+            "ts",
+            Problem::InFuture {
+                max_skew_ms: cfg.max_future_skew_ms,
+            },
+        )),
         Some(ts) => Ok(ts),
     }
 }
@@ -52,17 +55,28 @@ pub fn context(
     pairs: &[(String, String)],
 ) -> Result<SparseVec, Error> {
     if pairs.len() > cfg.max_context_pairs {
-        return Err(Error::invalid("context", Problem::TooMany { max: cfg.max_context_pairs }));
+        return Err(Error::invalid(
+            "context",
+            Problem::TooMany {
+                max: cfg.max_context_pairs,
+            },
+        ));
     }
     let mut entries = Vec::with_capacity(pairs.len() + 2);
     for (k, v) in pairs {
         if k.is_empty() {
-            return Err(Error::invalid("context", Problem::Malformed("non-empty keys")));
+            return Err(Error::invalid(
+                "context",
+                Problem::Malformed("non-empty keys"),
+            ));
         }
         if k.len() > MAX_ID_BYTES || v.len() > MAX_ID_BYTES {
-            return Err(Error::invalid("context", Problem::TooLong { max: MAX_ID_BYTES }));
+            return Err(Error::invalid(
+                "context",
+                Problem::TooLong { max: MAX_ID_BYTES },
+            ));
         }
-        entries.push(space.bucket(k, v));
+        entries.extend(space.buckets(k, v));
     }
     Ok(SparseVec { entries })
 }
@@ -77,16 +91,21 @@ fn event_value(cfg: &Config, kind: EventKind, value: Option<f64>) -> Result<f64,
         }
         EventKind::Dwell => in_range("value", required(value)?, 0.0, h.max_dwell_s),
         EventKind::Scroll => in_range("value", required(value)?, 0.0, 1.0),
-        EventKind::Conversion => {
-            value.map_or(Ok(1.0), |v| in_range("value", v, 0.0, h.max_conversion_value))
-        }
+        EventKind::Conversion => value.map_or(Ok(1.0), |v| {
+            in_range("value", v, 0.0, h.max_conversion_value)
+        }),
         EventKind::Rating => in_range("value", required(value)?, 1.0, 5.0),
         EventKind::Sentiment => in_range("value", required(value)?, -1.0, 1.0),
     }
 }
 
 /// Validates an event.
-pub fn event(cfg: &Config, space: &FeatureSpace, ev: Event, now_ms: u64) -> Result<ValidEvent, Error> {
+pub fn event(
+    cfg: &Config,
+    space: &FeatureSpace,
+    ev: Event,
+    now_ms: u64,
+) -> Result<ValidEvent, Error> {
     let user = UserId::new(&ev.user)?;
     let value = event_value(cfg, ev.kind, ev.value)?;
     let item = match ev.item {
@@ -117,15 +136,24 @@ pub fn item(cfg: &Config, space: &FeatureSpace, spec: ItemSpec) -> Result<ItemFe
     }
     for (k, v) in &spec.attrs {
         if k.is_empty() {
-            return Err(Error::invalid("attrs", Problem::Malformed("non-empty keys")));
+            return Err(Error::invalid(
+                "attrs",
+                Problem::Malformed("non-empty keys"),
+            ));
         }
         if k.len() > MAX_ID_BYTES || v.len() > MAX_ID_BYTES {
-            return Err(Error::invalid("attrs", Problem::TooLong { max: MAX_ID_BYTES }));
+            return Err(Error::invalid(
+                "attrs",
+                Problem::TooLong { max: MAX_ID_BYTES },
+            ));
         }
     }
     if let Some(v) = &spec.vector {
         if v.is_empty() || v.len() > MAX_VECTOR_LEN {
-            return Err(Error::invalid("vector", Problem::WrongDimension { got: v.len() }));
+            return Err(Error::invalid(
+                "vector",
+                Problem::WrongDimension { got: v.len() },
+            ));
         }
         if v.iter().any(|x| !x.is_finite()) {
             return Err(Error::invalid("vector", Problem::NotFinite));
@@ -147,10 +175,21 @@ pub fn decide(
         return Err(Error::invalid("candidates", Problem::Empty));
     }
     if req.candidates.len() > cfg.max_candidates {
-        return Err(Error::invalid("candidates", Problem::TooMany { max: cfg.max_candidates }));
+        return Err(Error::invalid(
+            "candidates",
+            Problem::TooMany {
+                max: cfg.max_candidates,
+            },
+        ));
     }
     if req.n == 0 {
-        return Err(Error::invalid("n", Problem::OutOfRange { min: 1.0, max: cfg.max_candidates as f64 }));
+        return Err(Error::invalid(
+            "n",
+            Problem::OutOfRange {
+                min: 1.0,
+                max: cfg.max_candidates as f64,
+            },
+        ));
     }
     let mut candidates = Vec::with_capacity(req.candidates.len());
     for c in req.candidates {
@@ -159,11 +198,19 @@ pub fn decide(
                 if id.is_empty() || id.len() > MAX_ID_BYTES {
                     ItemId::new(&id)?;
                 }
-                ValidCandidate { key: stable_hash(id.as_bytes()), id, inline: None }
+                ValidCandidate {
+                    key: stable_hash(id.as_bytes()),
+                    id,
+                    inline: None,
+                }
             }
             Candidate::Inline(spec) => {
                 let f = item(cfg, space, spec)?;
-                ValidCandidate { key: f.id.key(), id: f.id.as_str().to_string(), inline: Some(Arc::new(f)) }
+                ValidCandidate {
+                    key: f.id.key(),
+                    id: f.id.as_str().to_string(),
+                    inline: Some(Arc::new(f)),
+                }
             }
         });
     }
@@ -179,8 +226,19 @@ pub fn decide(
 }
 
 /// Validates an explicit reward (value in 0..=1).
-pub fn reward(decision: DecisionId, item: &str, value: f64, now_ms: u64) -> Result<ValidReward, Error> {
+pub fn reward(
+    decision: DecisionId,
+    item: &str,
+    value: f64,
+    now_ms: u64,
+) -> Result<ValidReward, Error> {
     let id = ItemId::new(item)?;
     let value = in_range("value", value, 0.0, 1.0)? as f32;
-    Ok(ValidReward { decision, item_key: id.key(), item: item.to_string(), value, ts_ms: now_ms })
+    Ok(ValidReward {
+        decision,
+        item_key: id.key(),
+        item: item.to_string(),
+        value,
+        ts_ms: now_ms,
+    })
 }

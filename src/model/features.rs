@@ -1,6 +1,11 @@
 //! Feature maps: signed feature hashing (Weinberger et al. 2009) of item attributes and of
 //! context pairs into `d` dimensions, and normalization of dense item vectors.
 //!
+//! Each feature goes to two signed buckets with weight `1/√2` each (two hash functions taken
+//! from one 64-bit hash). At `d = 32` a single bucket makes two of four categories collide
+//! about one time in five; with two, a full collision needs both to match (≈ 1/d²) and a
+//! partial one only halves the similarity.
+//!
 //! Everything here is a pure function of its input and the fixed hash seed, so the same item or
 //! context maps to the same features on every shard, run and machine. Computed at the edge
 //! (on the caller's thread), never on a shard's hot path.
@@ -20,7 +25,10 @@ impl SparseVec {
     /// `⟨self, dense⟩`.
     #[inline]
     pub fn dot(&self, dense: &[f32]) -> f32 {
-        self.entries.iter().map(|&(i, v)| v * dense[i as usize]).sum()
+        self.entries
+            .iter()
+            .map(|&(i, v)| v * dense[i as usize])
+            .sum()
     }
 }
 
@@ -49,26 +57,25 @@ pub struct FeatureSpace {
 }
 
 impl FeatureSpace {
-    /// The signed bucket of one `key=value` feature: `(index, ±1)`.
+    /// The two signed buckets of one `key=value` feature: `(index, ±1/√2)` each.
     #[inline]
-    pub fn bucket(&self, key: &str, value: &str) -> (u32, f32) {
+    pub fn buckets(&self, key: &str, value: &str) -> [(u32, f32); 2] {
         let key_hash = stable_hash(key.as_bytes());
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(value.as_bytes(), key_hash ^ HASH_SEED);
-        let sign = if h >> 63 == 0 { 1.0 } else { -1.0 };
-        ((h % self.dim as u64) as u32, sign)
+        let d = self.dim as u64;
+        let w = std::f32::consts::FRAC_1_SQRT_2;
+        let sign = |bit: u64| if (h >> bit) & 1 == 0 { w } else { -w };
+        [
+            (((h & 0xffff_ffff) % d) as u32, sign(63)),
+            (((h >> 32 & 0x7fff_ffff) % d) as u32, sign(31)),
+        ]
     }
 
-    /// The hashed context vector: one signed unit per pair, scaled to unit length.
+    /// The hashed context vector (unscaled): two signed buckets per pair.
     pub fn context(&self, pairs: &[(String, String)]) -> SparseVec {
-        let mut entries: Vec<(u32, f32)> =
-            pairs.iter().map(|(k, v)| self.bucket(k, v)).collect();
-        if !entries.is_empty() {
-            let s = 1.0 / (entries.len() as f32).sqrt();
-            for e in &mut entries {
-                e.1 *= s;
-            }
+        SparseVec {
+            entries: pairs.iter().flat_map(|(k, v)| self.buckets(k, v)).collect(),
         }
-        SparseVec { entries }
     }
 
     /// Builds an item's features from its attributes and optional dense vector.
@@ -81,8 +88,9 @@ impl FeatureSpace {
         let d = self.dim;
         let mut hashed = vec![0.0f32; d];
         for (k, v) in &attrs {
-            let (i, s) = self.bucket(k, v);
-            hashed[i as usize] += s;
+            for (i, s) in self.buckets(k, v) {
+                hashed[i as usize] += s;
+            }
         }
         normalize(&mut hashed);
         let mut dense = vec![0.0f32; d];
@@ -136,7 +144,10 @@ mod tests {
     use crate::model::math::norm;
 
     fn space() -> FeatureSpace {
-        FeatureSpace { dim: 32, item_embedding_init: 0.1 }
+        FeatureSpace {
+            dim: 32,
+            item_embedding_init: 0.1,
+        }
     }
 
     #[test]

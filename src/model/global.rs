@@ -147,16 +147,25 @@ impl GlobalReplica {
             );
         }
         self.dense_dirty = true;
-        let Some(item) = self.items.get_mut(&key) else { return };
-        let delta = self
-            .dirty
-            .entry(key)
-            .or_insert_with(|| ItemDelta { bias: 0.0, embedding: vec![0.0; d].into() });
+        let Some(item) = self.items.get_mut(&key) else {
+            return;
+        };
+        let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta {
+            bias: 0.0,
+            embedding: vec![0.0; d].into(),
+        });
         item.bias_acc += err * err;
         let step = lr * err / (item.bias_acc.sqrt() + 1e-6);
         item.bias -= step;
         delta.bias -= step;
-        adagrad_step(lr, &mut item.embedding, &mut item.embedding_acc, &mut delta.embedding, err, q);
+        adagrad_step(
+            lr,
+            &mut item.embedding,
+            &mut item.embedding_acc,
+            &mut delta.embedding,
+            err,
+            q,
+        );
     }
 
     /// Folds this replica into the master and pulls back what other shards changed.
@@ -176,8 +185,12 @@ impl GlobalReplica {
             let local = &self.items[&key];
             let entry = master.items.entry(key).or_insert_with(|| {
                 // First push of this item: its base is the local value before the delta.
-                let base: Vec<f32> =
-                    local.embedding.iter().zip(&delta.embedding[..]).map(|(e, d)| e - d).collect();
+                let base: Vec<f32> = local
+                    .embedding
+                    .iter()
+                    .zip(&delta.embedding[..])
+                    .map(|(e, d)| e - d)
+                    .collect();
                 (local.bias - delta.bias, base.into_boxed_slice())
             });
             entry.0 += delta.bias;
@@ -191,7 +204,10 @@ impl GlobalReplica {
         let pending = std::mem::take(&mut master.pending[shard]);
         for key in &pending {
             let (bias, embedding) = &master.items[key];
-            let item = self.items.entry(*key).or_insert_with(|| ItemParams::new(None, embedding));
+            let item = self
+                .items
+                .entry(*key)
+                .or_insert_with(|| ItemParams::new(None, embedding));
             item.bias = *bias;
             item.embedding.copy_from_slice(embedding);
         }

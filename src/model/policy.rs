@@ -23,7 +23,10 @@ pub fn top_n(logits: &[f32], n: usize, scratch: &mut Vec<usize>) -> Vec<usize> {
     scratch.clear();
     scratch.extend(0..logits.len());
     let better = |a: &usize, b: &usize| {
-        logits[*b].partial_cmp(&logits[*a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(b))
+        logits[*b]
+            .partial_cmp(&logits[*a])
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.cmp(b))
     };
     if n == 0 {
         return Vec::new();
@@ -42,7 +45,10 @@ pub fn place(cfg: &ExplorationConfig, logits: &[f32], n: usize, rng: &mut Rng) -
     match cfg.policy {
         PolicyKind::Greedy => top_n(logits, n, &mut scratch)
             .into_iter()
-            .map(|index| Slot { index, propensity: 1.0 })
+            .map(|index| Slot {
+                index,
+                propensity: 1.0,
+            })
             .collect(),
         PolicyKind::EpsilonGreedy => epsilon_greedy(cfg.epsilon, logits, n, rng, &mut scratch),
         PolicyKind::Softmax => softmax(cfg.temperature, logits, n, rng),
@@ -79,7 +85,11 @@ fn epsilon_greedy(
             best
         };
         let uniform = epsilon / remaining as f32;
-        let propensity = if index == best { 1.0 - epsilon + uniform } else { uniform };
+        let propensity = if index == best {
+            1.0 - epsilon + uniform
+        } else {
+            uniform
+        };
         taken[index] = true;
         slots.push(Slot { index, propensity });
     }
@@ -93,8 +103,10 @@ fn softmax(temperature: f32, logits: &[f32], n: usize, rng: &mut Rng) -> Vec<Slo
         return Vec::new();
     }
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut weights: Vec<f64> =
-        logits.iter().map(|&z| (((z - max) / temperature) as f64).exp()).collect();
+    let mut weights: Vec<f64> = logits
+        .iter()
+        .map(|&z| (((z - max) / temperature) as f64).exp())
+        .collect();
     let mut total: f64 = weights.iter().sum();
     let mut slots = Vec::with_capacity(n);
     for _ in 0..n {
@@ -137,7 +149,9 @@ pub fn first_slot_distribution(cfg: &ExplorationConfig, logits: &[f32]) -> Vec<f
         PolicyKind::Greedy => (0..k).map(|i| if i == best { 1.0 } else { 0.0 }).collect(),
         PolicyKind::EpsilonGreedy => {
             let e = cfg.epsilon as f64;
-            (0..k).map(|i| e / k as f64 + if i == best { 1.0 - e } else { 0.0 }).collect()
+            (0..k)
+                .map(|i| e / k as f64 + if i == best { 1.0 - e } else { 0.0 })
+                .collect()
         }
         PolicyKind::Softmax => {
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -158,7 +172,10 @@ mod tests {
     #[test]
     fn greedy_is_sorted_top_n() {
         let logits = [0.1, 0.9, 0.5, 0.9, -1.0];
-        let cfg = ExplorationConfig { policy: PolicyKind::Greedy, ..Default::default() };
+        let cfg = ExplorationConfig {
+            policy: PolicyKind::Greedy,
+            ..Default::default()
+        };
         let slots = place(&cfg, &logits, 3, &mut Rng::new(1));
         let order: Vec<usize> = slots.iter().map(|s| s.index).collect();
         assert_eq!(order, vec![1, 3, 2]);
@@ -167,7 +184,11 @@ mod tests {
     #[test]
     fn no_item_is_placed_twice() {
         for policy in [PolicyKind::EpsilonGreedy, PolicyKind::Softmax] {
-            let cfg = ExplorationConfig { policy, epsilon: 0.9, temperature: 5.0 };
+            let cfg = ExplorationConfig {
+                policy,
+                epsilon: 0.9,
+                temperature: 5.0,
+            };
             let logits: Vec<f32> = (0..20).map(|i| i as f32 * 0.1).collect();
             let mut rng = Rng::new(3);
             for _ in 0..200 {

@@ -64,6 +64,9 @@ mod tests {
     fn skip_is_negative_signal() {
         let cfg = StateSignalConfig::default();
         assert!(state_signal(&cfg, EventKind::Skip, 1.0) < 0.0);
-        assert!(state_signal(&cfg, EventKind::Conversion, 10.0) > state_signal(&cfg, EventKind::Click, 1.0));
+        assert!(
+            state_signal(&cfg, EventKind::Conversion, 10.0)
+                > state_signal(&cfg, EventKind::Click, 1.0)
+        );
     }
 }

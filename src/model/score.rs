@@ -19,7 +19,13 @@ pub struct PersonalView<'a> {
 }
 
 /// `q ← g + w_u + G·c + κ·ŝ_u`.
-pub fn query(global: &GlobalReplica, user: &PersonalView<'_>, kappa: f32, c: &SparseVec, q: &mut [f32]) {
+pub fn query(
+    global: &GlobalReplica,
+    user: &PersonalView<'_>,
+    kappa: f32,
+    c: &SparseVec,
+    q: &mut [f32],
+) {
     q.copy_from_slice(&global.g);
     axpy(q, 1.0, user.weights);
     global.add_context(c, q);
@@ -52,7 +58,11 @@ pub fn explain(
         global: dot(&global.g, x),
         personal: dot(user.weights, x),
         context: dot(&gc, x),
-        state: if n > 1e-12 { kappa * dot(user.state, x) / n } else { 0.0 },
+        state: if n > 1e-12 {
+            kappa * dot(user.state, x) / n
+        } else {
+            0.0
+        },
     }
 }
 
@@ -100,7 +110,12 @@ pub fn learn(
     example: &Example<'_>,
     scratch: &mut [f32],
 ) -> f32 {
-    let Example { item_key, phi, context: c, reward } = *example;
+    let Example {
+        item_key,
+        phi,
+        context: c,
+        reward,
+    } = *example;
     let d = global.dim();
     let (x, rest) = scratch.split_at_mut(d);
     let q = &mut rest[..d];
@@ -109,7 +124,16 @@ pub fn learn(
         x[k] = phi[k] + item.embedding[k];
     }
     let bias = item.bias;
-    query(global, &PersonalView { weights: user.weights, state: user.state }, p.kappa, c, q);
+    query(
+        global,
+        &PersonalView {
+            weights: user.weights,
+            state: user.state,
+        },
+        p.kappa,
+        c,
+        q,
+    );
     let prediction = sigmoid(bias + dot(q, x));
     let err = prediction - reward;
     *user.steps = user.steps.saturating_add(1);

@@ -17,6 +17,9 @@ use crate::rng::Rng;
 /// Most items (catalog plus learned-only) a shard keeps parameters for.
 pub const MAX_ITEMS_PER_SHARD: usize = 10_000_000;
 
+/// A user-derived context pair, such as `("_sentiment", "negative")`.
+type DerivedPair = (&'static str, &'static str);
+
 /// A shard's model side.
 pub struct Learner {
     /// The engine configuration.
@@ -37,8 +40,8 @@ pub struct Learner {
     phi: Vec<f32>,
     /// One item's `x = φ + e`.
     x: Vec<f32>,
-    /// The user-derived context buckets, precomputed: `((key, value), bucket)`.
-    derived: Vec<((&'static str, &'static str), (u32, f32))>,
+    /// The user-derived context buckets, precomputed: `((key, value), buckets)`.
+    derived: Vec<(DerivedPair, [(u32, f32); 2])>,
 }
 
 impl Learner {
@@ -46,14 +49,17 @@ impl Learner {
     pub fn new(cfg: Arc<Config>, seed: u64) -> Self {
         let m = &cfg.model;
         let d = m.dim;
-        let space = FeatureSpace { dim: d, item_embedding_init: m.item_embedding_init };
+        let space = FeatureSpace {
+            dim: d,
+            item_embedding_init: m.item_embedding_init,
+        };
         let mut derived = Vec::new();
         for (key, values) in [
             ("_sentiment", ["negative", "neutral", "positive"]),
             ("_engagement", ["low", "medium", "high"]),
         ] {
             for v in values {
-                derived.push(((key, v), space.bucket(key, v)));
+                derived.push(((key, v), space.buckets(key, v)));
             }
         }
         Learner {
@@ -76,17 +82,18 @@ impl Learner {
         }
     }
 
-    /// The decision or training context: the request's pairs plus the user's derived buckets,
-    /// scaled to unit length.
+    /// The decision or training context: the request's pairs plus the user's derived pairs,
+    /// scaled so that the context has unit length when no buckets collide.
     pub fn full_context(&self, raw: &SparseVec, user: &UserActor) -> SparseVec {
-        let mut entries = Vec::with_capacity(raw.entries.len() + 2);
+        let mut entries = Vec::with_capacity(raw.entries.len() + 4);
         entries.extend_from_slice(&raw.entries);
         for pair in user.signals.context_buckets(&self.cfg.hygiene) {
-            if let Some((_, bucket)) = self.derived.iter().find(|(p, _)| *p == pair) {
-                entries.push(*bucket);
+            if let Some((_, buckets)) = self.derived.iter().find(|(p, _)| *p == pair) {
+                entries.extend_from_slice(buckets);
             }
         }
-        let s = 1.0 / (entries.len() as f32).sqrt();
+        // Each pair contributes two entries of weight 1/√2.
+        let s = 1.0 / (entries.len() as f32 / 2.0).sqrt();
         for e in &mut entries {
             e.1 *= s;
         }
@@ -111,7 +118,11 @@ impl Learner {
 
     /// Copies `φ` of an item into `self.phi`: catalog features, else inline, else zeros.
     fn load_phi(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) {
-        let catalog = self.global.items.get(&key).and_then(|p| p.features.as_ref());
+        let catalog = self
+            .global
+            .items
+            .get(&key)
+            .and_then(|p| p.features.as_ref());
         match catalog.or(inline) {
             Some(f) => self.phi.copy_from_slice(&f.phi),
             None => self.phi.iter_mut().for_each(|x| *x = 0.0),
@@ -130,7 +141,13 @@ impl Learner {
 
     /// Sets `self.query` to `q = g + w_u + G·c + κ·ŝ_u`.
     pub fn prepare_query(&mut self, user: &UserActor, context: &SparseVec) {
-        score::query(&self.global, &user.view(), self.cfg.model.kappa, context, &mut self.query);
+        score::query(
+            &self.global,
+            &user.view(),
+            self.cfg.model.kappa,
+            context,
+            &mut self.query,
+        );
     }
 
     /// The logit of one candidate under the prepared query.
@@ -163,7 +180,14 @@ impl Learner {
         } else {
             (0.0, vec![0.0; self.space.dim])
         };
-        score::explain(&self.global, &user.view(), self.cfg.model.kappa, context, bias, &x)
+        score::explain(
+            &self.global,
+            &user.view(),
+            self.cfg.model.kappa,
+            context,
+            bias,
+            &x,
+        )
     }
 
     /// Learns from one labelled example; returns the prediction before the step, or `None`
@@ -180,9 +204,23 @@ impl Learner {
             return None;
         }
         self.load_phi(key, inline);
-        let params = LearnParams { adam: &self.adam, kappa: self.cfg.model.kappa };
-        let example = score::Example { item_key: key, phi: &self.phi, context, reward };
-        Some(score::learn(&params, user.model(), &mut self.global, &example, &mut self.scratch))
+        let params = LearnParams {
+            adam: &self.adam,
+            kappa: self.cfg.model.kappa,
+        };
+        let example = score::Example {
+            item_key: key,
+            phi: &self.phi,
+            context,
+            reward,
+        };
+        Some(score::learn(
+            &params,
+            user.model(),
+            &mut self.global,
+            &example,
+            &mut self.scratch,
+        ))
     }
 
     /// The probability of a logit.

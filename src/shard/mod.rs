@@ -62,8 +62,14 @@ fn run(setup: ShardSetup, inbox: Receiver<Control>) {
     let spin = Duration::from_micros(setup.cfg.spin_before_park_us);
     let batch = setup.cfg.drain_batch;
     let clock = setup.clock.clone();
-    let mut shard = Shard::new(setup.id, setup.cfg, setup.first_sequence, setup.mixer, setup.counters)
-        .with_log(setup.log);
+    let mut shard = Shard::new(
+        setup.id,
+        setup.cfg,
+        setup.first_sequence,
+        setup.mixer,
+        setup.counters,
+    )
+    .with_log(setup.log);
     let mut next_tick = Instant::now() + tick_every;
     loop {
         let mut handled = 0;

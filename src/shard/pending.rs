@@ -95,7 +95,11 @@ impl PendingDecisions {
         self.next_sequence += 1;
         self.by_expiry.push_back((open.expires_ms, id.0));
         self.open.insert(id.0, open);
-        let overflow = if self.open.len() > self.cap { self.oldest_open() } else { None };
+        let overflow = if self.open.len() > self.cap {
+            self.oldest_open()
+        } else {
+            None
+        };
         (id, overflow)
     }
 
@@ -112,9 +116,8 @@ impl PendingDecisions {
     /// The decision, or why it is not open.
     pub fn get_mut(&mut self, id: DecisionId) -> Result<&mut Open, Missing> {
         let seq = id.0 & 0xffff_ffff_ffff;
-        let issued = id.shard() == self.shard
-            && seq >= self.first_sequence
-            && seq < self.next_sequence;
+        let issued =
+            id.shard() == self.shard && seq >= self.first_sequence && seq < self.next_sequence;
         match self.open.get_mut(&id.0) {
             Some(open) => Ok(open),
             None if issued => Err(Missing::Closed),

@@ -26,7 +26,13 @@ pub struct Users {
 impl Users {
     /// An empty set holding at most `cap` users.
     pub fn new(cap: usize) -> Self {
-        Users { slab: Vec::new(), active_ms: Vec::new(), index: HashTable::new(), cap, scan_cursor: 0 }
+        Users {
+            slab: Vec::new(),
+            active_ms: Vec::new(),
+            index: HashTable::new(),
+            cap,
+            scan_cursor: 0,
+        }
     }
 
     /// Resident users.
@@ -41,7 +47,9 @@ impl Users {
 
     fn find(&self, id: &UserId) -> Option<usize> {
         let slab = &self.slab;
-        self.index.find(id.key(), |&i| slab[i as usize].id == *id).map(|&i| i as usize)
+        self.index
+            .find(id.key(), |&i| slab[i as usize].id == *id)
+            .map(|&i| i as usize)
     }
 
     /// The user, if resident.
@@ -61,7 +69,9 @@ impl Users {
     /// first is returned.
     pub fn get_by_key_mut(&mut self, key: u64, now_ms: u64) -> Option<&mut UserActor> {
         let slab = &self.slab;
-        let i = *self.index.find(key, |&i| slab[i as usize].id.key() == key)? as usize;
+        let i = *self
+            .index
+            .find(key, |&i| slab[i as usize].id.key() == key)? as usize;
         self.active_ms[i] = self.active_ms[i].max(now_ms);
         Some(&mut self.slab[i])
     }
@@ -78,12 +88,17 @@ impl Users {
             self.active_ms[i] = self.active_ms[i].max(now_ms);
             return (&mut self.slab[i], None);
         }
-        let evicted = if self.slab.len() >= self.cap { self.evict_sampled(rng) } else { None };
+        let evicted = if self.slab.len() >= self.cap {
+            self.evict_sampled(rng)
+        } else {
+            None
+        };
         let i = self.slab.len();
         self.slab.push(UserActor::new(id.clone(), now_ms, dim));
         self.active_ms.push(now_ms);
         let slab = &self.slab;
-        self.index.insert_unique(id.key(), i as u32, |&j| slab[j as usize].id.key());
+        self.index
+            .insert_unique(id.key(), i as u32, |&j| slab[j as usize].id.key());
         (&mut self.slab[i], evicted)
     }
 

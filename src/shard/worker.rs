@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::actor::UserActor;
 use crate::api::{
-    Ack, Decision, DecisionLog, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource,
-    Placement, ShardStats, UpdateSink, UserExport, UserUpdate,
+    Ack, Decision, DecisionLog, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
+    ShardStats, UpdateSink, UserExport, UserUpdate,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -67,7 +67,11 @@ impl Counters {
 
     /// The last published values (`inbox_depth` is filled in by the engine).
     pub fn read(&self) -> ShardStats {
-        let v: Vec<u64> = self.values.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+        let v: Vec<u64> = self
+            .values
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
         ShardStats {
             resident_users: v[0],
             inbox_depth: 0,
@@ -167,7 +171,12 @@ impl Shard {
             Msg::Forget(id, reply) => reply.send(self.forget(&id)),
             Msg::Subscribe(user, sub, sink) => {
                 let subs = self.subscriptions.entry(user.key()).or_default();
-                subs.push(Subscription { id: sub, sink, candidates: Vec::new(), n: 0 });
+                subs.push(Subscription {
+                    id: sub,
+                    sink,
+                    candidates: Vec::new(),
+                    n: 0,
+                });
             }
             Msg::Unsubscribe(user, sub) => {
                 if let Some(subs) = self.subscriptions.get_mut(&user.key()) {
@@ -177,7 +186,11 @@ impl Shard {
                     }
                 }
             }
-            Msg::Barrier(reply) => reply.send(()),
+            Msg::Barrier(reply) => {
+                // Publish first, so that `flush` followed by `stats` is exact.
+                self.publish();
+                reply.send(())
+            }
             Msg::Tick(now_ms) => self.on_tick(now_ms),
         }
     }
@@ -188,7 +201,8 @@ impl Shard {
         self.counters.publish(&self.stats);
     }
 
-    fn on_upsert(&mut self, features: Arc<ItemFeatures>) {
+    /// Adds or replaces one catalog item in this shard's view.
+    pub fn on_upsert(&mut self, features: Arc<ItemFeatures>) {
         let key = features.id.key();
         match self.learner.global.items.get_mut(&key) {
             Some(p) => p.features = Some(features),
@@ -199,10 +213,12 @@ impl Shard {
         }
     }
 
-    fn on_event(&mut self, ev: ValidEvent) -> Result<Ack, Error> {
+    /// Applies one validated event (the synchronous actor path behind `Msg::Event`).
+    pub fn on_event(&mut self, ev: ValidEvent) -> Result<Ack, Error> {
         let dim = self.learner.space.dim;
         let (user, evicted) =
-            self.users.get_or_insert(&ev.user, ev.ts_ms, dim, &mut self.learner.rng);
+            self.users
+                .get_or_insert(&ev.user, ev.ts_ms, dim, &mut self.learner.rng);
         let cfg = &*self.learner.cfg;
         user.advance(ev.ts_ms, &cfg.model);
         user.signals.advance(ev.ts_ms, &cfg.hygiene);
@@ -241,17 +257,23 @@ impl Shard {
     fn attribute_or_train(&mut self, ev: &ValidEvent, key: u64, r: f32) -> Ack {
         let mut ack = Ack::default();
         // The user is resident: `on_event` just touched it.
-        let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) else { return ack };
+        let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) else {
+            return ack;
+        };
         let candidates: Vec<u64> = match ev.decision {
             Some(d) => vec![d.0],
             None => user.open.iter().rev().copied().collect(),
         };
         for id in candidates {
-            let Some(open) = self.pending.get(id) else { continue };
+            let Some(open) = self.pending.get(id) else {
+                continue;
+            };
             if open.user_key != user.id.key() {
                 continue;
             }
-            let Some(slot) = open.placements.iter().position(|p| p.key == key) else { continue };
+            let Some(slot) = open.placements.iter().position(|p| p.key == key) else {
+                continue;
+            };
             let open = self.pending.get_mut(crate::ids::DecisionId(id)).ok();
             let Some(open) = open else { continue };
             let placed = &mut open.placements[slot];
@@ -271,7 +293,10 @@ impl Shard {
             }
             self.stats.rewards_attributed_total += 1;
             ack.attributed = true;
-            ack.trained = self.learner.learn(user, key, inline.as_ref(), &context, total).is_some();
+            ack.trained = self
+                .learner
+                .learn(user, key, inline.as_ref(), &context, total)
+                .is_some();
             break;
         }
         if !ack.attributed && is_clear_outcome(&self.learner.cfg.reward, ev.kind, ev.value) {
@@ -284,26 +309,36 @@ impl Shard {
         ack
     }
 
-    fn on_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
+    /// Makes one validated decision (the synchronous actor path behind `Msg::Decide`).
+    pub fn on_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
         let dim = self.learner.space.dim;
         let (user, evicted) =
-            self.users.get_or_insert(&req.user, req.ts_ms, dim, &mut self.learner.rng);
+            self.users
+                .get_or_insert(&req.user, req.ts_ms, dim, &mut self.learner.rng);
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
         let context = self.learner.full_context(&req.context, user);
         self.learner.prepare_query(user, &context);
-        let logits: Vec<f32> =
-            req.candidates.iter().map(|c| self.learner.logit(c.key, c.inline.as_ref())).collect();
-        let slots =
-            policy::place(&self.learner.cfg.exploration, &logits, req.n, &mut self.learner.rng);
+        let logits: Vec<f32> = req
+            .candidates
+            .iter()
+            .map(|c| self.learner.logit(c.key, c.inline.as_ref()))
+            .collect();
+        let slots = policy::place(
+            &self.learner.cfg.exploration,
+            &logits,
+            req.n,
+            &mut self.learner.rng,
+        );
         let mut items = Vec::with_capacity(slots.len());
         let mut placed = Vec::with_capacity(slots.len());
         for slot in &slots {
             let c = &req.candidates[slot.index];
-            let explain = req
-                .explain
-                .then(|| self.learner.explain(user, &context, c.key, c.inline.as_ref()));
+            let explain = req.explain.then(|| {
+                self.learner
+                    .explain(user, &context, c.key, c.inline.as_ref())
+            });
             items.push(Placement {
                 item: c.id.clone(),
                 score: Learner::probability(logits[slot.index]),
@@ -353,8 +388,11 @@ impl Shard {
         self.stats.decisions_total += 1;
         if let Some(subs) = self.subscriptions.get_mut(&user_key) {
             for s in subs {
-                s.candidates =
-                    req.candidates.iter().map(|c| (c.key, c.id.clone(), c.inline.clone())).collect();
+                s.candidates = req
+                    .candidates
+                    .iter()
+                    .map(|c| (c.key, c.id.clone(), c.inline.clone()))
+                    .collect();
                 s.n = req.n;
             }
         }
@@ -370,12 +408,18 @@ impl Shard {
     }
 
     fn on_reward(&mut self, r: ValidReward) -> Result<(), Error> {
-        let open = self.pending.get_mut(r.decision).map_err(|missing| match missing {
-            Missing::Closed => Error::ExpiredDecision(r.decision),
-            Missing::NeverIssued => Error::UnknownDecision(r.decision),
-        })?;
+        let open = self
+            .pending
+            .get_mut(r.decision)
+            .map_err(|missing| match missing {
+                Missing::Closed => Error::ExpiredDecision(r.decision),
+                Missing::NeverIssued => Error::UnknownDecision(r.decision),
+            })?;
         let Some(placed) = open.placements.iter_mut().find(|p| p.key == r.item_key) else {
-            return Err(Error::NotShown { decision: r.decision, item: r.item });
+            return Err(Error::NotShown {
+                decision: r.decision,
+                item: r.item,
+            });
         };
         let total = (placed.reward.unwrap_or(0.0) + r.value).clamp(0.0, 1.0);
         placed.reward = Some(total);
@@ -395,7 +439,11 @@ impl Shard {
         self.stats.rewards_attributed_total += 1;
         if let Some(user) = self.users.get_by_key_mut(user_key, r.ts_ms) {
             user.advance(r.ts_ms, &self.learner.cfg.model);
-            if self.learner.learn(user, r.item_key, inline.as_ref(), &context, total).is_some() {
+            if self
+                .learner
+                .learn(user, r.item_key, inline.as_ref(), &context, total)
+                .is_some()
+            {
                 self.stats.training_steps_total += 1;
             }
         }
@@ -406,8 +454,11 @@ impl Shard {
     fn close(&mut self, id: u64, open: Open, now_ms: u64) {
         self.stats.decisions_expired_total += 1;
         if let Some(log) = &self.log {
-            let unrewarded =
-                open.placements.iter().filter(|p| p.reward.is_none()).map(|p| p.id.clone());
+            let unrewarded = open
+                .placements
+                .iter()
+                .filter(|p| p.reward.is_none())
+                .map(|p| p.id.clone());
             log.record(LogRecord::Expired {
                 ts_ms: now_ms,
                 decision: crate::ids::DecisionId(id),
@@ -416,11 +467,22 @@ impl Shard {
         }
         let k = self.learner.cfg.attribution.train_ignored_top_k;
         let default = self.learner.cfg.reward.default_reward;
-        let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else { return };
+        let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else {
+            return;
+        };
         user.open.retain(|&d| d != id);
-        for placed in open.placements.iter().take(k).filter(|p| p.reward.is_none()) {
+        for placed in open
+            .placements
+            .iter()
+            .take(k)
+            .filter(|p| p.reward.is_none())
+        {
             let inline = placed.inline.as_ref();
-            if self.learner.learn(user, placed.key, inline, &open.context, default).is_some() {
+            if self
+                .learner
+                .learn(user, placed.key, inline, &open.context, default)
+                .is_some()
+            {
                 self.stats.training_steps_total += 1;
             }
         }
@@ -464,7 +526,11 @@ impl Shard {
                 id: crate::ids::DecisionId(d),
                 created_ms: o.created_ms,
                 expires_ms: o.expires_ms,
-                placements: o.placements.iter().map(|p| (p.id.clone(), p.reward)).collect(),
+                placements: o
+                    .placements
+                    .iter()
+                    .map(|p| (p.id.clone(), p.reward))
+                    .collect(),
             })
             .collect();
         Some(UserExport {
@@ -494,15 +560,22 @@ impl Shard {
     }
 
     fn push_update(&mut self, ev: &ValidEvent) {
-        let Some(user) = self.users.get(&ev.user) else { return };
+        let Some(user) = self.users.get(&ev.user) else {
+            return;
+        };
         let context = self.learner.full_context(&SparseVec::default(), user);
         self.learner.prepare_query(user, &context);
         let summary = user.signals.summary(&self.learner.cfg.hygiene);
-        let Some(subs) = self.subscriptions.get(&ev.user.key()) else { return };
+        let Some(subs) = self.subscriptions.get(&ev.user.key()) else {
+            return;
+        };
         let mut updates = Vec::with_capacity(subs.len());
         for s in subs {
-            let logits: Vec<f32> =
-                s.candidates.iter().map(|(k, _, f)| self.learner.logit(*k, f.as_ref())).collect();
+            let logits: Vec<f32> = s
+                .candidates
+                .iter()
+                .map(|(k, _, f)| self.learner.logit(*k, f.as_ref()))
+                .collect();
             let top = policy::top_n(&logits, s.n, &mut Vec::new())
                 .into_iter()
                 .map(|i| (s.candidates[i].1.clone(), Learner::probability(logits[i])))

@@ -101,7 +101,12 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
         value: UnsafeCell::new(MaybeUninit::uninit()),
         waiter: Mutex::new(Waiter::Nobody),
     });
-    (Sender { inner: Some(inner.clone()) }, Receiver { inner })
+    (
+        Sender {
+            inner: Some(inner.clone()),
+        },
+        Receiver { inner },
+    )
 }
 
 impl<T> Sender<T> {
