@@ -77,6 +77,8 @@ pub struct Config {
     pub hygiene: HygieneConfig,
     /// Custom event names mapped to built-in types, e.g. `add_to_cart = "conversion"`.
     pub event_aliases: BTreeMap<String, String>,
+    /// The network front ends (`nudge serve`).
+    pub server: ServerConfig,
 }
 
 impl Default for Config {
@@ -101,6 +103,7 @@ impl Default for Config {
             exploration: ExplorationConfig::default(),
             hygiene: HygieneConfig::default(),
             event_aliases: BTreeMap::new(),
+            server: ServerConfig::default(),
         }
     }
 }
@@ -431,8 +434,212 @@ impl Config {
                 "a built-in event type",
             )?;
         }
+        self.server.validate()?;
         Ok(())
     }
+}
+
+/// The network front ends of `nudge serve` (TCP line-JSON, HTTP, WebSocket, Segment).
+///
+/// Addresses are strings so that an empty one can turn a front end off
+/// (`NUDGE_SERVER__TCP=""`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the TCP line-JSON listener; empty disables it.
+    pub tcp: String,
+    /// Address of the HTTP listener (also serves WebSocket and Segment); empty disables it.
+    pub http: String,
+    /// Tokio worker threads of the TCP front end; 0 means one per available core.
+    pub tcp_threads: usize,
+    /// actix-web worker threads of the HTTP front end.
+    pub http_workers: usize,
+    /// Most open TCP connections; one more is refused with an error line.
+    pub max_connections: usize,
+    /// Longest accepted TCP line (bytes); a longer one gets an error and is skipped.
+    pub max_line_bytes: usize,
+    /// Most requests of one TCP or WebSocket connection in flight at once; past it the
+    /// server stops reading that connection until replies go out.
+    pub max_in_flight: usize,
+    /// A TCP connection with no traffic and nothing in flight this long (s) is closed; 0: never.
+    pub idle_timeout_s: u64,
+    /// What a request does when its shard's inbox is full: wait for room, or fail with `busy`.
+    pub on_full: OnFull,
+    /// Largest HTTP request body (bytes) outside the Segment routes.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket message (bytes); a larger one closes the socket with code 1009.
+    pub ws_max_frame_bytes: usize,
+    /// Seconds between WebSocket pings.
+    pub ws_heartbeat_s: u64,
+    /// A WebSocket silent this long (s), pongs included, is closed.
+    pub ws_client_timeout_s: u64,
+    /// Pushes queued per WebSocket before the oldest is dropped (and counted).
+    pub ws_push_queue: usize,
+    /// Longest wait (s) for in-flight requests at shutdown before connections are cut.
+    pub shutdown_timeout_s: u64,
+    /// Segment-compatible ingestion.
+    pub segment: SegmentConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            tcp: "127.0.0.1:7070".to_string(),
+            http: "127.0.0.1:7071".to_string(),
+            tcp_threads: 0,
+            http_workers: 1,
+            max_connections: 10_000,
+            max_line_bytes: 1 << 20,
+            max_in_flight: 1024,
+            idle_timeout_s: 300,
+            on_full: OnFull::Wait,
+            max_body_bytes: 16 << 20,
+            ws_max_frame_bytes: 1 << 20,
+            ws_heartbeat_s: 15,
+            ws_client_timeout_s: 45,
+            ws_push_queue: 256,
+            shutdown_timeout_s: 30,
+            segment: SegmentConfig::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The TCP address, or `None` when the TCP front end is off.
+    pub fn tcp_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        parse_addr("server.tcp", &self.tcp)
+    }
+
+    /// The HTTP address, or `None` when the HTTP front end is off.
+    pub fn http_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        parse_addr("server.http", &self.http)
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        self.tcp_addr()?;
+        self.http_addr()?;
+        let positive = [
+            ("server.http_workers", self.http_workers),
+            ("server.max_connections", self.max_connections),
+            ("server.max_line_bytes", self.max_line_bytes),
+            ("server.max_in_flight", self.max_in_flight),
+            ("server.max_body_bytes", self.max_body_bytes),
+            ("server.ws_max_frame_bytes", self.ws_max_frame_bytes),
+            ("server.ws_push_queue", self.ws_push_queue),
+            ("server.segment.dedup_window", self.segment.dedup_window),
+            (
+                "server.segment.max_event_bytes",
+                self.segment.max_event_bytes,
+            ),
+            (
+                "server.segment.max_batch_bytes",
+                self.segment.max_batch_bytes,
+            ),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(format!("`{field}` must be at least 1"));
+            }
+        }
+        if self.ws_heartbeat_s == 0 || self.ws_client_timeout_s <= self.ws_heartbeat_s {
+            return Err(
+                "`server.ws_client_timeout_s` must exceed `server.ws_heartbeat_s` ≥ 1".into(),
+            );
+        }
+        for (i, m) in self.segment.mappings.iter().enumerate() {
+            if crate::api::EventKind::parse_builtin(&m.kind).is_none() {
+                return Err(format!(
+                    "`server.segment.mappings[{i}].kind` must be a built-in event type"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_addr(field: &str, text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| format!("`{field}` must be an address like 127.0.0.1:7070"))
+}
+
+/// Segment-compatible ingestion (`/v1/track`, `/v1/page`, `/v1/screen`, `/v1/identify`,
+/// `/v1/batch`) and the table that maps Segment calls to nudge events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegmentConfig {
+    /// The write key clients must send as the HTTP Basic user name; empty: no auth.
+    pub write_key: String,
+    /// How many recent `messageId`s are remembered to drop duplicates.
+    pub dedup_window: usize,
+    /// Largest single call or batched message (bytes), as Segment's 32 KB.
+    pub max_event_bytes: usize,
+    /// Largest `/v1/batch` body (bytes), as Segment's 500 KB.
+    pub max_batch_bytes: usize,
+    /// The property naming the item when a mapping does not say (`product_id`).
+    pub item_property: String,
+    /// A numeric property that, on any call naming an item, also records a `dwell` of that
+    /// many seconds; empty: off.
+    pub dwell_property: String,
+    /// The event name `page` calls are mapped under.
+    pub page_event: String,
+    /// The event name `screen` calls are mapped under.
+    pub screen_event: String,
+    /// nudge context keys filled from dotted paths into the Segment `context`
+    /// (e.g. `device = "device.type"`).
+    pub context: BTreeMap<String, String>,
+    /// Segment event names mapped to nudge events; unmapped events are accepted and ignored.
+    pub mappings: Vec<SegmentMapping>,
+}
+
+impl Default for SegmentConfig {
+    fn default() -> Self {
+        let mapping = |event: &str, kind: &str| SegmentMapping {
+            event: event.to_string(),
+            kind: kind.to_string(),
+            item_property: None,
+            value_property: None,
+        };
+        SegmentConfig {
+            write_key: String::new(),
+            dedup_window: 100_000,
+            max_event_bytes: 32 * 1024,
+            max_batch_bytes: 500 * 1024,
+            item_property: "product_id".to_string(),
+            dwell_property: "dwell_seconds".to_string(),
+            page_event: "Page Viewed".to_string(),
+            screen_event: "Screen Viewed".to_string(),
+            context: BTreeMap::from([
+                ("device".to_string(), "device.type".to_string()),
+                ("locale".to_string(), "locale".to_string()),
+            ]),
+            mappings: vec![
+                mapping("Product Clicked", "click"),
+                mapping("Product Viewed", "impression"),
+                mapping("Product Added", "conversion"),
+            ],
+        }
+    }
+}
+
+/// One row of the Segment mapping table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentMapping {
+    /// The Segment event name (`Product Clicked`).
+    pub event: String,
+    /// The nudge event type it becomes (`click`).
+    pub kind: String,
+    /// The property naming the item; default `SegmentConfig::item_property`.
+    #[serde(default)]
+    pub item_property: Option<String>,
+    /// A numeric property giving the event's value (dwell seconds, conversion value…).
+    #[serde(default)]
+    pub value_property: Option<String>,
 }
 
 fn parse_literal(value: &str) -> toml::Value {
