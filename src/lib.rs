@@ -37,6 +37,7 @@ pub mod model;
 pub mod rng;
 pub mod shard;
 pub mod sync;
+pub mod wire;
 
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, Event, EventKind, ItemSpec,

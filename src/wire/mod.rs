@@ -1,0 +1,262 @@
+//! `wire`: the JSON protocol, and the only code that knows JSON. It parses one request (a TCP
+//! line, a WebSocket text frame, an HTTP body) with simd-json into owned `nudge::api` values,
+//! and writes replies and pushes as JSON into a caller's reusable buffer.
+//!
+//! It owns the request shapes (`Request`, `Op`), the reply shapes (`Reply`) and the protocol's
+//! errors (`WireError`). It does not execute anything: the server's dispatch turns an `Op` into
+//! engine calls and a `Reply`. It does no I/O and never panics on input: any bytes give either a
+//! request or a `Rejected` with the request's `id` when it can be recovered.
+//!
+//! ```
+//! use nudge::wire::{Op, Parser};
+//! let engine = nudge::Engine::builder().shards(1).build().unwrap();
+//! let mut parser = Parser::new();
+//! let mut line = br#"{"op":"event","id":1,"user":"u1","type":"click","item":"i9"}"#.to_vec();
+//! let request = parser.parse(&mut line, &engine, None).unwrap();
+//! assert!(matches!(request.op, Op::Event(_)));
+//! engine.shutdown();
+//! ```
+
+mod json;
+mod parse;
+mod reply;
+
+use std::fmt;
+
+use crate::api::{DecideRequest, Event, ItemSpec};
+use crate::error::Error;
+use crate::ids::DecisionId;
+
+pub use json::write_str;
+pub use parse::{recover_id, Parser};
+pub use reply::{write_error, write_push, write_reply, Reply};
+
+/// A request's `id`, echoed in its reply: a number, a string, or absent.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum ReqId {
+    /// No id was given (or none could be recovered); written as `null`.
+    #[default]
+    None,
+    /// A signed integer id.
+    Int(i64),
+    /// An unsigned integer id too large for `i64`.
+    Uint(u64),
+    /// A floating-point id.
+    Float(f64),
+    /// A string id.
+    Str(Box<str>),
+}
+
+/// The operations of the protocol, by name, for routing and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpKind {
+    /// `event`: ingest one event.
+    Event,
+    /// `decide`: rank candidates.
+    Decide,
+    /// `reward`: attribute a reward to a decision.
+    Reward,
+    /// `item`: insert or replace a catalog item.
+    Item,
+    /// `remove_item`: remove a catalog item.
+    RemoveItem,
+    /// `user`: export a user's state.
+    User,
+    /// `forget`: erase a user.
+    Forget,
+    /// `ping`: liveness.
+    Ping,
+    /// `stats`: engine counters.
+    Stats,
+    /// `batch`: many ops in one request.
+    Batch,
+    /// `subscribe`: push a user's updates (WebSocket only).
+    Subscribe,
+    /// `unsubscribe`: stop pushing a user's updates (WebSocket only).
+    Unsubscribe,
+}
+
+impl OpKind {
+    /// Every op, in a fixed order (metrics index by it).
+    pub const ALL: [OpKind; 12] = [
+        OpKind::Event,
+        OpKind::Decide,
+        OpKind::Reward,
+        OpKind::Item,
+        OpKind::RemoveItem,
+        OpKind::User,
+        OpKind::Forget,
+        OpKind::Ping,
+        OpKind::Stats,
+        OpKind::Batch,
+        OpKind::Subscribe,
+        OpKind::Unsubscribe,
+    ];
+
+    /// The op's wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Event => "event",
+            OpKind::Decide => "decide",
+            OpKind::Reward => "reward",
+            OpKind::Item => "item",
+            OpKind::RemoveItem => "remove_item",
+            OpKind::User => "user",
+            OpKind::Forget => "forget",
+            OpKind::Ping => "ping",
+            OpKind::Stats => "stats",
+            OpKind::Batch => "batch",
+            OpKind::Subscribe => "subscribe",
+            OpKind::Unsubscribe => "unsubscribe",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<OpKind> {
+        OpKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The op's position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One parsed operation, holding owned `nudge::api` values ready for the engine.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Ingest an event.
+    Event(Event),
+    /// Rank candidates.
+    Decide(DecideRequest),
+    /// Attribute an explicit reward (0..=1) to an item of a decision.
+    Reward {
+        /// The decision.
+        decision: DecisionId,
+        /// The rewarded item.
+        item: String,
+        /// The reward.
+        value: f64,
+    },
+    /// Insert or replace a catalog item.
+    Item(ItemSpec),
+    /// Remove a catalog item by id.
+    RemoveItem(String),
+    /// Export a user's state.
+    User(String),
+    /// Erase a user.
+    Forget(String),
+    /// Liveness check.
+    Ping,
+    /// Engine counters.
+    Stats,
+    /// Many ops; each element parsed on its own (a bad one does not spoil the others).
+    Batch(Vec<Result<Request, Rejected>>),
+    /// Push a user's updates to this connection.
+    Subscribe(String),
+    /// Stop pushing a user's updates.
+    Unsubscribe(String),
+}
+
+impl Op {
+    /// The op's kind.
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::Event(_) => OpKind::Event,
+            Op::Decide(_) => OpKind::Decide,
+            Op::Reward { .. } => OpKind::Reward,
+            Op::Item(_) => OpKind::Item,
+            Op::RemoveItem(_) => OpKind::RemoveItem,
+            Op::User(_) => OpKind::User,
+            Op::Forget(_) => OpKind::Forget,
+            Op::Ping => OpKind::Ping,
+            Op::Stats => OpKind::Stats,
+            Op::Batch(_) => OpKind::Batch,
+            Op::Subscribe(_) => OpKind::Subscribe,
+            Op::Unsubscribe(_) => OpKind::Unsubscribe,
+        }
+    }
+}
+
+/// A parsed request: its id and its op.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// The id to echo.
+    pub id: ReqId,
+    /// What to do.
+    pub op: Op,
+}
+
+/// A request that could not be parsed: the id to echo (if recovered) and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    /// The id to echo, when it could be recovered.
+    pub id: ReqId,
+    /// What is wrong.
+    pub error: WireError,
+}
+
+/// The protocol's errors: the engine's own, plus what only the wire can get wrong.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WireError {
+    /// The engine refused the request, or a field failed validation (its code is the engine's).
+    Engine(Error),
+    /// The bytes are not JSON (the text is the parser's).
+    NotJson(String),
+    /// The request is JSON but not an object.
+    NotObject,
+    /// `op` names no operation.
+    UnknownOp(String),
+    /// The op exists but is not available here (e.g. `subscribe` outside WebSocket).
+    Unsupported(&'static str),
+    /// A batch inside a batch.
+    NestedBatch,
+    /// The request is larger than `limit` bytes.
+    TooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// The server holds its maximum number of connections.
+    TooManyConnections {
+        /// The limit.
+        max: usize,
+    },
+}
+
+impl WireError {
+    /// The stable machine-readable code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WireError::Engine(e) => e.code(),
+            WireError::TooLarge { .. } => "too_large",
+            WireError::TooManyConnections { .. } => "too_many_connections",
+            _ => "bad_request",
+        }
+    }
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::Engine(e) => fmt::Display::fmt(e, f),
+            WireError::NotJson(why) => write!(f, "the request is not valid JSON: {why}"),
+            WireError::NotObject => f.write_str("the request must be a JSON object"),
+            WireError::UnknownOp(op) => write!(f, "`{op}` is not a known op"),
+            WireError::Unsupported(what) => f.write_str(what),
+            WireError::NestedBatch => f.write_str("a batch may not contain a batch"),
+            WireError::TooLarge { limit } => {
+                write!(f, "the request is longer than {limit} bytes")
+            }
+            WireError::TooManyConnections { max } => write!(
+                f,
+                "the server holds its maximum of {max} connections; try again later"
+            ),
+        }
+    }
+}
+
+impl From<Error> for WireError {
+    fn from(e: Error) -> Self {
+        WireError::Engine(e)
+    }
+}

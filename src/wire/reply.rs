@@ -1,0 +1,387 @@
+//! Reply and push serialization. Every reply is one JSON object carrying the request's `id`;
+//! the caller adds the line or frame boundary. Written by hand into a reused buffer.
+
+use super::json::{key, write_bool, write_f32, write_f32s, write_f64, write_id, write_str, write_u64};
+use super::{ReqId, WireError};
+use crate::api::{
+    Ack, Decision, EventKind, ItemSpec, ShardStats, SignalSummary, Stats, UserExport, UserUpdate,
+};
+
+/// The outcome of one request, ready to be written.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// An event was applied.
+    Acked(Ack),
+    /// A decision was made.
+    Decided(Decision),
+    /// A reward was attributed.
+    Rewarded,
+    /// An item was stored; `new` says whether it was not in the catalog before.
+    ItemStored {
+        /// Whether the item is new.
+        new: bool,
+    },
+    /// An item was removed (`removed`: it was present).
+    ItemRemoved {
+        /// Whether the item was present.
+        removed: bool,
+    },
+    /// A catalog item as stored (HTTP `GET /v1/items/{id}`).
+    Item(Option<ItemSpec>),
+    /// A user's export (`None`: the engine holds nothing for them).
+    User(Option<Box<UserExport>>),
+    /// A user was erased (`existed`: the engine held something for them).
+    Forgot {
+        /// Whether anything was erased.
+        existed: bool,
+    },
+    /// The answer to `ping`.
+    Pong,
+    /// Engine counters.
+    Stats(Box<Stats>),
+    /// The replies of a batch's ops, in order, each with its own id.
+    Batch(Vec<(ReqId, Reply)>),
+    /// A subscription was opened.
+    Subscribed {
+        /// Its id.
+        subscription: u64,
+    },
+    /// A subscription was closed.
+    Unsubscribed,
+    /// The request failed.
+    Failed(WireError),
+}
+
+impl Reply {
+    /// The error code of a failed reply, or `None` for success.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self {
+            Reply::Failed(e) => Some(e.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Appends `{"id":…,"error":{"code":…,"message":…}}`.
+pub fn write_error(out: &mut Vec<u8>, id: &ReqId, error: &WireError) {
+    out.extend_from_slice(b"{\"id\":");
+    write_id(out, id);
+    out.extend_from_slice(b",\"error\":{\"code\":");
+    write_str(out, error.code());
+    out.extend_from_slice(b",\"message\":");
+    write_str(out, &error.to_string());
+    out.extend_from_slice(b"}}");
+}
+
+/// Appends one reply object.
+pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
+    if let Reply::Failed(e) = reply {
+        return write_error(out, id, e);
+    }
+    out.extend_from_slice(b"{\"id\":");
+    write_id(out, id);
+    out.push(b',');
+    match reply {
+        Reply::Acked(ack) => {
+            out.extend_from_slice(b"\"ok\":true,");
+            key(out, "attributed");
+            write_bool(out, ack.attributed);
+            out.push(b',');
+            key(out, "trained");
+            write_bool(out, ack.trained);
+            out.push(b',');
+            key(out, "outlier");
+            write_bool(out, ack.outlier);
+        }
+        Reply::Decided(d) => decision(out, d),
+        Reply::Rewarded => out.extend_from_slice(b"\"ok\":true"),
+        Reply::ItemStored { new } => {
+            out.extend_from_slice(b"\"ok\":true,\"new\":");
+            write_bool(out, *new);
+        }
+        Reply::ItemRemoved { removed } => {
+            out.extend_from_slice(b"\"ok\":true,\"removed\":");
+            write_bool(out, *removed);
+        }
+        Reply::Item(spec) => {
+            key(out, "item");
+            match spec {
+                Some(s) => item(out, s),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        Reply::User(export) => {
+            key(out, "user");
+            match export {
+                Some(u) => user(out, u),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        Reply::Forgot { existed } => {
+            out.extend_from_slice(b"\"ok\":true,\"forgotten\":");
+            write_bool(out, *existed);
+        }
+        Reply::Pong => out.extend_from_slice(b"\"ok\":true,\"pong\":true"),
+        Reply::Stats(s) => {
+            key(out, "stats");
+            stats(out, s);
+        }
+        Reply::Batch(replies) => {
+            key(out, "results");
+            out.push(b'[');
+            for (i, (id, r)) in replies.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_reply(out, id, r);
+            }
+            out.push(b']');
+        }
+        Reply::Subscribed { subscription } => {
+            out.extend_from_slice(b"\"ok\":true,\"subscription\":");
+            write_u64(out, *subscription);
+        }
+        Reply::Unsubscribed => out.extend_from_slice(b"\"ok\":true"),
+        Reply::Failed(_) => unreachable!("handled above"),
+    }
+    out.push(b'}');
+}
+
+fn decision(out: &mut Vec<u8>, d: &Decision) {
+    key(out, "decision");
+    write_str(out, &d.id.to_string());
+    out.extend_from_slice(b",\"items\":[");
+    for (i, p) in d.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"item\":");
+        write_str(out, &p.item);
+        out.extend_from_slice(b",\"score\":");
+        write_f32(out, p.score);
+        out.extend_from_slice(b",\"propensity\":");
+        write_f32(out, p.propensity);
+        if let Some(e) = &p.explain {
+            out.extend_from_slice(b",\"explain\":{");
+            let parts = [
+                ("bias", e.bias),
+                ("global", e.global),
+                ("personal", e.personal),
+                ("context", e.context),
+                ("state", e.state),
+                ("logit", e.logit()),
+            ];
+            for (j, (name, v)) in parts.into_iter().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                key(out, name);
+                write_f32(out, v);
+            }
+            out.push(b'}');
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+fn item(out: &mut Vec<u8>, s: &ItemSpec) {
+    out.extend_from_slice(b"{\"id\":");
+    write_str(out, &s.id);
+    out.extend_from_slice(b",\"attrs\":[");
+    for (i, (k, v)) in s.attrs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'[');
+        write_str(out, k);
+        out.push(b',');
+        write_str(out, v);
+        out.push(b']');
+    }
+    out.extend_from_slice(b"],\"vector\":");
+    match &s.vector {
+        Some(v) => write_f32s(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+}
+
+fn user(out: &mut Vec<u8>, u: &UserExport) {
+    out.extend_from_slice(b"{\"user\":");
+    write_str(out, &u.user);
+    out.extend_from_slice(b",\"first_seen_ms\":");
+    write_u64(out, u.first_seen_ms);
+    out.extend_from_slice(b",\"last_seen_ms\":");
+    write_u64(out, u.last_seen_ms);
+    out.extend_from_slice(b",\"events_by_kind\":{");
+    for (i, kind) in EventKind::ALL.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        key(out, kind.name());
+        write_u64(out, u.events_by_kind[i]);
+    }
+    out.extend_from_slice(b"},\"decisions\":");
+    write_u64(out, u.decisions);
+    out.extend_from_slice(b",\"training_steps\":");
+    write_u64(out, u.training_steps);
+    out.extend_from_slice(b",\"state\":");
+    write_f32s(out, &u.state);
+    out.extend_from_slice(b",\"personal_weights\":");
+    write_f32s(out, &u.personal_weights);
+    out.extend_from_slice(b",\"signals\":");
+    signals(out, &u.signals);
+    out.extend_from_slice(b",\"open_decisions\":[");
+    for (i, d) in u.open_decisions.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"decision\":");
+        write_str(out, &d.id.to_string());
+        out.extend_from_slice(b",\"created_ms\":");
+        write_u64(out, d.created_ms);
+        out.extend_from_slice(b",\"expires_ms\":");
+        write_u64(out, d.expires_ms);
+        out.extend_from_slice(b",\"placements\":[");
+        for (j, (item, reward)) in d.placements.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"item\":");
+            write_str(out, item);
+            out.extend_from_slice(b",\"reward\":");
+            match reward {
+                Some(r) => write_f32(out, *r),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"]}");
+    }
+    out.extend_from_slice(b"]}");
+}
+
+fn signals(out: &mut Vec<u8>, s: &SignalSummary) {
+    let parts = [
+        ("engagement_per_hour", s.engagement_per_hour),
+        ("clicks_per_hour", s.clicks_per_hour),
+        ("dwell_mean_s", s.dwell_mean_s),
+        ("dwell_std_s", s.dwell_std_s),
+        ("sentiment_trend", s.sentiment_trend),
+    ];
+    out.push(b'{');
+    for (name, v) in parts {
+        key(out, name);
+        write_f64(out, v);
+        out.push(b',');
+    }
+    key(out, "outliers_filtered");
+    write_u64(out, s.outliers_filtered);
+    out.push(b'}');
+}
+
+fn shard_stats(out: &mut Vec<u8>, s: &ShardStats) {
+    let parts = [
+        ("resident_users", s.resident_users),
+        ("inbox_depth", s.inbox_depth),
+        ("events_total", s.events_total),
+        ("decisions_total", s.decisions_total),
+        ("rewards_attributed_total", s.rewards_attributed_total),
+        ("decisions_expired_total", s.decisions_expired_total),
+        ("outliers_filtered_total", s.outliers_filtered_total),
+        ("evictions_total", s.evictions_total),
+        ("busy_total", s.busy_total),
+        ("training_steps_total", s.training_steps_total),
+        ("mixes_total", s.mixes_total),
+    ];
+    out.push(b'{');
+    for (i, (name, v)) in parts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        key(out, name);
+        write_u64(out, v);
+    }
+    out.push(b'}');
+}
+
+fn stats(out: &mut Vec<u8>, s: &Stats) {
+    out.extend_from_slice(b"{\"catalog_items\":");
+    write_u64(out, s.catalog_items);
+    out.extend_from_slice(b",\"total\":");
+    shard_stats(out, &s.total());
+    out.extend_from_slice(b",\"shards\":[");
+    for (i, sh) in s.shards.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        shard_stats(out, sh);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// Appends a push about a subscribed user: `{"push":"user_update",…}`. `dropped` is how many
+/// pushes this connection has lost so far because it fell behind.
+pub fn write_push(out: &mut Vec<u8>, u: &UserUpdate, dropped: u64) {
+    out.extend_from_slice(b"{\"push\":\"user_update\",\"user\":");
+    write_str(out, &u.user);
+    out.extend_from_slice(b",\"cause\":");
+    write_str(out, u.cause.name());
+    out.extend_from_slice(b",\"ts\":");
+    write_u64(out, u.ts_ms);
+    out.extend_from_slice(b",\"top\":[");
+    for (i, (item, score)) in u.top.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"item\":");
+        write_str(out, item);
+        out.extend_from_slice(b",\"score\":");
+        write_f32(out, *score);
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"signals\":");
+    signals(out, &u.signals);
+    out.extend_from_slice(b",\"engagement_drop\":");
+    write_bool(out, u.engagement_drop);
+    out.extend_from_slice(b",\"dropped\":");
+    write_u64(out, dropped);
+    out.push(b'}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Placement;
+    use crate::ids::DecisionId;
+
+    #[test]
+    fn replies_are_json_with_the_id() {
+        let mut out = Vec::new();
+        let d = Decision {
+            id: DecisionId(0x3f0a),
+            items: vec![Placement {
+                item: "i\"2".into(),
+                score: 0.71,
+                propensity: 0.95,
+                explain: None,
+            }],
+        };
+        write_reply(&mut out, &ReqId::Int(2), &Reply::Decided(d));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], 2);
+        assert_eq!(v["decision"], "0000000000003f0a");
+        assert_eq!(v["items"][0]["item"], "i\"2");
+        out.clear();
+        let err = WireError::UnknownOp("x".into());
+        write_reply(&mut out, &ReqId::None, &Reply::Failed(err));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["id"], serde_json::Value::Null);
+        assert_eq!(v["error"]["code"], "bad_request");
+        out.clear();
+        write_reply(&mut out, &ReqId::Int(1), &Reply::Stats(Box::default()));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stats"]["total"]["events_total"], 0);
+    }
+}
