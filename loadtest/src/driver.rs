@@ -1,0 +1,554 @@
+//! The schedule: runs the workload against a target, open loop (a constant-rate schedule;
+//! latency counted from each request's *intended* send time, wrk2's correction for
+//! coordinated omission) or closed loop (`pipeline` requests in flight per connection).
+//! Per connection, one writer task generates, encodes and sends; one reader task matches
+//! replies to requests in order and records latencies. It owns timing and bookkeeping; the
+//! workload, the framing and the report live elsewhere.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::{sleep_until, timeout_at};
+
+use crate::client::{self, Receiver, Sender, Target};
+use crate::report::{OpKind, RunResult, OP_KINDS};
+use crate::stall::{self, StallSpec};
+use crate::wire::Reply;
+use crate::workload::{Board, Generator, GeneratorStats, Op, Workload, WorkloadConfig};
+
+/// Open or closed loop.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Load {
+    /// A constant total rate (requests per second), spread evenly over the connections.
+    Open {
+        /// Requests per second, all connections together.
+        rate: f64,
+    },
+    /// Each connection keeps `pipeline` requests in flight.
+    Closed {
+        /// Requests in flight per connection.
+        pipeline: u32,
+    },
+}
+
+/// Everything a run needs.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// Where to send.
+    pub target: Target,
+    /// Open or closed loop.
+    pub load: Load,
+    /// Connections (each with its own workload stream).
+    pub connections: u32,
+    /// Measured time.
+    pub duration: Duration,
+    /// Time before the measured part, excluded from the results.
+    pub warmup: Duration,
+    /// The workload.
+    pub workload: WorkloadConfig,
+    /// Load the catalog before the run.
+    pub load_catalog: bool,
+    /// Pause a process mid-run (the stall self-test).
+    pub stall: Option<StallSpec>,
+    /// Print a progress line every second (to stderr).
+    pub progress: bool,
+    /// A send later than this behind its schedule counts as late (open loop).
+    pub late_threshold: Duration,
+    /// How long to wait for outstanding replies after the schedule ends.
+    pub drain_timeout: Duration,
+}
+
+impl RunSpec {
+    /// A spec with the defaults: closed loop, one connection, pipeline 1, 5 s, no warmup.
+    pub fn new(target: Target, workload: WorkloadConfig) -> Self {
+        RunSpec {
+            target,
+            load: Load::Closed { pipeline: 1 },
+            connections: 1,
+            duration: Duration::from_secs(5),
+            warmup: Duration::ZERO,
+            workload,
+            load_catalog: true,
+            stall: None,
+            progress: false,
+            late_threshold: Duration::from_millis(1),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Counters the progress line reads.
+#[derive(Default)]
+struct Progress {
+    sent: AtomicU64,
+    done: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// One request waiting for its reply.
+struct InFlight {
+    kind: OpKind,
+    intended: Instant,
+    sent: Instant,
+    session: u64,
+    measured: bool,
+}
+
+/// When the measured window is.
+#[derive(Clone, Copy)]
+struct Window {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    hard_deadline: Instant,
+}
+
+/// What one writer saw.
+#[derive(Default)]
+struct WriterResult {
+    sent_measured: u64,
+    late: u64,
+    send_lag_ns: Option<Histogram<u64>>,
+    generator: GeneratorStats,
+    error: Option<String>,
+}
+
+/// What one reader saw.
+pub(crate) struct ReaderResult {
+    pub corrected: Vec<Histogram<u64>>,
+    pub uncorrected: Vec<Histogram<u64>>,
+    pub ok: Vec<u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub acked_events_total: u64,
+    pub acked_events_measured: u64,
+    pub completed_measured: u64,
+}
+
+pub(crate) fn histogram() -> Histogram<u64> {
+    // 1 ns to 1 hour, 3 significant digits: the bounds cannot be invalid.
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+fn kind_of(op: &Op) -> (OpKind, u64) {
+    match op {
+        Op::Event(_) | Op::Item(_) => (OpKind::Event, 0),
+        Op::Decide(d) => (OpKind::Decide, d.session),
+        Op::Reward(_) => (OpKind::Reward, 0),
+    }
+}
+
+/// Runs `spec` and returns the raw results (the caller builds the report).
+pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
+    let workload = Arc::new(Workload::new(spec.workload.clone()).map_err(anyhow::Error::msg)?);
+    if spec.load_catalog {
+        client::load_catalog(&spec.target, &workload).await?;
+    }
+    let mut conns = Vec::with_capacity(spec.connections as usize);
+    for _ in 0..spec.connections {
+        conns.push(client::connect(&spec.target).await?);
+    }
+    let start = Instant::now() + Duration::from_millis(20);
+    let window = Window {
+        start,
+        measure_from: start + spec.warmup,
+        end: start + spec.warmup + spec.duration,
+        hard_deadline: start + spec.warmup + spec.duration + spec.drain_timeout,
+    };
+    let progress = Arc::new(Progress::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut writers = Vec::new();
+    let mut readers = Vec::new();
+    for (c, (tx, rx)) in conns.into_iter().enumerate() {
+        let generator = Generator::new(workload.clone(), c as u32, spec.connections);
+        let board = generator.board();
+        let permits = match spec.load {
+            Load::Closed { pipeline } => Some(Arc::new(Semaphore::new(pipeline.max(1) as usize))),
+            Load::Open { .. } => None,
+        };
+        let (pending_tx, pending_rx) = mpsc::unbounded_channel();
+        let w = ConnWriter {
+            spec: spec.clone(),
+            conn: c as u32,
+            generator,
+            tx,
+            pending: pending_tx,
+            permits: permits.clone(),
+            window,
+            progress: progress.clone(),
+        };
+        writers.push(tokio::spawn(w.run()));
+        let reader = read_replies(
+            rx,
+            pending_rx,
+            board,
+            permits,
+            progress.clone(),
+            stop_rx.clone(),
+        );
+        readers.push(tokio::spawn(reader));
+    }
+    let ticker = spec
+        .progress
+        .then(|| tokio::spawn(print_progress(progress.clone(), window)));
+    let staller = spec
+        .stall
+        .clone()
+        .map(|s| tokio::spawn(stall::run(s, window.measure_from)));
+    let mut writer_results = Vec::new();
+    for w in writers {
+        writer_results.push(w.await?);
+    }
+    let stopper = tokio::spawn(async move {
+        sleep_until(window.hard_deadline.into()).await;
+        let _ = stop_tx.send(true);
+    });
+    let mut reader_results = Vec::new();
+    for r in readers {
+        reader_results.push(r.await?);
+    }
+    stopper.abort();
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let stall_report = match staller {
+        Some(s) => Some(s.await??),
+        None => None,
+    };
+    merge(spec, writer_results, reader_results, stall_report)
+}
+
+fn merge(
+    spec: &RunSpec,
+    writers: Vec<WriterResult>,
+    readers: Vec<ReaderResult>,
+    stall: Option<stall::StallReport>,
+) -> anyhow::Result<RunResult> {
+    let mut total = ReaderResult {
+        corrected: OP_KINDS.iter().map(|_| histogram()).collect(),
+        uncorrected: OP_KINDS.iter().map(|_| histogram()).collect(),
+        ok: vec![0; OP_KINDS.len()],
+        errors: BTreeMap::new(),
+        acked_events_total: 0,
+        acked_events_measured: 0,
+        completed_measured: 0,
+    };
+    for r in readers {
+        for k in 0..OP_KINDS.len() {
+            total.corrected[k].add(&r.corrected[k])?;
+            total.uncorrected[k].add(&r.uncorrected[k])?;
+            total.ok[k] += r.ok[k];
+        }
+        for (code, n) in r.errors {
+            *total.errors.entry(code).or_default() += n;
+        }
+        total.acked_events_total += r.acked_events_total;
+        total.acked_events_measured += r.acked_events_measured;
+        total.completed_measured += r.completed_measured;
+    }
+    let mut send_lag = histogram();
+    let mut generator = GeneratorStats::default();
+    let (mut sent_measured, mut late) = (0, 0);
+    let mut writer_errors = Vec::new();
+    for w in writers {
+        sent_measured += w.sent_measured;
+        late += w.late;
+        if let Some(h) = &w.send_lag_ns {
+            send_lag.add(h)?;
+        }
+        let g = &w.generator;
+        generator.sessions += g.sessions;
+        generator.resolved += g.resolved;
+        generator.unresolved += g.unresolved;
+        generator.browsing += g.browsing;
+        generator.dropped_followups += g.dropped_followups;
+        generator.stale_followups += g.stale_followups;
+        if let Some(e) = w.error {
+            writer_errors.push(e);
+        }
+    }
+    Ok(RunResult {
+        spec: spec.clone(),
+        reader: total,
+        sent_measured,
+        late,
+        send_lag,
+        generator,
+        writer_errors,
+        stall,
+    })
+}
+
+struct ConnWriter {
+    spec: RunSpec,
+    conn: u32,
+    generator: Generator,
+    tx: Sender,
+    pending: mpsc::UnboundedSender<Vec<InFlight>>,
+    permits: Option<Arc<Semaphore>>,
+    window: Window,
+    progress: Arc<Progress>,
+}
+
+/// Most requests written in one go.
+const MAX_BATCH: usize = 64;
+
+impl ConnWriter {
+    async fn run(mut self) -> WriterResult {
+        let mut result = WriterResult {
+            send_lag_ns: Some(histogram()),
+            ..Default::default()
+        };
+        let outcome = match self.spec.load {
+            Load::Open { rate } => self.open_loop(rate, &mut result).await,
+            Load::Closed { .. } => self.closed_loop(&mut result).await,
+        };
+        if let Err(e) = outcome {
+            result.error = Some(format!("connection {}: {e:#}", self.conn));
+        }
+        self.tx.close().await;
+        result.generator = self.generator.stats.clone();
+        result
+    }
+
+    async fn open_loop(&mut self, rate: f64, result: &mut WriterResult) -> anyhow::Result<()> {
+        let conns = self.spec.connections as f64;
+        let interval = 1.0 / rate;
+        let (start, conn) = (self.window.start, self.conn as f64);
+        let intended =
+            |i: u64| start + Duration::from_secs_f64((i as f64 * conns + conn) * interval);
+        let (mut i, mut next_id) = (0u64, 1u64);
+        let (mut ops, mut flights, mut buf) = (Vec::new(), Vec::new(), Vec::new());
+        let lag_hist = result.send_lag_ns.as_mut().expect("set by run");
+        loop {
+            let due = intended(i);
+            if due >= self.window.end {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if due > now {
+                // Sleep while far ahead; closer than the timer's resolution, yield (a busy wait
+                // that still lets this core's reader tasks run), so sends leave on time.
+                if due - now > Duration::from_millis(2) {
+                    sleep_until((due - Duration::from_millis(1)).into()).await;
+                } else {
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
+            ops.clear();
+            while ops.len() < MAX_BATCH {
+                let due = intended(i);
+                if due > now || due >= self.window.end {
+                    break;
+                }
+                let lag = now - due;
+                let measured = due >= self.window.measure_from;
+                if measured {
+                    result.sent_measured += 1;
+                    lag_hist.saturating_record(lag.as_nanos().max(1) as u64);
+                    if lag > self.spec.late_threshold {
+                        result.late += 1;
+                    }
+                }
+                let op = self.generator.next_op();
+                let (kind, session) = kind_of(&op);
+                flights.push(InFlight {
+                    kind,
+                    intended: due,
+                    sent: now,
+                    session,
+                    measured,
+                });
+                ops.push(op);
+                i += 1;
+            }
+            self.send(&mut ops, &mut flights, &mut next_id, &mut buf)
+                .await?;
+        }
+    }
+
+    async fn closed_loop(&mut self, result: &mut WriterResult) -> anyhow::Result<()> {
+        let permits = self.permits.clone().expect("closed loop has permits");
+        let (mut ops, mut flights, mut buf) = (Vec::new(), Vec::new(), Vec::new());
+        let mut next_id = 1u64;
+        loop {
+            let Ok(permit) = timeout_at(self.window.end.into(), permits.acquire()).await else {
+                return Ok(());
+            };
+            permit?.forget();
+            let mut n = 1;
+            while n < MAX_BATCH {
+                match permits.try_acquire() {
+                    Ok(p) => p.forget(),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            let now = Instant::now();
+            if now >= self.window.end {
+                return Ok(());
+            }
+            let measured = now >= self.window.measure_from;
+            ops.clear();
+            for _ in 0..n {
+                let op = self.generator.next_op();
+                let (kind, session) = kind_of(&op);
+                flights.push(InFlight {
+                    kind,
+                    intended: now,
+                    sent: now,
+                    session,
+                    measured,
+                });
+                ops.push(op);
+            }
+            if measured {
+                result.sent_measured += n as u64;
+            }
+            self.send(&mut ops, &mut flights, &mut next_id, &mut buf)
+                .await?;
+        }
+    }
+
+    async fn send(
+        &mut self,
+        ops: &mut [Op],
+        flights: &mut Vec<InFlight>,
+        next_id: &mut u64,
+        buf: &mut Vec<u8>,
+    ) -> anyhow::Result<()> {
+        let n = ops.len() as u64;
+        // Hand the bookkeeping to the reader before the bytes leave, so no reply can overtake it.
+        self.pending
+            .send(std::mem::take(flights))
+            .map_err(|_| anyhow::anyhow!("reader gone"))?;
+        let w = self.generator.workload().clone();
+        let sent = timeout_at(
+            self.window.hard_deadline.into(),
+            self.tx.send(ops, *next_id, &w, buf),
+        );
+        match sent.await {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("the target accepted nothing until the drain deadline"),
+        }
+        *next_id += n;
+        self.progress.sent.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn read_replies(
+    mut rx: Receiver,
+    mut pending: mpsc::UnboundedReceiver<Vec<InFlight>>,
+    board: Arc<Board>,
+    permits: Option<Arc<Semaphore>>,
+    progress: Arc<Progress>,
+    mut stop: watch::Receiver<bool>,
+) -> ReaderResult {
+    let mut r = ReaderResult {
+        corrected: OP_KINDS.iter().map(|_| histogram()).collect(),
+        uncorrected: OP_KINDS.iter().map(|_| histogram()).collect(),
+        ok: vec![0; OP_KINDS.len()],
+        errors: BTreeMap::new(),
+        acked_events_total: 0,
+        acked_events_measured: 0,
+        completed_measured: 0,
+    };
+    let mut local: VecDeque<InFlight> = VecDeque::new();
+    loop {
+        if local.is_empty() {
+            tokio::select! {
+                batch = pending.recv() => match batch {
+                    Some(b) => local.extend(b),
+                    None => break,
+                },
+                _ = stop.changed() => break,
+            }
+            continue;
+        }
+        let reply = tokio::select! {
+            reply = rx.recv() => reply,
+            _ = stop.changed() => break,
+        };
+        let now = Instant::now();
+        while let Ok(b) = pending.try_recv() {
+            local.extend(b);
+        }
+        let Some(f) = local.pop_front() else { break };
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(e) => {
+                let code = format!("io: {e}");
+                *r.errors.entry(code).or_default() += 1 + local.len() as u64;
+                local.clear();
+                break;
+            }
+        };
+        progress.done.fetch_add(1, Ordering::Relaxed);
+        if let Some(p) = &permits {
+            p.add_permits(1);
+        }
+        let k = f.kind as usize;
+        match reply {
+            Reply::Ack => {
+                if f.kind == OpKind::Event {
+                    r.acked_events_total += 1;
+                    r.acked_events_measured += f.measured as u64;
+                }
+            }
+            Reply::Decision(shown) => board.post(f.session, shown),
+            Reply::Error(code) => {
+                progress.errors.fetch_add(1, Ordering::Relaxed);
+                *r.errors.entry(code).or_default() += 1;
+                continue;
+            }
+        }
+        r.ok[k] += 1;
+        if f.measured {
+            r.completed_measured += 1;
+            r.corrected[k].saturating_record((now - f.intended).as_nanos().max(1) as u64);
+            r.uncorrected[k].saturating_record((now - f.sent).as_nanos().max(1) as u64);
+        }
+    }
+    // Whatever is still waiting got no reply before the deadline.
+    while let Ok(b) = pending.try_recv() {
+        local.extend(b);
+    }
+    if !local.is_empty() {
+        *r.errors.entry("timeout".into()).or_default() += local.len() as u64;
+    }
+    r
+}
+
+async fn print_progress(p: Arc<Progress>, window: Window) {
+    let mut tick = tokio::time::interval_at(
+        (window.start + Duration::from_secs(1)).into(),
+        Duration::from_secs(1),
+    );
+    let mut last_done = 0;
+    loop {
+        tick.tick().await;
+        let elapsed = window.start.elapsed().as_secs_f64();
+        let total = (window.end - window.start).as_secs_f64();
+        let done = p.done.load(Ordering::Relaxed);
+        eprintln!(
+            "[{:>5.1}/{:.0} s{}] sent {} done {} ({}/s) errors {}",
+            elapsed.min(total),
+            total,
+            if Instant::now() < window.measure_from {
+                " warmup"
+            } else {
+                ""
+            },
+            p.sent.load(Ordering::Relaxed),
+            done,
+            done - last_done,
+            p.errors.load(Ordering::Relaxed),
+        );
+        last_done = done;
+    }
+}

@@ -1,0 +1,25 @@
+//! nudge's load-testing harness: drives a nudge server (TCP, WebSocket, HTTP), an in-process
+//! engine, or Redis running the same per-event math in Lua, with a seeded personalization
+//! workload, and reports tail latency honestly (HdrHistogram; open loop corrected for
+//! coordinated omission).
+//!
+//! A request travels, and the modules are listed in that order:
+//! - `workload`: the seeded users, catalog and sessions, as a stream of ops (`zipf` beside it);
+//! - `wire`: encodes ops as nudge's JSON and parses replies (`redis`: the Lua and RESP form);
+//! - `client`: connections to each target, split into sending and receiving halves;
+//! - `driver`: the open- or closed-loop schedule, one writer and one reader task per connection;
+//! - `report`: percentile tables, rates, errors, validity, the JSON summary.
+//!
+//! Beside that path: `stall` (pauses a process mid-run for the self-test) and `serve` (the
+//! harness's own child server mode, which the stall test can pause).
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod driver;
+pub mod redis;
+pub mod report;
+pub mod serve;
+pub mod stall;
+pub mod wire;
+pub mod workload;
+pub mod zipf;
