@@ -35,6 +35,8 @@ pub mod error;
 pub mod ids;
 pub mod model;
 pub mod rng;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod shard;
 pub mod sync;
 pub mod wire;

@@ -1,1 +1,132 @@
-fn main(){}
+//! `nudge`: the command-line entry point. `nudge serve` runs the engine behind the TCP,
+//! HTTP and WebSocket front ends until SIGINT or SIGTERM, then shuts down gracefully.
+//!
+//! Configuration: embedded defaults, then `--config FILE` (TOML), then `NUDGE_*` environment
+//! variables (see `nudge::config`), then the command-line flags. This binary owns argument
+//! parsing, logging setup and signal handling; everything else lives in the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tracing::info;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A real-time personalization engine.
+#[derive(Parser)]
+#[command(name = "nudge", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// The subcommands; each variant's arguments live in their own struct.
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the engine over TCP (line JSON), HTTP, WebSocket and Segment-compatible routes.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Default)]
+struct ServeArgs {
+    /// A TOML configuration file (every field also has a NUDGE_* environment override).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address of the TCP line-JSON front end ("" turns it off).
+    #[arg(long, value_name = "ADDR")]
+    tcp: Option<String>,
+    /// Address of the HTTP/WebSocket front end ("" turns it off).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Shard threads (0: one per core).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
+    /// Tokio worker threads of the TCP front end (0: one per core).
+    #[arg(long, value_name = "N")]
+    tcp_threads: Option<usize>,
+    /// actix-web worker threads of the HTTP front end.
+    #[arg(long, value_name = "N")]
+    http_workers: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = nudge::Config::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some(tcp) = args.tcp {
+        config.server.tcp = tcp;
+    }
+    if let Some(http) = args.http {
+        config.server.http = http;
+    }
+    if let Some(n) = args.shards {
+        config.shards = n;
+    }
+    if let Some(n) = args.tcp_threads {
+        config.server.tcp_threads = n;
+    }
+    if let Some(n) = args.http_workers {
+        config.server.http_workers = n;
+    }
+    config.validate().map_err(anyhow::Error::msg)?;
+    let server_cfg = config.server.clone();
+    let runtime = nudge::server::runtime(&server_cfg).context("starting the runtime")?;
+    let listeners = nudge::server::Listeners::bind(&server_cfg).context("binding")?;
+    let engine = nudge::Engine::start(config).context("starting the engine")?;
+    println!(
+        "nudge {} serving with {} shards",
+        env!("CARGO_PKG_VERSION"),
+        engine.shard_count()
+    );
+    if let Some(addr) = listeners.tcp_addr() {
+        println!("  tcp  {addr}   (one JSON request per line; try: echo '{{\"op\":\"ping\"}}' | nc {} {})", addr.ip(), addr.port());
+    }
+    if let Some(addr) = listeners.http_addr() {
+        println!("  http http://{addr}   (ws://{addr}/v1/ws, metrics at /metrics)");
+    }
+    runtime.block_on(nudge::server::serve_on(
+        engine,
+        server_cfg,
+        listeners,
+        signal(),
+    ))?;
+    info!("bye");
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+                    _ = term.recv() => info!("SIGTERM received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

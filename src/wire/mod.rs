@@ -20,6 +20,7 @@
 mod json;
 mod parse;
 mod reply;
+mod segment;
 
 use std::fmt;
 
@@ -29,7 +30,8 @@ use crate::ids::DecisionId;
 
 pub use json::write_str;
 pub use parse::{recover_id, Parser};
-pub use reply::{write_error, write_push, write_reply, Reply};
+pub use reply::{write_error, write_events_summary, write_push, write_reply, Reply};
+pub use segment::{parse_time_ms, CallType, Scalar, SegmentCall};
 
 /// A request's `id`, echoed in its reply: a number, a string, or absent.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -216,6 +218,8 @@ pub enum WireError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// Some other malformed input; the text says what.
+    BadRequest(String),
     /// The server holds its maximum number of connections.
     TooManyConnections {
         /// The limit.
@@ -244,6 +248,7 @@ impl fmt::Display for WireError {
             WireError::UnknownOp(op) => write!(f, "`{op}` is not a known op"),
             WireError::Unsupported(what) => f.write_str(what),
             WireError::NestedBatch => f.write_str("a batch may not contain a batch"),
+            WireError::BadRequest(what) => f.write_str(what),
             WireError::TooLarge { limit } => {
                 write!(f, "the request is longer than {limit} bytes")
             }

@@ -32,7 +32,10 @@ impl Default for Parser {
 impl Parser {
     /// A parser with empty buffers (they grow to the largest request seen).
     pub fn new() -> Self {
-        Parser { buffers: Buffers::new(512), tape: Some(Tape::null().reset()) }
+        Parser {
+            buffers: Buffers::new(512),
+            tape: Some(Tape::null().reset()),
+        }
     }
 
     /// Parses one request. `input` is used as scratch space and left clobbered. `default_op` is
@@ -46,6 +49,54 @@ impl Parser {
         self.with_value(input, |v| request(v, engine, default_op, false))
     }
 
+    /// Parses the body of `POST /v1/events`: one event object, an array of them, or NDJSON
+    /// (one per line). Each element stands alone; `op` may be omitted.
+    pub fn parse_events(&mut self, body: &[u8], engine: &Engine) -> Vec<Result<Request, Rejected>> {
+        let mut whole = body.to_vec();
+        let parsed = self.with_value(&mut whole, |v| {
+            if let Some(list) = v.as_array() {
+                Ok(list
+                    .iter()
+                    .map(|e| request(e, engine, Some(OpKind::Event), true))
+                    .collect())
+            } else {
+                Ok(vec![request(v, engine, Some(OpKind::Event), true)])
+            }
+        });
+        if let Ok(all) = parsed {
+            return all;
+        }
+        let mut line = Vec::new();
+        let mut out = Vec::new();
+        for raw in body.split(|&b| b == b'\n') {
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            line.clear();
+            line.extend_from_slice(raw);
+            out.push(self.parse(&mut line, engine, Some(OpKind::Event)));
+        }
+        out
+    }
+
+    /// Parses the body of `PUT /v1/items/{id}`: `{"attrs":{…},"vector":[…]}` (both optional;
+    /// an empty body is an item with neither).
+    pub fn parse_item(&mut self, input: &mut [u8], id: &str) -> Result<ItemSpec, Rejected> {
+        if input.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ItemSpec::new(id));
+        }
+        self.with_value(input, |v| {
+            let f = fields(v).ok_or(Rejected {
+                id: ReqId::None,
+                error: WireError::NotObject,
+            })?;
+            item(id, f.attrs, f.vector).map_err(|error| Rejected {
+                id: ReqId::None,
+                error,
+            })
+        })
+    }
+
     /// Parses `input` as JSON and runs `f` on the value; a parse error becomes a `Rejected`
     /// with the id recovered from the raw bytes when possible.
     pub(crate) fn with_value<T>(
@@ -57,7 +108,10 @@ impl Parser {
         let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(input, &mut self.buffers, &mut tape) {
             Ok(()) => f(tape.as_value()),
-            Err(e) => Err(Rejected { id: id_hint, error: WireError::NotJson(e.to_string()) }),
+            Err(e) => Err(Rejected {
+                id: id_hint,
+                error: WireError::NotJson(e.to_string()),
+            }),
         };
         self.tape = Some(tape.reset());
         result
@@ -176,7 +230,10 @@ fn request(
     nested: bool,
 ) -> Result<Request, Rejected> {
     let Some(f) = fields(v) else {
-        return Err(Rejected { id: ReqId::None, error: WireError::NotObject });
+        return Err(Rejected {
+            id: ReqId::None,
+            error: WireError::NotObject,
+        });
     };
     let id = f.id.map(req_id).unwrap_or_default();
     match op(&f, engine, default_op, nested) {
@@ -248,13 +305,19 @@ fn event(f: &Fields<'_, '_>, engine: &Engine) -> Result<Event, WireError> {
         value: optional_number(f.value, "value")?,
         ts_ms: optional_ts(f.ts)?,
         context: context(f.context)?,
-        decision: string(f.decision, "decision")?.map(str::parse).transpose()?,
+        decision: string(f.decision, "decision")?
+            .map(str::parse)
+            .transpose()?,
     })
 }
 
 fn decide(f: &Fields<'_, '_>) -> Result<DecideRequest, WireError> {
-    let list = f.candidates.ok_or_else(|| invalid("candidates", Problem::Missing))?;
-    let list = list.as_array().ok_or_else(|| malformed("candidates", "an array"))?;
+    let list = f
+        .candidates
+        .ok_or_else(|| invalid("candidates", Problem::Missing))?;
+    let list = list
+        .as_array()
+        .ok_or_else(|| malformed("candidates", "an array"))?;
     let mut candidates = Vec::with_capacity(list.len());
     for c in list.iter() {
         candidates.push(candidate(c)?);
@@ -262,9 +325,10 @@ fn decide(f: &Fields<'_, '_>) -> Result<DecideRequest, WireError> {
     let n = match f.n {
         None => candidates.len(),
         Some(v) => match v.value_type() {
-            ValueType::U64 | ValueType::I64 => {
-                v.as_u64().ok_or_else(|| malformed("n", "a non-negative integer"))? as usize
-            }
+            ValueType::U64 | ValueType::I64 => v
+                .as_u64()
+                .ok_or_else(|| malformed("n", "a non-negative integer"))?
+                as usize,
             ValueType::Null => candidates.len(),
             _ => return Err(malformed("n", "a non-negative integer")),
         },
@@ -272,7 +336,9 @@ fn decide(f: &Fields<'_, '_>) -> Result<DecideRequest, WireError> {
     let explain = match f.explain {
         None => false,
         Some(v) if v.value_type() == ValueType::Null => false,
-        Some(v) => v.as_bool().ok_or_else(|| malformed("explain", "a boolean"))?,
+        Some(v) => v
+            .as_bool()
+            .ok_or_else(|| malformed("explain", "a boolean"))?,
     };
     Ok(DecideRequest {
         user: required(f.user, "user")?.to_string(),
@@ -288,10 +354,16 @@ fn candidate(v: Json<'_, '_>) -> Result<Candidate, WireError> {
     if let Some(id) = v.as_str() {
         return Ok(Candidate::Id(id.to_string()));
     }
-    let obj = v.as_object().ok_or_else(|| malformed("candidates", "strings or objects"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| malformed("candidates", "strings or objects"))?;
     let id = obj.get("id").and_then(|v| v.into_string());
     let id = id.ok_or_else(|| malformed("candidates", "objects with a string `id`"))?;
-    Ok(Candidate::Inline(item(id, obj.get("attrs"), obj.get("vector"))?))
+    Ok(Candidate::Inline(item(
+        id,
+        obj.get("attrs"),
+        obj.get("vector"),
+    )?))
 }
 
 fn item(
@@ -301,7 +373,9 @@ fn item(
 ) -> Result<ItemSpec, WireError> {
     let mut spec = ItemSpec::new(id);
     if let Some(a) = attrs.filter(|v| v.value_type() != ValueType::Null) {
-        let obj = a.as_object().ok_or_else(|| malformed("attrs", "an object"))?;
+        let obj = a
+            .as_object()
+            .ok_or_else(|| malformed("attrs", "an object"))?;
         for (k, v) in obj.iter() {
             if let Some(list) = v.as_array() {
                 for x in list.iter() {
@@ -315,7 +389,9 @@ fn item(
         }
     }
     if let Some(v) = vector.filter(|v| v.value_type() != ValueType::Null) {
-        let list = v.as_array().ok_or_else(|| malformed("vector", "an array of numbers"))?;
+        let list = v
+            .as_array()
+            .ok_or_else(|| malformed("vector", "an array of numbers"))?;
         let mut out = Vec::with_capacity(list.len());
         for x in list.iter() {
             out.push(number(x).ok_or_else(|| malformed("vector", "an array of numbers"))? as f32);
@@ -331,7 +407,9 @@ fn context(v: Option<Json<'_, '_>>) -> Result<Context, WireError> {
     let Some(v) = v.filter(|v| v.value_type() != ValueType::Null) else {
         return Ok(Vec::new());
     };
-    let obj = v.as_object().ok_or_else(|| malformed("context", "an object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| malformed("context", "an object"))?;
     let mut out = Vec::with_capacity(obj.len());
     for (k, v) in obj.iter() {
         if v.value_type() == ValueType::Null {
@@ -369,14 +447,24 @@ fn optional_number(v: Option<Json<'_, '_>>, field: &'static str) -> Result<Optio
     match v {
         None => Ok(None),
         Some(v) if v.value_type() == ValueType::Null => Ok(None),
-        Some(v) => number(v).map(Some).ok_or_else(|| malformed(field, "a number")),
+        Some(v) => number(v)
+            .map(Some)
+            .ok_or_else(|| malformed(field, "a number")),
     }
 }
 
 fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
-    let Some(ms) = optional_number(v, "ts")? else { return Ok(None) };
+    let Some(ms) = optional_number(v, "ts")? else {
+        return Ok(None);
+    };
     if !(0.0..=u64::MAX as f64).contains(&ms) {
-        return Err(invalid("ts", Problem::OutOfRange { min: 0.0, max: u64::MAX as f64 }));
+        return Err(invalid(
+            "ts",
+            Problem::OutOfRange {
+                min: 0.0,
+                max: u64::MAX as f64,
+            },
+        ));
     }
     Ok(Some(ms as u64))
 }
@@ -385,7 +473,10 @@ fn string<'i>(v: Option<Json<'_, 'i>>, field: &'static str) -> Result<Option<&'i
     match v {
         None => Ok(None),
         Some(v) if v.value_type() == ValueType::Null => Ok(None),
-        Some(v) => v.into_string().map(Some).ok_or_else(|| malformed(field, "a string")),
+        Some(v) => v
+            .into_string()
+            .map(Some)
+            .ok_or_else(|| malformed(field, "a string")),
     }
 }
 
@@ -423,7 +514,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.id, ReqId::Int(1));
-        let Op::Event(e) = r.op else { panic!("not an event: {r:?}") };
+        let Op::Event(e) = r.op else {
+            panic!("not an event: {r:?}")
+        };
         assert_eq!(e.kind, EventKind::Click);
         assert_eq!(e.item.as_deref(), Some("i9"));
         assert_eq!(e.value, Some(12.5));
@@ -444,7 +537,9 @@ mod tests {
         let Op::Decide(d) = r.op else { panic!() };
         assert_eq!(d.n, 1);
         assert!(d.explain);
-        let Candidate::Inline(spec) = &d.candidates[1] else { panic!() };
+        let Candidate::Inline(spec) = &d.candidates[1] else {
+            panic!()
+        };
         assert_eq!(spec.attrs.len(), 3);
         assert_eq!(spec.vector.as_deref(), Some(&[1.0f32, 0.5][..]));
     }
@@ -475,7 +570,10 @@ mod tests {
 
     #[test]
     fn recover_id_is_best_effort() {
-        assert_eq!(recover_id(br#"{"id" : "x1", "op": "#), ReqId::Str("x1".into()));
+        assert_eq!(
+            recover_id(br#"{"id" : "x1", "op": "#),
+            ReqId::Str("x1".into())
+        );
         assert_eq!(recover_id(br#"{"user":"id","id":-3,"#), ReqId::Int(-3));
         assert_eq!(recover_id(b"garbage"), ReqId::None);
     }

@@ -1,7 +1,9 @@
 //! Reply and push serialization. Every reply is one JSON object carrying the request's `id`;
 //! the caller adds the line or frame boundary. Written by hand into a reused buffer.
 
-use super::json::{key, write_bool, write_f32, write_f32s, write_f64, write_id, write_str, write_u64};
+use super::json::{
+    key, write_bool, write_f32, write_f32s, write_f64, write_id, write_str, write_u64,
+};
 use super::{ReqId, WireError};
 use crate::api::{
     Ack, Decision, EventKind, ItemSpec, ShardStats, SignalSummary, Stats, UserExport, UserUpdate,
@@ -317,6 +319,36 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
             out.push(b',');
         }
         shard_stats(out, sh);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// Appends the summary of a multi-event request (`POST /v1/events`):
+/// `{"accepted":n,"rejected":m,"errors":[{"index":i,"id":…,"error":{…}}]}`.
+pub fn write_events_summary(out: &mut Vec<u8>, results: &[(ReqId, Reply)]) {
+    let rejected = results
+        .iter()
+        .filter(|(_, r)| r.error_code().is_some())
+        .count();
+    out.extend_from_slice(b"{\"accepted\":");
+    write_u64(out, (results.len() - rejected) as u64);
+    out.extend_from_slice(b",\"rejected\":");
+    write_u64(out, rejected as u64);
+    out.extend_from_slice(b",\"errors\":[");
+    let mut first = true;
+    for (i, (id, r)) in results.iter().enumerate() {
+        let Reply::Failed(e) = r else { continue };
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.extend_from_slice(b"{\"index\":");
+        write_u64(out, i as u64);
+        out.push(b',');
+        let mut one = Vec::new();
+        write_error(&mut one, id, e);
+        // `one` is `{"id":…,"error":{…}}`: splice its members after `"index":i,`.
+        out.extend_from_slice(&one[1..]);
     }
     out.extend_from_slice(b"]}");
 }

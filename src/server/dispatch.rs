@@ -1,0 +1,141 @@
+//! Dispatch: turns a parsed `Op` into engine calls and a `Reply`. Shared by every front end.
+//!
+//! Ordering: an op reaches its shard when its future is first polled, and front ends poll in
+//! request order, so the requests of one connection reach the engine in order (unless an
+//! inbox is full and `on_full = "wait"` makes one wait). Dispatch never touches user state and
+//! knows nothing of sockets or JSON.
+
+use crate::api::Event;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::wire::{Op, Rejected, Reply, ReqId, Request, WireError};
+
+/// Runs one op. `subscribe`/`unsubscribe` need a connection that can push, so they are
+/// refused here (the WebSocket front end handles them itself).
+pub async fn execute(engine: &Engine, op: Op) -> Reply {
+    match op {
+        Op::Batch(ops) => Reply::Batch(batch(engine, ops).await),
+        op => single(engine, op).await,
+    }
+}
+
+/// Runs one op that is not a batch (the parser never nests batches).
+async fn single(engine: &Engine, op: Op) -> Reply {
+    match op {
+        Op::Event(e) => match engine.ingest_async(e).await {
+            Ok(ack) => Reply::Acked(ack),
+            Err(e) => failed(e),
+        },
+        Op::Decide(d) => match engine.decide_async(d).await {
+            Ok(d) => Reply::Decided(d),
+            Err(e) => failed(e),
+        },
+        Op::Reward {
+            decision,
+            item,
+            value,
+        } => match engine.reward_async(decision, &item, value).await {
+            Ok(()) => Reply::Rewarded,
+            Err(e) => failed(e),
+        },
+        // Catalog calls run inline, when the future is first polled, so that they reach the
+        // shards in request order (a pipelined `decide` after an `item` sees the item). They
+        // only block while a shard inbox is full.
+        Op::Item(spec) => match engine.upsert_item(spec) {
+            Ok(new) => Reply::ItemStored { new },
+            Err(e) => failed(e),
+        },
+        Op::RemoveItem(id) => match engine.remove_item(&id) {
+            Ok(removed) => Reply::ItemRemoved { removed },
+            Err(e) => failed(e),
+        },
+        Op::User(id) => match engine.user_async(&id).await {
+            Ok(u) => Reply::User(u.map(Box::new)),
+            Err(e) => failed(e),
+        },
+        Op::Forget(id) => match engine.forget_async(&id).await {
+            Ok(existed) => Reply::Forgot { existed },
+            Err(e) => failed(e),
+        },
+        Op::Ping => Reply::Pong,
+        Op::Stats => Reply::Stats(Box::new(engine.stats())),
+        Op::Batch(_) => Reply::Failed(WireError::NestedBatch),
+        Op::Subscribe(_) | Op::Unsubscribe(_) => Reply::Failed(WireError::Unsupported(
+            "subscriptions are available on WebSocket only",
+        )),
+    }
+}
+
+/// Runs a batch's ops: all events in one `ingest_batch_async` (one message per shard), the
+/// other ops concurrently (`subscribe` is refused inside a batch). Replies come back in the batch's order.
+pub async fn batch(engine: &Engine, ops: Vec<Result<Request, Rejected>>) -> Vec<(ReqId, Reply)> {
+    let mut out: Vec<(ReqId, Reply)> = Vec::with_capacity(ops.len());
+    let mut events = Vec::new();
+    let mut event_slots = Vec::new();
+    let mut others = Vec::new();
+    for (i, r) in ops.into_iter().enumerate() {
+        match r {
+            Ok(Request {
+                id,
+                op: Op::Event(e),
+            }) => {
+                out.push((id, Reply::Pong));
+                events.push(e);
+                event_slots.push(i);
+            }
+            Ok(Request { id, op }) => {
+                out.push((id, Reply::Pong));
+                others.push((i, op));
+            }
+            Err(Rejected { id, error }) => out.push((id, Reply::Failed(error))),
+        }
+    }
+    let other_futures = others
+        .into_iter()
+        .map(|(i, op)| async move { (i, single(engine, op).await) });
+    let (acks, other_replies) = futures_util::future::join(
+        ingest_many(engine, events),
+        futures_util::future::join_all(other_futures),
+    )
+    .await;
+    for (i, reply) in event_slots.into_iter().zip(acks) {
+        out[i].1 = reply;
+    }
+    for (i, reply) in other_replies {
+        out[i].1 = reply;
+    }
+    out
+}
+
+/// Ingests many events at once; replies in input order.
+pub async fn ingest_many(engine: &Engine, events: Vec<Event>) -> Vec<Reply> {
+    match events.len() {
+        0 => Vec::new(),
+        1 => {
+            let e = events.into_iter().next().expect("one event");
+            vec![single(engine, Op::Event(e)).await]
+        }
+        _ => engine
+            .ingest_batch_async(events)
+            .await
+            .into_iter()
+            .map(|r| match r {
+                Ok(ack) => Reply::Acked(ack),
+                Err(e) => failed(e),
+            })
+            .collect(),
+    }
+}
+
+/// Runs a call that may block on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or(Err(Error::ShuttingDown))
+}
+
+fn failed(e: Error) -> Reply {
+    Reply::Failed(WireError::Engine(e))
+}

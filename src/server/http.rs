@@ -1,0 +1,276 @@
+//! The HTTP front end (actix-web): the protocol's ops as routes, health checks and
+//! `/metrics`; it also mounts the WebSocket (`/v1/ws`) and Segment (`/v1/track`, …) routes.
+//!
+//! Routes: `POST /v1/events` (one object, an array, or NDJSON), `POST /v1/decide`,
+//! `POST /v1/reward`, `GET`/`PUT`/`DELETE /v1/items/{id}`, `GET`/`DELETE /v1/users/{id}`,
+//! `GET /v1/stats`, `GET /livez` (and `/healthz`), `GET /readyz`, `GET /metrics`. Bodies are
+//! the TCP ops' JSON without `op`; replies are the same JSON as on TCP, with an HTTP status
+//! derived from the error code.
+
+use std::cell::RefCell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+
+use super::dispatch;
+use super::metrics::{MetricOp, Transport};
+use super::{segment, ws, Shared};
+use crate::wire::{write_events_summary, write_reply, Op, OpKind, Parser, Reply, ReqId, WireError};
+
+thread_local! {
+    /// One parser per actix worker thread (workers are single-threaded).
+    static PARSER: RefCell<Parser> = RefCell::new(Parser::new());
+}
+
+/// Runs `f` with this thread's parser.
+pub(super) fn with_parser<T>(f: impl FnOnce(&mut Parser) -> T) -> T {
+    PARSER.with(|p| f(&mut p.borrow_mut()))
+}
+
+/// Builds the actix server on `listener`; it runs once spawned or awaited.
+pub(super) fn server(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+) -> std::io::Result<actix_web::dev::Server> {
+    let workers = shared.cfg.http_workers;
+    let grace = shared.cfg.shutdown_timeout_s;
+    let max_body = shared.cfg.max_body_bytes;
+    let data = web::Data::from(shared);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .route("/v1/events", web::post().to(events))
+            .route("/v1/decide", web::post().to(decide))
+            .route("/v1/reward", web::post().to(reward))
+            .route("/v1/items/{id}", web::get().to(get_item))
+            .route("/v1/items/{id}", web::put().to(put_item))
+            .route("/v1/items/{id}", web::delete().to(delete_item))
+            .route("/v1/users/{id}", web::get().to(get_user))
+            .route("/v1/users/{id}", web::delete().to(delete_user))
+            .route("/v1/stats", web::get().to(stats))
+            .route("/v1/ws", web::get().to(ws::handler))
+            .route("/livez", web::get().to(live))
+            .route("/healthz", web::get().to(live))
+            .route("/readyz", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics))
+            .configure(segment::routes)
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(grace)
+    .listen(listener)?
+    .run())
+}
+
+/// The HTTP status of an error code.
+pub(super) fn status_of(code: Option<&str>) -> StatusCode {
+    match code {
+        None => StatusCode::OK,
+        Some("busy" | "shutting_down") => StatusCode::SERVICE_UNAVAILABLE,
+        Some("unknown_decision" | "unknown_item") => StatusCode::NOT_FOUND,
+        Some("expired_decision") => StatusCode::GONE,
+        Some("not_shown") => StatusCode::CONFLICT,
+        Some("too_large") => StatusCode::PAYLOAD_TOO_LARGE,
+        Some(_) => StatusCode::BAD_REQUEST,
+    }
+}
+
+pub(super) fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
+}
+
+fn respond(
+    shared: &Shared,
+    op: MetricOp,
+    id: &ReqId,
+    reply: &Reply,
+    started: Instant,
+) -> HttpResponse {
+    shared
+        .metrics
+        .record_reply(Transport::Http, op, reply, started);
+    let mut out = Vec::with_capacity(256);
+    write_reply(&mut out, id, reply);
+    json(status_of(reply.error_code()), out)
+}
+
+/// Parses a body as one op of `kind` and runs it.
+async fn one_op(shared: &Shared, body: web::Bytes, kind: OpKind) -> HttpResponse {
+    let started = Instant::now();
+    let mut input = body.to_vec();
+    let parsed = with_parser(|p| p.parse(&mut input, &shared.engine, Some(kind)));
+    let (id, reply) = match parsed {
+        Ok(req) => (req.id, dispatch::execute(&shared.engine, req.op).await),
+        Err(r) => (r.id, Reply::Failed(r.error)),
+    };
+    respond(shared, MetricOp::of(kind), &id, &reply, started)
+}
+
+async fn events(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    let started = Instant::now();
+    let parsed = with_parser(|p| p.parse_events(&body, &shared.engine));
+    let mut results: Vec<(ReqId, Reply)> = Vec::with_capacity(parsed.len());
+    let mut events = Vec::new();
+    let mut slots = Vec::new();
+    for (i, r) in parsed.into_iter().enumerate() {
+        match r {
+            Ok(req) => match req.op {
+                Op::Event(e) => {
+                    results.push((req.id, Reply::Pong));
+                    events.push(e);
+                    slots.push(i);
+                }
+                _ => results.push((req.id, Reply::Failed(WireError::Unsupported("only events")))),
+            },
+            Err(r) => results.push((r.id, Reply::Failed(r.error))),
+        }
+    }
+    for (i, reply) in slots
+        .into_iter()
+        .zip(dispatch::ingest_many(&shared.engine, events).await)
+    {
+        results[i].1 = reply;
+    }
+    let op = MetricOp::of(OpKind::Event);
+    for (_, reply) in &results {
+        shared
+            .metrics
+            .record_reply(Transport::Http, op, reply, started);
+    }
+    let mut out = Vec::with_capacity(64);
+    write_events_summary(&mut out, &results);
+    let status = match results.iter().find_map(|(_, r)| r.error_code()) {
+        Some(code) if results.iter().all(|(_, r)| r.error_code().is_some()) => {
+            status_of(Some(code))
+        }
+        _ if results.is_empty() => StatusCode::BAD_REQUEST,
+        _ => StatusCode::OK,
+    };
+    json(status, out)
+}
+
+async fn decide(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    one_op(&shared, body, OpKind::Decide).await
+}
+
+async fn reward(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    one_op(&shared, body, OpKind::Reward).await
+}
+
+async fn get_item(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
+    let started = Instant::now();
+    let reply = match shared.engine.item(&id) {
+        Ok(Some(spec)) => Reply::Item(Some(spec)),
+        Ok(None) => Reply::Failed(WireError::Engine(crate::Error::UnknownItem(id.clone()))),
+        Err(e) => Reply::Failed(e.into()),
+    };
+    respond(
+        &shared,
+        MetricOp::of(OpKind::Item),
+        &ReqId::None,
+        &reply,
+        started,
+    )
+}
+
+async fn put_item(
+    shared: web::Data<Shared>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let started = Instant::now();
+    let mut input = body.to_vec();
+    let reply = match with_parser(|p| p.parse_item(&mut input, &id)) {
+        Ok(spec) => dispatch::execute(&shared.engine, Op::Item(spec)).await,
+        Err(r) => Reply::Failed(r.error),
+    };
+    respond(
+        &shared,
+        MetricOp::of(OpKind::Item),
+        &ReqId::None,
+        &reply,
+        started,
+    )
+}
+
+async fn delete_item(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
+    let started = Instant::now();
+    let reply = dispatch::execute(&shared.engine, Op::RemoveItem(id.into_inner())).await;
+    respond(
+        &shared,
+        MetricOp::of(OpKind::RemoveItem),
+        &ReqId::None,
+        &reply,
+        started,
+    )
+}
+
+async fn get_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
+    let started = Instant::now();
+    let reply = dispatch::execute(&shared.engine, Op::User(id.into_inner())).await;
+    let resp = respond(
+        &shared,
+        MetricOp::of(OpKind::User),
+        &ReqId::None,
+        &reply,
+        started,
+    );
+    if matches!(reply, Reply::User(None)) {
+        let mut out = Vec::new();
+        write_reply(&mut out, &ReqId::None, &reply);
+        return json(StatusCode::NOT_FOUND, out);
+    }
+    resp
+}
+
+async fn delete_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
+    let started = Instant::now();
+    let reply = dispatch::execute(&shared.engine, Op::Forget(id.into_inner())).await;
+    respond(
+        &shared,
+        MetricOp::of(OpKind::Forget),
+        &ReqId::None,
+        &reply,
+        started,
+    )
+}
+
+async fn stats(shared: web::Data<Shared>) -> HttpResponse {
+    let started = Instant::now();
+    let reply = Reply::Stats(Box::new(shared.engine.stats()));
+    respond(
+        &shared,
+        MetricOp::of(OpKind::Stats),
+        &ReqId::None,
+        &reply,
+        started,
+    )
+}
+
+async fn live() -> HttpResponse {
+    json(StatusCode::OK, b"{\"ok\":true}".to_vec())
+}
+
+async fn ready(shared: web::Data<Shared>) -> HttpResponse {
+    if shared.ready.load(Ordering::Acquire) {
+        json(StatusCode::OK, b"{\"ready\":true}".to_vec())
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"{\"ready\":false}".to_vec(),
+        )
+    }
+}
+
+async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
+    let text = shared.metrics.render(&shared.engine.stats());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text)
+}

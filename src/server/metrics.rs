@@ -1,0 +1,383 @@
+//! Server metrics: request counters by transport, op and outcome, latency histograms in
+//! seconds, connection gauges, and the engine's counters, rendered as Prometheus text.
+//!
+//! Counters are relaxed atomics in fixed arrays (no locks, no allocation on the hot path);
+//! labels are a closed set (transport, op, outcome, shard), never a user or item id.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use crate::api::Stats;
+use crate::wire::{OpKind, Reply};
+
+/// Where a request came in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// TCP line-JSON.
+    Tcp,
+    /// WebSocket frames.
+    Ws,
+    /// HTTP routes.
+    Http,
+    /// Segment-compatible HTTP routes.
+    Segment,
+}
+
+const TRANSPORTS: [&str; 4] = ["tcp", "ws", "http", "segment"];
+
+/// Op labels: the protocol's ops, then the Segment calls.
+const OPS: [&str; 17] = [
+    "event",
+    "decide",
+    "reward",
+    "item",
+    "remove_item",
+    "user",
+    "forget",
+    "ping",
+    "stats",
+    "batch",
+    "subscribe",
+    "unsubscribe",
+    "track",
+    "page",
+    "screen",
+    "identify",
+    "segment_batch",
+];
+
+/// A metrics op: a protocol op or a Segment call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricOp(usize);
+
+impl MetricOp {
+    /// The label of a protocol op.
+    pub fn of(kind: OpKind) -> Self {
+        MetricOp(kind.index())
+    }
+    /// Segment `track`.
+    pub const TRACK: MetricOp = MetricOp(12);
+    /// Segment `page`.
+    pub const PAGE: MetricOp = MetricOp(13);
+    /// Segment `screen`.
+    pub const SCREEN: MetricOp = MetricOp(14);
+    /// Segment `identify`.
+    pub const IDENTIFY: MetricOp = MetricOp(15);
+    /// Segment `batch`.
+    pub const SEGMENT_BATCH: MetricOp = MetricOp(16);
+}
+
+/// Outcome labels: `ok`, then every error code.
+const OUTCOMES: [&str; 10] = [
+    "ok",
+    "bad_request",
+    "busy",
+    "unknown_decision",
+    "expired_decision",
+    "not_shown",
+    "unknown_item",
+    "shutting_down",
+    "too_large",
+    "unauthorized",
+];
+
+fn outcome_index(code: Option<&str>) -> usize {
+    match code {
+        None => 0,
+        Some(c) => OUTCOMES.iter().position(|o| *o == c).unwrap_or(1),
+    }
+}
+
+/// Histogram bucket upper bounds, in seconds.
+const BUCKETS: [f64; 20] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    /// Per bucket (not cumulative); the last slot is `+Inf`.
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// Every counter the server keeps. One per server, shared by all front ends.
+pub struct Metrics {
+    requests: Vec<AtomicU64>,
+    latency: Vec<Histogram>,
+    /// Open TCP connections.
+    pub tcp_connections: AtomicI64,
+    /// Open WebSockets.
+    pub ws_connections: AtomicI64,
+    /// TCP connections refused at the limit.
+    pub tcp_refused_total: AtomicU64,
+    /// TCP lines longer than the limit (answered with an error and skipped).
+    pub lines_too_long_total: AtomicU64,
+    /// Pushes delivered to WebSockets.
+    pub ws_pushes_total: AtomicU64,
+    /// Pushes dropped because a WebSocket fell behind.
+    pub ws_push_dropped_total: AtomicU64,
+    /// Segment calls dropped as repeated `messageId`s.
+    pub segment_deduplicated_total: AtomicU64,
+    /// Segment calls accepted but mapped to no nudge event.
+    pub segment_ignored_total: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let n = TRANSPORTS.len() * OPS.len();
+        Metrics {
+            requests: (0..n * OUTCOMES.len()).map(|_| AtomicU64::new(0)).collect(),
+            latency: (0..n).map(|_| Histogram::default()).collect(),
+            tcp_connections: AtomicI64::new(0),
+            ws_connections: AtomicI64::new(0),
+            tcp_refused_total: AtomicU64::new(0),
+            lines_too_long_total: AtomicU64::new(0),
+            ws_pushes_total: AtomicU64::new(0),
+            ws_push_dropped_total: AtomicU64::new(0),
+            segment_deduplicated_total: AtomicU64::new(0),
+            segment_ignored_total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records `count` requests of one op that ended with `code` (`None`: success), all
+    /// started at `started`.
+    pub fn record(
+        &self,
+        transport: Transport,
+        op: MetricOp,
+        code: Option<&str>,
+        started: Instant,
+        count: u64,
+    ) {
+        let series = transport as usize * OPS.len() + op.0;
+        let outcome = outcome_index(code);
+        self.requests[series * OUTCOMES.len() + outcome].fetch_add(count, Relaxed);
+        let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        let secs = ns as f64 * 1e-9;
+        let bucket = BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(BUCKETS.len());
+        let h = &self.latency[series];
+        h.counts[bucket].fetch_add(count, Relaxed);
+        h.sum_ns.fetch_add(ns.saturating_mul(count), Relaxed);
+    }
+
+    /// Records one reply.
+    pub fn record_reply(
+        &self,
+        transport: Transport,
+        op: MetricOp,
+        reply: &Reply,
+        started: Instant,
+    ) {
+        self.record(transport, op, reply.error_code(), started, 1);
+    }
+
+    /// Renders everything, with the engine's `stats`, as Prometheus text (format 0.0.4).
+    pub fn render(&self, stats: &Stats) -> String {
+        let mut out = String::with_capacity(8192);
+        self.render_requests(&mut out);
+        self.render_latency(&mut out);
+        render_engine(&mut out, stats);
+        let gauges = [
+            (
+                "nudge_connections",
+                "Open connections.",
+                "gauge",
+                "tcp",
+                self.tcp_connections.load(Relaxed),
+            ),
+            (
+                "nudge_connections",
+                "",
+                "",
+                "ws",
+                self.ws_connections.load(Relaxed),
+            ),
+        ];
+        for (name, help, kind, transport, v) in gauges {
+            header(&mut out, name, help, kind);
+            let _ = writeln!(out, "{name}{{transport=\"{transport}\"}} {v}");
+        }
+        let counters = [
+            (
+                "nudge_connections_refused_total",
+                "TCP connections refused at the limit.",
+                &self.tcp_refused_total,
+            ),
+            (
+                "nudge_lines_too_long_total",
+                "TCP lines over the length limit, skipped.",
+                &self.lines_too_long_total,
+            ),
+            (
+                "nudge_ws_pushes_total",
+                "User updates pushed to WebSockets.",
+                &self.ws_pushes_total,
+            ),
+            (
+                "nudge_ws_push_dropped_total",
+                "User updates dropped because a WebSocket fell behind.",
+                &self.ws_push_dropped_total,
+            ),
+            (
+                "nudge_segment_deduplicated_total",
+                "Segment calls dropped as repeated messageIds.",
+                &self.segment_deduplicated_total,
+            ),
+            (
+                "nudge_segment_ignored_total",
+                "Segment calls accepted but mapped to no event.",
+                &self.segment_ignored_total,
+            ),
+        ];
+        for (name, help, v) in counters {
+            header(&mut out, name, help, "counter");
+            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        }
+        out
+    }
+
+    fn render_requests(&self, out: &mut String) {
+        let name = "nudge_requests_total";
+        header(
+            out,
+            name,
+            "Requests handled, by transport, op and outcome.",
+            "counter",
+        );
+        for (t, transport) in TRANSPORTS.iter().enumerate() {
+            for (o, op) in OPS.iter().enumerate() {
+                let series = t * OPS.len() + o;
+                for (k, outcome) in OUTCOMES.iter().enumerate() {
+                    let v = self.requests[series * OUTCOMES.len() + k].load(Relaxed);
+                    if v > 0 {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{transport=\"{transport}\",op=\"{op}\",outcome=\"{outcome}\"}} {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn render_latency(&self, out: &mut String) {
+        let name = "nudge_request_duration_seconds";
+        header(
+            out,
+            name,
+            "Time from parsed request to reply ready, in seconds.",
+            "histogram",
+        );
+        for (t, transport) in TRANSPORTS.iter().enumerate() {
+            for (o, op) in OPS.iter().enumerate() {
+                let h = &self.latency[t * OPS.len() + o];
+                let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Relaxed)).collect();
+                let total: u64 = counts.iter().sum();
+                if total == 0 {
+                    continue;
+                }
+                let labels = format!("transport=\"{transport}\",op=\"{op}\"");
+                let mut cumulative = 0;
+                for (i, bound) in BUCKETS.iter().enumerate() {
+                    cumulative += counts[i];
+                    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+                }
+                let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+                let sum = h.sum_ns.load(Relaxed) as f64 * 1e-9;
+                let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+                let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+            }
+        }
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    if !help.is_empty() {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+    }
+}
+
+/// A per-shard gauge: name, help, and how to read it.
+type ShardGauge = (
+    &'static str,
+    &'static str,
+    fn(&crate::api::ShardStats) -> u64,
+);
+
+fn render_engine(out: &mut String, stats: &Stats) {
+    let per_shard: [ShardGauge; 2] = [
+        (
+            "nudge_shard_inbox_depth",
+            "Messages waiting in each shard's inbox.",
+            |s| s.inbox_depth,
+        ),
+        (
+            "nudge_resident_users",
+            "Users resident in each shard's memory.",
+            |s| s.resident_users,
+        ),
+    ];
+    for (name, help, get) in per_shard {
+        header(out, name, help, "gauge");
+        for (i, s) in stats.shards.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", get(s));
+        }
+    }
+    let t = stats.total();
+    let totals = [
+        (
+            "nudge_events_total",
+            "Events accepted by the engine.",
+            t.events_total,
+        ),
+        (
+            "nudge_outliers_filtered_total",
+            "Events kept out of training as outliers.",
+            t.outliers_filtered_total,
+        ),
+        (
+            "nudge_decisions_total",
+            "Decisions made.",
+            t.decisions_total,
+        ),
+        (
+            "nudge_rewards_attributed_total",
+            "Rewards and outcome events attributed to a decision.",
+            t.rewards_attributed_total,
+        ),
+        (
+            "nudge_decisions_expired_total",
+            "Decisions whose attribution window closed.",
+            t.decisions_expired_total,
+        ),
+        (
+            "nudge_evictions_total",
+            "Users evicted from memory.",
+            t.evictions_total,
+        ),
+        (
+            "nudge_busy_total",
+            "Calls refused because a shard inbox was full.",
+            t.busy_total,
+        ),
+        (
+            "nudge_training_steps_total",
+            "Gradient steps on personal models.",
+            t.training_steps_total,
+        ),
+    ];
+    for (name, help, v) in totals {
+        header(out, name, help, "counter");
+        let _ = writeln!(out, "{name} {v}");
+    }
+    header(out, "nudge_catalog_items", "Items in the catalog.", "gauge");
+    let _ = writeln!(out, "nudge_catalog_items {}", stats.catalog_items);
+}

@@ -1,0 +1,367 @@
+//! The TCP front end: newline-delimited JSON, one request per line, pipelined.
+//!
+//! Per connection: one reused read buffer split into lines without copying; each line parsed
+//! and dispatched at once, so many requests are in flight together (runs of consecutive
+//! `event` lines are coalesced into one `ingest_batch_async`); replies are written in request
+//! order, all ready ones in one write. At most `max_in_flight` requests are in flight: past
+//! that the connection reads no further (back-pressure), it never buffers without bound.
+//!
+//! Limits: a line over `max_line_bytes` gets a `too_large` error and is skipped up to the next
+//! newline; a connection over `max_connections` gets one refusal line and is closed; a
+//! connection idle for `idle_timeout_s` is closed. Shutdown: stop reading, finish what is in
+//! flight, write the replies, close.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt as _, StreamExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::{debug, warn};
+
+use super::dispatch;
+use super::metrics::{MetricOp, Transport};
+use super::Shared;
+use crate::api::Event;
+use crate::wire::{
+    write_error, write_reply, Op, OpKind, Parser, Rejected, Reply, ReqId, WireError,
+};
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Accepts connections until shutdown, then waits (bounded by `shutdown_timeout_s`) for the
+/// open ones to finish.
+pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>) {
+    let max = shared
+        .cfg
+        .max_connections
+        .min(Semaphore::MAX_PERMITS)
+        .min(u32::MAX as usize);
+    // One permit per open connection; shutdown waits by taking them all back.
+    let slots = Arc::new(Semaphore::new(max));
+    let mut stop = shared.stop.clone();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((sock, _)) => match slots.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        tokio::spawn(connection(sock, shared.clone(), permit));
+                    }
+                    Err(_) => {
+                        shared.metrics.tcp_refused_total.fetch_add(1, Relaxed);
+                        tokio::spawn(refuse(sock, max));
+                    }
+                },
+                Err(e) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    warn!(error = %e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_secs(shared.cfg.shutdown_timeout_s);
+    let _ = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
+}
+
+async fn refuse(mut sock: TcpStream, max: usize) {
+    let mut line = Vec::with_capacity(160);
+    write_error(
+        &mut line,
+        &ReqId::None,
+        &WireError::TooManyConnections { max },
+    );
+    line.push(b'\n');
+    let _ = sock.write_all(&line).await;
+    let _ = sock.shutdown().await;
+}
+
+async fn connection(mut sock: TcpStream, shared: Arc<Shared>, _permit: OwnedSemaphorePermit) {
+    let _ = sock.set_nodelay(true);
+    shared.metrics.tcp_connections.fetch_add(1, Relaxed);
+    let mut conn = Conn::new(shared.clone());
+    if let Err(e) = conn.serve(&mut sock).await {
+        debug!(error = %e, "tcp connection ended with an error");
+    }
+    shared.metrics.tcp_connections.fetch_sub(1, Relaxed);
+}
+
+/// What a finished unit of work yields: one reply, or the replies of a coalesced run.
+enum Done {
+    One(ReqId, MetricOp, Reply, Instant),
+    Events(Vec<ReqId>, Vec<Reply>, Instant),
+}
+
+type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
+
+struct Conn {
+    shared: Arc<Shared>,
+    parser: Parser,
+    /// Bytes read and not yet consumed; complete lines are parsed in place.
+    rbuf: Vec<u8>,
+    /// How much of `rbuf` is known to hold no newline.
+    scanned: usize,
+    /// Discarding an oversized line until its newline.
+    skipping: bool,
+    /// Replies waiting for one write.
+    out: Vec<u8>,
+    in_flight: FuturesOrdered<Pending>,
+    /// Requests (not futures) in flight.
+    in_flight_requests: usize,
+    /// The current run of consecutive events, not yet dispatched.
+    run: Vec<Event>,
+    run_ids: Vec<ReqId>,
+    run_started: Option<Instant>,
+}
+
+impl Conn {
+    fn new(shared: Arc<Shared>) -> Conn {
+        Conn {
+            shared,
+            parser: Parser::new(),
+            rbuf: Vec::with_capacity(READ_CHUNK),
+            scanned: 0,
+            skipping: false,
+            out: Vec::with_capacity(READ_CHUNK),
+            in_flight: FuturesOrdered::new(),
+            in_flight_requests: 0,
+            run: Vec::new(),
+            run_ids: Vec::new(),
+            run_started: None,
+        }
+    }
+
+    async fn serve(&mut self, sock: &mut TcpStream) -> io::Result<()> {
+        let (mut rd, mut wr) = sock.split();
+        let max = self.shared.cfg.max_in_flight;
+        let idle_s = self.shared.cfg.idle_timeout_s;
+        let idle_limit = Duration::from_secs(if idle_s == 0 { 86_400 * 365 } else { idle_s });
+        let idle = tokio::time::sleep(idle_limit);
+        tokio::pin!(idle);
+        let mut stop = self.shared.stop.clone();
+        let mut eof = *stop.borrow();
+        loop {
+            while let Some(Some(done)) = self.in_flight.next().now_or_never() {
+                self.finish(done);
+            }
+            if !eof && self.in_flight_requests < max {
+                self.process_lines();
+            }
+            if !self.out.is_empty() {
+                wr.write_all(&self.out).await?;
+                self.out.clear();
+                idle.as_mut()
+                    .reset(tokio::time::Instant::now() + idle_limit);
+                if self.out.capacity() > 4 * READ_CHUNK {
+                    self.out.shrink_to(READ_CHUNK);
+                }
+                continue;
+            }
+            if eof && self.in_flight.is_empty() {
+                break;
+            }
+            let can_read = !eof && self.in_flight_requests < max;
+            if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
+                self.rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                done = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    if let Some(done) = done {
+                        self.finish(done);
+                    }
+                }
+                read = rd.read_buf(&mut self.rbuf), if can_read => {
+                    if read? == 0 {
+                        eof = true;
+                        self.final_line();
+                    } else {
+                        idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
+                    }
+                }
+                _ = stop.changed(), if !eof => eof = true,
+                _ = &mut idle, if !eof && self.in_flight.is_empty() => {
+                    debug!("closing an idle tcp connection");
+                    break;
+                }
+            }
+        }
+        wr.shutdown().await
+    }
+
+    /// Parses and dispatches every complete line in the buffer (until the in-flight bound),
+    /// then drops the consumed bytes.
+    fn process_lines(&mut self) {
+        let max_line = self.shared.cfg.max_line_bytes;
+        let max = self.shared.cfg.max_in_flight;
+        let mut start = 0;
+        while self.in_flight_requests + self.run.len() < max {
+            let from = start.max(self.scanned);
+            match self.rbuf[from..].iter().position(|&b| b == b'\n') {
+                Some(offset) => {
+                    let end = from + offset;
+                    if self.skipping {
+                        self.skipping = false;
+                    } else if end - start > max_line {
+                        self.too_long(max_line);
+                    } else {
+                        self.line(start, end);
+                    }
+                    start = end + 1;
+                    self.scanned = 0;
+                }
+                None => {
+                    self.scanned = self.rbuf.len();
+                    if self.skipping {
+                        start = self.rbuf.len();
+                    } else if self.rbuf.len() - start > max_line {
+                        self.too_long(max_line);
+                        self.skipping = true;
+                        start = self.rbuf.len();
+                    }
+                    break;
+                }
+            }
+        }
+        self.flush_run();
+        self.rbuf.drain(..start);
+        self.scanned = self.scanned.saturating_sub(start);
+    }
+
+    /// At end of input, a last line without a newline still counts.
+    fn final_line(&mut self) {
+        self.process_lines();
+        if !self.skipping && !self.rbuf.is_empty() {
+            self.rbuf.push(b'\n');
+            self.scanned = 0;
+            self.process_lines();
+        }
+        self.rbuf.clear();
+    }
+
+    fn too_long(&mut self, max_line: usize) {
+        self.shared
+            .metrics
+            .lines_too_long_total
+            .fetch_add(1, Relaxed);
+        let reply = Reply::Failed(WireError::TooLarge { limit: max_line });
+        self.push_ready(
+            ReqId::None,
+            MetricOp::of(OpKind::Event),
+            reply,
+            Instant::now(),
+        );
+    }
+
+    fn line(&mut self, start: usize, end: usize) {
+        let mut end = end;
+        while end > start && self.rbuf[end - 1].is_ascii_whitespace() {
+            end -= 1;
+        }
+        if self.rbuf[start..end].iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let started = Instant::now();
+        let parsed = self
+            .parser
+            .parse(&mut self.rbuf[start..end], &self.shared.engine, None);
+        match parsed {
+            Ok(req) => match req.op {
+                Op::Event(e) => {
+                    self.run_started.get_or_insert(started);
+                    self.run.push(e);
+                    self.run_ids.push(req.id);
+                }
+                op => {
+                    self.flush_run();
+                    self.dispatch(req.id, op, started);
+                }
+            },
+            Err(Rejected { id, error }) => {
+                self.flush_run();
+                self.push_ready(
+                    id,
+                    MetricOp::of(OpKind::Event),
+                    Reply::Failed(error),
+                    started,
+                );
+            }
+        }
+    }
+
+    fn dispatch(&mut self, id: ReqId, op: Op, started: Instant) {
+        let metric = MetricOp::of(op.kind());
+        match op {
+            Op::Ping => self.push_ready(id, metric, Reply::Pong, started),
+            op => {
+                let shared = self.shared.clone();
+                self.in_flight_requests += 1;
+                self.in_flight.push_back(Box::pin(async move {
+                    let reply = dispatch::execute(&shared.engine, op).await;
+                    Done::One(id, metric, reply, started)
+                }));
+            }
+        }
+    }
+
+    /// Dispatches the pending run of events: one `ingest_batch_async` for the whole run.
+    fn flush_run(&mut self) {
+        if self.run.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.run);
+        let ids = std::mem::take(&mut self.run_ids);
+        let started = self.run_started.take().unwrap_or_else(Instant::now);
+        let shared = self.shared.clone();
+        self.in_flight_requests += events.len();
+        self.in_flight.push_back(Box::pin(async move {
+            let replies = dispatch::ingest_many(&shared.engine, events).await;
+            Done::Events(ids, replies, started)
+        }));
+    }
+
+    fn push_ready(&mut self, id: ReqId, op: MetricOp, reply: Reply, started: Instant) {
+        self.in_flight_requests += 1;
+        let done = Done::One(id, op, reply, started);
+        self.in_flight.push_back(Box::pin(std::future::ready(done)));
+    }
+
+    fn finish(&mut self, done: Done) {
+        let metrics = &self.shared.metrics;
+        match done {
+            Done::One(id, op, reply, started) => {
+                metrics.record_reply(Transport::Tcp, op, &reply, started);
+                write_reply(&mut self.out, &id, &reply);
+                self.out.push(b'\n');
+                self.in_flight_requests -= 1;
+            }
+            Done::Events(ids, replies, started) => {
+                let op = MetricOp::of(OpKind::Event);
+                let failed = replies.iter().filter(|r| r.error_code().is_some()).count();
+                let ok = (replies.len() - failed) as u64;
+                if ok > 0 {
+                    metrics.record(Transport::Tcp, op, None, started, ok);
+                }
+                for (id, reply) in ids.iter().zip(&replies) {
+                    if failed > 0 && reply.error_code().is_some() {
+                        metrics.record_reply(Transport::Tcp, op, reply, started);
+                    }
+                    write_reply(&mut self.out, id, reply);
+                    self.out.push(b'\n');
+                }
+                self.in_flight_requests -= replies.len();
+            }
+        }
+    }
+}
