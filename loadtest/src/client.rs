@@ -216,10 +216,9 @@ impl Sender {
             Sender::Tcp(s) | Sender::Http(s) | Sender::Redis(s, _) => {
                 let _ = s.shutdown().await;
             }
-            Sender::Ws(sink) => {
-                let _ = sink.close().await;
-            }
-            Sender::Embedded(..) => {}
+            // A close frame would make the server drop replies still in flight; the socket
+            // closes when the reader is done and both halves are dropped.
+            Sender::Ws(_) | Sender::Embedded(..) => {}
         }
     }
 }
@@ -301,12 +300,11 @@ impl Receiver {
                 None => bail!("sender gone"),
             },
             Receiver::Redis(r, buf) => Ok(match read_resp(r, buf).await? {
-                Value::Error(e) => Reply::Error(
-                    e.split_whitespace()
-                        .next()
-                        .unwrap_or("error")
-                        .to_lowercase(),
-                ),
+                // Redis errors have no stable codes: report the start of the message.
+                Value::Error(e) => Reply::Error(format!(
+                    "redis: {}",
+                    e.chars().take(100).collect::<String>()
+                )),
                 Value::Array(values) => {
                     let mut ints = values.into_iter().map(|v| match v {
                         Value::Int(n) => n as u64,

@@ -202,7 +202,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         child = Some(c);
         Some(ep)
     } else if args.spawn_server {
-        let s = loadtest::serve::InProcess::start(args.shards).await?;
+        let shards = args.shards;
+        let s = tokio::task::spawn_blocking(move || loadtest::serve::InProcess::start(shards))
+            .await??;
         let ep = s.endpoints.clone();
         in_process = Some(s);
         Some(ep)
@@ -259,7 +261,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(s) = in_process {
-        s.stop().await;
+        tokio::task::spawn_blocking(move || s.stop()).await?;
     }
     drop(child);
     let violations = summary.violations(args.max_p99_us, args.min_rate);

@@ -136,7 +136,7 @@ pub fn encode(op: &Op, w: &Workload, shas: &Shas, now_ms: u64, out: &mut Vec<u8>
         }
         Op::Reward(r) => event(out, &shas.event, r.user, Some(r.item), now_ms, 0.0, r.value),
         Op::Decide(d) => {
-            array_header(out, 4 + d.candidates.len());
+            array_header(out, 5 + d.candidates.len());
             bulk(out, b"EVALSHA");
             bulk(out, shas.decide.as_bytes());
             bulk_fmt(out, format_args!("{}", 1 + d.candidates.len()));
@@ -186,4 +186,52 @@ pub enum Value {
     Array(Vec<Value>),
     /// `$-1` or `*-1`.
     Nil,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{DecideOp, EventOp, WorkloadConfig};
+
+    /// Each command's array header counts exactly the bulk strings that follow it.
+    fn assert_well_formed(bytes: &[u8]) {
+        let text = String::from_utf8_lossy(bytes);
+        let mut lines = text.split("\r\n");
+        let header = lines.next().unwrap();
+        let n: usize = header.strip_prefix('*').unwrap().parse().unwrap();
+        let bulks = lines.filter(|l| l.starts_with('$')).count();
+        assert_eq!(n, bulks, "{text}");
+    }
+
+    #[test]
+    fn commands_are_well_formed() {
+        let cfg = WorkloadConfig {
+            users: 100,
+            items: 400,
+            ..WorkloadConfig::default()
+        };
+        let w = Workload::new(cfg).unwrap();
+        let shas = Shas {
+            event: "e".repeat(40),
+            decide: "d".repeat(40),
+        };
+        let decide = Op::Decide(DecideOp {
+            session: 1,
+            user: 3,
+            candidates: (0..100).collect(),
+            n: 10,
+        });
+        let scroll = Op::Event(EventOp {
+            user: 3,
+            kind: EventKind::Scroll,
+            item: None,
+            value: Some(0.5),
+            decision: None,
+        });
+        for op in [decide, scroll] {
+            let mut out = Vec::new();
+            encode(&op, &w, &shas, 1, &mut out);
+            assert_well_formed(&out);
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! ports and can be paused with `SIGSTOP` (an in-process server cannot be paused without
 //! pausing the harness). Using the harness's own binary means tests find it through Cargo's
 //! `CARGO_BIN_EXE_loadtest`, with no search of target directories for a `nudge` binary.
-//! It owns the child's lifetime (killed on drop), not the server itself.
+//! It owns the child's lifetime (killed on drop; it also exits when its stdin closes), not
+//! the server itself.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -66,7 +67,7 @@ impl Child {
             .arg("serve")
             .arg("--shards")
             .arg(shards.to_string())
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -103,23 +104,65 @@ impl Drop for Child {
 
 /// A server running inside this process.
 pub struct InProcess {
+    server: Option<nudge::server::RunningServer>,
+    /// The engine behind it (for its counters).
+    pub engine: nudge::Engine,
     /// Where it listens.
     pub endpoints: Endpoints,
 }
 
-impl InProcess {
-    /// Starts nudge's server on loopback ports.
-    pub async fn start(shards: usize) -> anyhow::Result<InProcess> {
-        let _ = shards;
-        bail!("nudge::server is not available yet")
+/// A server configuration listening on free loopback ports.
+pub fn loopback_config() -> nudge::server::ServerConfig {
+    nudge::server::ServerConfig {
+        tcp: "127.0.0.1:0".into(),
+        http: "127.0.0.1:0".into(),
+        ..Default::default()
     }
-
-    /// Stops it.
-    pub async fn stop(self) {}
 }
 
-/// `loadtest serve`: serves until killed.
+fn endpoints(server: &nudge::server::RunningServer) -> anyhow::Result<Endpoints> {
+    match (server.tcp_addr(), server.http_addr()) {
+        (Some(tcp), Some(http)) => Ok(Endpoints { tcp, http }),
+        _ => bail!("the server did not report both of its addresses"),
+    }
+}
+
+impl InProcess {
+    /// Starts an engine with `shards` shards and nudge's server on loopback ports.
+    pub fn start(shards: usize) -> anyhow::Result<InProcess> {
+        let engine = nudge::Engine::builder().shards(shards).build()?;
+        InProcess::start_with(engine)
+    }
+
+    /// Starts nudge's server for `engine` on loopback ports.
+    pub fn start_with(engine: nudge::Engine) -> anyhow::Result<InProcess> {
+        let server = nudge::server::spawn(engine.clone(), loopback_config())
+            .context("starting nudge's server")?;
+        let endpoints = endpoints(&server)?;
+        Ok(InProcess {
+            server: Some(server),
+            engine,
+            endpoints,
+        })
+    }
+
+    /// Stops it gracefully (blocking: call it off async workers, or at the end of `main`).
+    pub fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// `loadtest serve`: serves on loopback ports, prints them, and runs until its standard input
+/// closes (the parent exited or dropped it) or it is killed.
 pub fn serve_child(shards: usize) -> anyhow::Result<()> {
-    let _ = shards;
-    bail!("nudge::server is not available yet")
+    let server = InProcess::start(shards)?;
+    println!("{}", server.endpoints.line());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let mut sink = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    server.stop();
+    Ok(())
 }

@@ -2,5 +2,9 @@
 
 /// Short closed- and open-loop runs against an in-process engine.
 mod embedded;
+/// Short runs against nudge's server in process, over TCP, WebSocket and HTTP.
+mod server;
+/// The stall self-test against a pausable child server.
+mod stall;
 /// The workload: determinism for a seed, the shape of the stream.
 mod workload;

@@ -1,0 +1,79 @@
+//! Short closed-loop runs against nudge's real server, in process, over each protocol: zero
+//! errors, and the harness's count of acknowledged events equals the engine's.
+
+use std::time::Duration;
+
+use loadtest::client::Target;
+use loadtest::driver::{self, Load, RunSpec};
+use loadtest::serve::InProcess;
+use loadtest::workload::WorkloadConfig;
+
+fn workload() -> WorkloadConfig {
+    WorkloadConfig {
+        seed: 9,
+        users: 5_000,
+        items: 1_000,
+        candidates: 50,
+        top: 5,
+        lag: 64,
+        ..WorkloadConfig::default()
+    }
+}
+
+async fn run_against(make_target: impl Fn(&InProcess) -> Target) {
+    let engine = nudge::Engine::builder().shards(2).seed(1).build().unwrap();
+    let server = tokio::task::spawn_blocking(move || InProcess::start_with(engine))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut spec = RunSpec::new(make_target(&server), workload());
+    spec.load = Load::Closed { pipeline: 8 };
+    spec.connections = 2;
+    spec.duration = Duration::from_millis(600);
+    spec.warmup = Duration::from_millis(100);
+    let summary = driver::run(&spec).await.unwrap().summary();
+    assert!(
+        summary.errors.is_empty(),
+        "{:?}: errors {:?}",
+        spec.target,
+        summary.errors
+    );
+    assert!(summary.valid, "{:?}", summary.invalid_reasons);
+    let engine = server.engine.clone();
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    let stats = engine.stats();
+    assert_eq!(stats.catalog_items, 1_000);
+    assert!(
+        summary.acked_events_total > 50,
+        "{}",
+        summary.acked_events_total
+    );
+    assert_eq!(
+        summary.acked_events_total,
+        stats.total().events_total,
+        "{:?}",
+        spec.target
+    );
+    assert_eq!(
+        summary.ops["decide"].ok_total,
+        stats.total().decisions_total
+    );
+    assert!(summary.generator.resolved > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_closed_loop_counts_match() {
+    run_against(|s| Target::Tcp(s.endpoints.tcp)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_closed_loop_counts_match() {
+    run_against(|s| Target::Ws(format!("ws://{}/v1/ws", s.endpoints.http))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_closed_loop_counts_match() {
+    run_against(|s| Target::Http(s.endpoints.http)).await;
+}
