@@ -45,7 +45,9 @@ pub fn adam_step(
     let bc2 = 1.0 - p.beta2.powi(t);
     let lr = p.learning_rate * bc2.sqrt() / bc1;
     let eps = p.epsilon * bc2.sqrt();
-    for k in 0..w.len() {
+    let n = w.len();
+    let (m, v, x) = (&mut m[..n], &mut v[..n], &x[..n]);
+    for k in 0..n {
         let grad = error * x[k] + p.l2 * w[k];
         m[k] = p.beta1 * m[k] + (1.0 - p.beta1) * grad;
         v[k] = p.beta2 * v[k] + (1.0 - p.beta2) * grad * grad;
@@ -56,7 +58,9 @@ pub fn adam_step(
 /// One AdaGrad step on `w` with gradient `scale·x`; `acc` holds the squared-gradient sums.
 #[inline]
 pub fn adagrad_step(lr: f32, w: &mut [f32], acc: &mut [f32], delta: &mut [f32], g: f32, x: &[f32]) {
-    for k in 0..w.len() {
+    let n = w.len();
+    let (acc, delta, x) = (&mut acc[..n], &mut delta[..n], &x[..n]);
+    for k in 0..n {
         let grad = g * x[k];
         acc[k] += grad * grad;
         let step = lr * grad / (acc[k].sqrt() + 1e-6);

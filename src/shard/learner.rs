@@ -40,6 +40,8 @@ pub struct Learner {
     phi: Vec<f32>,
     /// One item's `x = φ + e`.
     x: Vec<f32>,
+    /// Scratch for a full context, reused across events.
+    context: SparseVec,
     /// The user-derived context buckets, precomputed: `((key, value), buckets)`.
     derived: Vec<(DerivedPair, [(u32, f32); 2])>,
 }
@@ -76,6 +78,7 @@ impl Learner {
             scratch: vec![0.0; 2 * d],
             phi: vec![0.0; d],
             x: vec![0.0; d],
+            context: SparseVec::default(),
             space,
             derived,
             cfg,
@@ -85,7 +88,17 @@ impl Learner {
     /// The decision or training context: the request's pairs plus the user's derived pairs,
     /// scaled so that the context has unit length when no buckets collide.
     pub fn full_context(&self, raw: &SparseVec, user: &UserActor) -> SparseVec {
-        let mut entries = Vec::with_capacity(raw.entries.len() + 4);
+        let mut out = SparseVec {
+            entries: Vec::with_capacity(raw.entries.len() + 4),
+        };
+        self.full_context_into(raw, user, &mut out);
+        out
+    }
+
+    /// `full_context`, into a reused vector.
+    fn full_context_into(&self, raw: &SparseVec, user: &UserActor, out: &mut SparseVec) {
+        let entries = &mut out.entries;
+        entries.clear();
         entries.extend_from_slice(&raw.entries);
         for pair in user.signals.context_buckets(&self.cfg.hygiene) {
             if let Some((_, buckets)) = self.derived.iter().find(|(p, _)| *p == pair) {
@@ -94,10 +107,24 @@ impl Learner {
         }
         // Each pair contributes two entries of weight 1/√2.
         let s = 1.0 / (entries.len() as f32 / 2.0).sqrt();
-        for e in &mut entries {
+        for e in entries.iter_mut() {
             e.1 *= s;
         }
-        SparseVec { entries }
+    }
+
+    /// `learn` in the full context built from the event's raw context, without allocating.
+    pub fn learn_in(
+        &mut self,
+        user: &mut UserActor,
+        key: u64,
+        raw: &SparseVec,
+        reward: f32,
+    ) -> Option<f32> {
+        let mut context = std::mem::take(&mut self.context);
+        self.full_context_into(raw, user, &mut context);
+        let result = self.learn(user, key, None, &context, reward);
+        self.context = context;
+        result
     }
 
     /// Makes sure the replica has parameters for `key`; `false` when the shard is full.

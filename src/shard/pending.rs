@@ -125,6 +125,11 @@ impl PendingDecisions {
         }
     }
 
+    /// The decision, if open, for changing.
+    pub fn get_open_mut(&mut self, id: u64) -> Option<&mut Open> {
+        self.open.get_mut(&id)
+    }
+
     /// The decision, if open.
     pub fn get(&self, id: u64) -> Option<&Open> {
         self.open.get(&id)

@@ -260,27 +260,29 @@ impl Shard {
         let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) else {
             return ack;
         };
-        let candidates: Vec<u64> = match ev.decision {
-            Some(d) => vec![d.0],
-            None => user.open.iter().rev().copied().collect(),
+        // The named decision, else the user's open ones, newest first.
+        let tries = if ev.decision.is_some() {
+            1
+        } else {
+            user.open.len()
         };
-        for id in candidates {
-            let Some(open) = self.pending.get(id) else {
+        for t in 0..tries {
+            let id = match ev.decision {
+                Some(d) => d.0,
+                None => user.open[user.open.len() - 1 - t],
+            };
+            let Some(open) = self.pending.get_open_mut(id) else {
                 continue;
             };
             if open.user_key != user.id.key() {
                 continue;
             }
-            let Some(slot) = open.placements.iter().position(|p| p.key == key) else {
+            let Some(placed) = open.placements.iter_mut().find(|p| p.key == key) else {
                 continue;
             };
-            let open = self.pending.get_mut(crate::ids::DecisionId(id)).ok();
-            let Some(open) = open else { continue };
-            let placed = &mut open.placements[slot];
             let total = (placed.reward.unwrap_or(0.0) + r).clamp(0.0, 1.0);
             placed.reward = Some(total);
             let inline = placed.inline.clone();
-            let context = open.context.clone();
             if let Some(log) = &self.log {
                 log.record(LogRecord::Outcome {
                     ts_ms: ev.ts_ms,
@@ -295,13 +297,12 @@ impl Shard {
             ack.attributed = true;
             ack.trained = self
                 .learner
-                .learn(user, key, inline.as_ref(), &context, total)
+                .learn(user, key, inline.as_ref(), &open.context, total)
                 .is_some();
             break;
         }
         if !ack.attributed && is_clear_outcome(&self.learner.cfg.reward, ev.kind, ev.value) {
-            let context = self.learner.full_context(&ev.context, user);
-            ack.trained = self.learner.learn(user, key, None, &context, r).is_some();
+            ack.trained = self.learner.learn_in(user, key, &ev.context, r).is_some();
         }
         if ack.trained {
             self.stats.training_steps_total += 1;

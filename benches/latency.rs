@@ -1,0 +1,85 @@
+//! Tail latency of the embedded `decide` round trip (caller thread → shard thread → caller),
+//! with an HdrHistogram: 100 catalog candidates, top 10, ε-greedy, 2 shards, one caller.
+//!
+//! Run: `cargo bench --bench latency`. Target (issue 2): p50 ≤ 5 µs, p99 ≤ 25 µs.
+//! Set `NUDGE_BENCH_REQUESTS` to change the number of measured requests (default 200 000).
+
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+use nudge::rng::Rng;
+use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
+
+const ITEMS: usize = 10_000;
+const USERS: usize = 10_000;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists benches; nothing to list here.
+    }
+    let requests: usize = std::env::var("NUDGE_BENCH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let engine = Engine::builder().shards(2).seed(5).build().unwrap();
+    let mut rng = Rng::new(9);
+    for i in 0..ITEMS {
+        let v: Vec<f32> = (0..32).map(|_| rng.normal() as f32).collect();
+        let spec = ItemSpec::new(format!("item-{i}")).attr("category", format!("c{}", i % 50));
+        engine.upsert_item(spec.vector(v)).unwrap();
+    }
+    let ids: Vec<String> = (0..ITEMS).map(|i| format!("item-{i}")).collect();
+    let request = |rng: &mut Rng| {
+        let start = rng.below(ITEMS - 100);
+        DecideRequest::new(
+            format!("user-{}", rng.below(USERS)),
+            ids[start..start + 100].iter().cloned(),
+            10,
+        )
+    };
+    let mut decide = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    let mut ingest = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+    for phase in ["warmup", "measure"] {
+        let n = if phase == "warmup" {
+            requests / 4
+        } else {
+            requests
+        };
+        decide.reset();
+        ingest.reset();
+        for k in 0..n {
+            let req = request(&mut rng);
+            let user = req.user.clone();
+            let t = Instant::now();
+            let d = engine.decide(req).unwrap();
+            decide.record(t.elapsed().as_nanos() as u64).unwrap();
+            if k % 2 == 0 {
+                let ev = Event::new(user, EventKind::Click).item(d.items[0].item.clone());
+                let t = Instant::now();
+                engine.ingest(ev).unwrap();
+                ingest.record(t.elapsed().as_nanos() as u64).unwrap();
+            }
+        }
+    }
+    println!("embedded round trip, 2 shards, 1 caller thread, {requests} decisions");
+    println!(
+        "{:<28} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "op", "p50 µs", "p90 µs", "p99 µs", "p99.9 µs", "max µs"
+    );
+    for (name, h) in [
+        ("decide (100 cand., top 10)", &decide),
+        ("ingest (click)", &ingest),
+    ] {
+        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        println!(
+            "{:<28} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            name,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(0.999),
+            h.max() as f64 / 1000.0
+        );
+    }
+    engine.shutdown();
+}
