@@ -22,6 +22,9 @@ use nudge::shard::{Counters, Shard};
 use nudge::sync::oneshot;
 use nudge::{DecideRequest, Event, EventKind, ItemSpec, ShardId};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NOW: u64 = 1_732_200_000_000;
 const ITEMS: usize = 1000;
 

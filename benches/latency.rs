@@ -10,6 +10,9 @@ use hdrhistogram::Histogram;
 use nudge::rng::Rng;
 use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ITEMS: usize = 10_000;
 const USERS: usize = 10_000;
 

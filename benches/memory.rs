@@ -6,6 +6,9 @@
 
 use nudge::{Engine, Event, EventKind, ItemSpec};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").expect("Linux /proc");
     let pages: u64 = statm

@@ -45,26 +45,29 @@ pub fn adam_step(
     let bc2 = 1.0 - p.beta2.powi(t);
     let lr = p.learning_rate * bc2.sqrt() / bc1;
     let eps = p.epsilon * bc2.sqrt();
-    let n = w.len();
-    let (m, v, x) = (&mut m[..n], &mut v[..n], &x[..n]);
-    for k in 0..n {
-        let grad = error * x[k] + p.l2 * w[k];
-        m[k] = p.beta1 * m[k] + (1.0 - p.beta1) * grad;
-        v[k] = p.beta2 * v[k] + (1.0 - p.beta2) * grad * grad;
-        w[k] -= lr * m[k] / (v[k].sqrt() + eps);
+    let (b1, b2) = (p.beta1, p.beta2);
+    let rows = w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(x);
+    for (((w, m), v), x) in rows {
+        let grad = error * x + p.l2 * *w;
+        *m = b1 * *m + (1.0 - b1) * grad;
+        *v = b2 * *v + (1.0 - b2) * grad * grad;
+        *w -= lr * *m / (v.sqrt() + eps);
     }
 }
 
 /// One AdaGrad step on `w` with gradient `scale·x`; `acc` holds the squared-gradient sums.
 #[inline]
 pub fn adagrad_step(lr: f32, w: &mut [f32], acc: &mut [f32], delta: &mut [f32], g: f32, x: &[f32]) {
-    let n = w.len();
-    let (acc, delta, x) = (&mut acc[..n], &mut delta[..n], &x[..n]);
-    for k in 0..n {
-        let grad = g * x[k];
-        acc[k] += grad * grad;
-        let step = lr * grad / (acc[k].sqrt() + 1e-6);
-        w[k] -= step;
-        delta[k] -= step;
+    let rows = w
+        .iter_mut()
+        .zip(acc.iter_mut())
+        .zip(delta.iter_mut())
+        .zip(x);
+    for (((w, acc), delta), x) in rows {
+        let grad = g * x;
+        *acc += grad * grad;
+        let step = lr * grad / (acc.sqrt() + 1e-6);
+        *w -= step;
+        *delta -= step;
     }
 }

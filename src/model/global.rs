@@ -53,17 +53,41 @@ pub struct ItemParams {
     pub embedding: Box<[f32]>,
     /// AdaGrad accumulators of the embedding.
     pub embedding_acc: Box<[f32]>,
+    /// `x_i = φ_i + e_i` (just `e_i` without catalog features), kept current so that scoring
+    /// a candidate is one dot product.
+    pub x: Box<[f32]>,
 }
 
 impl ItemParams {
     /// Fresh parameters starting from the embedding `e0`.
     pub fn new(features: Option<Arc<ItemFeatures>>, e0: &[f32]) -> Self {
-        ItemParams {
+        let mut params = ItemParams {
             features,
             bias: 0.0,
             bias_acc: 0.0,
             embedding: e0.into(),
             embedding_acc: vec![0.0; e0.len()].into_boxed_slice(),
+            x: e0.into(),
+        };
+        params.refresh_x();
+        params
+    }
+
+    /// Replaces the catalog features (and so `x`).
+    pub fn set_features(&mut self, features: Option<Arc<ItemFeatures>>) {
+        self.features = features;
+        self.refresh_x();
+    }
+
+    /// Recomputes `x = φ + e` after `φ` or `e` changed.
+    pub fn refresh_x(&mut self) {
+        match &self.features {
+            Some(f) => {
+                for ((x, p), e) in self.x.iter_mut().zip(&f.phi[..]).zip(&self.embedding[..]) {
+                    *x = p + e;
+                }
+            }
+            None => self.x.copy_from_slice(&self.embedding),
         }
     }
 }
@@ -166,6 +190,7 @@ impl GlobalReplica {
             err,
             q,
         );
+        item.refresh_x();
     }
 
     /// Folds this replica into the master and pulls back what other shards changed.
@@ -210,6 +235,7 @@ impl GlobalReplica {
                 .or_insert_with(|| ItemParams::new(None, embedding));
             item.bias = *bias;
             item.embedding.copy_from_slice(embedding);
+            item.refresh_x();
         }
         master.pending[shard] = pending;
         master.pending[shard].clear();

@@ -20,6 +20,9 @@ pub struct Slot {
 /// A partial selection: `O(K + n log n)`, not a full sort.
 pub fn top_n(logits: &[f32], n: usize, scratch: &mut Vec<usize>) -> Vec<usize> {
     let n = n.min(logits.len());
+    if n <= SMALL_N {
+        return top_n_small(logits, n);
+    }
     scratch.clear();
     scratch.extend(0..logits.len());
     let better = |a: &usize, b: &usize| {
@@ -36,6 +39,25 @@ pub fn top_n(logits: &[f32], n: usize, scratch: &mut Vec<usize>) -> Vec<usize> {
     }
     let mut top = scratch[..n].to_vec();
     top.sort_unstable_by(better);
+    top
+}
+
+/// Up to this many slots, `top_n` keeps a sorted buffer instead of selecting in place.
+const SMALL_N: usize = 16;
+
+/// `top_n` for small `n`: one pass keeping the best `n` in a sorted buffer, so most candidates
+/// cost one comparison with the current worst. Same order and tie-break as the general path.
+fn top_n_small(logits: &[f32], n: usize) -> Vec<usize> {
+    let mut top: Vec<usize> = Vec::with_capacity(n + 1);
+    for (i, &z) in logits.iter().enumerate() {
+        // A NaN logit sorts as equal, like the general path's `partial_cmp` fallback.
+        if top.len() == n && !(z > logits[top[n - 1]]) {
+            continue;
+        }
+        let at = top.partition_point(|&j| !(z > logits[j]));
+        top.insert(at, i);
+        top.truncate(n);
+    }
     top
 }
 
@@ -179,6 +201,25 @@ mod tests {
         let slots = place(&cfg, &logits, 3, &mut Rng::new(1));
         let order: Vec<usize> = slots.iter().map(|s| s.index).collect();
         assert_eq!(order, vec![1, 3, 2]);
+    }
+
+    #[test]
+    fn small_top_n_matches_a_full_sort_with_ties() {
+        let mut rng = Rng::new(5);
+        for round in 0..500 {
+            let k = 1 + rng.below(60);
+            // Few distinct values, so ties are common.
+            let logits: Vec<f32> = (0..k).map(|_| rng.below(7) as f32 * 0.5).collect();
+            let n = 1 + round % 20;
+            let mut reference: Vec<usize> = (0..k).collect();
+            reference.sort_by(|&a, &b| logits[b].partial_cmp(&logits[a]).unwrap().then(a.cmp(&b)));
+            reference.truncate(n.min(k));
+            assert_eq!(
+                top_n(&logits, n, &mut Vec::new()),
+                reference,
+                "{logits:?} n={n}"
+            );
+        }
     }
 
     #[test]

@@ -158,10 +158,12 @@ impl Learner {
 
     /// `x_i = φ_i + e_i` of an item that `ensure_item` has admitted.
     pub fn item_vector(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> &[f32] {
-        self.load_phi(key, inline);
-        let e = &self.global.items[&key].embedding;
-        for (x, (p, e)) in self.x.iter_mut().zip(self.phi.iter().zip(e.iter())) {
-            *x = p + e;
+        let params = &self.global.items[&key];
+        self.x.copy_from_slice(&params.x);
+        if let (None, Some(f)) = (&params.features, inline) {
+            for (x, p) in self.x.iter_mut().zip(&f.phi[..]) {
+                *x += p;
+            }
         }
         &self.x
     }
@@ -182,10 +184,11 @@ impl Learner {
     pub fn logit(&self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> f32 {
         let q = &self.query;
         match self.global.items.get(&key) {
-            Some(p) => {
-                let features = p.features.as_deref().or(inline.map(|f| &**f));
-                p.bias + features.map_or(0.0, |f| dot(q, &f.phi)) + dot(q, &p.embedding)
-            }
+            // `x` already holds the catalog's `φ + e`; an inline item adds its own `φ`.
+            Some(p) => match (&p.features, inline) {
+                (None, Some(f)) => p.bias + dot(q, &p.x) + dot(q, &f.phi),
+                _ => p.bias + dot(q, &p.x),
+            },
             None => match inline {
                 Some(f) => dot(q, &f.phi) + dot(q, &f.e0),
                 None => dot(q, &self.space.initial_embedding(key)),

@@ -205,7 +205,7 @@ impl Shard {
     pub fn on_upsert(&mut self, features: Arc<ItemFeatures>) {
         let key = features.id.key();
         match self.learner.global.items.get_mut(&key) {
-            Some(p) => p.features = Some(features),
+            Some(p) => p.set_features(Some(features)),
             None => {
                 let params = crate::model::ItemParams::new(Some(features.clone()), &features.e0);
                 self.learner.global.items.insert(key, params);
