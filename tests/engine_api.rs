@@ -764,3 +764,86 @@ fn config_loads_from_a_real_toml_file() {
     std::fs::write(&path, "[model]\ndim = 1000\n").unwrap();
     assert!(Config::load(Some(&path)).unwrap_err().contains("model.dim"));
 }
+
+#[test]
+fn the_resident_cap_evicts_and_counts() {
+    let clock = ManualClock::new(T0);
+    let engine = engine_with(&clock, |c| {
+        c.shards = 1;
+        c.max_users_per_shard = 10;
+    });
+    for i in 0..25 {
+        clock.advance_ms(10);
+        engine
+            .ingest(Event::new(format!("cap{i}"), EventKind::Click).item("x"))
+            .unwrap();
+    }
+    engine.flush().unwrap();
+    let total = engine.stats().total();
+    assert_eq!(total.resident_users, 10);
+    assert_eq!(total.evictions_total, 15);
+    // The most recent user is always resident: eviction picks among older ones.
+    assert!(engine.user("cap24").unwrap().is_some());
+}
+
+#[test]
+fn idle_users_are_passivated_on_tick() {
+    let clock = ManualClock::new(T0);
+    let engine = engine_with(&clock, |c| c.idle_evict_after_s = 60);
+    engine
+        .ingest(Event::new("sleepy", EventKind::Click).item("x"))
+        .unwrap();
+    clock.advance_ms(30_000);
+    engine
+        .ingest(Event::new("awake", EventKind::Click).item("x"))
+        .unwrap();
+    clock.advance_ms(31_000);
+    engine.tick().unwrap();
+    assert_eq!(engine.user("sleepy").unwrap(), None);
+    assert!(engine.user("awake").unwrap().is_some());
+    assert_eq!(engine.stats().total().evictions_total, 1);
+}
+
+#[test]
+fn global_learning_reaches_users_on_other_shards_after_mixing() {
+    let clock = ManualClock::new(T0);
+    // A mix interval far beyond the test's wall time: only the explicit ticks below mix.
+    let interval_ms = 1_000_000;
+    let engine = engine_with(&clock, |c| {
+        c.shards = 2;
+        c.mix_interval_ms = interval_ms;
+        c.attribution.window_s = 86_400;
+    });
+    let items = catalog(&engine);
+    let on = |shard: u16| {
+        (0..100)
+            .map(|i| format!("m{i}"))
+            .find(|u| engine.shard_of(&nudge::UserId::new(u).unwrap()).0 == shard)
+            .unwrap()
+    };
+    let (teacher, learner) = (on(0), on(1));
+    let score_of = |user: &str, item: &str| {
+        let d = engine
+            .decide(DecideRequest::new(user, items.iter().cloned(), 20))
+            .unwrap();
+        d.items.iter().find(|p| p.item == item).unwrap().score
+    };
+    let before = score_of(&learner, "music-3");
+    for _ in 0..20 {
+        clock.advance_ms(1000);
+        engine
+            .ingest(Event::new(&teacher, EventKind::Click).item("music-3"))
+            .unwrap();
+    }
+    // Without a mix the other shard has not seen it.
+    assert_eq!(score_of(&learner, "music-3").to_bits(), before.to_bits());
+    // Each shard mixes on its first tick and then once per interval; two rounds make sure
+    // shard 1 pulls after shard 0 pushed, whatever order the shards ran in.
+    for _ in 0..2 {
+        clock.advance_ms(interval_ms + 1);
+        engine.tick().unwrap();
+    }
+    let after = score_of(&learner, "music-3");
+    assert!(after > before + 0.01, "{before} -> {after}");
+    assert!(engine.stats().total().mixes_total >= 2);
+}
