@@ -21,7 +21,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::redis::{self, Shas, Value};
 use crate::wire::{self, Reply};
-use crate::workload::{Op, Shown, Workload};
+use crate::workload::{EventOp, Op, Shown, Workload};
 
 /// Where the harness sends its load.
 #[derive(Clone)]
@@ -230,22 +230,35 @@ fn result(r: Result<(), nudge::Error>) -> Reply {
     }
 }
 
+fn embedded_event(e: EventOp) -> Event {
+    let mut ev = Event::new(format!("u{}", e.user), e.kind);
+    if let Some(item) = e.item {
+        ev = ev.item(format!("i{item}"));
+    }
+    if let Some(v) = e.value {
+        ev = ev.value(v as f64);
+    }
+    if let Some(d) = e.decision {
+        ev = ev.decision(DecisionId(d));
+    }
+    ev
+}
+
 async fn embedded_call(engine: Engine, op: Op) -> Reply {
     match op {
         Op::Item(i) => Reply::Error(format!("item i{i} must be loaded with load_catalog")),
-        Op::Event(e) => {
-            let mut ev = Event::new(format!("u{}", e.user), e.kind);
-            if let Some(item) = e.item {
-                ev = ev.item(format!("i{item}"));
+        Op::Batch(events) => {
+            let events = events.into_iter().map(embedded_event).collect();
+            let (mut acked, mut errors) = (0, Vec::new());
+            for r in engine.ingest_batch_async(events).await {
+                match r {
+                    Ok(_) => acked += 1,
+                    Err(e) => errors.push(e.code().to_string()),
+                }
             }
-            if let Some(v) = e.value {
-                ev = ev.value(v as f64);
-            }
-            if let Some(d) = e.decision {
-                ev = ev.decision(DecisionId(d));
-            }
-            result(engine.ingest_async(ev).await.map(|_| ()))
+            Reply::Batch { acked, errors }
         }
+        Op::Event(e) => result(engine.ingest_async(embedded_event(e)).await.map(|_| ())),
         Op::Decide(d) => {
             let candidates = d.candidates.iter().map(|c| Candidate::Id(format!("i{c}")));
             let req = DecideRequest::new(format!("u{}", d.user), candidates, d.n as usize);

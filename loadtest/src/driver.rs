@@ -60,6 +60,8 @@ pub struct RunSpec {
     pub late_threshold: Duration,
     /// How long to wait for outstanding replies after the schedule ends.
     pub drain_timeout: Duration,
+    /// Events per request: consecutive events are sent as one batch (1: no batching).
+    pub batch: u32,
 }
 
 impl RunSpec {
@@ -77,6 +79,7 @@ impl RunSpec {
             progress: false,
             late_threshold: Duration::from_millis(1),
             drain_timeout: Duration::from_secs(10),
+            batch: 1,
         }
     }
 }
@@ -138,11 +141,15 @@ fn kind_of(op: &Op) -> (OpKind, u64) {
         Op::Event(_) | Op::Item(_) => (OpKind::Event, 0),
         Op::Decide(d) => (OpKind::Decide, d.session),
         Op::Reward(_) => (OpKind::Reward, 0),
+        Op::Batch(_) => (OpKind::Batch, 0),
     }
 }
 
 /// Runs `spec` and returns the raw results (the caller builds the report).
 pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
+    if spec.batch > 1 && matches!(spec.target, Target::Redis(_)) {
+        anyhow::bail!("--batch is not supported for Redis: pipelining is its batching");
+    }
     let workload = Arc::new(Workload::new(spec.workload.clone()).map_err(anyhow::Error::msg)?);
     if spec.load_catalog {
         client::load_catalog(&spec.target, &workload).await?;
@@ -177,6 +184,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
             tx,
             pending: pending_tx,
             permits: permits.clone(),
+            stash: None,
             window,
             progress: progress.clone(),
         };
@@ -289,6 +297,8 @@ struct ConnWriter {
     tx: Sender,
     pending: mpsc::UnboundedSender<Vec<InFlight>>,
     permits: Option<Arc<Semaphore>>,
+    /// A non-event op met while filling a batch: it is the next request.
+    stash: Option<Op>,
     window: Window,
     progress: Arc<Progress>,
 }
@@ -297,6 +307,33 @@ struct ConnWriter {
 const MAX_BATCH: usize = 64;
 
 impl ConnWriter {
+    /// The next request: one op, or with `--batch`, a run of consecutive events.
+    fn next_request(&mut self) -> Op {
+        let first = match self.stash.take() {
+            Some(op) => op,
+            None => self.generator.next_op(),
+        };
+        let batch = self.spec.batch as usize;
+        let Op::Event(first) = first else {
+            return first;
+        };
+        if batch <= 1 {
+            return Op::Event(first);
+        }
+        let mut events = Vec::with_capacity(batch);
+        events.push(first);
+        while events.len() < batch {
+            match self.generator.next_op() {
+                Op::Event(e) => events.push(e),
+                other => {
+                    self.stash = Some(other);
+                    break;
+                }
+            }
+        }
+        Op::Batch(events)
+    }
+
     async fn run(mut self) -> WriterResult {
         let mut result = WriterResult {
             send_lag_ns: Some(histogram()),
@@ -354,7 +391,7 @@ impl ConnWriter {
                         result.late += 1;
                     }
                 }
-                let op = self.generator.next_op();
+                let op = self.next_request();
                 let (kind, session) = kind_of(&op);
                 flights.push(InFlight {
                     kind,
@@ -395,7 +432,7 @@ impl ConnWriter {
             let measured = now >= self.window.measure_from;
             ops.clear();
             for _ in 0..n {
-                let op = self.generator.next_op();
+                let op = self.next_request();
                 let (kind, session) = kind_of(&op);
                 flights.push(InFlight {
                     kind,
@@ -501,6 +538,22 @@ async fn read_replies(
                 }
             }
             Reply::Decision(shown) => board.post(f.session, shown),
+            Reply::Batch { acked, errors } => {
+                r.acked_events_total += acked as u64;
+                if f.measured {
+                    r.acked_events_measured += acked as u64;
+                }
+                for code in &errors {
+                    *r.errors.entry(code.clone()).or_default() += 1;
+                }
+                progress
+                    .errors
+                    .fetch_add(errors.len() as u64, Ordering::Relaxed);
+                // A single op refused inside a summary is a failed request.
+                if f.kind != OpKind::Batch && !errors.is_empty() {
+                    continue;
+                }
+            }
             Reply::Error(code) => {
                 progress.errors.fetch_add(1, Ordering::Relaxed);
                 *r.errors.entry(code).or_default() += 1;

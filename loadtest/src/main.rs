@@ -84,6 +84,10 @@ struct RunArgs {
     /// Requests between a decision and its follow-up events.
     #[arg(long, default_value_t = 1024)]
     lag: u32,
+    /// Send consecutive events as one batch request of this many (TCP and WebSocket: a `batch`
+    /// op; HTTP: a JSON array to /v1/events; embedded: `ingest_batch_async`).
+    #[arg(long, default_value_t = 1)]
+    batch: u32,
     /// Do not load the catalog first (it is already there).
     #[arg(long)]
     no_catalog: bool,
@@ -253,6 +257,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     spec.stall = stall;
     spec.progress = args.progress || args.duration + args.warmup >= 10.0;
     spec.late_threshold = Duration::from_secs_f64(args.late_us / 1e6);
+    spec.batch = args.batch.max(1);
     let result = driver::run(&spec).await?;
     let summary = result.summary();
     print!("{}", summary.table());

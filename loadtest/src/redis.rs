@@ -135,6 +135,8 @@ pub fn encode(op: &Op, w: &Workload, shas: &Shas, now_ms: u64, out: &mut Vec<u8>
             event(out, &shas.event, e.user, e.item, now_ms, rho, r);
         }
         Op::Reward(r) => event(out, &shas.event, r.user, Some(r.item), now_ms, 0.0, r.value),
+        // The driver refuses `--batch` for Redis (pipelining is its batching).
+        Op::Batch(_) => {}
         Op::Decide(d) => {
             array_header(out, 5 + d.candidates.len());
             bulk(out, b"EVALSHA");

@@ -23,10 +23,12 @@ pub enum OpKind {
     Decide = 1,
     /// Explicit rewards.
     Reward = 2,
+    /// Batches of events (`--batch`).
+    Batch = 3,
 }
 
 /// The names of `OpKind`s, in `repr` order.
-pub const OP_KINDS: [&str; 3] = ["event", "decide", "reward"];
+pub const OP_KINDS: [&str; 4] = ["event", "decide", "reward", "batch"];
 
 /// A send this far behind schedule in this share of sends marks the run invalid.
 pub const MAX_LATE_FRACTION: f64 = 0.01;

@@ -18,6 +18,13 @@ pub enum Reply {
     Decision(Shown),
     /// Refused, with the error code.
     Error(String),
+    /// A batch's results: how many events were accepted, and the codes of the others.
+    Batch {
+        /// Accepted events.
+        acked: u32,
+        /// Error codes of the refused ones.
+        errors: Vec<String>,
+    },
 }
 
 /// Writes `op` as one JSON object (no newline). Ids never need escaping: the workload makes
@@ -27,8 +34,20 @@ pub fn encode(op: &Op, id: u64, w: &Workload, out: &mut Vec<u8>) {
     let _ = encode_inner(op, Some(id), true, w, out);
 }
 
-/// Writes `op`'s HTTP body: the same object without `op` and `id` (the path names the op).
+/// Writes `op`'s HTTP body: the same object without `op` and `id` (the path names the op);
+/// a batch is a JSON array of events.
 pub fn encode_body(op: &Op, w: &Workload, out: &mut Vec<u8>) {
+    if let Op::Batch(events) = op {
+        out.push(b'[');
+        for (k, e) in events.iter().enumerate() {
+            if k > 0 {
+                out.push(b',');
+            }
+            let _ = encode_inner(&Op::Event(e.clone()), None, false, w, out);
+        }
+        out.push(b']');
+        return;
+    }
     let _ = encode_inner(op, None, false, w, out);
 }
 
@@ -44,6 +63,7 @@ fn encode_inner(
         Op::Event(_) => "event",
         Op::Decide(_) => "decide",
         Op::Reward(_) => "reward",
+        Op::Batch(_) => "batch",
     };
     out.push(b'{');
     if with_op {
@@ -64,6 +84,16 @@ fn encode_inner(
                     out.push(b',');
                 }
                 write!(out, "{x}")?;
+            }
+            out.push(b']');
+        }
+        Op::Batch(events) => {
+            out.extend_from_slice(b"\"ops\":[");
+            for (k, e) in events.iter().enumerate() {
+                if k > 0 {
+                    out.push(b',');
+                }
+                encode_inner(&Op::Event(e.clone()), None, true, w, out)?;
             }
             out.push(b']');
         }
@@ -123,6 +153,7 @@ pub fn http_route(op: &Op) -> (&'static str, Cow<'static, str>) {
         Op::Event(_) => ("POST", Cow::Borrowed("/v1/events")),
         Op::Decide(_) => ("POST", Cow::Borrowed("/v1/decide")),
         Op::Reward(_) => ("POST", Cow::Borrowed("/v1/reward")),
+        Op::Batch(_) => ("POST", Cow::Borrowed("/v1/events")),
     }
 }
 
@@ -134,6 +165,13 @@ struct WireReply<'a> {
     items: Option<Vec<WireItem<'a>>>,
     #[serde(borrow, default)]
     error: Option<WireError<'a>>,
+    #[serde(borrow, default)]
+    results: Option<Vec<WireReply<'a>>>,
+    /// HTTP `/v1/events` answers `{"accepted":n,"rejected":m,"errors":[…]}`.
+    #[serde(default)]
+    accepted: Option<u32>,
+    #[serde(borrow, default)]
+    errors: Option<Vec<WireReply<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +198,24 @@ pub fn parse_reply(bytes: &[u8]) -> Reply {
     };
     if let Some(e) = r.error {
         return Reply::Error(e.code.into_owned());
+    }
+    if let Some(acked) = r.accepted {
+        let errors = r.errors.unwrap_or_default().into_iter();
+        let errors = errors
+            .filter_map(|e| e.error.map(|e| e.code.into_owned()))
+            .collect();
+        return Reply::Batch { acked, errors };
+    }
+    if let Some(results) = r.results {
+        let mut acked = 0;
+        let mut errors = Vec::new();
+        for r in results {
+            match r.error {
+                Some(e) => errors.push(e.code.into_owned()),
+                None => acked += 1,
+            }
+        }
+        return Reply::Batch { acked, errors };
     }
     match (r.decision, r.items) {
         (Some(d), Some(items)) => match u64::from_str_radix(&d, 16) {
@@ -190,6 +246,26 @@ mod tests {
         let e = parse_reply(br#"{"id":7,"error":{"code":"bad_request","message":"x"}}"#);
         assert_eq!(e, Reply::Error("bad_request".into()));
         assert_eq!(parse_reply(br#"{"id":1}"#), Reply::Ack);
+        let b = parse_reply(
+            br#"{"id":3,"results":[{"id":null,"ok":true},{"id":null,"error":{"code":"busy","message":"m"}}]}"#,
+        );
+        assert_eq!(
+            b,
+            Reply::Batch {
+                acked: 1,
+                errors: vec!["busy".into()]
+            }
+        );
+        let h = parse_reply(
+            br#"{"accepted":2,"rejected":1,"errors":[{"index":1,"id":null,"error":{"code":"bad_request","message":"m"}}]}"#,
+        );
+        assert_eq!(
+            h,
+            Reply::Batch {
+                acked: 2,
+                errors: vec!["bad_request".into()]
+            }
+        );
         assert_eq!(parse_reply(b"nope"), Reply::Error("bad_reply".into()));
     }
 }

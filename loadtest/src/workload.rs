@@ -48,8 +48,9 @@ pub const USER_ZIPF_S: f64 = 1.1;
 /// The Zipf exponent of item popularity inside a category.
 pub const ITEM_ZIPF_S: f64 = 0.9;
 
-/// Most follow-up ops waiting; past this the oldest are dropped (and counted).
-const MAX_QUEUED_FOLLOWUPS: usize = 1 << 16;
+/// Most follow-up ops waiting, in multiples of the lag; past this the oldest (whose decisions
+/// are the likeliest to have closed) are dropped, and counted.
+const MAX_QUEUED_FOLLOWUPS_PER_LAG: usize = 4;
 
 /// How many newer decisions a user may have made before a session's decision is treated as
 /// possibly closed by the engine (which keeps 16 open per user by default).
@@ -261,6 +262,8 @@ pub enum Op {
     Decide(DecideOp),
     /// A reward.
     Reward(RewardOp),
+    /// Several events in one request (`--batch`; made by the driver, never by a `Generator`).
+    Batch(Vec<EventOp>),
 }
 
 /// What a decision showed: its id and the shown item indices, best first.
@@ -563,7 +566,9 @@ impl Generator {
             }
         }
         for op in ops {
-            if self.followups.len() >= MAX_QUEUED_FOLLOWUPS {
+            if self.followups.len()
+                >= MAX_QUEUED_FOLLOWUPS_PER_LAG * self.w.cfg.lag.max(16) as usize
+            {
                 self.followups.pop_front();
                 self.stats.dropped_followups += 1;
             }

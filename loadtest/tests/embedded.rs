@@ -76,3 +76,19 @@ async fn open_loop_sends_on_schedule() {
     );
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_acknowledge_every_event() {
+    let engine = Engine::builder().shards(2).seed(1).build().unwrap();
+    let mut spec = spec(&engine, Load::Closed { pipeline: 4 });
+    spec.batch = 32;
+    let summary = driver::run(&spec).await.unwrap().summary();
+    assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
+    assert!(summary.ops["batch"].ok_total > 0);
+    engine.flush().unwrap();
+    assert_eq!(
+        summary.acked_events_total,
+        engine.stats().total().events_total
+    );
+    engine.shutdown();
+}

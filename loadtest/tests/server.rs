@@ -20,7 +20,7 @@ fn workload() -> WorkloadConfig {
     }
 }
 
-async fn run_against(make_target: impl Fn(&InProcess) -> Target) {
+async fn run_against(make_target: impl Fn(&InProcess) -> Target, batch: u32) {
     let engine = nudge::Engine::builder().shards(2).seed(1).build().unwrap();
     let server = tokio::task::spawn_blocking(move || InProcess::start_with(engine))
         .await
@@ -29,6 +29,7 @@ async fn run_against(make_target: impl Fn(&InProcess) -> Target) {
     let mut spec = RunSpec::new(make_target(&server), workload());
     spec.load = Load::Closed { pipeline: 8 };
     spec.connections = 2;
+    spec.batch = batch;
     spec.duration = Duration::from_millis(600);
     spec.warmup = Duration::from_millis(100);
     let summary = driver::run(&spec).await.unwrap().summary();
@@ -65,15 +66,25 @@ async fn run_against(make_target: impl Fn(&InProcess) -> Target) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_closed_loop_counts_match() {
-    run_against(|s| Target::Tcp(s.endpoints.tcp)).await;
+    run_against(|s| Target::Tcp(s.endpoints.tcp), 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_closed_loop_counts_match() {
-    run_against(|s| Target::Ws(format!("ws://{}/v1/ws", s.endpoints.http))).await;
+    run_against(
+        |s| Target::Ws(format!("ws://{}/v1/ws", s.endpoints.http)),
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_closed_loop_counts_match() {
-    run_against(|s| Target::Http(s.endpoints.http)).await;
+    run_against(|s| Target::Http(s.endpoints.http), 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_tcp_and_http_counts_match() {
+    run_against(|s| Target::Tcp(s.endpoints.tcp), 16).await;
+    run_against(|s| Target::Http(s.endpoints.http), 16).await;
 }

@@ -98,7 +98,7 @@ fn streams_own_disjoint_users() {
                 Op::Event(e) => e.user,
                 Op::Decide(d) => d.user,
                 Op::Reward(r) => r.user,
-                Op::Item(_) => unreachable!("generators do not emit items"),
+                Op::Item(_) | Op::Batch(_) => unreachable!("generators emit neither"),
             };
             assert_eq!(user % 3, s);
         }
