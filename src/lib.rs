@@ -32,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod eval;
 pub mod ids;
 pub mod model;
 pub mod rng;

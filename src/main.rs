@@ -27,6 +27,9 @@ struct Cli {
 enum Command {
     /// Serve the engine over TCP (line JSON), HTTP, WebSocket and Segment-compatible routes.
     Serve(ServeArgs),
+    /// Evaluate an engine configuration off-policy against a decision log or the Open Bandit
+    /// Dataset sample (replay, IPS, SNIPS with intervals; see docs/quality.md).
+    Replay(nudge::eval::replay::ReplayArgs),
 }
 
 #[derive(Args, Default)]
@@ -62,6 +65,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
+        Command::Replay(args) => {
+            print!("{}", nudge::eval::replay::run(&args).map_err(anyhow::Error::msg)?);
+            Ok(())
+        }
     }
 }
 

@@ -5,3 +5,5 @@
 mod engine_api;
 // Properties of the model's math, policies and hashing (proptest).
 mod model_props;
+// Decision quality: a short seeded simulation orders full nudge > global-only > random.
+mod quality;

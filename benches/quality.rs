@@ -1,0 +1,213 @@
+//! `cargo bench --bench quality [-- sim|movielens|obd ...] [--seed N]`: does nudge decide
+//! better than the baselines, and do its per-user parts help? Three workloads, each comparing
+//! every policy on the same stream with common random numbers (see `docs/quality.md`).
+//!
+//! The engine configuration is the default, overridden by `NUDGE_*` environment variables
+//! exactly as the server reads them (e.g. `NUDGE_MODEL__KAPPA=0.5`), which is how the defaults
+//! were tuned. Tables go to stdout; the simulation's plot to `docs/quality-sim.png`.
+
+#[path = "quality/plot.rs"]
+mod plot;
+
+use std::time::Instant;
+
+use nudge::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
+use nudge::eval::movielens::{self, MovieLens};
+use nudge::eval::replay::{self, LearnFrom, ReplayArgs};
+use nudge::eval::sim::{self, SimConfig, World};
+use nudge::eval::{fetch, EnginePolicy, Policy, Variant};
+use nudge::{Config, PolicyKind};
+
+struct Args {
+    workloads: Vec<String>,
+    seed: u64,
+    plot: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        workloads: Vec::new(),
+        seed: 7,
+        plot: Some("docs/quality-sim.png".into()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--seed" => a.seed = it.next().and_then(|s| s.parse().ok()).unwrap_or(a.seed),
+            "--no-plot" => a.plot = None,
+            "--bench" => {}
+            w if !w.starts_with('-') => a.workloads.push(w.to_string()),
+            _ => {}
+        }
+    }
+    if a.workloads.is_empty() {
+        a.workloads = vec!["sim".into(), "movielens".into(), "obd".into()];
+    }
+    a
+}
+
+fn engine_config() -> Config {
+    match Config::from_toml_with_env("", std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bad NUDGE_* override: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn fmt_adaptation(a: Option<f64>) -> String {
+    match a {
+        None => "n/a (no drop)".into(),
+        Some(x) if x.is_infinite() => "> 40".into(),
+        Some(x) => format!("{x:.0}"),
+    }
+}
+
+fn simulation(a: &Args, cfg: &Config) {
+    let started = Instant::now();
+    let world = World::new(SimConfig::standard(a.seed));
+    let (traces, oracle) = sim::evaluate(&world, cfg);
+    let rows = sim::table(&world, &traces, &oracle);
+    println!(
+        "\n## Simulated users (seed {}, {} users, {} items, {} decisions, drift of {:.0}% of users at {:.0}% of the period)\n",
+        a.seed,
+        world.cfg.users,
+        world.cfg.items,
+        world.steps.len(),
+        world.cfg.drift_fraction * 100.0,
+        world.cfg.drift_at * 100.0
+    );
+    println!(
+        "| policy | mean reward [95% CI] | regret vs oracle [95% CI] | adaptation (decisions) |"
+    );
+    println!("|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            r.name,
+            r.reward,
+            r.regret,
+            fmt_adaptation(r.adaptation)
+        );
+    }
+    let full = traces
+        .iter()
+        .find(|t| t.name == Variant::Full.name())
+        .expect("full nudge ran");
+    println!("\nPaired difference, full nudge minus each (mean reward, 95% user-bootstrap CI):\n");
+    for t in traces.iter().filter(|t| t.name != full.name) {
+        println!("- vs {}: {}", t.name, sim::paired(&world, full, t));
+    }
+    if let Some(path) = &a.plot {
+        let mut series: Vec<(String, Vec<f64>)> = traces
+            .iter()
+            .map(|t| (t.name.clone(), sim::curve(t, 56)))
+            .collect();
+        series.push((oracle.name.clone(), sim::curve(&oracle, 56)));
+        let drift_bin = world
+            .steps
+            .iter()
+            .position(|s| s.ts_ms >= world.drift_ms)
+            .unwrap_or(0) as f64
+            / world.steps.len() as f64;
+        match plot::reward_curves(path, &series, drift_bin) {
+            Ok(()) => println!("\nplot: {path}"),
+            Err(e) => eprintln!("plot failed: {e}"),
+        }
+    }
+    println!("\nsimulation took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+fn movielens(a: &Args, cfg: &Config) {
+    let started = Instant::now();
+    let paths = match fetch::fetch(&fetch::MOVIELENS_100K, &fetch::cache_dir()) {
+        Ok(p) => p,
+        Err(e) => return eprintln!("MovieLens-100k unavailable: {e}"),
+    };
+    let data = match MovieLens::load(&paths[0], &paths[1], &paths[2]) {
+        Ok(d) => d,
+        Err(e) => return eprintln!("MovieLens-100k unreadable: {e}"),
+    };
+    let mut engine = cfg.clone();
+    // Ranking quality is judged on the model's own order: no exploration.
+    engine.exploration.policy = PolicyKind::Greedy;
+    engine.max_candidates = engine.max_candidates.max(data.items.len());
+    engine.seed = a.seed;
+    let mut policies: Vec<Box<dyn Policy>> = vec![
+        Box::new(RandomPolicy::new(a.seed)),
+        Box::new(Popularity::global(PopularityScore::Count)),
+    ];
+    for days in [1.0, 7.0, 30.0] {
+        policies.push(Box::new(Popularity::decayed(
+            PopularityScore::Count,
+            days * 86_400.0,
+        )));
+    }
+    for v in Variant::ALL {
+        let p = EnginePolicy::new(
+            v.name(),
+            v.apply(&engine),
+            data.items.clone(),
+            data.start_ms(),
+        )
+        .expect("valid engine configuration");
+        policies.push(Box::new(p));
+    }
+    let rows: Vec<movielens::Row> = policies
+        .iter_mut()
+        .map(|p| movielens::run(&data, p.as_mut(), 0.2, a.seed))
+        .collect();
+    println!(
+        "\n## MovieLens-100k in time order ({} ratings, test = last 20%: {} ranked, full ranking of unrated items)\n",
+        data.ratings.len(),
+        rows[0].ranked
+    );
+    println!("| policy | HR@10 [95% CI] | NDCG@10 [95% CI] |");
+    println!("|---|---|---|");
+    for r in &rows {
+        println!("| {} | {} | {} |", r.name, r.hit_rate, r.ndcg);
+    }
+    let full = rows
+        .iter()
+        .find(|r| r.name == Variant::Full.name())
+        .expect("full nudge ran");
+    println!("\nPaired difference, full nudge minus each (95% user-bootstrap CI):\n");
+    for r in rows.iter().filter(|r| r.name != full.name) {
+        println!(
+            "- vs {}: HR@10 {}, NDCG@10 {}",
+            r.name,
+            movielens::paired(full, r, false, a.seed),
+            movielens::paired(full, r, true, a.seed)
+        );
+    }
+    println!("\nMovieLens took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+fn obd(a: &Args) {
+    let args = ReplayArgs {
+        log: None,
+        obd: true,
+        config: None,
+        learn: LearnFrom::Every,
+        seed: a.seed,
+    };
+    println!("\n## Open Bandit Dataset sample, random/all, through `nudge replay --obd`\n");
+    match replay::run(&args) {
+        Ok(table) => print!("{table}"),
+        Err(e) => eprintln!("replay failed: {e}"),
+    }
+}
+
+fn main() {
+    let a = args();
+    let cfg = engine_config();
+    for w in a.workloads.clone() {
+        match w.as_str() {
+            "sim" => simulation(&a, &cfg),
+            "movielens" => movielens(&a, &cfg),
+            "obd" => obd(&a),
+            other => eprintln!("unknown workload {other} (sim, movielens, obd)"),
+        }
+    }
+}
