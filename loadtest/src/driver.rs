@@ -118,6 +118,9 @@ struct WriterResult {
     send_lag_ns: Option<Histogram<u64>>,
     generator: GeneratorStats,
     error: Option<String>,
+    /// The sending half, kept open until the reader is done: closing it early makes some
+    /// servers (actix-web) drop replies still in flight.
+    sender: Option<Sender>,
 }
 
 /// What one reader saw.
@@ -219,6 +222,11 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
         reader_results.push(r.await?);
     }
     stopper.abort();
+    for w in &mut writer_results {
+        if let Some(mut tx) = w.sender.take() {
+            tx.close().await;
+        }
+    }
     if let Some(t) = ticker {
         t.abort();
     }
@@ -346,7 +354,7 @@ impl ConnWriter {
         if let Err(e) = outcome {
             result.error = Some(format!("connection {}: {e:#}", self.conn));
         }
-        self.tx.close().await;
+        result.sender = Some(self.tx);
         result.generator = self.generator.stats.clone();
         result
     }

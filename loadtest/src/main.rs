@@ -39,6 +39,9 @@ enum Command {
         /// Engine shards (0: one per core).
         #[arg(long, default_value_t = 0)]
         shards: usize,
+        /// Exit when standard input closes (how `--spawn-child` ties the child to the harness).
+        #[arg(long)]
+        exit_on_stdin_eof: bool,
     },
 }
 
@@ -131,8 +134,12 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Serve { shards }) = cli.command {
-        return match loadtest::serve::serve_child(shards) {
+    if let Some(Command::Serve {
+        shards,
+        exit_on_stdin_eof,
+    }) = cli.command
+    {
+        return match loadtest::serve::serve_child(shards, exit_on_stdin_eof) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("loadtest serve: {e:#}");

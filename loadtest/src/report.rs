@@ -178,7 +178,8 @@ impl RunResult {
             && self.late as f64 > MAX_LATE_FRACTION * self.sent_measured as f64
         {
             invalid_reasons.push(format!(
-                "{} of {} sends left more than {:?} behind schedule: the generator fell behind",
+                "{} of {} sends left more than {:?} behind schedule: the generator (or its core) \
+                 fell behind, or the target stopped reading",
                 self.late, self.sent_measured, spec.late_threshold
             ));
         }

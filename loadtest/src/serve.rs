@@ -67,6 +67,7 @@ impl Child {
             .arg("serve")
             .arg("--shards")
             .arg(shards.to_string())
+            .arg("--exit-on-stdin-eof")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -154,15 +155,22 @@ impl InProcess {
     }
 }
 
-/// `loadtest serve`: serves on loopback ports, prints them, and runs until its standard input
-/// closes (the parent exited or dropped it) or it is killed.
-pub fn serve_child(shards: usize) -> anyhow::Result<()> {
+/// `loadtest serve`: serves on loopback ports and prints them; then runs until killed, or with
+/// `exit_on_stdin_eof` until its standard input closes (a parent that exits or drops the pipe
+/// takes its child server with it).
+pub fn serve_child(shards: usize, exit_on_stdin_eof: bool) -> anyhow::Result<()> {
     let server = InProcess::start(shards)?;
     println!("{}", server.endpoints.line());
     use std::io::Write;
     std::io::stdout().flush()?;
-    let mut sink = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+    if !exit_on_stdin_eof {
+        // Serve until killed; the server runs on its own threads.
+        loop {
+            std::thread::park();
+        }
+    }
+    let mut sink = [0u8; 256];
+    while std::io::Read::read(&mut std::io::stdin(), &mut sink).is_ok_and(|n| n > 0) {}
     server.stop();
     Ok(())
 }

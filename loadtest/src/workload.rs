@@ -487,6 +487,11 @@ impl Generator {
 
     /// Queues a due session's follow-ups, from its reply when usable.
     fn expand(&mut self, p: Pending) {
+        if self.w.cfg.event_share == 0.0 {
+            // Decisions only: follow-ups would never be sent.
+            let _ = self.board.take(p.session);
+            return;
+        }
         let shown = self.board.take(p.session);
         let newer = self
             .decisions_by_user
