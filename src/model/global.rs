@@ -207,7 +207,10 @@ impl GlobalReplica {
         self.g.copy_from_slice(&master.g);
         self.big_g.copy_from_slice(&master.big_g);
         for (key, delta) in self.dirty.drain() {
-            let local = &self.items[&key];
+            // The item may have been removed since the delta was recorded.
+            let Some(local) = self.items.get(&key) else {
+                continue;
+            };
             let entry = master.items.entry(key).or_insert_with(|| {
                 // First push of this item: its base is the local value before the delta.
                 let base: Vec<f32> = local
@@ -228,7 +231,10 @@ impl GlobalReplica {
         }
         let pending = std::mem::take(&mut master.pending[shard]);
         for key in &pending {
-            let (bias, embedding) = &master.items[key];
+            // Another shard may have removed the item since it was marked pending.
+            let Some((bias, embedding)) = master.items.get(key) else {
+                continue;
+            };
             let item = self
                 .items
                 .entry(*key)
