@@ -141,7 +141,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             dim: 32,
-            kappa: 1.0,
+            kappa: 0.5,
             state_half_life_s: 1800.0,
             weight_half_life_s: 30.0 * 86_400.0,
             learning_rate: 0.05,
