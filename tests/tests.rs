@@ -7,3 +7,15 @@ mod engine_api;
 mod model_props;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
 mod quality;
+// Shared helpers of the server tests: in-process server, line and HTTP clients.
+mod server_support;
+// The TCP line-JSON front end: ops, pipelining, limits, half-close, graceful shutdown.
+mod server_tcp;
+// The HTTP front end: every route, and /metrics as Prometheus text.
+mod server_http;
+// The WebSocket front end: ops per frame, subscription pushes, close codes.
+mod server_ws;
+// Segment-compatible ingestion: auth, mapping, dedup, clock skew, gzip, limits.
+mod server_segment;
+// The wire parser never panics on arbitrary bytes (proptest).
+mod wire_props;

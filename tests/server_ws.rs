@@ -1,0 +1,145 @@
+//! The WebSocket front end with a real client (tokio-tungstenite): every op per text frame,
+//! a subscription receiving a push, and close codes on protocol violations.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::server_support::start;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(addr: std::net::SocketAddr) -> Ws {
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
+        .await
+        .expect("ws connect");
+    ws
+}
+
+/// The next text frame, parsed (pings and pongs skipped); panics after 20 s.
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("the socket is open")
+            .expect("a valid frame");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+async fn call(ws: &mut Ws, text: &str) -> Value {
+    ws.send(Message::Text(text.to_string())).await.unwrap();
+    next_json(ws).await
+}
+
+#[test]
+fn websocket_ops_and_a_subscription_push() {
+    let (_engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut ws = connect(addr).await;
+        assert_eq!(call(&mut ws, r#"{"op":"ping","id":1}"#).await["pong"], true);
+        let r = call(&mut ws, r#"{"op":"item","id":2,"item":"boots","attrs":{"category":"shoes"}}"#).await;
+        assert_eq!(r["new"], true, "{r}");
+        call(&mut ws, r#"{"op":"item","id":3,"item":"scarf","attrs":{"category":"winter"}}"#).await;
+
+        let r = call(&mut ws, r#"{"op":"subscribe","id":4,"user":"u1"}"#).await;
+        assert_eq!((r["id"].as_i64(), r["ok"].as_bool()), (Some(4), Some(true)), "{r}");
+
+        let d = call(&mut ws, r#"{"op":"decide","id":5,"user":"u1","candidates":["boots","scarf"],"n":2}"#).await;
+        assert_eq!(d["items"].as_array().unwrap().len(), 2, "{d}");
+        let decision = d["decision"].as_str().unwrap().to_string();
+
+        // An event for the subscribed user: its reply and a push both arrive (either order).
+        ws.send(Message::Text(r#"{"op":"event","id":6,"user":"u1","type":"click","item":"boots"}"#.into()))
+            .await
+            .unwrap();
+        let (mut ack, mut push) = (None, None);
+        while ack.is_none() || push.is_none() {
+            let v = next_json(&mut ws).await;
+            if v.get("push").is_some() {
+                push = Some(v);
+            } else {
+                ack = Some(v);
+            }
+        }
+        let (ack, push) = (ack.unwrap(), push.unwrap());
+        assert_eq!((ack["id"].as_i64(), ack["ok"].as_bool()), (Some(6), Some(true)), "{ack}");
+        assert_eq!(push["push"], "user_update", "{push}");
+        assert_eq!(push["user"], "u1");
+        assert_eq!(push["cause"], "click");
+        assert_eq!(push["dropped"], 0);
+        let top: Vec<&str> = push["top"].as_array().unwrap().iter().map(|t| t["item"].as_str().unwrap()).collect();
+        assert!(top.contains(&"boots"), "the last decision's candidates, rescored: {push}");
+
+        let r = call(&mut ws, &format!(r#"{{"op":"reward","id":7,"decision":"{decision}","item":"scarf","value":0.5}}"#)).await;
+        assert_eq!(r["ok"], true, "{r}");
+        let r = call(&mut ws, r#"{"op":"user","id":8,"user":"u1"}"#).await;
+        assert_eq!(r["user"]["events_by_kind"]["click"], 1, "{r}");
+        let r = call(&mut ws, r#"{"op":"stats","id":9}"#).await;
+        assert_eq!(r["stats"]["catalog_items"], 2);
+        let r = call(&mut ws, r#"{"op":"batch","id":10,"ops":[{"op":"ping","id":"x"},{"op":"event","id":"y","user":"u9","type":"click","item":"scarf"}]}"#).await;
+        assert_eq!(r["results"][1]["ok"], true, "{r}");
+        let r = call(&mut ws, r#"{"op":"unsubscribe","id":11,"user":"u1"}"#).await;
+        assert_eq!(r["ok"], true);
+        let r = call(&mut ws, r#"{"op":"remove_item","id":12,"item":"scarf"}"#).await;
+        assert_eq!(r["removed"], true);
+        let r = call(&mut ws, r#"{"op":"forget","id":13,"user":"u1"}"#).await;
+        assert_eq!(r["forgotten"], true);
+        let r = call(&mut ws, r#"{"op":"event","id":14, oops"#).await;
+        assert_eq!((r["id"].as_i64(), r["error"]["code"].as_str()), (Some(14), Some("bad_request")));
+        ws.close(None).await.unwrap();
+    });
+    server.shutdown();
+}
+
+async fn close_code(ws: &mut Ws) -> u16 {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a close in time");
+        match msg {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
+            Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error before the close frame: {e}"),
+        }
+    }
+}
+
+#[test]
+fn websocket_violations_close_with_codes() {
+    let (_engine, server) = start(|cfg| cfg.ws_max_frame_bytes = 1024);
+    let addr = server.http_addr().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut ws = connect(addr).await;
+        let big = format!(r#"{{"op":"ping","id":1,"pad":"{}"}}"#, "x".repeat(4096));
+        ws.send(Message::Text(big)).await.unwrap();
+        assert_eq!(close_code(&mut ws).await, 1009, "message too big");
+
+        let mut ws = connect(addr).await;
+        ws.send(Message::Binary(b"{}".to_vec())).await.unwrap();
+        assert_eq!(
+            close_code(&mut ws).await,
+            1003,
+            "binary frames are unsupported"
+        );
+    });
+    server.shutdown();
+}

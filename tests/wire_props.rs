@@ -1,0 +1,76 @@
+//! Property tests of the wire parser (proptest): any bytes give a request or an error, never
+//! a panic; and replies to any parsed request are valid JSON.
+
+use nudge::wire::{write_reply, Parser, Reply};
+use nudge::Engine;
+use proptest::prelude::*;
+
+fn engine() -> Engine {
+    Engine::builder().shards(1).build().unwrap()
+}
+
+const FRAGMENTS: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"op\"",
+    "\"event\"",
+    "\"decide\"",
+    "\"batch\"",
+    "\"ops\"",
+    "\"user\"",
+    "\"u1\"",
+    "\"type\"",
+    "\"click\"",
+    "\"item\"",
+    "\"candidates\"",
+    "\"id\"",
+    "1",
+    "-1",
+    "1e400",
+    "null",
+    "true",
+    "\"\\u0000\"",
+    "\"attrs\"",
+    "\"vector\"",
+    "\"context\"",
+    "\"ts\"",
+    "18446744073709551616",
+    "\"decision\"",
+    "\"0001000000000001\"",
+    " ",
+    "\n",
+    "\"\\\"",
+];
+
+proptest! {
+    #[test]
+    fn parser_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let engine = engine();
+        let mut parser = Parser::new();
+        let mut input = bytes.clone();
+        let _ = parser.parse(&mut input, &engine, None);
+        let _ = parser.parse_events(&bytes, &engine);
+        let _ = parser.parse_segment(&mut bytes.clone(), None);
+        let _ = nudge::wire::recover_id(&bytes);
+        engine.shutdown();
+    }
+
+    #[test]
+    fn parser_never_panics_on_json_like_input(parts in proptest::collection::vec(0..FRAGMENTS.len(), 0..64)) {
+        let engine = engine();
+        let text: String = parts.iter().map(|&i| FRAGMENTS[i]).collect();
+        let mut parser = Parser::new();
+        let mut out = Vec::new();
+        match parser.parse(&mut text.clone().into_bytes(), &engine, None) {
+            Ok(req) => write_reply(&mut out, &req.id, &Reply::Pong),
+            Err(rej) => write_reply(&mut out, &rej.id, &Reply::Failed(rej.error)),
+        }
+        prop_assert!(serde_json::from_slice::<serde_json::Value>(&out).is_ok(), "{}", String::from_utf8_lossy(&out));
+        let _ = parser.parse_segment(&mut text.into_bytes(), None);
+        engine.shutdown();
+    }
+}
