@@ -32,9 +32,11 @@ fn catalog(engine: &Engine) -> Vec<String> {
 }
 
 fn engine_with(clock: &ManualClock, f: impl FnOnce(&mut Config)) -> Engine {
-    let mut cfg = Config::default();
-    cfg.shards = 2;
-    cfg.seed = 11;
+    let mut cfg = Config {
+        shards: 2,
+        seed: 11,
+        ..Config::default()
+    };
     cfg.exploration.policy = PolicyKind::Greedy;
     f(&mut cfg);
     Engine::builder()

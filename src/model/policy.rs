@@ -50,11 +50,12 @@ const SMALL_N: usize = 16;
 fn top_n_small(logits: &[f32], n: usize) -> Vec<usize> {
     let mut top: Vec<usize> = Vec::with_capacity(n + 1);
     for (i, &z) in logits.iter().enumerate() {
-        // A NaN logit sorts as equal, like the general path's `partial_cmp` fallback.
-        if top.len() == n && !(z > logits[top[n - 1]]) {
+        // `beats` is false for NaN: a NaN logit sorts as equal, like the general path.
+        let beats = |j: usize| z.partial_cmp(&logits[j]) == Some(std::cmp::Ordering::Greater);
+        if top.len() == n && !beats(top[n - 1]) {
             continue;
         }
-        let at = top.partition_point(|&j| !(z > logits[j]));
+        let at = top.partition_point(|&j| !beats(j));
         top.insert(at, i);
         top.truncate(n);
     }
