@@ -125,14 +125,19 @@ fn softmax(temperature: f32, logits: &[f32], n: usize, rng: &mut Rng) -> Vec<Slo
     if k == 0 {
         return Vec::new();
     }
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut weights: Vec<f64> = logits
-        .iter()
-        .map(|&z| (((z - max) / temperature) as f64).exp())
-        .collect();
-    let mut total: f64 = weights.iter().sum();
+    let mut taken = vec![false; k];
+    let mut weights = vec![0.0f64; k];
+    rebase(temperature, logits, &taken, &mut weights);
     let mut slots = Vec::with_capacity(n);
     for _ in 0..n {
+        // Sum the remaining weights afresh: subtracting the chosen ones from a running total
+        // cancels catastrophically when one weight dwarfs the rest (propensities above 1).
+        let mut total: f64 = weights.iter().sum();
+        if total < 1e-200 {
+            // Everything left underflowed next to the items already placed.
+            rebase(temperature, logits, &taken, &mut weights);
+            total = weights.iter().sum();
+        }
         let target = rng.next_f64() * total;
         let mut acc = 0.0;
         let mut index = None;
@@ -149,15 +154,32 @@ fn softmax(temperature: f32, logits: &[f32], n: usize, rng: &mut Rng) -> Vec<Slo
         }
         // Rounding can leave `target` just past the sum: take the last live candidate.
         let index = index.unwrap_or(last_live);
-        let propensity = (weights[index] / total) as f32;
-        total -= weights[index];
+        slots.push(Slot {
+            index,
+            propensity: (weights[index] / total) as f32,
+        });
         weights[index] = 0.0;
-        slots.push(Slot { index, propensity });
-        if total <= 0.0 {
-            break;
-        }
+        taken[index] = true;
     }
     slots
+}
+
+/// Softmax weights of the items not yet taken, relative to the largest of them (so the
+/// largest weighs 1 and the sum never underflows); taken items weigh 0.
+fn rebase(temperature: f32, logits: &[f32], taken: &[bool], weights: &mut [f64]) {
+    let live = logits
+        .iter()
+        .zip(taken)
+        .filter(|(_, &t)| !t)
+        .map(|(&z, _)| z);
+    let max = live.fold(f32::NEG_INFINITY, f32::max);
+    for ((w, &z), &t) in weights.iter_mut().zip(logits).zip(taken) {
+        *w = if t {
+            0.0
+        } else {
+            (((z - max) / temperature) as f64).exp()
+        };
+    }
 }
 
 /// The exact slot-1 probability of every candidate under the policy (for tests and
@@ -221,6 +243,22 @@ mod tests {
                 "{logits:?} n={n}"
             );
         }
+    }
+
+    #[test]
+    fn softmax_places_every_slot_even_when_weights_underflow() {
+        let cfg = ExplorationConfig {
+            policy: PolicyKind::Softmax,
+            epsilon: 0.0,
+            temperature: 0.01,
+        };
+        let logits = [10.0, -10.0, -12.0, 3.0];
+        let slots = place(&cfg, &logits, 4, &mut Rng::new(1));
+        let order: Vec<usize> = slots.iter().map(|s| s.index).collect();
+        assert_eq!(order, vec![0, 3, 1, 2]);
+        assert!(slots
+            .iter()
+            .all(|s| s.propensity > 0.99 && s.propensity <= 1.0));
     }
 
     #[test]
