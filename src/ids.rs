@@ -51,6 +51,12 @@ macro_rules! string_id {
                 validate_id($field, text)?;
                 Ok(Self { text: text.into(), key: stable_hash(text.as_bytes()) })
             }
+            /// Validates an owned `text`, reusing its allocation when it has no spare capacity.
+            pub fn from_string(text: String) -> Result<Self, Error> {
+                validate_id($field, &text)?;
+                let key = stable_hash(text.as_bytes());
+                Ok(Self { text: text.into_boxed_str(), key })
+            }
             /// The id as given.
             pub fn as_str(&self) -> &str {
                 &self.text

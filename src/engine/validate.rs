@@ -62,7 +62,7 @@ pub fn context(
             },
         ));
     }
-    let mut entries = Vec::with_capacity(pairs.len() + 2);
+    let mut entries = Vec::with_capacity(2 * pairs.len());
     for (k, v) in pairs {
         if k.is_empty() {
             return Err(Error::invalid(
@@ -106,7 +106,7 @@ pub fn event(
     ev: Event,
     now_ms: u64,
 ) -> Result<ValidEvent, Error> {
-    let user = UserId::new(&ev.user)?;
+    let user = UserId::from_string(ev.user)?;
     let value = event_value(cfg, ev.kind, ev.value)?;
     let item = match ev.item {
         Some(item) => {
