@@ -104,17 +104,21 @@ impl Parser {
         input: &mut [u8],
         f: impl for<'t, 'i> FnOnce(Json<'t, 'i>) -> Result<T, Rejected>,
     ) -> Result<T, Rejected> {
-        let id_hint = recover_id(input);
         let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(input, &mut self.buffers, &mut tape) {
-            Ok(()) => f(tape.as_value()),
-            Err(e) => Err(Rejected {
-                id: id_hint,
-                error: WireError::NotJson(e.to_string()),
-            }),
+            Ok(()) => Ok(f(tape.as_value())),
+            Err(e) => Err(e.to_string()),
         };
         self.tape = Some(tape.reset());
-        result
+        match result {
+            Ok(r) => r,
+            // simd-json only rewrites string contents in place (unescaping), so a key `"id"`
+            // and a number or plain string after it survive for recovery.
+            Err(why) => Err(Rejected {
+                id: recover_id(input),
+                error: WireError::NotJson(why),
+            }),
+        }
     }
 }
 
