@@ -114,10 +114,19 @@ impl Default for Config {
 pub struct ModelConfig {
     /// Width `d` of every vector (8..=256).
     pub dim: usize,
-    /// Weight κ of the decayed state vector in the score.
+    /// Weight κ of the decayed state vector in the score, and the starting value of its
+    /// learned per-dimension weights; 0 turns the state term off (and its learning).
     pub kappa: f32,
+    /// AdaGrad step size of the learned per-dimension state weights `κ_k` (global, mixed like
+    /// `g`); 0 keeps every `κ_k` at `kappa`.
+    pub kappa_learning_rate: f32,
+    /// How the decayed state `s_u` becomes `ŝ_u` in the score (see [`StateScale`]).
+    pub state_scale: StateScale,
     /// Half-life (s) of the decayed state vector.
     pub state_half_life_s: f64,
+    /// Half-life (s) of each item's decayed popularity (outcome events from every user), a
+    /// global feature `log1p(pop_i)` with a learned weight; 0 turns it off.
+    pub popularity_half_life_s: f64,
     /// Half-life (s) of the personal weights' decay toward the global model.
     pub weight_half_life_s: f64,
     /// Adam step size η of the personal weights; 0 turns personal weights off (every user
@@ -142,7 +151,10 @@ impl Default for ModelConfig {
         ModelConfig {
             dim: 32,
             kappa: 0.5,
+            kappa_learning_rate: 0.0,
+            state_scale: StateScale::Unit,
             state_half_life_s: 1800.0,
+            popularity_half_life_s: 0.0,
             weight_half_life_s: 30.0 * 86_400.0,
             learning_rate: 0.05,
             beta1: 0.9,
@@ -153,6 +165,19 @@ impl Default for ModelConfig {
             item_embedding_init: 0.1,
         }
     }
+}
+
+/// How the decayed state vector `s_u` is scaled into `ŝ_u` before it enters the score.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateScale {
+    /// `s/‖s‖`: any activity, however old, counts at full strength.
+    #[default]
+    Unit,
+    /// `s/max(‖s‖, 1)`: recent activity has unit length; a decayed state fades.
+    Capped,
+    /// `s·tanh(‖s‖)/‖s‖`: like `capped`, smooth.
+    Tanh,
 }
 
 /// Weights of the composite training reward `r ∈ [0,1]`.
@@ -210,6 +235,8 @@ pub struct StateSignalConfig {
     pub rating: f32,
     /// A skip.
     pub skip: f32,
+    /// A placement the user was shown and ignored (labelled 0 by a reward, or at expiry).
+    pub ignored: f32,
 }
 
 impl Default for StateSignalConfig {
@@ -222,6 +249,7 @@ impl Default for StateSignalConfig {
             conversion: 2.0,
             rating: 1.0,
             skip: -0.5,
+            ignored: 0.0,
         }
     }
 }
@@ -365,6 +393,16 @@ impl Config {
             m.state_half_life_s > 0.0,
             "model.state_half_life_s",
             "positive",
+        )?;
+        check(
+            m.kappa_learning_rate >= 0.0,
+            "model.kappa_learning_rate",
+            "non-negative",
+        )?;
+        check(
+            m.popularity_half_life_s >= 0.0,
+            "model.popularity_half_life_s",
+            "non-negative",
         )?;
         check(
             m.weight_half_life_s > 0.0,

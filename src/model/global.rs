@@ -1,4 +1,5 @@
-//! The global parameters (`g`, `G`, and per item `b_i`, `e_i`) as each shard's private replica,
+//! The global parameters (`g`, `G`, the learned state weights `κ_k`, the popularity weight
+//! `β`, and per item `b_i`, `e_i` and the decayed popularity) as each shard's private replica,
 //! and the `Mixer` that folds replicas together every few milliseconds.
 //!
 //! A shard trains its replica with AdaGrad and records what it changed (dense deltas, and the
@@ -56,6 +57,35 @@ pub struct ItemParams {
     /// `x_i = φ_i + e_i` (just `e_i` without catalog features), kept current so that scoring
     /// a candidate is one dot product.
     pub x: Box<[f32]>,
+    /// The decayed popularity in log form, `ln Σ_k 2^(t_k/H)` over the item's outcome events
+    /// (times in seconds since [`POPULARITY_EPOCH_MS`]); `−∞` before the first one. Stored this
+    /// way it never needs decaying: the popularity at time `t` is `exp(pop_log − t·ln2/H)`.
+    pub pop_log: f64,
+}
+
+/// The reference time of the items' log-popularity (2020-09-13, Unix ms).
+pub const POPULARITY_EPOCH_MS: u64 = 1_600_000_000_000;
+
+/// `ln(eᵃ + eᵇ)` without overflow.
+#[inline]
+pub fn log_add_exp(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        return hi;
+    }
+    hi + (lo - hi).exp().ln_1p()
+}
+
+/// `ln(eᵃ − eᵇ)` for `a ≥ b` (`−∞` when equal).
+#[inline]
+fn log_sub_exp(a: f64, b: f64) -> f64 {
+    if b == f64::NEG_INFINITY {
+        return a;
+    }
+    if b >= a {
+        return f64::NEG_INFINITY;
+    }
+    a + (-(b - a).exp()).ln_1p()
 }
 
 impl ItemParams {
@@ -68,6 +98,7 @@ impl ItemParams {
             embedding: e0.into(),
             embedding_acc: vec![0.0; e0.len()].into_boxed_slice(),
             x: e0.into(),
+            pop_log: f64::NEG_INFINITY,
         };
         params.refresh_x();
         params
@@ -96,6 +127,17 @@ impl ItemParams {
 struct ItemDelta {
     bias: f32,
     embedding: Box<[f32]>,
+    pop_log: f64,
+}
+
+impl ItemDelta {
+    fn new(d: usize) -> Self {
+        ItemDelta {
+            bias: 0.0,
+            embedding: vec![0.0; d].into(),
+            pop_log: f64::NEG_INFINITY,
+        }
+    }
 }
 
 /// A shard's replica of the global model.
@@ -111,6 +153,17 @@ pub struct GlobalReplica {
     pub big_g: Vec<f32>,
     big_g_acc: Vec<f32>,
     big_g_delta: Vec<f32>,
+    /// Learned offsets of the per-dimension state weights: `κ_k = κ + state_w[k]`.
+    pub state_w: Vec<f32>,
+    state_w_acc: Vec<f32>,
+    state_w_delta: Vec<f32>,
+    state_learning_rate: f32,
+    /// `β`, the learned weight of the popularity feature `log1p(pop_i)`.
+    pub pop_w: f32,
+    pop_w_acc: f32,
+    pop_w_delta: f32,
+    /// `ln 2 / H` of the item popularity (per second); 0 when popularity is off.
+    pop_rate: f64,
     /// Items this shard knows: catalog copies and learned parameters.
     pub items: KeyMap<ItemParams>,
     dirty: KeyMap<ItemDelta>,
@@ -129,9 +182,92 @@ impl GlobalReplica {
             big_g: vec![0.0; dim * dim],
             big_g_acc: vec![0.0; dim * dim],
             big_g_delta: vec![0.0; dim * dim],
+            state_w: vec![0.0; dim],
+            state_w_acc: vec![0.0; dim],
+            state_w_delta: vec![0.0; dim],
+            state_learning_rate: 0.0,
+            pop_w: 0.0,
+            pop_w_acc: 0.0,
+            pop_w_delta: 0.0,
+            pop_rate: 0.0,
             items: KeyMap::default(),
             dirty: KeyMap::default(),
             dense_dirty: false,
+        }
+    }
+
+    /// Learns the per-dimension state weights with step size `lr` (0: they stay at `κ`), and
+    /// keeps each item's decayed popularity with half-life `popularity_half_life_s` (0: off).
+    pub fn with_extras(mut self, lr: f32, popularity_half_life_s: f64) -> Self {
+        self.state_learning_rate = lr;
+        self.pop_rate = if popularity_half_life_s > 0.0 {
+            std::f64::consts::LN_2 / popularity_half_life_s
+        } else {
+            0.0
+        };
+        self
+    }
+
+    /// Whether items carry the popularity feature.
+    pub fn popularity_on(&self) -> bool {
+        self.pop_rate > 0.0
+    }
+
+    /// The popularity clock at `ts_ms`: `t·ln2/H`, subtracted from an item's `pop_log`.
+    #[inline]
+    pub fn popularity_tau(&self, ts_ms: u64) -> f64 {
+        (ts_ms as f64 - POPULARITY_EPOCH_MS as f64) / 1000.0 * self.pop_rate
+    }
+
+    /// The popularity feature `log1p(pop_i(t))` of an item with log-popularity `pop_log`, for
+    /// the clock `tau` of [`Self::popularity_tau`] (0 when popularity is off).
+    #[inline]
+    pub fn popularity_feature(&self, pop_log: f64, tau: f64) -> f32 {
+        if self.pop_rate == 0.0 || pop_log == f64::NEG_INFINITY {
+            return 0.0;
+        }
+        (pop_log - tau).exp().ln_1p() as f32
+    }
+
+    /// Counts one outcome event on item `key` at `ts_ms` in its decayed popularity.
+    pub fn record_popularity(&mut self, key: u64, ts_ms: u64) {
+        if self.pop_rate == 0.0 {
+            return;
+        }
+        let t = self.popularity_tau(ts_ms);
+        let Some(item) = self.items.get_mut(&key) else {
+            return;
+        };
+        item.pop_log = log_add_exp(item.pop_log, t);
+        let d = self.dim;
+        let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta::new(d));
+        delta.pop_log = log_add_exp(delta.pop_log, t);
+    }
+
+    /// One AdaGrad step on the state weights (gradient `err·ŝ_k·x_k`, given as `err` and
+    /// `sx = ŝ∘x`) and on the popularity weight (gradient `err·feature`).
+    pub fn train_extras(&mut self, err: f32, sx: Option<&[f32]>, pop_feature: f32) {
+        if self.learning_rate == 0.0 {
+            return;
+        }
+        if let (Some(sx), true) = (sx, self.state_learning_rate > 0.0) {
+            adagrad_step(
+                self.state_learning_rate,
+                &mut self.state_w,
+                &mut self.state_w_acc,
+                &mut self.state_w_delta,
+                err,
+                sx,
+            );
+            self.dense_dirty = true;
+        }
+        if self.pop_rate > 0.0 && pop_feature != 0.0 {
+            let grad = err * pop_feature;
+            self.pop_w_acc += grad * grad;
+            let step = self.learning_rate * grad / (self.pop_w_acc.sqrt() + 1e-6);
+            self.pop_w -= step;
+            self.pop_w_delta -= step;
+            self.dense_dirty = true;
         }
     }
 
@@ -174,10 +310,7 @@ impl GlobalReplica {
         let Some(item) = self.items.get_mut(&key) else {
             return;
         };
-        let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta {
-            bias: 0.0,
-            embedding: vec![0.0; d].into(),
-        });
+        let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta::new(d));
         item.bias_acc += err * err;
         let step = lr * err / (item.bias_acc.sqrt() + 1e-6);
         item.bias -= step;
@@ -200,12 +333,18 @@ impl GlobalReplica {
         if self.dense_dirty {
             add_into(&mut master.g, &self.g_delta);
             add_into(&mut master.big_g, &self.big_g_delta);
+            add_into(&mut master.state_w, &self.state_w_delta);
+            master.pop_w += self.pop_w_delta;
             self.g_delta.iter_mut().for_each(|x| *x = 0.0);
             self.big_g_delta.iter_mut().for_each(|x| *x = 0.0);
+            self.state_w_delta.iter_mut().for_each(|x| *x = 0.0);
+            self.pop_w_delta = 0.0;
             self.dense_dirty = false;
         }
         self.g.copy_from_slice(&master.g);
         self.big_g.copy_from_slice(&master.big_g);
+        self.state_w.copy_from_slice(&master.state_w);
+        self.pop_w = master.pop_w;
         for (key, delta) in self.dirty.drain() {
             // The item may have been removed since the delta was recorded.
             let Some(local) = self.items.get(&key) else {
@@ -219,10 +358,15 @@ impl GlobalReplica {
                     .zip(&delta.embedding[..])
                     .map(|(e, d)| e - d)
                     .collect();
-                (local.bias - delta.bias, base.into_boxed_slice())
+                MasterItem {
+                    bias: local.bias - delta.bias,
+                    embedding: base.into_boxed_slice(),
+                    pop_log: log_sub_exp(local.pop_log, delta.pop_log),
+                }
             });
-            entry.0 += delta.bias;
-            add_into(&mut entry.1, &delta.embedding);
+            entry.bias += delta.bias;
+            add_into(&mut entry.embedding, &delta.embedding);
+            entry.pop_log = log_add_exp(entry.pop_log, delta.pop_log);
             for (other, pending) in master.pending.iter_mut().enumerate() {
                 if other != shard {
                     pending.insert(key);
@@ -232,15 +376,16 @@ impl GlobalReplica {
         let pending = std::mem::take(&mut master.pending[shard]);
         for key in &pending {
             // Another shard may have removed the item since it was marked pending.
-            let Some((bias, embedding)) = master.items.get(key) else {
+            let Some(m) = master.items.get(key) else {
                 continue;
             };
             let item = self
                 .items
                 .entry(*key)
-                .or_insert_with(|| ItemParams::new(None, embedding));
-            item.bias = *bias;
-            item.embedding.copy_from_slice(embedding);
+                .or_insert_with(|| ItemParams::new(None, &m.embedding));
+            item.bias = m.bias;
+            item.embedding.copy_from_slice(&m.embedding);
+            item.pop_log = m.pop_log;
             item.refresh_x();
         }
         master.pending[shard] = pending;
@@ -255,10 +400,19 @@ fn add_into(target: &mut [f32], delta: &[f32]) {
 }
 
 #[derive(Debug)]
+struct MasterItem {
+    bias: f32,
+    embedding: Box<[f32]>,
+    pop_log: f64,
+}
+
+#[derive(Debug)]
 struct Master {
     g: Vec<f32>,
     big_g: Vec<f32>,
-    items: KeyMap<(f32, Box<[f32]>)>,
+    state_w: Vec<f32>,
+    pop_w: f32,
+    items: KeyMap<MasterItem>,
     pending: Vec<HashSet<u64>>,
 }
 
@@ -275,6 +429,8 @@ impl Mixer {
             master: Mutex::new(Master {
                 g: vec![0.0; dim],
                 big_g: vec![0.0; dim * dim],
+                state_w: vec![0.0; dim],
+                pop_w: 0.0,
                 items: KeyMap::default(),
                 pending: vec![HashSet::new(); shards],
             }),
@@ -312,5 +468,52 @@ mod tests {
         assert!((b.g[0] - 2.0 * ga).abs() < 1e-6);
         assert!((a.items[&7].bias - 2.0 * ba).abs() < 1e-6);
         assert_eq!(a.items[&7].bias, b.items[&7].bias);
+    }
+
+    #[test]
+    fn popularity_halves_per_half_life_and_mixes_across_shards() {
+        let day_ms = 86_400_000u64;
+        let mixer = Mixer::new(4, 2);
+        let mut a = GlobalReplica::new(4, 0.1).with_extras(0.0, 86_400.0);
+        let mut b = GlobalReplica::new(4, 0.1).with_extras(0.0, 86_400.0);
+        let e0 = [0.1f32, 0.0, 0.0, 0.0];
+        a.items.insert(7, ItemParams::new(None, &e0));
+        b.items.insert(7, ItemParams::new(None, &e0));
+        let t0 = POPULARITY_EPOCH_MS + 1000 * day_ms;
+        let pop = |r: &GlobalReplica, t: u64| {
+            let f = r.popularity_feature(r.items[&7].pop_log, r.popularity_tau(t));
+            f.exp_m1()
+        };
+        assert_eq!(pop(&a, t0), 0.0);
+        a.record_popularity(7, t0);
+        a.record_popularity(7, t0);
+        assert!((pop(&a, t0) - 2.0).abs() < 1e-4);
+        assert!((pop(&a, t0 + day_ms) - 1.0).abs() < 1e-4);
+        b.record_popularity(7, t0 + day_ms);
+        a.mix(&mixer, 0);
+        b.mix(&mixer, 1);
+        a.mix(&mixer, 0);
+        // Both shards see 2 events one day old plus 1 fresh one.
+        for r in [&a, &b] {
+            assert!(
+                (pop(r, t0 + day_ms) - 2.0).abs() < 1e-4,
+                "{}",
+                pop(r, t0 + day_ms)
+            );
+        }
+    }
+
+    #[test]
+    fn state_weights_learn_and_mix() {
+        let mixer = Mixer::new(2, 2);
+        let mut a = GlobalReplica::new(2, 0.1).with_extras(0.1, 0.0);
+        let mut b = GlobalReplica::new(2, 0.1).with_extras(0.1, 0.0);
+        // The state agreed with a positive outcome (err < 0): its weight grows.
+        a.train_extras(-0.5, Some(&[1.0, 0.0]), 0.0);
+        assert!(a.state_w[0] > 0.0 && a.state_w[1] == 0.0);
+        let w = a.state_w[0];
+        a.mix(&mixer, 0);
+        b.mix(&mixer, 1);
+        assert_eq!(b.state_w[0], w);
     }
 }

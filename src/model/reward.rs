@@ -29,6 +29,16 @@ pub fn is_clear_outcome(cfg: &RewardConfig, kind: EventKind, value: f64) -> bool
     }
 }
 
+/// Whether the event counts toward the item's decayed popularity: an outcome that says the
+/// user engaged with the item (a click, a conversion, a rating of any value, a clear dwell).
+pub fn popularity_counts(cfg: &RewardConfig, kind: EventKind, value: f64) -> bool {
+    match kind {
+        EventKind::Click | EventKind::Conversion | EventKind::Rating => true,
+        EventKind::Dwell => value as f32 >= cfg.clear_dwell_s,
+        _ => false,
+    }
+}
+
 /// The signal strength `ρ` the event adds to the state vector (negative for a skip).
 pub fn state_signal(cfg: &StateSignalConfig, kind: EventKind, value: f64) -> f32 {
     let v = value as f32;

@@ -1,10 +1,14 @@
-//! The score `z(u,i,c) = b_i + ⟨g + w_u, x_i⟩ + ⟨G·c, x_i⟩ + κ·⟨ŝ_u, x_i⟩`, with
+//! The score `z(u,i,c,t) = b_i + β·log1p(pop_i(t)) + ⟨g + w_u + G·c + κ∘ŝ_u, x_i⟩`, with
 //! `x_i = φ_i + e_i`, and the learning step on one labelled example.
 //!
-//! Everything per decision that does not depend on the item is folded into one query vector
-//! `q = g + w_u + G·c + κ·ŝ_u`, so scoring a candidate is one bias plus two dot products.
+//! `κ∘ŝ_u` is the decayed state scaled into `ŝ_u` (see [`StateScale`]) and weighted per
+//! dimension by the learned global weights `κ_k = κ + Δκ_k`; `pop_i(t)` is the item's decayed
+//! popularity (off unless configured). Everything per decision that does not depend on the
+//! item is folded into one query vector `q = g + w_u + G·c + κ∘ŝ_u`, so scoring a candidate is
+//! one bias, an optional popularity term and one dot product.
 
 use crate::api::ScoreParts;
+use crate::config::StateScale;
 use crate::model::adam::{adam_step, AdamParams};
 use crate::model::features::SparseVec;
 use crate::model::global::GlobalReplica;
@@ -14,24 +18,55 @@ use crate::model::math::{axpy, dot, norm, sigmoid};
 pub struct PersonalView<'a> {
     /// Personal weights `w_u`.
     pub weights: &'a [f32],
-    /// Decayed state vector `s_u` (normalized here).
+    /// Decayed state vector `s_u` (scaled to `ŝ_u` here).
     pub state: &'a [f32],
 }
 
-/// `q ← g + w_u + G·c + κ·ŝ_u`.
+/// How the state enters the score: its base weight κ (0: off) and how `s_u` is scaled.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StateParams {
+    /// κ, the starting value of every learned `κ_k`; 0 turns the state term off.
+    pub kappa: f32,
+    /// How `s_u` becomes `ŝ_u`.
+    pub scale: StateScale,
+}
+
+impl StateParams {
+    /// The factor `a` with `ŝ_u = a·s_u` (0 when the state is off or empty).
+    #[inline]
+    pub fn factor(&self, state: &[f32]) -> f32 {
+        if self.kappa == 0.0 {
+            return 0.0;
+        }
+        let n = norm(state);
+        if n <= 1e-12 {
+            return 0.0;
+        }
+        match self.scale {
+            StateScale::Unit => 1.0 / n,
+            StateScale::Capped => 1.0 / n.max(1.0),
+            StateScale::Tanh => n.tanh() / n,
+        }
+    }
+}
+
+/// `q ← g + w_u + G·c + κ∘ŝ_u`.
 pub fn query(
     global: &GlobalReplica,
     user: &PersonalView<'_>,
-    kappa: f32,
+    state: &StateParams,
     c: &SparseVec,
     q: &mut [f32],
 ) {
     q.copy_from_slice(&global.g);
     axpy(q, 1.0, user.weights);
     global.add_context(c, q);
-    let n = norm(user.state);
-    if n > 1e-12 && kappa != 0.0 {
-        axpy(q, kappa / n, user.state);
+    let a = state.factor(user.state);
+    if a != 0.0 {
+        let rows = q.iter_mut().zip(user.state).zip(&global.state_w);
+        for ((q, s), dk) in rows {
+            *q += (state.kappa + dk) * a * s;
+        }
     }
 }
 
@@ -41,28 +76,31 @@ pub fn logit(q: &[f32], bias: f32, phi: &[f32], embedding: &[f32]) -> f32 {
     bias + dot(q, phi) + dot(q, embedding)
 }
 
-/// The parts of `z` for one item (`x` = `φ + e`).
+/// The parts of `z` for one item (`x` = `φ + e`); `bias` includes the popularity term.
 pub fn explain(
     global: &GlobalReplica,
     user: &PersonalView<'_>,
-    kappa: f32,
+    state: &StateParams,
     c: &SparseVec,
     bias: f32,
     x: &[f32],
 ) -> ScoreParts {
     let mut gc = vec![0.0; x.len()];
     global.add_context(c, &mut gc);
-    let n = norm(user.state);
+    let a = state.factor(user.state);
+    let state_part: f32 = user
+        .state
+        .iter()
+        .zip(&global.state_w)
+        .zip(x)
+        .map(|((s, dk), x)| (state.kappa + dk) * a * s * x)
+        .sum();
     ScoreParts {
         bias,
         global: dot(&global.g, x),
         personal: dot(user.weights, x),
         context: dot(&gc, x),
-        state: if n > 1e-12 {
-            kappa * dot(user.state, x) / n
-        } else {
-            0.0
-        },
+        state: state_part,
     }
 }
 
@@ -70,8 +108,8 @@ pub fn explain(
 pub struct LearnParams<'a> {
     /// Adam settings of the personal step.
     pub adam: &'a AdamParams,
-    /// κ.
-    pub kappa: f32,
+    /// How the state enters the score.
+    pub state: StateParams,
 }
 
 /// The mutable personal model of one user.
@@ -98,11 +136,13 @@ pub struct Example<'a> {
     pub context: &'a SparseVec,
     /// The reward in 0..=1.
     pub reward: f32,
+    /// The popularity clock at the example's time (`GlobalReplica::popularity_tau`).
+    pub pop_tau: f64,
 }
 
 /// Trains on one labelled example: an Adam step on the personal weights and an AdaGrad step on
-/// the global replica. `scratch` must hold at least `2·d` floats. Returns the prediction
-/// before the step.
+/// the global replica (including the state and popularity weights). `scratch` must hold at
+/// least `3·d` floats. Returns the prediction before the step.
 pub fn learn(
     p: &LearnParams<'_>,
     user: PersonalModel<'_>,
@@ -115,22 +155,25 @@ pub fn learn(
         phi,
         context: c,
         reward,
+        pop_tau,
     } = *example;
     let d = global.dim();
     let (x, rest) = scratch.split_at_mut(d);
-    let q = &mut rest[..d];
+    let (q, rest) = rest.split_at_mut(d);
+    let sx = &mut rest[..d];
     let item = &global.items[&item_key];
     for k in 0..d {
         x[k] = phi[k] + item.embedding[k];
     }
-    let bias = item.bias;
+    let pop = global.popularity_feature(item.pop_log, pop_tau);
+    let bias = item.bias + global.pop_w * pop;
     query(
         global,
         &PersonalView {
             weights: user.weights,
             state: user.state,
         },
-        p.kappa,
+        &p.state,
         c,
         q,
     );
@@ -138,6 +181,14 @@ pub fn learn(
     let err = prediction - reward;
     *user.steps = user.steps.saturating_add(1);
     adam_step(p.adam, user.weights, user.m, user.v, *user.steps, err, x);
+    let a = p.state.factor(user.state);
+    let sx = (a != 0.0).then(|| {
+        for k in 0..d {
+            sx[k] = a * user.state[k] * x[k];
+        }
+        &*sx
+    });
+    global.train_extras(err, sx, pop);
     global.train(item_key, err, x, q, c);
     prediction
 }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::model::adam::AdamParams;
 use crate::model::global::{GlobalReplica, ItemParams};
 use crate::model::math::{dot, sigmoid};
-use crate::model::score::{self, LearnParams};
+use crate::model::score::{self, LearnParams, StateParams};
 use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
 use crate::rng::Rng;
 
@@ -32,9 +32,13 @@ pub struct Learner {
     pub global: GlobalReplica,
     /// The exploration RNG (seeded per shard).
     pub rng: Rng,
+    /// How the state enters the score.
+    pub state: StateParams,
     /// `q` of the current decision.
     pub query: Vec<f32>,
-    /// Scratch for one learning step (`2·d`).
+    /// The popularity clock of the current decision.
+    pop_tau: f64,
+    /// Scratch for one learning step (`3·d`).
     scratch: Vec<f32>,
     /// One item's `φ`, copied out so the replica can be borrowed mutably.
     phi: Vec<f32>,
@@ -72,10 +76,16 @@ impl Learner {
                 epsilon: m.epsilon,
                 l2: m.l2,
             },
-            global: GlobalReplica::new(d, m.global_learning_rate),
+            global: GlobalReplica::new(d, m.global_learning_rate)
+                .with_extras(m.kappa_learning_rate, m.popularity_half_life_s),
             rng: Rng::new(seed),
+            state: StateParams {
+                kappa: m.kappa,
+                scale: m.state_scale,
+            },
             query: vec![0.0; d],
-            scratch: vec![0.0; 2 * d],
+            pop_tau: 0.0,
+            scratch: vec![0.0; 3 * d],
             phi: vec![0.0; d],
             x: vec![0.0; d],
             context: SparseVec::default(),
@@ -119,10 +129,11 @@ impl Learner {
         key: u64,
         raw: &SparseVec,
         reward: f32,
+        ts_ms: u64,
     ) -> Option<f32> {
         let mut context = std::mem::take(&mut self.context);
         self.full_context_into(raw, user, &mut context);
-        let result = self.learn(user, key, None, &context, reward);
+        let result = self.learn(user, key, None, &context, reward, ts_ms);
         self.context = context;
         result
     }
@@ -168,15 +179,26 @@ impl Learner {
         &self.x
     }
 
-    /// Sets `self.query` to `q = g + w_u + G·c + κ·ŝ_u`.
-    pub fn prepare_query(&mut self, user: &UserActor, context: &SparseVec) {
+    /// Sets `self.query` to `q = g + w_u + G·c + κ∘ŝ_u`, and the popularity clock to `ts_ms`.
+    pub fn prepare_query(&mut self, user: &UserActor, context: &SparseVec, ts_ms: u64) {
         score::query(
             &self.global,
             &user.view(),
-            self.cfg.model.kappa,
+            &self.state,
             context,
             &mut self.query,
         );
+        self.pop_tau = self.global.popularity_tau(ts_ms);
+    }
+
+    /// An item's bias plus its popularity term at the prepared clock.
+    #[inline]
+    fn item_bias(&self, p: &ItemParams) -> f32 {
+        if self.global.popularity_on() {
+            p.bias + self.global.pop_w * self.global.popularity_feature(p.pop_log, self.pop_tau)
+        } else {
+            p.bias
+        }
     }
 
     /// The logit of one candidate under the prepared query.
@@ -186,8 +208,8 @@ impl Learner {
         match self.global.items.get(&key) {
             // `x` already holds the catalog's `φ + e`; an inline item adds its own `φ`.
             Some(p) => match (&p.features, inline) {
-                (None, Some(f)) => p.bias + dot(q, &p.x) + dot(q, &f.phi),
-                _ => p.bias + dot(q, &p.x),
+                (None, Some(f)) => self.item_bias(p) + dot(q, &p.x) + dot(q, &f.phi),
+                _ => self.item_bias(p) + dot(q, &p.x),
             },
             None => match inline {
                 Some(f) => dot(q, &f.phi) + dot(q, &f.e0),
@@ -196,7 +218,7 @@ impl Learner {
         }
     }
 
-    /// The score's parts for one candidate, for `explain`.
+    /// The score's parts for one candidate, for `explain` (after `prepare_query`).
     pub fn explain(
         &mut self,
         user: &UserActor,
@@ -206,22 +228,15 @@ impl Learner {
     ) -> ScoreParts {
         let (bias, x) = if self.ensure_item(key, inline) {
             let x = self.item_vector(key, inline).to_vec();
-            (self.global.items[&key].bias, x)
+            (self.item_bias(&self.global.items[&key]), x)
         } else {
             (0.0, vec![0.0; self.space.dim])
         };
-        score::explain(
-            &self.global,
-            &user.view(),
-            self.cfg.model.kappa,
-            context,
-            bias,
-            &x,
-        )
+        score::explain(&self.global, &user.view(), &self.state, context, bias, &x)
     }
 
-    /// Learns from one labelled example; returns the prediction before the step, or `None`
-    /// when the shard has no room for the item's parameters.
+    /// Learns from one labelled example at `ts_ms`; returns the prediction before the step, or
+    /// `None` when the shard has no room for the item's parameters.
     pub fn learn(
         &mut self,
         user: &mut UserActor,
@@ -229,6 +244,7 @@ impl Learner {
         inline: Option<&Arc<ItemFeatures>>,
         context: &SparseVec,
         reward: f32,
+        ts_ms: u64,
     ) -> Option<f32> {
         if !self.ensure_item(key, inline) {
             return None;
@@ -236,13 +252,14 @@ impl Learner {
         self.load_phi(key, inline);
         let params = LearnParams {
             adam: &self.adam,
-            kappa: self.cfg.model.kappa,
+            state: self.state,
         };
         let example = score::Example {
             item_key: key,
             phi: &self.phi,
             context,
             reward,
+            pop_tau: self.global.popularity_tau(ts_ms),
         };
         Some(score::learn(
             &params,

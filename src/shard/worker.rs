@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::ids::{ShardId, UserId};
 use crate::model::global::{KeyMap, Mixer};
 use crate::model::policy;
-use crate::model::reward::{is_clear_outcome, state_signal, training_reward};
+use crate::model::reward::{is_clear_outcome, popularity_counts, state_signal, training_reward};
 use crate::model::{ItemFeatures, SparseVec};
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, ValidDecide, ValidEvent, ValidReward};
@@ -233,13 +233,21 @@ impl Shard {
             ack.outlier = true;
         } else if let Some((key, _)) = &ev.item {
             if self.learner.ensure_item(*key, None) {
-                if rho != 0.0 {
-                    let half_life_s = self.learner.cfg.model.state_half_life_s;
-                    let x = self.learner.item_vector(*key, None);
-                    user.add_signal(rho, x, ev.ts_ms, half_life_s);
-                }
+                // Train before the event enters the state and the item's popularity, so the
+                // step sees what the score saw when the item was placed (no label leak).
                 if let Some(r) = reward {
                     ack = self.attribute_or_train(&ev, *key, r);
+                }
+                let cfg = &*self.learner.cfg;
+                if popularity_counts(&cfg.reward, ev.kind, ev.value) {
+                    self.learner.global.record_popularity(*key, ev.ts_ms);
+                }
+                if rho != 0.0 {
+                    let half_life_s = self.learner.cfg.model.state_half_life_s;
+                    if let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) {
+                        let x = self.learner.item_vector(*key, None);
+                        user.add_signal(rho, x, ev.ts_ms, half_life_s);
+                    }
                 }
             }
         }
@@ -297,12 +305,15 @@ impl Shard {
             ack.attributed = true;
             ack.trained = self
                 .learner
-                .learn(user, key, inline.as_ref(), &open.context, total)
+                .learn(user, key, inline.as_ref(), &open.context, total, ev.ts_ms)
                 .is_some();
             break;
         }
         if !ack.attributed && is_clear_outcome(&self.learner.cfg.reward, ev.kind, ev.value) {
-            ack.trained = self.learner.learn_in(user, key, &ev.context, r).is_some();
+            ack.trained = self
+                .learner
+                .learn_in(user, key, &ev.context, r, ev.ts_ms)
+                .is_some();
         }
         if ack.trained {
             self.stats.training_steps_total += 1;
@@ -320,7 +331,7 @@ impl Shard {
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
         let context = self.learner.full_context(&req.context, user);
-        self.learner.prepare_query(user, &context);
+        self.learner.prepare_query(user, &context, req.ts_ms);
         let logits: Vec<f32> = req
             .candidates
             .iter()
@@ -422,11 +433,14 @@ impl Shard {
                 item: r.item,
             });
         };
+        // A first label of 0 says the user saw the item and passed on it.
+        let ignored = placed.reward.is_none() && r.value == 0.0;
         let total = (placed.reward.unwrap_or(0.0) + r.value).clamp(0.0, 1.0);
         placed.reward = Some(total);
         let inline = placed.inline.clone();
         let context = open.context.clone();
         let user_key = open.user_key;
+        let shown_ms = open.created_ms;
         if let Some(log) = &self.log {
             log.record(LogRecord::Outcome {
                 ts_ms: r.ts_ms,
@@ -442,10 +456,16 @@ impl Shard {
             user.advance(r.ts_ms, &self.learner.cfg.model);
             if self
                 .learner
-                .learn(user, r.item_key, inline.as_ref(), &context, total)
+                .learn(user, r.item_key, inline.as_ref(), &context, total, r.ts_ms)
                 .is_some()
             {
                 self.stats.training_steps_total += 1;
+            }
+            let rho = self.learner.cfg.state_signal.ignored;
+            if ignored && rho != 0.0 && self.learner.ensure_item(r.item_key, inline.as_ref()) {
+                let half_life_s = self.learner.cfg.model.state_half_life_s;
+                let x = self.learner.item_vector(r.item_key, inline.as_ref());
+                user.add_signal(rho, x, shown_ms, half_life_s);
             }
         }
         Ok(())
@@ -468,6 +488,8 @@ impl Shard {
         }
         let k = self.learner.cfg.attribution.train_ignored_top_k;
         let default = self.learner.cfg.reward.default_reward;
+        let rho = self.learner.cfg.state_signal.ignored;
+        let half_life_s = self.learner.cfg.model.state_half_life_s;
         let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else {
             return;
         };
@@ -481,10 +503,14 @@ impl Shard {
             let inline = placed.inline.as_ref();
             if self
                 .learner
-                .learn(user, placed.key, inline, &open.context, default)
+                .learn(user, placed.key, inline, &open.context, default, now_ms)
                 .is_some()
             {
                 self.stats.training_steps_total += 1;
+                if rho != 0.0 {
+                    let x = self.learner.item_vector(placed.key, inline);
+                    user.add_signal(rho, x, open.created_ms, half_life_s);
+                }
             }
         }
     }
@@ -565,7 +591,7 @@ impl Shard {
             return;
         };
         let context = self.learner.full_context(&SparseVec::default(), user);
-        self.learner.prepare_query(user, &context);
+        self.learner.prepare_query(user, &context, ev.ts_ms);
         let summary = user.signals.summary(&self.learner.cfg.hygiene);
         let Some(subs) = self.subscriptions.get(&ev.user.key()) else {
             return;
