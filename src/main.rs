@@ -66,7 +66,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(args),
         Command::Replay(args) => {
-            print!("{}", nudge::eval::replay::run(&args).map_err(anyhow::Error::msg)?);
+            print!(
+                "{}",
+                nudge::eval::replay::run(&args).map_err(anyhow::Error::msg)?
+            );
             Ok(())
         }
     }
