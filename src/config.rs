@@ -154,9 +154,9 @@ impl Default for ModelConfig {
             kappa_learning_rate: 0.0,
             state_scale: StateScale::Unit,
             state_half_life_s: 1800.0,
-            popularity_half_life_s: 0.0,
+            popularity_half_life_s: 30.0 * 86_400.0,
             weight_half_life_s: 30.0 * 86_400.0,
-            learning_rate: 0.05,
+            learning_rate: 0.02,
             beta1: 0.9,
             beta2: 0.999,
             epsilon: 1e-8,
@@ -249,7 +249,7 @@ impl Default for StateSignalConfig {
             conversion: 2.0,
             rating: 1.0,
             skip: -0.5,
-            ignored: 0.0,
+            ignored: -0.3,
         }
     }
 }

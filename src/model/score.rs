@@ -165,7 +165,7 @@ pub fn learn(
     for k in 0..d {
         x[k] = phi[k] + item.embedding[k];
     }
-    let pop = global.popularity_feature(item.pop_log, pop_tau);
+    let pop = global.item_popularity(item, pop_tau);
     let bias = item.bias + global.pop_w * pop;
     query(
         global,

@@ -195,7 +195,7 @@ impl Learner {
     #[inline]
     fn item_bias(&self, p: &ItemParams) -> f32 {
         if self.global.popularity_on() {
-            p.bias + self.global.pop_w * self.global.popularity_feature(p.pop_log, self.pop_tau)
+            p.bias + self.global.pop_w * self.global.item_popularity(p, self.pop_tau)
         } else {
             p.bias
         }
