@@ -214,6 +214,11 @@ impl GlobalReplica {
         self
     }
 
+    /// Whether the per-dimension state weights learn.
+    pub fn state_weights_learn(&self) -> bool {
+        self.state_learning_rate > 0.0 && self.learning_rate > 0.0
+    }
+
     /// Whether items carry the popularity feature.
     pub fn popularity_on(&self) -> bool {
         self.pop_rate > 0.0

@@ -181,7 +181,11 @@ pub fn learn(
     let err = prediction - reward;
     *user.steps = user.steps.saturating_add(1);
     adam_step(p.adam, user.weights, user.m, user.v, *user.steps, err, x);
-    let a = p.state.factor(user.state);
+    let a = if global.state_weights_learn() {
+        p.state.factor(user.state)
+    } else {
+        0.0
+    };
     let sx = (a != 0.0).then(|| {
         for k in 0..d {
             sx[k] = a * user.state[k] * x[k];
