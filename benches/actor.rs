@@ -10,17 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use nudge::actor::UserActor;
 use nudge::config::Config;
 use nudge::engine::validate;
 use nudge::model::math::dot;
 use nudge::model::policy;
-use nudge::model::score;
-use nudge::model::FeatureSpace;
+use nudge::model::{FeatureSpace, ItemParams};
 use nudge::rng::Rng;
+use nudge::shard::learner::Learner;
 use nudge::shard::msg::{ValidDecide, ValidEvent};
 use nudge::shard::{Counters, Shard};
 use nudge::sync::oneshot;
-use nudge::{DecideRequest, Event, EventKind, ItemSpec, ShardId};
+use nudge::{DecideRequest, Event, EventKind, ItemSpec, ShardId, UserId};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -103,22 +104,38 @@ fn actor(c: &mut Criterion) {
         )
     });
 
-    // Candidates already resolved: 100 (bias, φ, e) rows in memory, a prepared query, then
-    // scoring and a partial top-10 selection with ε-greedy propensities.
-    let mut rng = Rng::new(3);
-    let rows: Vec<(f32, Vec<f32>, Vec<f32>)> = (0..100)
-        .map(|_| {
-            let v = |rng: &mut Rng| (0..32).map(|_| rng.normal() as f32 * 0.2).collect();
-            (rng.normal() as f32 * 0.1, v(&mut rng), v(&mut rng))
-        })
-        .collect();
-    let q: Vec<f32> = (0..32).map(|_| rng.normal() as f32).collect();
+    // Candidates already resolved: the shard's own per-candidate code (`logit_resolved`: bias,
+    // popularity term, one dot product with x = phi + e) over 100 looked-up items, then the
+    // partial top-10 selection with epsilon-greedy propensities. Only the map lookup is left out.
+    let mut learner = Learner::new(cfg.clone(), 3);
+    let mut keys = Vec::new();
+    for i in 0..100 {
+        let spec = ItemSpec::new(format!("r{i}"))
+            .attr("category", format!("c{}", i % 20))
+            .vector((0..32).map(|k| ((i * 31 + k) % 17) as f32 - 8.0).collect());
+        let f = Arc::new(validate::item(&cfg, &space, spec).unwrap());
+        keys.push(f.id.key());
+        learner
+            .global
+            .items
+            .insert(f.id.key(), ItemParams::new(Some(f.clone()), &f.e0));
+        learner
+            .global
+            .record_popularity(f.id.key(), NOW - (i as u64) * 60_000);
+    }
+    let mut user = UserActor::new(UserId::new("u1").unwrap(), NOW, 32);
+    let x: Vec<f32> = learner.global.items[&keys[0]].x.to_vec();
+    user.add_signal(1.0, &x, NOW, 1800.0);
+    let context = validate::context(&cfg, &space, &[("device".into(), "mobile".into())]).unwrap();
+    let full = learner.full_context(&context, &user);
+    learner.prepare_query(&user, &full, NOW);
+    let resolved: Vec<&ItemParams> = keys.iter().map(|k| &learner.global.items[k]).collect();
     let mut logits = vec![0.0f32; 100];
     let mut policy_rng = Rng::new(4);
     group.bench_function("score_select_100_top10_resolved", |b| {
         b.iter(|| {
-            for (z, (bias, phi, e)) in logits.iter_mut().zip(&rows) {
-                *z = score::logit(&q, *bias, phi, e);
+            for (z, p) in logits.iter_mut().zip(&resolved) {
+                *z = learner.logit_resolved(p);
             }
             black_box(policy::place(
                 &cfg.exploration,
@@ -128,9 +145,9 @@ fn actor(c: &mut Criterion) {
             ))
         })
     });
-    group.bench_function("dot_32", |b| {
-        b.iter(|| black_box(dot(black_box(&q), &rows[0].1)))
-    });
+    let q = learner.query.clone();
+    let row = x.clone();
+    group.bench_function("dot_32", |b| b.iter(|| black_box(dot(black_box(&q), &row))));
     group.finish();
 
     let mut edge = c.benchmark_group("edge");

@@ -18,7 +18,12 @@ const USERS: usize = 100_000;
 const BATCH: usize = 4096;
 
 fn engine() -> Engine {
-    let engine = Engine::builder().shards(2).seed(5).build().unwrap();
+    let engine = Engine::builder()
+        .config(nudge::Config::load(None).expect("NUDGE_* overrides"))
+        .shards(2)
+        .seed(5)
+        .build()
+        .unwrap();
     let mut rng = Rng::new(9);
     for i in 0..ITEMS {
         let v: Vec<f32> = (0..32).map(|_| rng.normal() as f32).collect();

@@ -2,7 +2,8 @@
 //! with an HdrHistogram: 100 catalog candidates, top 10, ε-greedy, 2 shards, one caller.
 //!
 //! Run: `cargo bench --bench latency`. Target (issue 2): p50 ≤ 5 µs, p99 ≤ 25 µs.
-//! Set `NUDGE_BENCH_REQUESTS` to change the number of measured requests (default 200 000).
+//! Set `NUDGE_BENCH_REQUESTS` (default 200 000) and `NUDGE_BENCH_ITEMS` (catalog size, default
+//! 10 000) to change the run; other `NUDGE_*` variables override the engine's configuration.
 
 use std::time::Instant;
 
@@ -13,27 +14,35 @@ use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ITEMS: usize = 10_000;
 const USERS: usize = 10_000;
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` lists benches; nothing to list here.
     }
+    let items: usize = std::env::var("NUDGE_BENCH_ITEMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let requests: usize = std::env::var("NUDGE_BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let engine = Engine::builder().shards(2).seed(5).build().unwrap();
+    let engine = Engine::builder()
+        .config(nudge::Config::load(None).expect("NUDGE_* overrides"))
+        .shards(2)
+        .seed(5)
+        .build()
+        .unwrap();
     let mut rng = Rng::new(9);
-    for i in 0..ITEMS {
+    for i in 0..items {
         let v: Vec<f32> = (0..32).map(|_| rng.normal() as f32).collect();
         let spec = ItemSpec::new(format!("item-{i}")).attr("category", format!("c{}", i % 50));
         engine.upsert_item(spec.vector(v)).unwrap();
     }
-    let ids: Vec<String> = (0..ITEMS).map(|i| format!("item-{i}")).collect();
+    let ids: Vec<String> = (0..items).map(|i| format!("item-{i}")).collect();
     let request = |rng: &mut Rng| {
-        let start = rng.below(ITEMS - 100);
+        let start = rng.below(items - 100);
         DecideRequest::new(
             format!("user-{}", rng.below(USERS)),
             ids[start..start + 100].iter().cloned(),

@@ -95,7 +95,7 @@ impl Default for Config {
             max_future_skew_ms: 5 * 60 * 1000,
             seed: 42,
             mix_interval_ms: 5,
-            spin_before_park_us: 50,
+            spin_before_park_us: 5,
             model: ModelConfig::default(),
             reward: RewardConfig::default(),
             state_signal: StateSignalConfig::default(),
@@ -342,11 +342,18 @@ impl Config {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, String> {
         let mut table: toml::Table = text.parse().map_err(|e| format!("{e}"))?;
+        // Only variables naming a configuration field apply: others that share the prefix
+        // (`NUDGE_LOG`, a bench's `NUDGE_BENCH_*`) are not configuration. A typo inside a known
+        // section (`NUDGE_MODEL__DIMM`) is still refused by name.
+        let fields = toml::Table::try_from(Config::default()).map_err(|e| e.to_string())?;
         for (name, value) in vars {
             let Some(rest) = name.strip_prefix("NUDGE_") else {
                 continue;
             };
             let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if !fields.contains_key(&path[0]) {
+                continue;
+            }
             set_path(&mut table, &path, parse_literal(&value));
         }
         let config: Config = toml::Value::Table(table)
@@ -724,6 +731,7 @@ mod tests {
                 "softmax".to_string(),
             ),
             ("OTHER".to_string(), "x".to_string()),
+            ("NUDGE_LOG".to_string(), "debug".to_string()),
         ];
         let c = Config::from_toml_with_env(text, env).unwrap();
         assert_eq!(c.shards, 3);
@@ -737,5 +745,8 @@ mod tests {
         assert!(err.contains("model.dim"), "{err}");
         let err = Config::from_toml_with_env("nope = 1\n", Vec::new()).unwrap_err();
         assert!(err.contains("nope"), "{err}");
+        let typo = vec![("NUDGE_MODEL__DIMM".to_string(), "64".to_string())];
+        let err = Config::from_toml_with_env("", typo).unwrap_err();
+        assert!(err.contains("dimm"), "{err}");
     }
 }

@@ -201,6 +201,13 @@ impl Learner {
         }
     }
 
+    /// The logit of a candidate whose parameters are already looked up (a catalog item or a
+    /// learned one), under the prepared query: what `logit` does after its map lookup.
+    #[inline]
+    pub fn logit_resolved(&self, p: &ItemParams) -> f32 {
+        self.item_bias(p) + dot(&self.query, &p.x)
+    }
+
     /// The logit of one candidate under the prepared query.
     #[inline]
     pub fn logit(&self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> f32 {
@@ -208,8 +215,8 @@ impl Learner {
         match self.global.items.get(&key) {
             // `x` already holds the catalog's `φ + e`; an inline item adds its own `φ`.
             Some(p) => match (&p.features, inline) {
-                (None, Some(f)) => self.item_bias(p) + dot(q, &p.x) + dot(q, &f.phi),
-                _ => self.item_bias(p) + dot(q, &p.x),
+                (None, Some(f)) => self.logit_resolved(p) + dot(q, &f.phi),
+                _ => self.logit_resolved(p),
             },
             None => match inline {
                 Some(f) => dot(q, &f.phi) + dot(q, &f.e0),
