@@ -134,6 +134,21 @@ pub(crate) struct ReaderResult {
     pub completed_measured: u64,
 }
 
+impl ReaderResult {
+    /// No requests seen yet: one empty histogram and counter per op kind.
+    fn empty() -> Self {
+        ReaderResult {
+            corrected: OP_KINDS.iter().map(|_| histogram()).collect(),
+            uncorrected: OP_KINDS.iter().map(|_| histogram()).collect(),
+            ok: vec![0; OP_KINDS.len()],
+            errors: BTreeMap::new(),
+            acked_events_total: 0,
+            acked_events_measured: 0,
+            completed_measured: 0,
+        }
+    }
+}
+
 pub(crate) fn histogram() -> Histogram<u64> {
     // 1 ns to 1 hour, 3 significant digits: the bounds cannot be invalid.
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
@@ -243,15 +258,7 @@ fn merge(
     readers: Vec<ReaderResult>,
     stall: Option<stall::StallReport>,
 ) -> anyhow::Result<RunResult> {
-    let mut total = ReaderResult {
-        corrected: OP_KINDS.iter().map(|_| histogram()).collect(),
-        uncorrected: OP_KINDS.iter().map(|_| histogram()).collect(),
-        ok: vec![0; OP_KINDS.len()],
-        errors: BTreeMap::new(),
-        acked_events_total: 0,
-        acked_events_measured: 0,
-        completed_measured: 0,
-    };
+    let mut total = ReaderResult::empty();
     for r in readers {
         for k in 0..OP_KINDS.len() {
             total.corrected[k].add(&r.corrected[k])?;
@@ -494,15 +501,7 @@ async fn read_replies(
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> ReaderResult {
-    let mut r = ReaderResult {
-        corrected: OP_KINDS.iter().map(|_| histogram()).collect(),
-        uncorrected: OP_KINDS.iter().map(|_| histogram()).collect(),
-        ok: vec![0; OP_KINDS.len()],
-        errors: BTreeMap::new(),
-        acked_events_total: 0,
-        acked_events_measured: 0,
-        completed_measured: 0,
-    };
+    let mut r = ReaderResult::empty();
     let mut local: VecDeque<InFlight> = VecDeque::new();
     loop {
         if local.is_empty() {
