@@ -6,9 +6,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+mod common;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nudge::rng::Rng;
-use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
+use nudge::{DecideRequest, Event, EventKind};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -16,22 +18,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const ITEMS: usize = 10_000;
 const USERS: usize = 100_000;
 const BATCH: usize = 4096;
-
-fn engine() -> Engine {
-    let engine = Engine::builder()
-        .config(nudge::Config::load(None).expect("NUDGE_* overrides"))
-        .shards(2)
-        .seed(5)
-        .build()
-        .unwrap();
-    let mut rng = Rng::new(9);
-    for i in 0..ITEMS {
-        let v: Vec<f32> = (0..32).map(|_| rng.normal() as f32).collect();
-        let spec = ItemSpec::new(format!("item-{i}")).attr("category", format!("c{}", i % 50));
-        engine.upsert_item(spec.vector(v)).unwrap();
-    }
-    engine
-}
 
 fn batch(rng: &mut Rng) -> Vec<Event> {
     (0..BATCH)
@@ -48,7 +34,7 @@ fn batch(rng: &mut Rng) -> Vec<Event> {
 }
 
 fn ingest(c: &mut Criterion) {
-    let engine = engine();
+    let engine = common::engine_with_catalog(ITEMS);
     let mut rng = Rng::new(1);
     // Pre-build batches so the measurement is the engine's work, not string formatting.
     let batches: Vec<Vec<Event>> = (0..64).map(|_| batch(&mut rng)).collect();

@@ -5,11 +5,13 @@
 //! Set `NUDGE_BENCH_REQUESTS` (default 200 000) and `NUDGE_BENCH_ITEMS` (catalog size, default
 //! 10 000) to change the run; other `NUDGE_*` variables override the engine's configuration.
 
+mod common;
+
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use nudge::rng::Rng;
-use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
+use nudge::{DecideRequest, Event, EventKind};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -28,18 +30,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
-    let engine = Engine::builder()
-        .config(nudge::Config::load(None).expect("NUDGE_* overrides"))
-        .shards(2)
-        .seed(5)
-        .build()
-        .unwrap();
-    let mut rng = Rng::new(9);
-    for i in 0..items {
-        let v: Vec<f32> = (0..32).map(|_| rng.normal() as f32).collect();
-        let spec = ItemSpec::new(format!("item-{i}")).attr("category", format!("c{}", i % 50));
-        engine.upsert_item(spec.vector(v)).unwrap();
-    }
+    let engine = common::engine_with_catalog(items);
+    // The requests' own seeded stream: which users and candidate ranges are asked for.
+    let mut rng = Rng::new(10);
     let ids: Vec<String> = (0..items).map(|i| format!("item-{i}")).collect();
     let request = |rng: &mut Rng| {
         let start = rng.below(items - 100);
