@@ -15,7 +15,7 @@ use nudge::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
 use nudge::eval::movielens::{self, MovieLens};
 use nudge::eval::replay::{self, LearnFrom, ReplayArgs};
 use nudge::eval::sim::{self, SimConfig, World};
-use nudge::eval::{fetch, EnginePolicy, Policy, Variant};
+use nudge::eval::{fetch, run_each, EnginePolicy, Policy, Variant};
 use nudge::{Config, PolicyKind};
 
 struct Args {
@@ -154,10 +154,8 @@ fn movielens(a: &Args, cfg: &Config) {
         .expect("valid engine configuration");
         policies.push(Box::new(p));
     }
-    let rows: Vec<movielens::Row> = policies
-        .iter_mut()
-        .map(|p| movielens::run(&data, p.as_mut(), 0.2, a.seed))
-        .collect();
+    let rows: Vec<movielens::Row> =
+        run_each(&mut policies, |p| movielens::run(&data, p, 0.2, a.seed));
     println!(
         "\n## MovieLens-100k in time order ({} ratings, test = last 20%: {} ranked, full ranking of unrated items)\n",
         data.ratings.len(),

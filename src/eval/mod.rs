@@ -72,8 +72,9 @@ pub struct Observation<'a> {
     pub ts_ms: u64,
 }
 
-/// Something that decides: a baseline, or nudge behind its embedded API.
-pub trait Policy {
+/// Something that decides: a baseline, or nudge behind its embedded API. `Send`, so that the
+/// workloads can run independent policies on their own threads.
+pub trait Policy: Send {
     /// A short name for tables.
     fn name(&self) -> String;
     /// Places `req.n` candidates, best first, as indices into `req.candidates`.
@@ -83,6 +84,26 @@ pub trait Policy {
     fn first_slot(&mut self, req: &Request<'_>) -> Vec<f64>;
     /// Learns from what the user did.
     fn observe(&mut self, obs: &Observation<'_>);
+}
+
+/// Runs `f` once per policy, each policy on its own thread (they share nothing: every policy
+/// sees its own copy of the stream), and returns the results in the policies' order. The
+/// results do not depend on scheduling, only the wall time does.
+pub fn run_each<T: Send>(
+    policies: &mut [Box<dyn Policy>],
+    f: impl Fn(&mut dyn Policy) -> T + Sync,
+) -> Vec<T> {
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = policies
+            .iter_mut()
+            .map(|p| s.spawn(move || f(p.as_mut())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a policy's run panicked"))
+            .collect()
+    })
 }
 
 /// Indices of the `n` largest scores, best first; ties go to the lower index.

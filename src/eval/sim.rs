@@ -15,7 +15,7 @@ use crate::api::ItemSpec;
 use crate::config::Config;
 use crate::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
 use crate::eval::stats::{cluster_bootstrap, Cluster, Interval};
-use crate::eval::{EnginePolicy, Observation, Outcome, Policy, Request, Variant};
+use crate::eval::{run_each, EnginePolicy, Observation, Outcome, Policy, Request, Variant};
 use crate::rng::Rng;
 
 /// Unix ms of the simulation's first second.
@@ -521,9 +521,6 @@ pub fn curve(tr: &Trace, bins: usize) -> Vec<f64> {
 /// Builds the world for `sim`, runs every policy for `engine` and the oracle, and returns the
 /// traces (policies in table order) and the oracle's.
 pub fn evaluate(world: &World, engine: &Config) -> (Vec<Trace>, Trace) {
-    let traces = policies(world, engine)
-        .iter_mut()
-        .map(|p| run(world, p.as_mut()))
-        .collect();
+    let traces = run_each(&mut policies(world, engine), |p| run(world, p));
     (traces, run_oracle(world))
 }
