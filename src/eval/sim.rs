@@ -64,11 +64,11 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The benchmark's world: 2,000 users, 400 items, about 96,000 decisions over two weeks.
+    /// The benchmark's world: 8,000 users, 400 items, about 386,000 decisions over two weeks.
     pub fn standard(seed: u64) -> Self {
         SimConfig {
             seed,
-            users: 2_000,
+            users: 8_000,
             items: 400,
             categories: 12,
             latent_dim: 8,
