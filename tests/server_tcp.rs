@@ -200,6 +200,42 @@ fn an_oversized_line_is_refused_and_skipped() {
     server.shutdown();
 }
 
+/// Issue 4: an oversized line that arrives in the same read as a run of events gets its
+/// `too_large` reply after theirs, not before (the run is coalesced into one batch, and the
+/// error must not overtake it).
+#[test]
+fn issue4_an_oversized_line_after_a_run_of_events_keeps_its_place() {
+    let (_engine, server) = start(|cfg| cfg.max_line_bytes = 1024);
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    let mut burst = String::new();
+    for i in 1..=3 {
+        burst.push_str(&format!(
+            r#"{{"op":"event","id":{i},"user":"u1","type":"click","item":"i1"}}"#
+        ));
+        burst.push('\n');
+    }
+    burst.push_str(&format!(
+        r#"{{"op":"ping","id":4,"pad":"{}"}}"#,
+        "y".repeat(1100)
+    ));
+    burst.push('\n');
+    burst.push_str(r#"{"op":"ping","id":5}"#);
+    c.writer.write_all(burst.as_bytes()).unwrap();
+    c.writer.write_all(b"\n").unwrap();
+    for i in 1..=3 {
+        let r = c.recv().unwrap();
+        assert_eq!(
+            (r["id"].as_u64(), r["ok"].as_bool()),
+            (Some(i), Some(true)),
+            "{r}"
+        );
+    }
+    let r = c.recv().unwrap();
+    assert_eq!(r["error"]["code"], "too_large", "{r}");
+    assert_eq!(c.recv().unwrap()["id"], 5);
+    server.shutdown();
+}
+
 #[test]
 fn a_client_that_half_closes_gets_every_reply() {
     let (_engine, server) = start(|_| {});

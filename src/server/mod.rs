@@ -3,7 +3,8 @@
 //! - `http`: actix-web routes mirroring the ops, health checks and `/metrics`;
 //! - `ws`: the same ops per WebSocket text frame, plus `subscribe` pushes;
 //! - `segment`: Segment-compatible ingestion (`/v1/track`, `/v1/batch`, …);
-//! - `dispatch`: op → engine call → reply, shared by all of them; `metrics`: counters.
+//! - `dispatch`: op → engine call → reply, shared by all of them; `pipeline`: one
+//!   connection's requests in flight, events coalesced (TCP and WebSocket); `metrics`: counters.
 //!
 //! **Invariants:** the server never touches user state (it parses, routes to the engine's
 //! async API, and awaits replies); every queue it owns is bounded (in-flight requests per
@@ -16,6 +17,7 @@
 mod dispatch;
 mod http;
 pub mod metrics;
+mod pipeline;
 mod segment;
 mod tcp;
 mod ws;

@@ -11,27 +11,21 @@
 //! connection idle for `idle_timeout_s` is closed. Shutdown: stop reading, finish what is in
 //! flight, write the replies, close.
 
-use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesOrdered;
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::FutureExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use super::dispatch;
 use super::metrics::{MetricOp, Transport};
+use super::pipeline::{Done, Pipeline};
 use super::Shared;
-use crate::api::Event;
-use crate::wire::{
-    write_error, write_reply, Op, OpKind, Parser, Rejected, Reply, ReqId, WireError,
-};
+use crate::wire::{write_error, write_reply, OpKind, Parser, Reply, ReqId, WireError};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -98,14 +92,6 @@ async fn connection(mut sock: TcpStream, shared: Arc<Shared>, _permit: OwnedSema
     shared.metrics.tcp_connections.fetch_sub(1, Relaxed);
 }
 
-/// What a finished unit of work yields: one reply, or the replies of a coalesced run.
-enum Done {
-    One(ReqId, MetricOp, Reply, Instant),
-    Events(Vec<ReqId>, Vec<Reply>, Instant),
-}
-
-type Pending = Pin<Box<dyn Future<Output = Done> + Send>>;
-
 struct Conn {
     shared: Arc<Shared>,
     parser: Parser,
@@ -117,29 +103,20 @@ struct Conn {
     skipping: bool,
     /// Replies waiting for one write.
     out: Vec<u8>,
-    in_flight: FuturesOrdered<Pending>,
-    /// Requests (not futures) in flight.
-    in_flight_requests: usize,
-    /// The current run of consecutive events, not yet dispatched.
-    run: Vec<Event>,
-    run_ids: Vec<ReqId>,
-    run_started: Option<Instant>,
+    /// Requests in flight, runs of events coalesced; replies in request order.
+    pipeline: Pipeline,
 }
 
 impl Conn {
     fn new(shared: Arc<Shared>) -> Conn {
         Conn {
+            pipeline: Pipeline::new(shared.clone(), Transport::Tcp),
             shared,
             parser: Parser::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
             scanned: 0,
             skipping: false,
             out: Vec::with_capacity(READ_CHUNK),
-            in_flight: FuturesOrdered::new(),
-            in_flight_requests: 0,
-            run: Vec::new(),
-            run_ids: Vec::new(),
-            run_started: None,
         }
     }
 
@@ -153,10 +130,10 @@ impl Conn {
         let mut stop = self.shared.stop.clone();
         let mut eof = *stop.borrow();
         loop {
-            while let Some(Some(done)) = self.in_flight.next().now_or_never() {
+            while let Some(Some(done)) = self.pipeline.next().now_or_never() {
                 self.finish(done);
             }
-            if !eof && self.in_flight_requests < max {
+            if !eof && self.pipeline.requests() < max {
                 self.process_lines();
             }
             if !self.out.is_empty() {
@@ -169,15 +146,15 @@ impl Conn {
                 }
                 continue;
             }
-            if eof && self.in_flight.is_empty() {
+            if eof && self.pipeline.is_empty() {
                 break;
             }
-            let can_read = !eof && self.in_flight_requests < max;
+            let can_read = !eof && self.pipeline.requests() < max;
             if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
             tokio::select! {
-                done = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                done = self.pipeline.next(), if !self.pipeline.is_empty() => {
                     if let Some(done) = done {
                         self.finish(done);
                     }
@@ -191,7 +168,7 @@ impl Conn {
                     }
                 }
                 _ = stop.changed(), if !eof => eof = true,
-                _ = &mut idle, if !eof && self.in_flight.is_empty() => {
+                _ = &mut idle, if !eof && self.pipeline.is_empty() => {
                     debug!("closing an idle tcp connection");
                     break;
                 }
@@ -206,7 +183,7 @@ impl Conn {
         let max_line = self.shared.cfg.max_line_bytes;
         let max = self.shared.cfg.max_in_flight;
         let mut start = 0;
-        while self.in_flight_requests + self.run.len() < max {
+        while self.pipeline.requests() < max {
             let from = start.max(self.scanned);
             match self.rbuf[from..].iter().position(|&b| b == b'\n') {
                 Some(offset) => {
@@ -234,7 +211,7 @@ impl Conn {
                 }
             }
         }
-        self.flush_run();
+        self.pipeline.flush();
         self.rbuf.drain(..start);
         self.scanned = self.scanned.saturating_sub(start);
     }
@@ -256,12 +233,9 @@ impl Conn {
             .lines_too_long_total
             .fetch_add(1, Relaxed);
         let reply = Reply::Failed(WireError::TooLarge { limit: max_line });
-        self.push_ready(
-            ReqId::None,
-            MetricOp::of(OpKind::Event),
-            reply,
-            Instant::now(),
-        );
+        let op = MetricOp::of(OpKind::Event);
+        // After the run before it: `ready` dispatches that first.
+        self.pipeline.ready(ReqId::None, op, reply, Instant::now());
     }
 
     fn line(&mut self, start: usize, end: usize) {
@@ -276,92 +250,14 @@ impl Conn {
         let parsed = self
             .parser
             .parse(&mut self.rbuf[start..end], &self.shared.engine, None);
-        match parsed {
-            Ok(req) => match req.op {
-                Op::Event(e) => {
-                    self.run_started.get_or_insert(started);
-                    self.run.push(e);
-                    self.run_ids.push(req.id);
-                }
-                op => {
-                    self.flush_run();
-                    self.dispatch(req.id, op, started);
-                }
-            },
-            Err(Rejected { id, error }) => {
-                self.flush_run();
-                self.push_ready(
-                    id,
-                    MetricOp::of(OpKind::Event),
-                    Reply::Failed(error),
-                    started,
-                );
-            }
-        }
-    }
-
-    fn dispatch(&mut self, id: ReqId, op: Op, started: Instant) {
-        let metric = MetricOp::of(op.kind());
-        match op {
-            Op::Ping => self.push_ready(id, metric, Reply::Pong, started),
-            op => {
-                let shared = self.shared.clone();
-                self.in_flight_requests += 1;
-                self.in_flight.push_back(Box::pin(async move {
-                    let reply = dispatch::execute(&shared.engine, op).await;
-                    Done::One(id, metric, reply, started)
-                }));
-            }
-        }
-    }
-
-    /// Dispatches the pending run of events: one `ingest_batch_async` for the whole run.
-    fn flush_run(&mut self) {
-        if self.run.is_empty() {
-            return;
-        }
-        let events = std::mem::take(&mut self.run);
-        let ids = std::mem::take(&mut self.run_ids);
-        let started = self.run_started.take().unwrap_or_else(Instant::now);
-        let shared = self.shared.clone();
-        self.in_flight_requests += events.len();
-        self.in_flight.push_back(Box::pin(async move {
-            let replies = dispatch::ingest_many(&shared.engine, events).await;
-            Done::Events(ids, replies, started)
-        }));
-    }
-
-    fn push_ready(&mut self, id: ReqId, op: MetricOp, reply: Reply, started: Instant) {
-        self.in_flight_requests += 1;
-        let done = Done::One(id, op, reply, started);
-        self.in_flight.push_back(Box::pin(std::future::ready(done)));
+        self.pipeline.request(parsed, started);
     }
 
     fn finish(&mut self, done: Done) {
-        let metrics = &self.shared.metrics;
-        match done {
-            Done::One(id, op, reply, started) => {
-                metrics.record_reply(Transport::Tcp, op, &reply, started);
-                write_reply(&mut self.out, &id, &reply);
-                self.out.push(b'\n');
-                self.in_flight_requests -= 1;
-            }
-            Done::Events(ids, replies, started) => {
-                let op = MetricOp::of(OpKind::Event);
-                let failed = replies.iter().filter(|r| r.error_code().is_some()).count();
-                let ok = (replies.len() - failed) as u64;
-                if ok > 0 {
-                    metrics.record(Transport::Tcp, op, None, started, ok);
-                }
-                for (id, reply) in ids.iter().zip(&replies) {
-                    if failed > 0 && reply.error_code().is_some() {
-                        metrics.record_reply(Transport::Tcp, op, reply, started);
-                    }
-                    write_reply(&mut self.out, id, reply);
-                    self.out.push(b'\n');
-                }
-                self.in_flight_requests -= replies.len();
-            }
-        }
+        let out = &mut self.out;
+        self.pipeline.finish(done, |id, reply| {
+            write_reply(out, id, reply);
+            out.push(b'\n');
+        });
     }
 }
