@@ -7,7 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::server_support::start;
+use crate::server_support::{http, parse_prometheus, start};
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -141,5 +141,135 @@ fn websocket_violations_close_with_codes() {
             "binary frames are unsupported"
         );
     });
+    server.shutdown();
+}
+
+/// Sends every frame of `burst` without waiting for a reply while reading replies
+/// concurrently (a client that only wrote would stall once the server's in-flight bound is
+/// reached and its replies filled the socket), and returns the replies, pushes skipped.
+async fn burst_and_collect(ws: Ws, burst: Vec<String>) -> Vec<Value> {
+    let n = burst.len();
+    let (mut sink, mut stream) = ws.split();
+    let send = async move {
+        for text in burst {
+            sink.feed(Message::Text(text)).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+        sink
+    };
+    let receive = async move {
+        let mut replies = Vec::with_capacity(n);
+        while replies.len() < n {
+            let msg = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("a reply in time")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            if let Message::Text(t) = msg {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v.get("push").is_none() {
+                    replies.push(v);
+                }
+            }
+        }
+        replies
+    };
+    let (_sink, replies) = tokio::join!(send, receive);
+    replies
+}
+
+fn event_frame(i: usize) -> String {
+    format!(
+        r#"{{"op":"event","id":{i},"user":"u{}","type":"click","item":"i{}"}}"#,
+        i % 53,
+        i % 11
+    )
+}
+
+/// Issue 4: the WebSocket front end takes every frame already received at once and ingests
+/// runs of events as one batch; a burst must still get one ack per event, in order, and
+/// every event must reach the engine exactly once.
+#[test]
+fn issue4_a_burst_of_events_is_acked_in_order_and_ingested_once() {
+    let (engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    const N: usize = 5_000;
+    let replies = rt.block_on(async {
+        let ws = connect(addr).await;
+        burst_and_collect(ws, (0..N).map(event_frame).collect()).await
+    });
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(
+            r["id"].as_u64(),
+            Some(i as u64),
+            "replies out of order: {r}"
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    engine.flush().unwrap();
+    assert_eq!(engine.stats().total().events_total, N as u64);
+    let m = parse_prometheus(&http(addr, "GET", "/metrics", &[], b"").text());
+    let ok = m[r#"nudge_requests_total{transport="ws",op="event",outcome="ok"}"#];
+    assert_eq!(ok, N as f64, "one ok event per ack in the metrics");
+    server.shutdown();
+}
+
+/// Issue 4: malformed frames, events the parser refuses, and other ops inside a burst of
+/// events each get their own reply in their place; the events around them are acked.
+#[test]
+fn issue4_bad_frames_inside_a_burst_keep_their_place() {
+    let (engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    const N: usize = 3_000;
+    let frame = |i: usize| match i % 100 {
+        37 => format!(r#"{{"op":"event","id":{i}, oops"#),
+        71 => format!(r#"{{"op":"event","id":{i},"type":"click","item":"i1"}}"#),
+        90 => format!(r#"{{"op":"ping","id":{i}}}"#),
+        _ => event_frame(i),
+    };
+    let replies = rt.block_on(async {
+        let ws = connect(addr).await;
+        burst_and_collect(ws, (0..N).map(frame).collect()).await
+    });
+    let mut good = 0;
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(
+            r["id"].as_u64(),
+            Some(i as u64),
+            "replies out of order: {r}"
+        );
+        match i % 100 {
+            37 => assert_eq!(r["error"]["code"], "bad_request", "{r}"),
+            71 => {
+                assert_eq!(r["error"]["code"], "bad_request", "{r}");
+                assert_eq!(r["error"]["message"], "field `user` is missing", "{r}");
+            }
+            90 => assert_eq!(r["pong"], true, "{r}"),
+            _ => {
+                assert_eq!(r["ok"], true, "{r}");
+                good += 1;
+            }
+        }
+    }
+    engine.flush().unwrap();
+    assert_eq!(engine.stats().total().events_total, good);
+    let m = parse_prometheus(&http(addr, "GET", "/metrics", &[], b"").text());
+    let get = |k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert_eq!(
+        get(r#"nudge_requests_total{transport="ws",op="event",outcome="ok"}"#),
+        good as f64
+    );
+    assert_eq!(
+        get(r#"nudge_requests_total{transport="ws",op="event",outcome="bad_request"}"#),
+        (2 * N / 100) as f64
+    );
     server.shutdown();
 }

@@ -9,23 +9,21 @@
 //! (after in-flight replies are sent), 1008 for a heartbeat timeout.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
-use futures_util::stream::FuturesOrdered;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::dispatch;
 use super::metrics::{MetricOp, Metrics, Transport};
+use super::pipeline::{Done, Pipeline};
 use super::Shared;
 use crate::api::{UpdateSink, UserUpdate};
-use crate::wire::{write_push, write_reply, Op, Parser, Reply, ReqId};
+use crate::wire::{write_push, write_reply, Op, OpKind, Parser, Reply, Request};
 
 /// A socket's bounded queue of pushes: the engine's shard threads push, the socket's task
 /// drains. Never blocks a shard: when full, the oldest update is dropped and counted.
@@ -70,28 +68,16 @@ pub(super) async fn handler(
     Ok(response)
 }
 
-type Pending = Pin<Box<dyn Future<Output = (ReqId, MetricOp, Reply, Instant)>>>;
+/// Frames taken from the socket in one go, at most, before they are dispatched (the
+/// in-flight bound applies as well): what one read of 64 KiB holds on TCP.
+const MAX_FRAMES_PER_READ: usize = 512;
 
-async fn run(
-    shared: Arc<Shared>,
-    mut session: Session,
-    mut stream: actix_ws::AggregatedMessageStream,
-) {
+async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::AggregatedMessageStream) {
     let metrics = shared.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
     let cfg = &shared.cfg;
-    let queue = Arc::new(PushQueue {
-        queue: Mutex::new(VecDeque::with_capacity(cfg.ws_push_queue.min(1024))),
-        capacity: cfg.ws_push_queue,
-        dropped: AtomicU64::new(0),
-        notify: Notify::new(),
-        metrics: metrics.clone(),
-    });
-    let mut subscriptions: Vec<(String, u64)> = Vec::new();
-    let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
-    let mut parser = Parser::new();
-    let mut input = Vec::new();
-    let mut out = Vec::new();
+    let max_in_flight = cfg.max_in_flight;
+    let mut socket = Socket::new(shared.clone(), session);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(cfg.ws_heartbeat_s));
     let client_timeout = Duration::from_secs(cfg.ws_client_timeout_s);
     let mut last_heard = Instant::now();
@@ -99,66 +85,58 @@ async fn run(
     let mut stopping = *stop.borrow();
 
     let close: Option<CloseReason> = loop {
-        if stopping && in_flight.is_empty() {
+        // Every reply that is ready leaves now, together.
+        while let Some(Some(done)) = socket.pipeline.next().now_or_never() {
+            socket.finish(done);
+        }
+        if !socket.send().await {
+            break None;
+        }
+        if stopping && socket.pipeline.is_empty() {
             break Some(reason(CloseCode::Away, "the server is shutting down"));
         }
         tokio::select! {
-            Some((id, op, reply, started)) = in_flight.next(), if !in_flight.is_empty() => {
-                metrics.record_reply(Transport::Ws, op, &reply, started);
-                out.clear();
-                write_reply(&mut out, &id, &reply);
-                if session.text(text(&out)).await.is_err() {
-                    break None;
-                }
+            Some(done) = socket.pipeline.next(), if !socket.pipeline.is_empty() => {
+                socket.finish(done);
             }
-            _ = queue.notify.notified() => {
-                if !send_pushes(&queue, &mut session, &mut out, &metrics).await {
-                    break None;
-                }
-            }
-            msg = stream.next(), if !stopping && in_flight.len() < cfg.max_in_flight => {
+            _ = socket.queue.notify.notified() => socket.take_pushes(),
+            msg = stream.next(), if !stopping && socket.pipeline.requests() < max_in_flight => {
                 last_heard = Instant::now();
-                match msg {
-                    None => break None,
-                    Some(Ok(AggregatedMessage::Text(t))) => {
-                        input.clear();
-                        input.extend_from_slice(t.as_bytes());
-                        let fut = frame(&shared, &queue, &mut parser, &mut input, &mut subscriptions);
-                        in_flight.push_back(fut);
-                    }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        break Some(reason(CloseCode::Unsupported, "send JSON in text frames"));
-                    }
-                    Some(Ok(AggregatedMessage::Ping(b))) => {
-                        if session.pong(&b).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(r))) => break r,
-                    Some(Err(ProtocolError::Overflow)) => {
-                        let why = format!("a message is larger than {} bytes", cfg.ws_max_frame_bytes);
-                        break Some(reason(CloseCode::Size, &why));
-                    }
-                    Some(Err(e)) => break Some(reason(CloseCode::Protocol, &e.to_string())),
+                // Take every further frame already received, so that a run of events is
+                // ingested as one batch, as on TCP.
+                let mut flow = socket.message(msg).await;
+                let mut taken = 1;
+                while matches!(flow, Flow::Go)
+                    && taken < MAX_FRAMES_PER_READ
+                    && socket.pipeline.requests() < max_in_flight
+                {
+                    let Some(msg) = stream.next().now_or_never() else {
+                        break;
+                    };
+                    flow = socket.message(msg).await;
+                    taken += 1;
+                }
+                socket.pipeline.flush();
+                if let Flow::Close(close) = flow {
+                    break close;
                 }
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > client_timeout {
                     break Some(reason(CloseCode::Policy, "heartbeat timeout"));
                 }
-                if session.ping(b"").await.is_err() {
+                if socket.session.ping(b"").await.is_err() {
                     break None;
                 }
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }
     };
-    for (user, id) in subscriptions {
+    for (user, id) in std::mem::take(&mut socket.subscriptions) {
         let engine = shared.engine.clone();
         let _ = dispatch::blocking(move || engine.unsubscribe(&user, id)).await;
     }
-    let _ = session.close(close).await;
+    let _ = socket.session.close(close).await;
     metrics.ws_connections.fetch_sub(1, Relaxed);
 }
 
@@ -169,87 +147,175 @@ fn reason(code: CloseCode, why: &str) -> CloseReason {
     }
 }
 
+/// What to do after a message from the client.
+enum Flow {
+    /// Keep going.
+    Go,
+    /// Close the socket (with this reason, if any).
+    Close(Option<CloseReason>),
+}
+
+/// One socket's state, apart from its incoming stream.
+struct Socket {
+    shared: Arc<Shared>,
+    session: Session,
+    /// This socket's pushes; subscriptions opened here push into it.
+    queue: Arc<PushQueue>,
+    /// Open subscriptions (user, id), closed when the socket ends.
+    subscriptions: Vec<(String, u64)>,
+    /// Requests in flight, runs of events coalesced; replies in request order.
+    pipeline: Pipeline,
+    parser: Parser,
+    /// The frame being parsed (parsed in place, so copied out of the frame).
+    input: Vec<u8>,
+    /// Replies and pushes waiting to be sent, written back to back.
+    out: Vec<u8>,
+    /// Where each frame in `out` ends, and whether it is a push.
+    frames: Vec<(usize, bool)>,
+}
+
+impl Socket {
+    fn new(shared: Arc<Shared>, session: Session) -> Socket {
+        let cfg = &shared.cfg;
+        let queue = Arc::new(PushQueue {
+            queue: Mutex::new(VecDeque::with_capacity(cfg.ws_push_queue.min(1024))),
+            capacity: cfg.ws_push_queue,
+            dropped: AtomicU64::new(0),
+            notify: Notify::new(),
+            metrics: shared.metrics.clone(),
+        });
+        Socket {
+            pipeline: Pipeline::new(shared.clone(), Transport::Ws),
+            shared,
+            session,
+            queue,
+            subscriptions: Vec::new(),
+            parser: Parser::new(),
+            input: Vec::new(),
+            out: Vec::new(),
+            frames: Vec::new(),
+        }
+    }
+
+    /// Handles one message from the client: a text frame is parsed and taken by the
+    /// pipeline (not yet dispatched if it is an event: the caller flushes).
+    async fn message(&mut self, msg: Option<Result<AggregatedMessage, ProtocolError>>) -> Flow {
+        let limit = self.shared.cfg.ws_max_frame_bytes;
+        match msg {
+            None => Flow::Close(None),
+            Some(Ok(AggregatedMessage::Text(t))) => {
+                self.text(t.as_bytes());
+                Flow::Go
+            }
+            Some(Ok(AggregatedMessage::Binary(_))) => Flow::Close(Some(reason(
+                CloseCode::Unsupported,
+                "send JSON in text frames",
+            ))),
+            Some(Ok(AggregatedMessage::Ping(b))) => match self.session.pong(&b).await {
+                Ok(()) => Flow::Go,
+                Err(_) => Flow::Close(None),
+            },
+            Some(Ok(AggregatedMessage::Pong(_))) => Flow::Go,
+            Some(Ok(AggregatedMessage::Close(r))) => Flow::Close(r),
+            Some(Err(ProtocolError::Overflow)) => {
+                let why = format!("a message is larger than {limit} bytes");
+                Flow::Close(Some(reason(CloseCode::Size, &why)))
+            }
+            Some(Err(e)) => Flow::Close(Some(reason(CloseCode::Protocol, &e.to_string()))),
+        }
+    }
+
+    /// Parses one text frame and hands it to the pipeline. Subscriptions are opened here
+    /// (inline: `subscribe` only enqueues a message) and remembered in `subscriptions`.
+    fn text(&mut self, frame: &[u8]) {
+        let started = Instant::now();
+        self.input.clear();
+        self.input.extend_from_slice(frame);
+        let parsed = self
+            .parser
+            .parse(&mut self.input, &self.shared.engine, None);
+        match parsed {
+            Ok(Request {
+                id,
+                op: Op::Subscribe(user),
+            }) => {
+                let op = MetricOp::of(OpKind::Subscribe);
+                let sink: Arc<dyn UpdateSink> = self.queue.clone();
+                // `subscribe` only enqueues a message (waiting only if that inbox is full).
+                let reply = match self.shared.engine.subscribe(&user, sink) {
+                    Ok(subscription) => {
+                        self.subscriptions.push((user, subscription));
+                        Reply::Subscribed { subscription }
+                    }
+                    Err(e) => Reply::Failed(e.into()),
+                };
+                self.pipeline.ready(id, op, reply, started);
+            }
+            Ok(Request {
+                id,
+                op: Op::Unsubscribe(user),
+            }) => {
+                let op = MetricOp::of(OpKind::Unsubscribe);
+                let mine: Vec<u64> = self
+                    .subscriptions
+                    .iter()
+                    .filter(|(u, _)| *u == user)
+                    .map(|s| s.1)
+                    .collect();
+                self.subscriptions.retain(|(u, _)| *u != user);
+                let engine = self.shared.engine.clone();
+                self.pipeline.push(id, op, started, async move {
+                    for sub in mine {
+                        let engine = engine.clone();
+                        let user = user.clone();
+                        let _ = dispatch::blocking(move || engine.unsubscribe(&user, sub)).await;
+                    }
+                    Reply::Unsubscribed
+                });
+            }
+            parsed => self.pipeline.request(parsed, started),
+        }
+    }
+
+    /// Writes a finished unit's replies into `out`, one frame each.
+    fn finish(&mut self, done: Done) {
+        let (out, frames) = (&mut self.out, &mut self.frames);
+        self.pipeline.finish(done, |id, reply| {
+            write_reply(out, id, reply);
+            frames.push((out.len(), false));
+        });
+    }
+
+    /// Writes every queued push into `out`, one frame each.
+    fn take_pushes(&mut self) {
+        loop {
+            let Some(update) = self.queue.queue.lock().pop_front() else {
+                return;
+            };
+            write_push(&mut self.out, &update, self.queue.dropped.load(Relaxed));
+            self.frames.push((self.out.len(), true));
+        }
+    }
+
+    /// Sends every frame in `out`, in order; false if the socket is gone.
+    async fn send(&mut self) -> bool {
+        let mut from = 0;
+        for &(end, push) in &self.frames {
+            if self.session.text(text(&self.out[from..end])).await.is_err() {
+                return false;
+            }
+            if push {
+                self.shared.metrics.ws_pushes_total.fetch_add(1, Relaxed);
+            }
+            from = end;
+        }
+        self.frames.clear();
+        self.out.clear();
+        true
+    }
+}
+
 fn text(out: &[u8]) -> String {
     // The wire writer only emits UTF-8 (it copies valid strings and escapes ASCII).
     String::from_utf8_lossy(out).into_owned()
-}
-
-/// Sends every queued push; false if the socket is gone.
-async fn send_pushes(
-    queue: &PushQueue,
-    session: &mut Session,
-    out: &mut Vec<u8>,
-    metrics: &Metrics,
-) -> bool {
-    loop {
-        let Some(update) = queue.queue.lock().pop_front() else {
-            return true;
-        };
-        out.clear();
-        write_push(out, &update, queue.dropped.load(Relaxed));
-        if session.text(text(out)).await.is_err() {
-            return false;
-        }
-        metrics.ws_pushes_total.fetch_add(1, Relaxed);
-    }
-}
-
-/// Parses one text frame and returns the future of its reply. Subscriptions are opened here
-/// (inline: `subscribe` only enqueues a message) and remembered in `subscriptions`.
-fn frame(
-    shared: &Arc<Shared>,
-    queue: &Arc<PushQueue>,
-    parser: &mut Parser,
-    input: &mut [u8],
-    subscriptions: &mut Vec<(String, u64)>,
-) -> Pending {
-    let started = Instant::now();
-    let req = match parser.parse(input, &shared.engine, None) {
-        Ok(req) => req,
-        Err(r) => {
-            let op = MetricOp::of(crate::wire::OpKind::Event);
-            let reply = Reply::Failed(r.error);
-            return Box::pin(std::future::ready((r.id, op, reply, started)));
-        }
-    };
-    let op = MetricOp::of(req.op.kind());
-    let id = req.id;
-    let shared = shared.clone();
-    match req.op {
-        Op::Subscribe(user) => {
-            let sink: Arc<dyn UpdateSink> = queue.clone();
-            let engine = shared.engine.clone();
-            let name = user.clone();
-            let result = engine.subscribe(&name, sink);
-            // `subscribe` only enqueues a message (waiting only if that inbox is full).
-            let reply = match result {
-                Ok(subscription) => {
-                    subscriptions.push((user, subscription));
-                    Reply::Subscribed { subscription }
-                }
-                Err(e) => Reply::Failed(e.into()),
-            };
-            Box::pin(std::future::ready((id, op, reply, started)))
-        }
-        Op::Unsubscribe(user) => {
-            let mine: Vec<u64> = subscriptions
-                .iter()
-                .filter(|(u, _)| *u == user)
-                .map(|s| s.1)
-                .collect();
-            subscriptions.retain(|(u, _)| *u != user);
-            Box::pin(async move {
-                for sub in mine {
-                    let engine = shared.engine.clone();
-                    let user = user.clone();
-                    let _ = dispatch::blocking(move || engine.unsubscribe(&user, sub)).await;
-                }
-                (id, op, Reply::Unsubscribed, started)
-            })
-        }
-        op_value => Box::pin(async move {
-            let reply = dispatch::execute(&shared.engine, op_value).await;
-            (id, op, reply, started)
-        }),
-    }
 }
