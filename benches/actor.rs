@@ -15,7 +15,7 @@ use nudge::config::Config;
 use nudge::engine::validate;
 use nudge::model::math::dot;
 use nudge::model::policy;
-use nudge::model::{FeatureSpace, ItemParams};
+use nudge::model::FeatureSpace;
 use nudge::rng::Rng;
 use nudge::shard::learner::Learner;
 use nudge::shard::msg::{ValidDecide, ValidEvent};
@@ -104,9 +104,10 @@ fn actor(c: &mut Criterion) {
         )
     });
 
-    // Candidates already resolved: the shard's own per-candidate code (`logit_resolved`: bias,
-    // popularity term, one dot product with x = phi + e) over 100 looked-up items, then the
-    // partial top-10 selection with epsilon-greedy propensities. Only the map lookup is left out.
+    // Candidates already resolved: the shard's own per-candidate code (`logit_row`: one dot
+    // product of the extended query with the item's row [x, bias, popularity]) over 100
+    // looked-up items, then the partial top-10 selection with epsilon-greedy propensities. Only
+    // the map lookup is left out.
     let mut learner = Learner::new(cfg.clone(), 3);
     let mut keys = Vec::new();
     for i in 0..100 {
@@ -118,24 +119,24 @@ fn actor(c: &mut Criterion) {
         learner
             .global
             .items
-            .insert(f.id.key(), ItemParams::new(Some(f.clone()), &f.e0));
+            .insert(f.id.key(), Some(f.clone()), &f.e0);
         learner
             .global
             .record_popularity(f.id.key(), NOW - (i as u64) * 60_000);
     }
     let mut user = UserActor::new(UserId::new("u1").unwrap(), NOW, 32);
-    let x: Vec<f32> = learner.global.items[&keys[0]].x.to_vec();
+    let x: Vec<f32> = learner.item_vector(keys[0], None).to_vec();
     user.add_signal(1.0, &x, NOW, 1800.0);
     let context = validate::context(&cfg, &space, &[("device".into(), "mobile".into())]).unwrap();
     let full = learner.full_context(&context, &user);
     learner.prepare_query(&user, &full, NOW);
-    let resolved: Vec<&ItemParams> = keys.iter().map(|k| &learner.global.items[k]).collect();
+    let resolved: Vec<_> = keys.iter().map(|&k| learner.resolve(k).unwrap()).collect();
     let mut logits = vec![0.0f32; 100];
     let mut policy_rng = Rng::new(4);
     group.bench_function("score_select_100_top10_resolved", |b| {
         b.iter(|| {
-            for (z, p) in logits.iter_mut().zip(&resolved) {
-                *z = learner.logit_resolved(p);
+            for (z, &row) in logits.iter_mut().zip(&resolved) {
+                *z = learner.logit_row(row);
             }
             black_box(policy::place(
                 &cfg.exploration,

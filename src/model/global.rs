@@ -9,16 +9,15 @@
 //! users are partitioned, so each replica sees different data. The mutex is taken once per mix
 //! interval per shard, never on the hot path. With one shard mixing is skipped entirely.
 
-use std::cell::Cell;
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::Arc;
 
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use crate::model::adam::adagrad_step;
-use crate::model::features::{ItemFeatures, SparseVec};
+use crate::model::features::SparseVec;
+use crate::model::items::{ItemTable, Row};
 
 /// A hasher for keys that already are well-mixed 64-bit hashes: it passes them through.
 #[derive(Default, Clone, Copy)]
@@ -40,33 +39,6 @@ impl Hasher for KeyHasher {
 
 /// A map keyed by pre-hashed 64-bit keys.
 pub type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
-
-/// One item as a shard sees it: its catalog features (if it is in the catalog) and the learned
-/// global parameters `b_i`, `e_i` with their AdaGrad accumulators.
-#[derive(Clone, Debug)]
-pub struct ItemParams {
-    /// Catalog features; `None` for items only known from decisions or learning.
-    pub features: Option<Arc<ItemFeatures>>,
-    /// Bias `b_i`.
-    pub bias: f32,
-    /// AdaGrad accumulator of the bias.
-    pub bias_acc: f32,
-    /// Learned embedding `e_i`.
-    pub embedding: Box<[f32]>,
-    /// AdaGrad accumulators of the embedding.
-    pub embedding_acc: Box<[f32]>,
-    /// `x_i = φ_i + e_i` (just `e_i` without catalog features), kept current so that scoring
-    /// a candidate is one dot product.
-    pub x: Box<[f32]>,
-    /// The decayed popularity in log form, `ln Σ_k 2^(t_k/H)` over the item's outcome events
-    /// (times in seconds since [`POPULARITY_EPOCH_MS`]); `−∞` before the first one. Stored this
-    /// way it never needs decaying: the popularity at time `t` is `exp(pop_log − t·ln2/H)`.
-    pub pop_log: f64,
-    /// The popularity feature last computed, and the clock it was computed for (`NaN`: none):
-    /// a memo, so a candidate costs a compare, not an `exp` and a `ln`, while the clock stays
-    /// on one step of its grid.
-    pop_memo: Cell<(f64, f32)>,
-}
 
 /// The reference time of the items' log-popularity (2020-09-13, Unix ms).
 pub const POPULARITY_EPOCH_MS: u64 = 1_600_000_000_000;
@@ -91,42 +63,6 @@ fn log_sub_exp(a: f64, b: f64) -> f64 {
         return f64::NEG_INFINITY;
     }
     a + (-(b - a).exp()).ln_1p()
-}
-
-impl ItemParams {
-    /// Fresh parameters starting from the embedding `e0`.
-    pub fn new(features: Option<Arc<ItemFeatures>>, e0: &[f32]) -> Self {
-        let mut params = ItemParams {
-            features,
-            bias: 0.0,
-            bias_acc: 0.0,
-            embedding: e0.into(),
-            embedding_acc: vec![0.0; e0.len()].into_boxed_slice(),
-            x: e0.into(),
-            pop_log: f64::NEG_INFINITY,
-            pop_memo: Cell::new((f64::NAN, 0.0)),
-        };
-        params.refresh_x();
-        params
-    }
-
-    /// Replaces the catalog features (and so `x`).
-    pub fn set_features(&mut self, features: Option<Arc<ItemFeatures>>) {
-        self.features = features;
-        self.refresh_x();
-    }
-
-    /// Recomputes `x = φ + e` after `φ` or `e` changed.
-    pub fn refresh_x(&mut self) {
-        match &self.features {
-            Some(f) => {
-                for ((x, p), e) in self.x.iter_mut().zip(&f.phi[..]).zip(&self.embedding[..]) {
-                    *x = p + e;
-                }
-            }
-            None => self.x.copy_from_slice(&self.embedding),
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -171,7 +107,7 @@ pub struct GlobalReplica {
     /// `ln 2 / H` of the item popularity (per second); 0 when popularity is off.
     pop_rate: f64,
     /// Items this shard knows: catalog copies and learned parameters.
-    pub items: KeyMap<ItemParams>,
+    pub items: ItemTable,
     dirty: KeyMap<ItemDelta>,
     dense_dirty: bool,
 }
@@ -196,7 +132,7 @@ impl GlobalReplica {
             pop_w_acc: 0.0,
             pop_w_delta: 0.0,
             pop_rate: 0.0,
-            items: KeyMap::default(),
+            items: ItemTable::new(dim),
             dirty: KeyMap::default(),
             dense_dirty: false,
         }
@@ -243,15 +179,16 @@ impl GlobalReplica {
         (pop_log - tau).exp().ln_1p() as f32
     }
 
-    /// `popularity_feature` of `item`, memoized per clock step (the same value, computed once).
+    /// `popularity_feature` of the item in `row`, memoized in its scoring row per clock step
+    /// (the same value, computed once per step).
     #[inline]
-    pub fn item_popularity(&self, item: &ItemParams, tau: f64) -> f32 {
-        let (at, f) = item.pop_memo.get();
+    pub fn item_popularity(&mut self, row: Row, tau: f64) -> f32 {
+        let (at, f) = self.items.popularity_memo(row);
         if at == tau {
             return f;
         }
-        let f = self.popularity_feature(item.pop_log, tau);
-        item.pop_memo.set((tau, f));
+        let f = self.popularity_feature(self.items.pop_log(row), tau);
+        self.items.set_popularity_memo(row, tau, f);
         f
     }
 
@@ -261,11 +198,11 @@ impl GlobalReplica {
             return;
         }
         let t = self.popularity_tau(ts_ms);
-        let Some(item) = self.items.get_mut(&key) else {
+        let Some(row) = self.items.row(key) else {
             return;
         };
-        item.pop_log = log_add_exp(item.pop_log, t);
-        item.pop_memo.set((f64::NAN, 0.0));
+        self.items
+            .set_pop_log(row, log_add_exp(self.items.pop_log(row), t));
         let d = self.dim;
         let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta::new(d));
         delta.pop_log = log_add_exp(delta.pop_log, t);
@@ -334,23 +271,24 @@ impl GlobalReplica {
             );
         }
         self.dense_dirty = true;
-        let Some(item) = self.items.get_mut(&key) else {
+        let Some(row) = self.items.row(key) else {
             return;
         };
         let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta::new(d));
-        item.bias_acc += err * err;
+        let item = self.items.trainable(row);
+        *item.bias_acc += err * err;
         let step = lr * err / (item.bias_acc.sqrt() + 1e-6);
-        item.bias -= step;
+        *item.bias -= step;
         delta.bias -= step;
         adagrad_step(
             lr,
-            &mut item.embedding,
-            &mut item.embedding_acc,
+            item.embedding,
+            item.embedding_acc,
             &mut delta.embedding,
             err,
             q,
         );
-        item.refresh_x();
+        self.items.refresh_x(row);
     }
 
     /// Folds this replica into the master and pulls back what other shards changed.
@@ -374,21 +312,22 @@ impl GlobalReplica {
         self.pop_w = master.pop_w;
         for (key, delta) in self.dirty.drain() {
             // The item may have been removed since the delta was recorded.
-            let Some(local) = self.items.get(&key) else {
+            let Some(row) = self.items.row(key) else {
                 continue;
             };
+            let items = &self.items;
             let entry = master.items.entry(key).or_insert_with(|| {
                 // First push of this item: its base is the local value before the delta.
-                let base: Vec<f32> = local
-                    .embedding
+                let base: Vec<f32> = items
+                    .embedding(row)
                     .iter()
                     .zip(&delta.embedding[..])
                     .map(|(e, d)| e - d)
                     .collect();
                 MasterItem {
-                    bias: local.bias - delta.bias,
+                    bias: items.bias(row) - delta.bias,
                     embedding: base.into_boxed_slice(),
-                    pop_log: log_sub_exp(local.pop_log, delta.pop_log),
+                    pop_log: log_sub_exp(items.pop_log(row), delta.pop_log),
                 }
             });
             entry.bias += delta.bias;
@@ -406,15 +345,10 @@ impl GlobalReplica {
             let Some(m) = master.items.get(key) else {
                 continue;
             };
-            let item = self
-                .items
-                .entry(*key)
-                .or_insert_with(|| ItemParams::new(None, &m.embedding));
-            item.bias = m.bias;
-            item.embedding.copy_from_slice(&m.embedding);
-            item.pop_log = m.pop_log;
-            item.pop_memo.set((f64::NAN, 0.0));
-            item.refresh_x();
+            let row = self.items.insert(*key, None, &m.embedding);
+            self.items.set_bias(row, m.bias);
+            self.items.set_embedding(row, &m.embedding);
+            self.items.set_pop_log(row, m.pop_log);
         }
         master.pending[shard] = pending;
         master.pending[shard].clear();
@@ -481,21 +415,22 @@ mod tests {
         let mut a = GlobalReplica::new(4, 0.1);
         let mut b = GlobalReplica::new(4, 0.1);
         let e0 = [0.1f32, 0.0, 0.0, 0.0];
-        a.items.insert(7, ItemParams::new(None, &e0));
-        b.items.insert(7, ItemParams::new(None, &e0));
+        a.items.insert(7, None, &e0);
+        b.items.insert(7, None, &e0);
         let x = [1.0, 0.0, 0.0, 0.0];
         let c = SparseVec::default();
         a.train(7, 0.5, &x, &x, &c);
         b.train(7, 0.5, &x, &x, &c);
-        let (ga, ba) = (a.g[0], a.items[&7].bias);
+        let bias = |r: &GlobalReplica| r.items.bias(r.items.row(7).unwrap());
+        let (ga, ba) = (a.g[0], bias(&a));
         a.mix(&mixer, 0);
         b.mix(&mixer, 1);
         a.mix(&mixer, 0);
         // Both shards now hold both updates.
         assert!((a.g[0] - 2.0 * ga).abs() < 1e-6);
         assert!((b.g[0] - 2.0 * ga).abs() < 1e-6);
-        assert!((a.items[&7].bias - 2.0 * ba).abs() < 1e-6);
-        assert_eq!(a.items[&7].bias, b.items[&7].bias);
+        assert!((bias(&a) - 2.0 * ba).abs() < 1e-6);
+        assert_eq!(bias(&a), bias(&b));
     }
 
     #[test]
@@ -505,11 +440,12 @@ mod tests {
         let mut a = GlobalReplica::new(4, 0.1).with_extras(0.0, 86_400.0);
         let mut b = GlobalReplica::new(4, 0.1).with_extras(0.0, 86_400.0);
         let e0 = [0.1f32, 0.0, 0.0, 0.0];
-        a.items.insert(7, ItemParams::new(None, &e0));
-        b.items.insert(7, ItemParams::new(None, &e0));
+        a.items.insert(7, None, &e0);
+        b.items.insert(7, None, &e0);
         let t0 = POPULARITY_EPOCH_MS + 1000 * day_ms;
         let pop = |r: &GlobalReplica, t: u64| {
-            let f = r.popularity_feature(r.items[&7].pop_log, r.popularity_tau(t));
+            let row = r.items.row(7).unwrap();
+            let f = r.popularity_feature(r.items.pop_log(row), r.popularity_tau(t));
             f.exp_m1()
         };
         assert_eq!(pop(&a, t0), 0.0);

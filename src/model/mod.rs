@@ -7,10 +7,12 @@
 pub mod adam;
 pub mod features;
 pub mod global;
+pub mod items;
 pub mod math;
 pub mod policy;
 pub mod reward;
 pub mod score;
 
 pub use features::{FeatureSpace, ItemFeatures, SparseVec};
-pub use global::{GlobalReplica, ItemParams, Mixer};
+pub use global::{GlobalReplica, Mixer};
+pub use items::{ItemTable, Row};

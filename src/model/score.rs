@@ -161,12 +161,18 @@ pub fn learn(
     let (x, rest) = scratch.split_at_mut(d);
     let (q, rest) = rest.split_at_mut(d);
     let sx = &mut rest[..d];
-    let item = &global.items[&item_key];
-    for k in 0..d {
-        x[k] = phi[k] + item.embedding[k];
+    let row = global
+        .items
+        .row(item_key)
+        .expect("the learner admits an item before training on it");
+    for (x, (p, e)) in x
+        .iter_mut()
+        .zip(phi.iter().zip(global.items.embedding(row)))
+    {
+        *x = p + e;
     }
-    let pop = global.item_popularity(item, pop_tau);
-    let bias = item.bias + global.pop_w * pop;
+    let pop = global.item_popularity(row, pop_tau);
+    let bias = global.items.bias(row) + global.pop_w * pop;
     query(
         global,
         &PersonalView {

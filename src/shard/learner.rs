@@ -8,7 +8,8 @@ use crate::actor::UserActor;
 use crate::api::ScoreParts;
 use crate::config::Config;
 use crate::model::adam::AdamParams;
-use crate::model::global::{GlobalReplica, ItemParams};
+use crate::model::global::GlobalReplica;
+use crate::model::items::Row;
 use crate::model::math::{dot, sigmoid};
 use crate::model::score::{self, LearnParams, StateParams};
 use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
@@ -16,6 +17,9 @@ use crate::rng::Rng;
 
 /// Most items (catalog plus learned-only) a shard keeps parameters for.
 pub const MAX_ITEMS_PER_SHARD: usize = 10_000_000;
+
+/// `Learner::rows`' mark of a candidate that has no row.
+const NO_ROW: Row = Row::MAX;
 
 /// A user-derived context pair, such as `("_sentiment", "negative")`.
 type DerivedPair = (&'static str, &'static str);
@@ -36,6 +40,11 @@ pub struct Learner {
     pub state: StateParams,
     /// `q` of the current decision.
     pub query: Vec<f32>,
+    /// `[q, 1, β, 0 …]`: the query extended to an item table row, so that one dot product
+    /// with a row gives `b_i + β·pop_i + ⟨q, x_i⟩`.
+    query_ext: Vec<f32>,
+    /// Candidates' rows between the two passes of `logits` (`NO_ROW`: not in the table).
+    rows: Vec<Row>,
     /// The popularity clock of the current decision.
     pop_tau: f64,
     /// Scratch for one learning step (`3·d`).
@@ -68,7 +77,7 @@ impl Learner {
                 derived.push(((key, v), space.buckets(key, v)));
             }
         }
-        Learner {
+        let mut learner = Learner {
             adam: AdamParams {
                 learning_rate: m.learning_rate,
                 beta1: m.beta1,
@@ -84,6 +93,8 @@ impl Learner {
                 scale: m.state_scale,
             },
             query: vec![0.0; d],
+            query_ext: Vec::new(),
+            rows: Vec::new(),
             pop_tau: 0.0,
             scratch: vec![0.0; 3 * d],
             phi: vec![0.0; d],
@@ -92,7 +103,9 @@ impl Learner {
             space,
             derived,
             cfg,
-        }
+        };
+        learner.query_ext = vec![0.0; learner.global.items.stride()];
+        learner
     }
 
     /// The decision or training context: the request's pairs plus the user's derived pairs,
@@ -140,27 +153,26 @@ impl Learner {
 
     /// Makes sure the replica has parameters for `key`; `false` when the shard is full.
     pub fn ensure_item(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> bool {
-        if self.global.items.contains_key(&key) {
+        if self.global.items.contains(key) {
             return true;
         }
         if self.global.items.len() >= MAX_ITEMS_PER_SHARD {
             return false;
         }
-        let params = match inline {
-            Some(f) => ItemParams::new(None, &f.e0),
-            None => ItemParams::new(None, &self.space.initial_embedding(key)),
+        match inline {
+            Some(f) => self.global.items.insert(key, None, &f.e0),
+            None => {
+                let e0 = self.space.initial_embedding(key);
+                self.global.items.insert(key, None, &e0)
+            }
         };
-        self.global.items.insert(key, params);
         true
     }
 
     /// Copies `φ` of an item into `self.phi`: catalog features, else inline, else zeros.
     fn load_phi(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) {
-        let catalog = self
-            .global
-            .items
-            .get(&key)
-            .and_then(|p| p.features.as_ref());
+        let items = &self.global.items;
+        let catalog = items.row(key).and_then(|row| items.features(row));
         match catalog.or(inline) {
             Some(f) => self.phi.copy_from_slice(&f.phi),
             None => self.phi.iter_mut().for_each(|x| *x = 0.0),
@@ -169,9 +181,10 @@ impl Learner {
 
     /// `x_i = φ_i + e_i` of an item that `ensure_item` has admitted.
     pub fn item_vector(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> &[f32] {
-        let params = &self.global.items[&key];
-        self.x.copy_from_slice(&params.x);
-        if let (None, Some(f)) = (&params.features, inline) {
+        let items = &self.global.items;
+        let row = items.row(key).expect("ensure_item admitted the item");
+        self.x.copy_from_slice(items.x(row));
+        if let (None, Some(f)) = (items.features(row), inline) {
             for (x, p) in self.x.iter_mut().zip(&f.phi[..]) {
                 *x += p;
             }
@@ -188,35 +201,65 @@ impl Learner {
             context,
             &mut self.query,
         );
+        let d = self.query.len();
+        self.query_ext[..d].copy_from_slice(&self.query);
+        self.query_ext[d] = 1.0;
+        self.query_ext[d + 1] = if self.global.popularity_on() {
+            self.global.pop_w
+        } else {
+            0.0
+        };
         self.pop_tau = self.global.popularity_tau(ts_ms);
     }
 
-    /// An item's bias plus its popularity term at the prepared clock.
+    /// The row of a candidate, ready for [`Self::logit_row`] under the prepared query: its
+    /// popularity feature brought to the prepared clock, and its row's cache lines requested.
     #[inline]
-    fn item_bias(&self, p: &ItemParams) -> f32 {
+    pub fn resolve(&mut self, key: u64) -> Option<Row> {
+        let row = self.global.items.row(key)?;
         if self.global.popularity_on() {
-            p.bias + self.global.pop_w * self.global.item_popularity(p, self.pop_tau)
-        } else {
-            p.bias
+            self.global.item_popularity(row, self.pop_tau);
         }
+        self.global.items.prefetch(row);
+        Some(row)
     }
 
-    /// The logit of a candidate whose parameters are already looked up (a catalog item or a
-    /// learned one), under the prepared query: what `logit` does after its map lookup.
+    /// `b_i + β·pop_i + ⟨q, x_i⟩` of a resolved row: one dot product.
     #[inline]
-    pub fn logit_resolved(&self, p: &ItemParams) -> f32 {
-        self.item_bias(p) + dot(&self.query, &p.x)
+    pub fn logit_row(&self, row: Row) -> f32 {
+        dot(&self.query_ext, self.global.items.scoring_row(row))
     }
 
-    /// The logit of one candidate under the prepared query.
+    /// The logits of `candidates` (key, inline features) under the prepared query, into `out`.
+    /// Two passes: the first finds every candidate's row and starts loading it, so the second
+    /// computes dot products over rows already on their way into the cache.
+    pub fn logits<'a, I>(&mut self, candidates: I, out: &mut Vec<f32>)
+    where
+        I: Iterator<Item = (u64, Option<&'a Arc<ItemFeatures>>)> + Clone,
+    {
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.clear();
+        rows.extend(
+            candidates
+                .clone()
+                .map(|(key, _)| self.resolve(key).unwrap_or(NO_ROW)),
+        );
+        out.clear();
+        out.extend(candidates.zip(&rows).map(|((key, inline), &row)| {
+            self.logit_of(key, if row == NO_ROW { None } else { Some(row) }, inline)
+        }));
+        self.rows = rows;
+    }
+
+    /// The logit of one candidate whose row (if any) `resolve` returned.
     #[inline]
-    pub fn logit(&self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> f32 {
+    fn logit_of(&self, key: u64, row: Option<Row>, inline: Option<&Arc<ItemFeatures>>) -> f32 {
         let q = &self.query;
-        match self.global.items.get(&key) {
-            // `x` already holds the catalog's `φ + e`; an inline item adds its own `φ`.
-            Some(p) => match (&p.features, inline) {
-                (None, Some(f)) => self.logit_resolved(p) + dot(q, &f.phi),
-                _ => self.logit_resolved(p),
+        match row {
+            // The row's `x` holds the catalog's `φ + e`; an inline item adds its own `φ`.
+            Some(row) => match (self.global.items.features(row), inline) {
+                (None, Some(f)) => self.logit_row(row) + dot(q, &f.phi),
+                _ => self.logit_row(row),
             },
             None => match inline {
                 Some(f) => dot(q, &f.phi) + dot(q, &f.e0),
@@ -235,7 +278,12 @@ impl Learner {
     ) -> ScoreParts {
         let (bias, x) = if self.ensure_item(key, inline) {
             let x = self.item_vector(key, inline).to_vec();
-            (self.item_bias(&self.global.items[&key]), x)
+            let row = self.global.items.row(key).expect("just admitted");
+            let mut bias = self.global.items.bias(row);
+            if self.global.popularity_on() {
+                bias += self.global.pop_w * self.global.item_popularity(row, self.pop_tau);
+            }
+            (bias, x)
         } else {
             (0.0, vec![0.0; self.space.dim])
         };

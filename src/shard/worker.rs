@@ -162,7 +162,7 @@ impl Shard {
             Msg::Reward(r, reply) => reply.send(self.on_reward(r)),
             Msg::UpsertItem(features) => self.on_upsert(features),
             Msg::RemoveItem(key) => {
-                self.learner.global.items.remove(&key);
+                self.learner.global.items.remove(key);
                 if let Some(m) = &self.mixer {
                     m.remove_item(key);
                 }
@@ -204,11 +204,12 @@ impl Shard {
     /// Adds or replaces one catalog item in this shard's view.
     pub fn on_upsert(&mut self, features: Arc<ItemFeatures>) {
         let key = features.id.key();
-        match self.learner.global.items.get_mut(&key) {
-            Some(p) => p.set_features(Some(features)),
+        let items = &mut self.learner.global.items;
+        match items.row(key) {
+            Some(row) => items.set_features(row, Some(features)),
             None => {
-                let params = crate::model::ItemParams::new(Some(features.clone()), &features.e0);
-                self.learner.global.items.insert(key, params);
+                let e0 = features.e0.clone();
+                items.insert(key, Some(features), &e0);
             }
         }
     }
@@ -332,11 +333,9 @@ impl Shard {
         user.decisions += 1;
         let context = self.learner.full_context(&req.context, user);
         self.learner.prepare_query(user, &context, req.ts_ms);
-        let logits: Vec<f32> = req
-            .candidates
-            .iter()
-            .map(|c| self.learner.logit(c.key, c.inline.as_ref()))
-            .collect();
+        let mut logits = Vec::with_capacity(req.candidates.len());
+        let candidates = req.candidates.iter().map(|c| (c.key, c.inline.as_ref()));
+        self.learner.logits(candidates, &mut logits);
         let slots = policy::place(
             &self.learner.cfg.exploration,
             &logits,
@@ -597,12 +596,10 @@ impl Shard {
             return;
         };
         let mut updates = Vec::with_capacity(subs.len());
+        let mut logits = Vec::new();
         for s in subs {
-            let logits: Vec<f32> = s
-                .candidates
-                .iter()
-                .map(|(k, _, f)| self.learner.logit(*k, f.as_ref()))
-                .collect();
+            let candidates = s.candidates.iter().map(|(k, _, f)| (*k, f.as_ref()));
+            self.learner.logits(candidates, &mut logits);
             let top = policy::top_n(&logits, s.n, &mut Vec::new())
                 .into_iter()
                 .map(|i| (s.candidates[i].1.clone(), Learner::probability(logits[i])))
