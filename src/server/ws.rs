@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use bytestring::ByteString;
 use futures_util::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -101,10 +102,12 @@ async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::Aggreg
             }
             _ = socket.queue.notify.notified() => socket.take_pushes(),
             msg = stream.next(), if !stopping && socket.pipeline.requests() < max_in_flight => {
-                last_heard = Instant::now();
+                // One clock read for every frame taken now: they were all received by then.
+                let now = Instant::now();
+                last_heard = now;
                 // Take every further frame already received, so that a run of events is
                 // ingested as one batch, as on TCP.
-                let mut flow = socket.message(msg).await;
+                let mut flow = socket.message(msg, now).await;
                 let mut taken = 1;
                 while matches!(flow, Flow::Go)
                     && taken < MAX_FRAMES_PER_READ
@@ -113,7 +116,7 @@ async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::Aggreg
                     let Some(msg) = stream.next().now_or_never() else {
                         break;
                     };
-                    flow = socket.message(msg).await;
+                    flow = socket.message(msg, now).await;
                     taken += 1;
                 }
                 socket.pipeline.flush();
@@ -197,14 +200,18 @@ impl Socket {
         }
     }
 
-    /// Handles one message from the client: a text frame is parsed and taken by the
-    /// pipeline (not yet dispatched if it is an event: the caller flushes).
-    async fn message(&mut self, msg: Option<Result<AggregatedMessage, ProtocolError>>) -> Flow {
+    /// Handles one message from the client, received by `started`: a text frame is parsed
+    /// and taken by the pipeline (not yet dispatched if it is an event: the caller flushes).
+    async fn message(
+        &mut self,
+        msg: Option<Result<AggregatedMessage, ProtocolError>>,
+        started: Instant,
+    ) -> Flow {
         let limit = self.shared.cfg.ws_max_frame_bytes;
         match msg {
             None => Flow::Close(None),
             Some(Ok(AggregatedMessage::Text(t))) => {
-                self.text(t.as_bytes());
+                self.text(t.as_bytes(), started);
                 Flow::Go
             }
             Some(Ok(AggregatedMessage::Binary(_))) => Flow::Close(Some(reason(
@@ -227,8 +234,7 @@ impl Socket {
 
     /// Parses one text frame and hands it to the pipeline. Subscriptions are opened here
     /// (inline: `subscribe` only enqueues a message) and remembered in `subscriptions`.
-    fn text(&mut self, frame: &[u8]) {
-        let started = Instant::now();
+    fn text(&mut self, frame: &[u8], started: Instant) {
         self.input.clear();
         self.input.extend_from_slice(frame);
         let parsed = self
@@ -297,11 +303,23 @@ impl Socket {
         }
     }
 
-    /// Sends every frame in `out`, in order; false if the socket is gone.
+    /// Sends every frame in `out`, in order; false if the socket is gone. The frames are
+    /// slices of one shared copy of `out` (no allocation per frame), and `out` keeps its
+    /// capacity for the next ones.
     async fn send(&mut self) -> bool {
+        if self.frames.is_empty() {
+            return true;
+        }
+        let all = shared_text(&self.out);
         let mut from = 0;
         for &(end, push) in &self.frames {
-            if self.session.text(text(&self.out[from..end])).await.is_err() {
+            let frame = match all.get(from..end) {
+                Some(frame) => all.slice_ref(frame),
+                None => {
+                    ByteString::from(String::from_utf8_lossy(&self.out[from..end]).into_owned())
+                }
+            };
+            if self.session.text(frame).await.is_err() {
                 return false;
             }
             if push {
@@ -311,11 +329,22 @@ impl Socket {
         }
         self.frames.clear();
         self.out.clear();
+        if self.out.capacity() > OUT_CAPACITY_KEPT {
+            self.out.shrink_to(OUT_CAPACITY_KEPT);
+        }
         true
     }
 }
 
-fn text(out: &[u8]) -> String {
-    // The wire writer only emits UTF-8 (it copies valid strings and escapes ASCII).
-    String::from_utf8_lossy(out).into_owned()
+/// Bytes of `out` kept between sends (it grows as needed for one group of frames).
+const OUT_CAPACITY_KEPT: usize = 256 * 1024;
+
+/// One reference-counted copy of `out` as text.
+fn shared_text(out: &[u8]) -> ByteString {
+    match std::str::from_utf8(out) {
+        Ok(text) => ByteString::from(text),
+        // The wire writer only emits UTF-8 (it copies valid strings and escapes ASCII), so
+        // this is not reached; if it were, each frame is made valid on its own in `send`.
+        Err(_) => ByteString::default(),
+    }
 }
