@@ -153,10 +153,10 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             dim: 32,
-            kappa: 0.5,
-            kappa_learning_rate: 0.0,
-            state_scale: StateScale::Unit,
-            state_half_life_s: 1800.0,
+            kappa: 1.0,
+            kappa_learning_rate: 0.05,
+            state_scale: StateScale::Capped,
+            state_half_life_s: 60.0,
             popularity_half_life_s: 30.0 * 86_400.0,
             weight_half_life_s: 30.0 * 86_400.0,
             learning_rate: 0.02,
@@ -175,9 +175,9 @@ impl Default for ModelConfig {
 #[serde(rename_all = "snake_case")]
 pub enum StateScale {
     /// `s/‖s‖`: any activity, however old, counts at full strength.
-    #[default]
     Unit,
     /// `s/max(‖s‖, 1)`: recent activity has unit length; a decayed state fades.
+    #[default]
     Capped,
     /// `s·tanh(‖s‖)/‖s‖`: like `capped`, smooth.
     Tanh,
@@ -236,6 +236,9 @@ pub struct StateSignalConfig {
     pub conversion: f32,
     /// A rating, multiplied by `(rating - 3) / 2`.
     pub rating: f32,
+    /// Added to every rating's signal, whatever its value: rating an item says the user
+    /// engaged with it (watched, bought, read), which is evidence of what they are into now.
+    pub rated: f32,
     /// A skip.
     pub skip: f32,
     /// A placement the user was shown and ignored (labelled 0 by a reward, or at expiry).
@@ -251,7 +254,8 @@ impl Default for StateSignalConfig {
             scroll: 0.5,
             conversion: 2.0,
             rating: 1.0,
-            skip: -0.5,
+            rated: 0.5,
+            skip: 0.0,
             ignored: -0.3,
         }
     }

@@ -64,7 +64,7 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
-    /// The benchmark's world: 8,000 users, 400 items, about 386,000 decisions over two weeks.
+    /// The benchmark's world: 8,000 users, 400 items, about 384,000 decisions over two weeks.
     pub fn standard(seed: u64) -> Self {
         SimConfig {
             seed,

@@ -48,7 +48,7 @@ pub fn state_signal(cfg: &StateSignalConfig, kind: EventKind, value: f64) -> f32
         EventKind::Dwell => cfg.dwell * v.max(0.0).ln_1p(),
         EventKind::Scroll => cfg.scroll * v,
         EventKind::Conversion => cfg.conversion * (1.0 + v.max(0.0).ln_1p()),
-        EventKind::Rating => cfg.rating * (v - 3.0) / 2.0,
+        EventKind::Rating => cfg.rating * (v - 3.0) / 2.0 + cfg.rated,
         EventKind::Skip => cfg.skip,
         EventKind::Sentiment => 0.0,
     }
@@ -71,12 +71,26 @@ mod tests {
     }
 
     #[test]
-    fn skip_is_negative_signal() {
+    fn state_signals_follow_their_configuration() {
         let cfg = StateSignalConfig::default();
-        assert!(state_signal(&cfg, EventKind::Skip, 1.0) < 0.0);
+        // By default a skip adds nothing (measured on MovieLens, docs/quality.md); it is
+        // negative when configured so.
+        assert_eq!(state_signal(&cfg, EventKind::Skip, 1.0), 0.0);
+        let negative = StateSignalConfig {
+            skip: -0.5,
+            ..cfg.clone()
+        };
+        assert!(state_signal(&negative, EventKind::Skip, 1.0) < 0.0);
         assert!(
             state_signal(&cfg, EventKind::Conversion, 10.0)
                 > state_signal(&cfg, EventKind::Click, 1.0)
+        );
+        // Any rating says the user engaged: a neutral 3 enters the state with `rated`, and
+        // higher ratings count more.
+        assert_eq!(state_signal(&cfg, EventKind::Rating, 3.0), cfg.rated);
+        assert!(cfg.rated > 0.0);
+        assert!(
+            state_signal(&cfg, EventKind::Rating, 5.0) > state_signal(&cfg, EventKind::Rating, 3.0)
         );
     }
 }
