@@ -61,8 +61,10 @@ pub struct Config {
     pub seed: u64,
     /// How often (ms) shards mix their replicas of the global model.
     pub mix_interval_ms: u64,
-    /// How long (µs) a waiting caller spins before parking its thread.
+    /// How long (µs) an idle shard spins on its inbox before parking its thread.
     pub spin_before_park_us: u64,
+    /// How long (µs) a caller blocked on a reply spins before parking its thread.
+    pub reply_spin_us: u64,
     /// The model's parameters.
     pub model: ModelConfig,
     /// Weights of the composite reward used for training.
@@ -96,6 +98,7 @@ impl Default for Config {
             seed: 42,
             mix_interval_ms: 5,
             spin_before_park_us: 5,
+            reply_spin_us: 5,
             model: ModelConfig::default(),
             reward: RewardConfig::default(),
             state_signal: StateSignalConfig::default(),
@@ -331,6 +334,17 @@ impl Default for HygieneConfig {
 }
 
 impl Config {
+    /// `us` as a spin duration, or zero when this process may use only one CPU: there,
+    /// spinning only delays the thread being waited for.
+    pub fn spin(us: u64) -> std::time::Duration {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_micros(us)
+        }
+    }
+
     /// Loads a TOML file, applies `NUDGE_*` environment overrides and validates the result.
     pub fn load(path: Option<&Path>) -> Result<Config, String> {
         let text = match path {

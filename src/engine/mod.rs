@@ -143,7 +143,7 @@ impl EngineBuilder {
         };
         let on_full = cfg.on_full;
         let inner = Inner {
-            spin: Duration::from_micros(cfg.spin_before_park_us),
+            spin: Config::spin(cfg.reply_spin_us),
             cfg,
             space,
             inboxes,

@@ -1,5 +1,12 @@
 //! Adam with bias correction (Kingma & Ba 2015) over one user's personal weights, with the
 //! lazy half-life decay that lets stale tastes fade. Pure functions over slices.
+//!
+//! The two steps are compiled twice, for the SSE2 baseline and for AVX2, and the CPU picks one
+//! at run time (`multiversion`). FMA stays off: every lane does the same IEEE multiply, add,
+//! square root and divide in both versions, so the results are bit-identical across CPUs and a
+//! replay rebuilds the same state wherever it runs.
+
+use multiversion::multiversion;
 
 use crate::model::math::{decay_factor, scale};
 
@@ -29,7 +36,7 @@ pub fn decay_weights(w: &mut [f32], elapsed_s: f64, half_life_s: f64) {
 
 /// One Adam step on `w` for the loss gradient `error·x` plus `λ·w`. `step` is the 1-based
 /// count of steps taken including this one (for bias correction).
-#[inline]
+#[multiversion(targets("x86_64+avx2"))]
 pub fn adam_step(
     p: &AdamParams,
     w: &mut [f32],
@@ -56,7 +63,7 @@ pub fn adam_step(
 }
 
 /// One AdaGrad step on `w` with gradient `scale·x`; `acc` holds the squared-gradient sums.
-#[inline]
+#[multiversion(targets("x86_64+avx2"))]
 pub fn adagrad_step(lr: f32, w: &mut [f32], acc: &mut [f32], delta: &mut [f32], g: f32, x: &[f32]) {
     let rows = w
         .iter_mut()

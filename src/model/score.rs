@@ -7,6 +7,8 @@
 //! item is folded into one query vector `q = g + w_u + G·c + κ∘ŝ_u`, so scoring a candidate is
 //! one bias, an optional popularity term and one dot product.
 
+use multiversion::multiversion;
+
 use crate::api::ScoreParts;
 use crate::config::StateScale;
 use crate::model::adam::{adam_step, AdamParams};
@@ -51,9 +53,10 @@ impl StateParams {
 }
 
 /// `q ← g + w_u + G·c + κ∘ŝ_u`.
-pub fn query(
+#[multiversion(targets("x86_64+avx2"))]
+pub fn query<'a>(
     global: &GlobalReplica,
-    user: &PersonalView<'_>,
+    user: &PersonalView<'a>,
     state: &StateParams,
     c: &SparseVec,
     q: &mut [f32],
@@ -143,11 +146,12 @@ pub struct Example<'a> {
 /// Trains on one labelled example: an Adam step on the personal weights and an AdaGrad step on
 /// the global replica (including the state and popularity weights). `scratch` must hold at
 /// least `3·d` floats. Returns the prediction before the step.
-pub fn learn(
-    p: &LearnParams<'_>,
-    user: PersonalModel<'_>,
+#[multiversion(targets("x86_64+avx2"))]
+pub fn learn<'a, 'b, 'c>(
+    p: &LearnParams<'a>,
+    user: PersonalModel<'b>,
     global: &mut GlobalReplica,
-    example: &Example<'_>,
+    example: &Example<'c>,
     scratch: &mut [f32],
 ) -> f32 {
     let Example {

@@ -59,7 +59,7 @@ pub enum Control {
 
 fn run(setup: ShardSetup, inbox: Receiver<Control>) {
     let tick_every = Duration::from_millis(setup.cfg.mix_interval_ms.max(1));
-    let spin = Duration::from_micros(setup.cfg.spin_before_park_us);
+    let spin = crate::config::Config::spin(setup.cfg.spin_before_park_us);
     let batch = setup.cfg.drain_batch;
     let clock = setup.clock.clone();
     let mut shard = Shard::new(
