@@ -1,6 +1,11 @@
 //! The WebSocket front end (actix-ws) at `/v1/ws`: one op or batch per text frame, replies
 //! in request order, plus `subscribe`/`unsubscribe` pushes of `UserUpdate`s.
 //!
+//! Like TCP, a socket takes every frame already received in one go (up to
+//! `MAX_FRAMES_PER_READ`, and at most `max_in_flight` requests in flight) and hands them to
+//! the shared `pipeline`, which ingests a run of consecutive `event` frames as one batch;
+//! the replies that are ready together are sent together, one frame each.
+//!
 //! Each socket has a bounded push queue (`ws_push_queue`) that drops its oldest update when
 //! the client falls behind, and counts the drop (per socket in each push's `dropped`, and in
 //! `nudge_ws_push_dropped_total`). Heartbeat: a ping every `ws_heartbeat_s`; a socket silent
@@ -102,25 +107,8 @@ async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::Aggreg
             }
             _ = socket.queue.notify.notified() => socket.take_pushes(),
             msg = stream.next(), if !stopping && socket.pipeline.requests() < max_in_flight => {
-                // One clock read for every frame taken now: they were all received by then.
-                let now = Instant::now();
-                last_heard = now;
-                // Take every further frame already received, so that a run of events is
-                // ingested as one batch, as on TCP.
-                let mut flow = socket.message(msg, now).await;
-                let mut taken = 1;
-                while matches!(flow, Flow::Go)
-                    && taken < MAX_FRAMES_PER_READ
-                    && socket.pipeline.requests() < max_in_flight
-                {
-                    let Some(msg) = stream.next().now_or_never() else {
-                        break;
-                    };
-                    flow = socket.message(msg, now).await;
-                    taken += 1;
-                }
-                socket.pipeline.flush();
-                if let Flow::Close(close) = flow {
+                last_heard = Instant::now();
+                if let Flow::Close(close) = socket.read(msg, last_heard, &mut stream).await {
                     break close;
                 }
             }
@@ -198,6 +186,33 @@ impl Socket {
             out: Vec::new(),
             frames: Vec::new(),
         }
+    }
+
+    /// Handles `first`, received by `now`, and every further message already received (so
+    /// that a run of events is ingested as one batch, as on TCP), up to
+    /// `MAX_FRAMES_PER_READ` and the in-flight bound; then dispatches the run they end with.
+    async fn read(
+        &mut self,
+        first: Option<Result<AggregatedMessage, ProtocolError>>,
+        now: Instant,
+        stream: &mut actix_ws::AggregatedMessageStream,
+    ) -> Flow {
+        let max_in_flight = self.shared.cfg.max_in_flight;
+        // One clock read for every frame taken now: they had all arrived by then.
+        let mut flow = self.message(first, now).await;
+        let mut taken = 1;
+        while matches!(flow, Flow::Go)
+            && taken < MAX_FRAMES_PER_READ
+            && self.pipeline.requests() < max_in_flight
+        {
+            let Some(msg) = stream.next().now_or_never() else {
+                break;
+            };
+            flow = self.message(msg, now).await;
+            taken += 1;
+        }
+        self.pipeline.flush();
+        flow
     }
 
     /// Handles one message from the client, received by `started`: a text frame is parsed
