@@ -130,7 +130,10 @@ fn actor(c: &mut Criterion) {
     let context = validate::context(&cfg, &space, &[("device".into(), "mobile".into())]).unwrap();
     let full = learner.full_context(&context, &user);
     learner.prepare_query(&user, &full, NOW);
-    let resolved: Vec<_> = keys.iter().map(|&k| learner.resolve(k).unwrap()).collect();
+    let resolved: Vec<_> = keys
+        .iter()
+        .map(|&k| learner.resolve(k, None).unwrap())
+        .collect();
     let mut logits = vec![0.0f32; 100];
     let mut policy_rng = Rng::new(4);
     group.bench_function("score_select_100_top10_resolved", |b| {

@@ -214,9 +214,16 @@ impl Learner {
 
     /// The row of a candidate, ready for [`Self::logit_row`] under the prepared query: its
     /// popularity feature brought to the prepared clock, and its row's cache lines requested.
+    /// An unseen candidate is admitted with its initial embedding, as learning would admit it,
+    /// so that its embedding is built once per shard rather than once per decision; `None`
+    /// only when the shard holds `MAX_ITEMS_PER_SHARD` items.
     #[inline]
-    pub fn resolve(&mut self, key: u64) -> Option<Row> {
-        let row = self.global.items.row(key)?;
+    pub fn resolve(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> Option<Row> {
+        let row = match self.global.items.row(key) {
+            Some(row) => row,
+            None if self.ensure_item(key, inline) => self.global.items.row(key)?,
+            None => return None,
+        };
         if self.global.popularity_on() {
             self.global.item_popularity(row, self.pop_tau);
         }
@@ -231,8 +238,8 @@ impl Learner {
     }
 
     /// The logits of `candidates` (key, inline features) under the prepared query, into `out`.
-    /// Two passes: the first finds every candidate's row and starts loading it, so the second
-    /// computes dot products over rows already on their way into the cache.
+    /// Two passes: the first finds (or admits) every candidate's row and starts loading it, so
+    /// the second computes dot products over rows already on their way into the cache.
     pub fn logits<'a, I>(&mut self, candidates: I, out: &mut Vec<f32>)
     where
         I: Iterator<Item = (u64, Option<&'a Arc<ItemFeatures>>)> + Clone,
@@ -242,7 +249,7 @@ impl Learner {
         rows.extend(
             candidates
                 .clone()
-                .map(|(key, _)| self.resolve(key).unwrap_or(NO_ROW)),
+                .map(|(key, inline)| self.resolve(key, inline).unwrap_or(NO_ROW)),
         );
         out.clear();
         out.extend(candidates.zip(&rows).map(|((key, inline), &row)| {
@@ -328,5 +335,30 @@ impl Learner {
     /// The probability of a logit.
     pub fn probability(z: f32) -> f32 {
         sigmoid(z)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::UserId;
+
+    #[test]
+    fn an_unseen_candidate_scores_the_same_before_and_after_admission() {
+        let mut learner = Learner::new(Arc::new(Config::default()), 1);
+        let mut user = UserActor::new(UserId::new("u").unwrap(), 1_700_000_000_000, 32);
+        let x: Vec<f32> = (0..32).map(|k| (k as f32 - 16.0) / 16.0).collect();
+        user.add_signal(1.0, &x, 1_700_000_000_000, 60.0);
+        learner.prepare_query(&user, &SparseVec::default(), 1_700_000_000_000);
+        let key = 0xfeed_beef_u64;
+        let expected = dot(&learner.query, &learner.space.initial_embedding(key));
+        assert!(!learner.global.items.contains(key));
+        let mut out = Vec::new();
+        learner.logits(std::iter::once((key, None)), &mut out);
+        // Admitted on first sight, with the same score it had as an unknown.
+        assert!(learner.global.items.contains(key));
+        assert_eq!(out, vec![expected]);
+        learner.logits(std::iter::once((key, None)), &mut out);
+        assert_eq!(out, vec![expected]);
     }
 }
