@@ -186,6 +186,18 @@ fn event_frame(i: usize) -> String {
     )
 }
 
+/// Connects to `addr` and runs `burst_and_collect` on a runtime of its own.
+fn burst(addr: std::net::SocketAddr, frames: Vec<String>) -> Vec<Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ws = connect(addr).await;
+        burst_and_collect(ws, frames).await
+    })
+}
+
 /// Issue 4: the WebSocket front end takes every frame already received at once and ingests
 /// runs of events as one batch; a burst must still get one ack per event, in order, and
 /// every event must reach the engine exactly once.
@@ -193,15 +205,8 @@ fn event_frame(i: usize) -> String {
 fn issue4_a_burst_of_events_is_acked_in_order_and_ingested_once() {
     let (engine, server) = start(|_| {});
     let addr = server.http_addr().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     const N: usize = 5_000;
-    let replies = rt.block_on(async {
-        let ws = connect(addr).await;
-        burst_and_collect(ws, (0..N).map(event_frame).collect()).await
-    });
+    let replies = burst(addr, (0..N).map(event_frame).collect());
     for (i, r) in replies.iter().enumerate() {
         assert_eq!(
             r["id"].as_u64(),
@@ -224,10 +229,6 @@ fn issue4_a_burst_of_events_is_acked_in_order_and_ingested_once() {
 fn issue4_bad_frames_inside_a_burst_keep_their_place() {
     let (engine, server) = start(|_| {});
     let addr = server.http_addr().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     const N: usize = 3_000;
     let frame = |i: usize| match i % 100 {
         37 => format!(r#"{{"op":"event","id":{i}, oops"#),
@@ -235,10 +236,7 @@ fn issue4_bad_frames_inside_a_burst_keep_their_place() {
         90 => format!(r#"{{"op":"ping","id":{i}}}"#),
         _ => event_frame(i),
     };
-    let replies = rt.block_on(async {
-        let ws = connect(addr).await;
-        burst_and_collect(ws, (0..N).map(frame).collect()).await
-    });
+    let replies = burst(addr, (0..N).map(frame).collect());
     let mut good = 0;
     for (i, r) in replies.iter().enumerate() {
         assert_eq!(
