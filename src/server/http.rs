@@ -59,6 +59,14 @@ pub(super) fn server(
             .route("/metrics", web::get().to(metrics))
             .configure(segment::routes)
     })
+    // Replies leave as soon as they are written: with Nagle's algorithm on, a reply written
+    // in two pieces waited for the client's next request to carry the ACK of the first (a
+    // decision's p50 at a fixed rate was the connection's send interval, 0.5–0.8 ms).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .workers(workers)
     .disable_signals()
     .shutdown_timeout(grace)
