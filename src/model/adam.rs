@@ -1,10 +1,11 @@
 //! Adam with bias correction (Kingma & Ba 2015) over one user's personal weights, with the
 //! lazy half-life decay that lets stale tastes fade. Pure functions over slices.
 //!
-//! The two steps are compiled twice, for the SSE2 baseline and for AVX2, and the CPU picks one
-//! at run time (`multiversion`). FMA stays off: every lane does the same IEEE multiply, add,
-//! square root and divide in both versions, so the results are bit-identical across CPUs and a
-//! replay rebuilds the same state wherever it runs.
+//! AdaGrad is compiled twice, for the SSE2 baseline and for AVX2, and the CPU picks one at run
+//! time (`multiversion`); Adam is inlined into `score::learn`, which is compiled the same way.
+//! FMA stays off: every lane does the same IEEE multiply, add, square root and divide in both
+//! versions, so the results are bit-identical across CPUs and a replay rebuilds the same state
+//! wherever it runs.
 
 use multiversion::multiversion;
 
@@ -36,7 +37,7 @@ pub fn decay_weights(w: &mut [f32], elapsed_s: f64, half_life_s: f64) {
 
 /// One Adam step on `w` for the loss gradient `error·x` plus `λ·w`. `step` is the 1-based
 /// count of steps taken including this one (for bias correction).
-#[multiversion(targets("x86_64+avx2"))]
+#[inline]
 pub fn adam_step(
     p: &AdamParams,
     w: &mut [f32],
