@@ -44,10 +44,7 @@ async fn call(ws: &mut Ws, text: &str) -> Value {
 fn websocket_ops_and_a_subscription_push() {
     let (_engine, server) = start(|_| {});
     let addr = server.http_addr().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let mut ws = connect(addr).await;
         assert_eq!(call(&mut ws, r#"{"op":"ping","id":1}"#).await["pong"], true);
@@ -123,10 +120,7 @@ async fn close_code(ws: &mut Ws) -> u16 {
 fn websocket_violations_close_with_codes() {
     let (_engine, server) = start(|cfg| cfg.ws_max_frame_bytes = 1024);
     let addr = server.http_addr().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let mut ws = connect(addr).await;
         let big = format!(r#"{{"op":"ping","id":1,"pad":"{}"}}"#, "x".repeat(4096));
@@ -186,13 +180,17 @@ fn event_frame(i: usize) -> String {
     )
 }
 
-/// Connects to `addr` and runs `burst_and_collect` on a runtime of its own.
-fn burst(addr: std::net::SocketAddr, frames: Vec<String>) -> Vec<Value> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for one test's client.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    rt.block_on(async {
+        .unwrap()
+}
+
+/// Connects to `addr` and runs `burst_and_collect` on a runtime of its own.
+fn burst(addr: std::net::SocketAddr, frames: Vec<String>) -> Vec<Value> {
+    runtime().block_on(async {
         let ws = connect(addr).await;
         burst_and_collect(ws, frames).await
     })
