@@ -12,10 +12,11 @@ mod plot;
 use std::time::Instant;
 
 use nudge::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
+use nudge::eval::knn::ItemKnn;
 use nudge::eval::movielens::{self, MovieLens};
 use nudge::eval::replay::{self, LearnFrom, ReplayArgs};
 use nudge::eval::sim::{self, SimConfig, World};
-use nudge::eval::{fetch, run_each, EnginePolicy, Policy, Variant};
+use nudge::eval::{fetch, run_each, EnginePolicy, Feedback, Policy, Variant};
 use nudge::{Config, PolicyKind};
 
 struct Args {
@@ -25,6 +26,8 @@ struct Args {
     /// `--only TEXT`: on MovieLens, run only the policies whose name contains one of these
     /// (for tuning one variant quickly); empty runs every policy.
     only: Vec<String>,
+    /// `--feedback events|decisions`: how nudge is fed (both when not given).
+    feedback: Vec<Feedback>,
 }
 
 fn args() -> Args {
@@ -33,6 +36,7 @@ fn args() -> Args {
         seed: 7,
         plot: Some("docs/quality-sim.png".into()),
         only: Vec::new(),
+        feedback: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -40,10 +44,23 @@ fn args() -> Args {
             "--seed" => a.seed = it.next().and_then(|s| s.parse().ok()).unwrap_or(a.seed),
             "--no-plot" => a.plot = None,
             "--only" => a.only.extend(it.next()),
+            "--feedback" => {
+                let name = it.next().unwrap_or_default();
+                match Feedback::ALL.into_iter().find(|f| f.name() == name) {
+                    Some(f) => a.feedback.push(f),
+                    None => {
+                        eprintln!("--feedback takes `events` or `decisions`, not `{name}`");
+                        std::process::exit(2);
+                    }
+                }
+            }
             "--bench" => {}
             w if !w.starts_with('-') => a.workloads.push(w.to_string()),
             _ => {}
         }
+    }
+    if a.feedback.is_empty() {
+        a.feedback = Feedback::ALL.to_vec();
     }
     if a.workloads.is_empty() {
         a.workloads = vec!["sim".into(), "movielens".into(), "obd".into()];
@@ -69,13 +86,14 @@ fn fmt_adaptation(a: Option<f64>) -> String {
     }
 }
 
-fn simulation(a: &Args, cfg: &Config) {
+fn simulation(a: &Args, cfg: &Config, feedback: Feedback) {
     let started = Instant::now();
     let world = World::new(SimConfig::standard(a.seed));
-    let (traces, oracle) = sim::evaluate(&world, cfg);
+    let (traces, oracle) = sim::evaluate(&world, cfg, feedback);
     let rows = sim::table(&world, &traces, &oracle);
     println!(
-        "\n## Simulated users (seed {}, {} users, {} items, {} decisions, drift of {:.0}% of users at {:.0}% of the period)\n",
+        "\n## Simulated users, {} (seed {}, {} users, {} items, {} decisions, drift of {:.0}% of users at {:.0}% of the period)\n",
+        feedback_title(feedback),
         a.seed,
         world.cfg.users,
         world.cfg.items,
@@ -104,7 +122,7 @@ fn simulation(a: &Args, cfg: &Config) {
     for t in traces.iter().filter(|t| t.name != full.name) {
         println!("- vs {}: {}", t.name, sim::paired(&world, full, t));
     }
-    if let Some(path) = &a.plot {
+    if let (Some(path), Feedback::Decisions) = (&a.plot, feedback) {
         let mut series: Vec<(String, Vec<f64>)> = traces
             .iter()
             .map(|t| (t.name.clone(), sim::curve(t, 56)))
@@ -124,7 +142,18 @@ fn simulation(a: &Args, cfg: &Config) {
     println!("\nsimulation took {:.1} s", started.elapsed().as_secs_f64());
 }
 
-fn movielens(a: &Args, cfg: &Config) {
+/// How a table's heading names the feedback mode.
+fn feedback_title(feedback: Feedback) -> &'static str {
+    match feedback {
+        Feedback::EventsOnly => "events only",
+        Feedback::Decisions => "decisions with rewards",
+    }
+}
+
+/// Item-kNN's neighbourhood sizes on MovieLens (`None`: all), so that its best is the bar.
+const KNN_NEIGHBOURS: [Option<usize>; 5] = [Some(20), Some(50), Some(100), Some(200), None];
+
+fn movielens(a: &Args, cfg: &Config, feedback: Feedback) {
     let started = Instant::now();
     let paths = match fetch::fetch(&fetch::MOVIELENS_100K, &fetch::cache_dir()) {
         Ok(p) => p,
@@ -149,6 +178,11 @@ fn movielens(a: &Args, cfg: &Config) {
             days * 86_400.0,
         )));
     }
+    for k in KNN_NEIGHBOURS {
+        policies.push(Box::new(ItemKnn::new(k, 1_000)));
+    }
+    // The same signal as nudge's co-occurrence component, alone: a stronger bar than item-kNN.
+    policies.push(Box::new(ItemKnn::sequential(0.8, 20, 1_000)));
     for v in Variant::ALL {
         let p = EnginePolicy::new(
             v.name(),
@@ -156,7 +190,8 @@ fn movielens(a: &Args, cfg: &Config) {
             data.items.clone(),
             data.start_ms(),
         )
-        .expect("valid engine configuration");
+        .expect("valid engine configuration")
+        .feedback(feedback);
         policies.push(Box::new(p));
     }
     if !a.only.is_empty() {
@@ -165,10 +200,13 @@ fn movielens(a: &Args, cfg: &Config) {
     if policies.is_empty() {
         return eprintln!("--only matched no policy");
     }
-    let rows: Vec<movielens::Row> =
-        run_each(&mut policies, |p| movielens::run(&data, p, 0.2, a.seed));
+    let rows: Vec<movielens::Row> = run_each(&mut policies, |p| {
+        movielens::run(&data, p, 0.2, a.seed, feedback)
+    });
     println!(
-        "\n## MovieLens-100k in time order ({} ratings, test = last 20%: {} ranked, full ranking of unrated items)\n",
+        "\n## MovieLens-100k in time order, {} (seed {}, {} ratings, test = last 20%: {} ranked, full ranking of unrated items)\n",
+        feedback_title(feedback),
+        a.seed,
         data.ratings.len(),
         rows[0].ranked
     );
@@ -212,8 +250,8 @@ fn main() {
     let cfg = engine_config();
     for w in a.workloads.clone() {
         match w.as_str() {
-            "sim" => simulation(&a, &cfg),
-            "movielens" => movielens(&a, &cfg),
+            "sim" => a.feedback.iter().for_each(|&f| simulation(&a, &cfg, f)),
+            "movielens" => a.feedback.iter().for_each(|&f| movielens(&a, &cfg, f)),
             "obd" => obd(&a),
             other => eprintln!("unknown workload {other} (sim, movielens, obd)"),
         }

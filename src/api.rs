@@ -206,6 +206,11 @@ pub struct DecideRequest {
     pub ts_ms: Option<u64>,
     /// Whether each placement carries its score broken into parts.
     pub explain: bool,
+    /// Whether the decision is tracked (the default): opened for attribution, so that later
+    /// outcomes on its placements train the model, and written to the decision log. An
+    /// untracked decision is a preview: it is ranked the same way but leaves nothing behind,
+    /// and its id is [`DecisionId::UNTRACKED`].
+    pub track: bool,
 }
 
 impl DecideRequest {
@@ -222,6 +227,7 @@ impl DecideRequest {
             context: Vec::new(),
             ts_ms: None,
             explain: false,
+            track: true,
         }
     }
     /// Adds one context pair.
@@ -239,6 +245,11 @@ impl DecideRequest {
         self.explain = on;
         self
     }
+    /// `false` makes the decision a preview that opens nothing for attribution.
+    pub fn track(mut self, on: bool) -> Self {
+        self.track = on;
+        self
+    }
 }
 
 /// The parts of a logit `z`; they sum to `z`.
@@ -254,12 +265,15 @@ pub struct ScoreParts {
     pub context: f32,
     /// `κ·⟨ŝ_u, x_i⟩`: this user's recent activity.
     pub state: f32,
+    /// `γ·co(u,i)`: how often the items this user touched last were touched together with
+    /// this one by other users (the co-occurrence component).
+    pub cooccurrence: f32,
 }
 
 impl ScoreParts {
     /// The logit: the sum of the parts.
     pub fn logit(&self) -> f32 {
-        self.bias + self.global + self.personal + self.context + self.state
+        self.bias + self.global + self.personal + self.context + self.state + self.cooccurrence
     }
 }
 

@@ -147,6 +147,20 @@ pub struct ModelConfig {
     pub global_learning_rate: f32,
     /// Standard deviation of the initial learned item embeddings.
     pub item_embedding_init: f32,
+    /// Neighbours kept per item by the co-occurrence component (items the same users touch
+    /// close together; `model/cooccur.rs`); 0 turns it off.
+    pub cooccurrence_neighbours: usize,
+    /// Weight `λ^a` of the user's item `a` steps back in the co-occurrence feature.
+    pub cooccurrence_recency: f32,
+    /// Starting weight γ₀ of the co-occurrence feature in the score (learned from there).
+    pub cooccurrence_weight: f32,
+    /// AdaGrad step size of the learned co-occurrence weight γ (one global scalar, mixed like
+    /// `β`): large, so that a workload where co-occurrence says little turns it down quickly.
+    pub cooccurrence_learning_rate: f32,
+    /// Items sampled as negatives (reward 0) for every outcome event that no decision
+    /// explains, so that a plain event stream teaches what the user chose over what they did
+    /// not; 0 trains on the event alone.
+    pub negatives: usize,
 }
 
 impl Default for ModelConfig {
@@ -166,6 +180,11 @@ impl Default for ModelConfig {
             l2: 0.001,
             global_learning_rate: 0.05,
             item_embedding_init: 0.1,
+            cooccurrence_neighbours: 128,
+            cooccurrence_recency: 0.8,
+            cooccurrence_weight: 10.0,
+            cooccurrence_learning_rate: 2.0,
+            negatives: 4,
         }
     }
 }
@@ -453,6 +472,27 @@ impl Config {
             "model.item_embedding_init",
             "non-negative",
         )?;
+        check(
+            m.cooccurrence_neighbours <= 1024,
+            "model.cooccurrence_neighbours",
+            "at most 1024",
+        )?;
+        check(
+            (0.0..=1.0).contains(&m.cooccurrence_recency),
+            "model.cooccurrence_recency",
+            "in [0,1]",
+        )?;
+        check(
+            m.cooccurrence_weight.is_finite(),
+            "model.cooccurrence_weight",
+            "finite",
+        )?;
+        check(
+            m.cooccurrence_learning_rate >= 0.0,
+            "model.cooccurrence_learning_rate",
+            "non-negative",
+        )?;
+        check(m.negatives <= 64, "model.negatives", "at most 64")?;
         check(
             self.reward.dwell_saturation_s > 0.0,
             "reward.dwell_saturation_s",

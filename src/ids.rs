@@ -103,6 +103,10 @@ pub struct ShardId(pub u16);
 pub struct DecisionId(pub u64);
 
 impl DecisionId {
+    /// The id of an untracked decision (a preview): no shard ever issues it, so a reward
+    /// naming it is refused as unknown.
+    pub const UNTRACKED: DecisionId = DecisionId(u64::MAX);
+
     /// Builds the id of the `sequence`-th decision of `shard`.
     pub fn new(shard: ShardId, sequence: u64) -> Self {
         DecisionId(((shard.0 as u64) << 48) | (sequence & 0xffff_ffff_ffff))

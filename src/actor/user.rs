@@ -9,6 +9,7 @@ use crate::actor::signals::Signals;
 use crate::config::ModelConfig;
 use crate::ids::UserId;
 use crate::model::adam::decay_weights;
+use crate::model::cooccur::RecentItems;
 use crate::model::math::{axpy, decay_factor};
 use crate::model::score::{PersonalModel, PersonalView};
 
@@ -33,6 +34,9 @@ pub struct UserActor {
     pub decisions: u32,
     /// Open decision ids, oldest first.
     pub open: Vec<u64>,
+    /// The items this user engaged with last, newest first (keys; the co-occurrence
+    /// component's votes).
+    pub recent: RecentItems,
 }
 
 impl UserActor {
@@ -48,6 +52,7 @@ impl UserActor {
             events_by_kind: [0; 8],
             decisions: 0,
             open: Vec::new(),
+            recent: RecentItems::default(),
         }
     }
 

@@ -221,6 +221,7 @@ pub fn decide(
         context: context(cfg, space, &req.context)?,
         ts_ms: timestamp(cfg, req.ts_ms, now_ms)?,
         explain: req.explain,
+        track: req.track,
         raw_context: keep_raw_context.then_some(req.context),
     })
 }

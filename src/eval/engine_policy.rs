@@ -10,7 +10,7 @@ use crate::clock::{Clock, ManualClock};
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::StartError;
-use crate::eval::{Observation, Outcome, Policy, Request};
+use crate::eval::{Feedback, Observation, Outcome, Policy, Request};
 use crate::ids::DecisionId;
 use crate::model::policy::first_slot_distribution;
 
@@ -63,6 +63,7 @@ pub struct EnginePolicy {
     clock: ManualClock,
     /// The last decision and its user: an observation of that user answers it.
     last: Option<(String, DecisionId)>,
+    feedback: Feedback,
     next_tick_ms: u64,
     errors: u64,
 }
@@ -89,6 +90,7 @@ impl EnginePolicy {
             engine,
             clock,
             last: None,
+            feedback: Feedback::Decisions,
             next_tick_ms: start_ms + TICK_EVERY_MS,
             errors: 0,
         };
@@ -98,6 +100,12 @@ impl EnginePolicy {
             }
         }
         Ok(me)
+    }
+
+    /// Feeds the engine as `feedback` says (tracked decisions by default).
+    pub fn feedback(mut self, feedback: Feedback) -> Self {
+        self.feedback = feedback;
+        self
     }
 
     /// The engine (for stats and inspection).
@@ -132,7 +140,8 @@ impl EnginePolicy {
             .collect();
         let mut request = DecideRequest::new(req.user, candidates, n)
             .at(req.ts_ms)
-            .explain(explain);
+            .explain(explain)
+            .track(self.feedback == Feedback::Decisions);
         request.context = req.context.to_vec();
         match self.engine.decide(request) {
             Ok(d) => {
@@ -188,8 +197,15 @@ impl Policy for EnginePolicy {
 
     fn observe(&mut self, obs: &Observation<'_>) {
         self.at(obs.ts_ms);
-        let decision = self.answered(obs.user);
+        let decision = match self.feedback {
+            Feedback::Decisions => self.answered(obs.user),
+            Feedback::EventsOnly => None,
+        };
         let kind = match obs.outcome {
+            // Without decisions, a tracker reports what was shown as an impression.
+            Outcome::Ignored if self.feedback == Feedback::EventsOnly => {
+                Event::new(obs.user, EventKind::Impression)
+            }
             Outcome::Ignored => {
                 // Shown and ignored: label the placement 0 now rather than at expiry.
                 if let Some(d) = decision {

@@ -10,6 +10,7 @@
 //! - `replay`: off-policy evaluation of a configuration against a log (replay, IPS, SNIPS);
 //! - `obd`: the Open Bandit Dataset sample as a log; `movielens`: MovieLens-100k in time order;
 //! - `sim`: seeded simulated users with drift; `baselines`: random and popularity policies;
+//!   `knn`: item-kNN;
 //! - `fetch`: downloads the public data sets into `.cache/data/` and checks their checksums;
 //! - `stats`: intervals (bootstrap, Wilson).
 //!
@@ -19,6 +20,7 @@
 pub mod baselines;
 pub mod engine_policy;
 pub mod fetch;
+pub mod knn;
 pub mod log;
 pub mod movielens;
 pub mod obd;
@@ -27,6 +29,30 @@ pub mod sim;
 pub mod stats;
 
 pub use engine_policy::{EnginePolicy, Variant};
+
+/// What nudge learns from in a workload, the two ways users feed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Feedback {
+    /// A plain stream of events with no decision before them (what a tracking pipeline
+    /// sends): the workload's decisions are untracked previews, and every outcome arrives as
+    /// an event that names no decision.
+    EventsOnly,
+    /// Tracked decisions, and outcomes attributed to them (ignored placements labelled 0).
+    Decisions,
+}
+
+impl Feedback {
+    /// Both, in the order tables show them.
+    pub const ALL: [Feedback; 2] = [Feedback::EventsOnly, Feedback::Decisions];
+
+    /// The name used in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Feedback::EventsOnly => "events",
+            Feedback::Decisions => "decisions",
+        }
+    }
+}
 
 /// What a policy is asked: place `n` of `candidates` for `user` in `context` at `ts_ms`.
 #[derive(Clone, Copy, Debug)]

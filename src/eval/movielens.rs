@@ -4,10 +4,12 @@
 //! Every rating is replayed by timestamp. For each rating in the test part (the last 20% of
 //! ratings in time order), before any policy sees it, the policy ranks every item that user has
 //! not rated yet (a full ranking, no sampled negatives) and the true item's rank gives HR@10
-//! and NDCG@10. Then the rating is fed as an event: 4–5 a positive, 1–2 a weak negative, 3 a
-//! neutral rating. Before the test part every rating is still preceded by a decision, over 100
-//! random unrated items, so nudge learns from what it placed and the user did not pick, as it
-//! would in production. Item attributes: genres and release year; context: age bucket, gender,
+//! and NDCG@10. Then the rating is fed as an event. In the events-only mode that is all: a
+//! `rating` event with its stars and time, as a tracking pipeline sends it, and the test
+//! rankings are untracked previews. In the decisions mode, 4–5 is fed as a positive, 1–2 a
+//! weak negative, 3 a neutral rating, and before the test part every rating is preceded by a
+//! decision over 100 random unrated items, so nudge learns from what it placed and the user
+//! did not pick. Item attributes: genres and release year; context: age bucket, gender,
 //! occupation.
 
 use std::collections::HashMap;
@@ -15,7 +17,7 @@ use std::path::Path;
 
 use crate::api::ItemSpec;
 use crate::eval::stats::{cluster_bootstrap, Cluster, Interval};
-use crate::eval::{Observation, Outcome, Policy, Request};
+use crate::eval::{Feedback, Observation, Outcome, Policy, Request};
 use crate::rng::Rng;
 
 /// One rating.
@@ -211,8 +213,12 @@ impl MovieLens {
     }
 }
 
-/// How a rating is fed to a policy.
-pub fn outcome(stars: u8) -> Outcome {
+/// How a rating is fed to a policy: as the rating itself in an event stream, as tracked
+/// outcomes (good, poor, neutral) when decisions come first.
+pub fn outcome(stars: u8, feedback: Feedback) -> Outcome {
+    if feedback == Feedback::EventsOnly {
+        return Outcome::Rating(stars as f64);
+    }
     match stars {
         4..=5 => Outcome::Click,
         1..=2 => Outcome::Skip,
@@ -240,8 +246,16 @@ const WARMUP_CANDIDATES: usize = 100;
 /// Length of the ranked list.
 pub const TOP_K: usize = 10;
 
-/// Streams every rating through `policy` and scores its full rankings on the test part.
-pub fn run(data: &MovieLens, policy: &mut dyn Policy, test_fraction: f64, seed: u64) -> Row {
+/// Streams every rating through `policy` and scores its full rankings on the test part. With
+/// `Feedback::Decisions` every training rating is preceded by a decision over 100 random
+/// unrated items; with `Feedback::EventsOnly` the ratings arrive as plain `rating` events.
+pub fn run(
+    data: &MovieLens,
+    policy: &mut dyn Policy,
+    test_fraction: f64,
+    seed: u64,
+    feedback: Feedback,
+) -> Row {
     let split = data.split(test_fraction);
     let n_items = data.items.len();
     let ids: Vec<String> = data.items.iter().map(|i| i.id.clone()).collect();
@@ -256,7 +270,7 @@ pub fn run(data: &MovieLens, policy: &mut dyn Policy, test_fraction: f64, seed: 
         index.clear();
         if t >= split {
             index.extend((0..n_items as u32).filter(|&i| !rated[u][i as usize]));
-        } else {
+        } else if feedback == Feedback::Decisions {
             // Warm-up: a random sample of unrated items (the true one only by chance).
             for _ in 0..WARMUP_CANDIDATES * 2 {
                 let i = rng.below(n_items) as u32;
@@ -291,7 +305,7 @@ pub fn run(data: &MovieLens, policy: &mut dyn Policy, test_fraction: f64, seed: 
             user: &data.users[u],
             context,
             item: &ids[r.item as usize],
-            outcome: outcome(r.stars),
+            outcome: outcome(r.stars, feedback),
             ts_ms,
         };
         policy.observe(&obs);

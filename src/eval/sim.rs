@@ -14,9 +14,17 @@
 use crate::api::ItemSpec;
 use crate::config::Config;
 use crate::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
+use crate::eval::knn::ItemKnn;
 use crate::eval::stats::{cluster_bootstrap, Cluster, Interval};
-use crate::eval::{run_each, EnginePolicy, Observation, Outcome, Policy, Request, Variant};
+use crate::eval::{
+    run_each, EnginePolicy, Feedback, Observation, Outcome, Policy, Request, Variant,
+};
 use crate::rng::Rng;
+
+/// Item-kNN's neighbourhood in the simulation.
+const KNN_NEIGHBOURS: usize = 50;
+/// How often (observations) item-kNN rebuilds its neighbour lists.
+const KNN_REBUILD_EVERY: usize = 2_000;
 
 /// Unix ms of the simulation's first second.
 pub const START_MS: u64 = 1_700_000_000_000;
@@ -387,20 +395,22 @@ pub fn run_oracle(world: &World) -> Trace {
     }
 }
 
-/// The baselines and nudge's three variants of `engine`, in table order.
-pub fn policies(world: &World, engine: &Config) -> Vec<Box<dyn Policy>> {
+/// The baselines and nudge's three variants of `engine` fed as `feedback` says, in table order.
+pub fn policies(world: &World, engine: &Config, feedback: Feedback) -> Vec<Box<dyn Policy>> {
     let seed = world.cfg.seed;
     let mut out: Vec<Box<dyn Policy>> = vec![
         Box::new(RandomPolicy::new(seed ^ 0x5eed)),
         Box::new(Popularity::global(PopularityScore::ClickRate)),
         Box::new(Popularity::decayed(PopularityScore::ClickRate, 86_400.0)),
+        Box::new(ItemKnn::new(Some(KNN_NEIGHBOURS), KNN_REBUILD_EVERY)),
     ];
     for v in Variant::ALL {
         let mut cfg = v.apply(engine);
         cfg.seed = seed;
         // The world's config is valid by construction; a refusal here is a bug in this file.
         let p = EnginePolicy::new(v.name(), cfg, world.item_specs(), START_MS)
-            .expect("the simulation's engine configuration is valid");
+            .expect("the simulation's engine configuration is valid")
+            .feedback(feedback);
         out.push(Box::new(p));
     }
     out
@@ -520,7 +530,7 @@ pub fn curve(tr: &Trace, bins: usize) -> Vec<f64> {
 
 /// Builds the world for `sim`, runs every policy for `engine` and the oracle, and returns the
 /// traces (policies in table order) and the oracle's.
-pub fn evaluate(world: &World, engine: &Config) -> (Vec<Trace>, Trace) {
-    let traces = run_each(&mut policies(world, engine), |p| run(world, p));
+pub fn evaluate(world: &World, engine: &Config, feedback: Feedback) -> (Vec<Trace>, Trace) {
+    let traces = run_each(&mut policies(world, engine, feedback), |p| run(world, p));
     (traces, run_oracle(world))
 }

@@ -106,6 +106,14 @@ pub struct GlobalReplica {
     pop_w_delta: f32,
     /// `ln 2 / H` of the item popularity (per second); 0 when popularity is off.
     pop_rate: f64,
+    /// The popularity clock of the latest outcome counted: popularity is read at no later
+    /// clock than this, so a quiet night or an old import does not decay it to nothing.
+    pop_latest_tau: f64,
+    /// Learned offset of the co-occurrence weight: `γ = γ₀ + co_w`.
+    pub co_w: f32,
+    co_w_acc: f32,
+    co_w_delta: f32,
+    co_learning_rate: f32,
     /// Items this shard knows: catalog copies and learned parameters.
     pub items: ItemTable,
     dirty: KeyMap<ItemDelta>,
@@ -132,6 +140,11 @@ impl GlobalReplica {
             pop_w_acc: 0.0,
             pop_w_delta: 0.0,
             pop_rate: 0.0,
+            pop_latest_tau: f64::NEG_INFINITY,
+            co_w: 0.0,
+            co_w_acc: 0.0,
+            co_w_delta: 0.0,
+            co_learning_rate: 0.0,
             items: ItemTable::new(dim),
             dirty: KeyMap::default(),
             dense_dirty: false,
@@ -150,6 +163,12 @@ impl GlobalReplica {
         self
     }
 
+    /// Learns the co-occurrence weight's offset with step size `lr`.
+    pub fn with_cooccurrence_learning_rate(mut self, lr: f32) -> Self {
+        self.co_learning_rate = lr;
+        self
+    }
+
     /// Whether the per-dimension state weights learn.
     pub fn state_weights_learn(&self) -> bool {
         self.state_learning_rate > 0.0 && self.learning_rate > 0.0
@@ -163,8 +182,22 @@ impl GlobalReplica {
     /// The popularity clock at `ts_ms`: `t·ln2/H`, subtracted from an item's `pop_log`,
     /// rounded down to a grid of 1/1024 (about `H/710` of time, a popularity error under 0.1%)
     /// so that an item's feature can be memoized between clock steps.
+    /// Never later than the latest outcome counted (with nothing counted, the time itself):
+    /// popularity is relative to the latest activity, so it does not drain away while nothing
+    /// happens, and a history imported with its own timestamps keeps its popularity when it
+    /// is served at the present time.
     #[inline]
     pub fn popularity_tau(&self, ts_ms: u64) -> f64 {
+        let tau = self.raw_popularity_tau(ts_ms);
+        if self.pop_latest_tau > f64::NEG_INFINITY {
+            tau.min(self.pop_latest_tau)
+        } else {
+            tau
+        }
+    }
+
+    #[inline]
+    fn raw_popularity_tau(&self, ts_ms: u64) -> f64 {
         let tau = (ts_ms as f64 - POPULARITY_EPOCH_MS as f64) / 1000.0 * self.pop_rate;
         (tau * 1024.0).floor() / 1024.0
     }
@@ -197,10 +230,11 @@ impl GlobalReplica {
         if self.pop_rate == 0.0 {
             return;
         }
-        let t = self.popularity_tau(ts_ms);
+        let t = self.raw_popularity_tau(ts_ms);
         let Some(row) = self.items.row(key) else {
             return;
         };
+        self.pop_latest_tau = self.pop_latest_tau.max(t);
         self.items
             .set_pop_log(row, log_add_exp(self.items.pop_log(row), t));
         let d = self.dim;
@@ -210,9 +244,18 @@ impl GlobalReplica {
 
     /// One AdaGrad step on the state weights (gradient `err·ŝ_k·x_k`, given as `err` and
     /// `sx = ŝ∘x`) and on the popularity weight (gradient `err·feature`).
-    pub fn train_extras(&mut self, err: f32, sx: Option<&[f32]>, pop_feature: f32) {
+    /// Also the co-occurrence weight's offset (gradient `err·co`).
+    pub fn train_extras(&mut self, err: f32, sx: Option<&[f32]>, pop_feature: f32, co: f32) {
         if self.learning_rate == 0.0 {
             return;
+        }
+        if co != 0.0 && self.co_learning_rate > 0.0 {
+            let grad = err * co;
+            self.co_w_acc += grad * grad;
+            let step = self.co_learning_rate * grad / (self.co_w_acc.sqrt() + 1e-6);
+            self.co_w -= step;
+            self.co_w_delta -= step;
+            self.dense_dirty = true;
         }
         if let (Some(sx), true) = (sx, self.state_learning_rate > 0.0) {
             adagrad_step(
@@ -300,16 +343,21 @@ impl GlobalReplica {
             add_into(&mut master.big_g, &self.big_g_delta);
             add_into(&mut master.state_w, &self.state_w_delta);
             master.pop_w += self.pop_w_delta;
+            master.co_w += self.co_w_delta;
+            self.co_w_delta = 0.0;
             self.g_delta.iter_mut().for_each(|x| *x = 0.0);
             self.big_g_delta.iter_mut().for_each(|x| *x = 0.0);
             self.state_w_delta.iter_mut().for_each(|x| *x = 0.0);
             self.pop_w_delta = 0.0;
             self.dense_dirty = false;
         }
+        master.pop_latest_tau = master.pop_latest_tau.max(self.pop_latest_tau);
         self.g.copy_from_slice(&master.g);
         self.big_g.copy_from_slice(&master.big_g);
         self.state_w.copy_from_slice(&master.state_w);
         self.pop_w = master.pop_w;
+        self.co_w = master.co_w;
+        self.pop_latest_tau = self.pop_latest_tau.max(master.pop_latest_tau);
         for (key, delta) in self.dirty.drain() {
             // The item may have been removed since the delta was recorded.
             let Some(row) = self.items.row(key) else {
@@ -374,6 +422,8 @@ struct Master {
     big_g: Vec<f32>,
     state_w: Vec<f32>,
     pop_w: f32,
+    co_w: f32,
+    pop_latest_tau: f64,
     items: KeyMap<MasterItem>,
     pending: Vec<HashSet<u64>>,
 }
@@ -393,6 +443,8 @@ impl Mixer {
                 big_g: vec![0.0; dim * dim],
                 state_w: vec![0.0; dim],
                 pop_w: 0.0,
+                co_w: 0.0,
+                pop_latest_tau: f64::NEG_INFINITY,
                 items: KeyMap::default(),
                 pending: vec![HashSet::new(); shards],
             }),
@@ -453,7 +505,15 @@ mod tests {
         a.record_popularity(7, t0);
         // Within the clock grid's 0.1%.
         assert!((pop(&a, t0) - 2.0).abs() < 2e-3 * 2.0);
-        assert!((pop(&a, t0 + day_ms) - 1.0).abs() < 2e-3);
+        // Nothing happened for a day: popularity is read at the latest activity, not drained.
+        assert!((pop(&a, t0 + day_ms) - 2.0).abs() < 4e-3);
+        // Activity a day later (on another item) moves the clock: the two events are halved.
+        let mut c = GlobalReplica::new(4, 0.1).with_extras(0.0, 86_400.0);
+        c.items.insert(7, None, &e0);
+        c.items.insert(8, None, &e0);
+        c.record_popularity(7, t0);
+        c.record_popularity(8, t0 + day_ms);
+        assert!((pop(&c, t0 + day_ms) - 0.5).abs() < 2e-3);
         b.record_popularity(7, t0 + day_ms);
         a.mix(&mixer, 0);
         b.mix(&mixer, 1);
@@ -474,7 +534,7 @@ mod tests {
         let mut a = GlobalReplica::new(2, 0.1).with_extras(0.1, 0.0);
         let mut b = GlobalReplica::new(2, 0.1).with_extras(0.1, 0.0);
         // The state agreed with a positive outcome (err < 0): its weight grows.
-        a.train_extras(-0.5, Some(&[1.0, 0.0]), 0.0);
+        a.train_extras(-0.5, Some(&[1.0, 0.0]), 0.0, 0.0);
         assert!(a.state_w[0] > 0.0 && a.state_w[1] == 0.0);
         let w = a.state_w[0];
         a.mix(&mixer, 0);

@@ -93,6 +93,12 @@ impl ItemTable {
         self.index.get(&key).copied()
     }
 
+    /// The key of the item in `row`.
+    #[inline]
+    pub fn key(&self, row: Row) -> u64 {
+        self.keys[row as usize]
+    }
+
     /// Whether `key` has a row.
     pub fn contains(&self, key: u64) -> bool {
         self.index.contains_key(&key)

@@ -5,6 +5,7 @@
 //! time arrives as elapsed seconds, randomness as an `Rng`. Everything here is deterministic.
 
 pub mod adam;
+pub mod cooccur;
 pub mod features;
 pub mod global;
 pub mod items;

@@ -1,5 +1,6 @@
 //! The score `z(u,i,c,t) = b_i + β·log1p(pop_i(t)) + ⟨g + w_u + G·c + κ∘ŝ_u, x_i⟩`, with
-//! `x_i = φ_i + e_i`, and the learning step on one labelled example.
+//! `x_i = φ_i + e_i`, plus the co-occurrence term `γ·co(u,i)` (`cooccur`), and the learning
+//! step on one labelled example.
 //!
 //! `κ∘ŝ_u` is the decayed state scaled into `ŝ_u` (see [`StateScale`]) and weighted per
 //! dimension by the learned global weights `κ_k = κ + Δκ_k`; `pop_i(t)` is the item's decayed
@@ -104,6 +105,7 @@ pub fn explain(
         personal: dot(user.weights, x),
         context: dot(&gc, x),
         state: state_part,
+        cooccurrence: 0.0,
     }
 }
 
@@ -141,6 +143,10 @@ pub struct Example<'a> {
     pub reward: f32,
     /// The popularity clock at the example's time (`GlobalReplica::popularity_tau`).
     pub pop_tau: f64,
+    /// The co-occurrence feature `co(u, i)` (`model/cooccur.rs`).
+    pub co: f32,
+    /// γ₀, the co-occurrence weight before its learned offset.
+    pub co_base: f32,
 }
 
 /// Trains on one labelled example: an Adam step on the personal weights and an AdaGrad step on
@@ -160,6 +166,8 @@ pub fn learn<'a, 'b, 'c>(
         context: c,
         reward,
         pop_tau,
+        co,
+        co_base,
     } = *example;
     let d = global.dim();
     let (x, rest) = scratch.split_at_mut(d);
@@ -176,7 +184,7 @@ pub fn learn<'a, 'b, 'c>(
         *x = p + e;
     }
     let pop = global.item_popularity(row, pop_tau);
-    let bias = global.items.bias(row) + global.pop_w * pop;
+    let bias = global.items.bias(row) + global.pop_w * pop + (co_base + global.co_w) * co;
     query(
         global,
         &PersonalView {
@@ -202,7 +210,7 @@ pub fn learn<'a, 'b, 'c>(
         }
         &*sx
     });
-    global.train_extras(err, sx, pop);
+    global.train_extras(err, sx, pop, co);
     global.train(item_key, err, x, q, c);
     prediction
 }

@@ -8,6 +8,7 @@ use crate::actor::UserActor;
 use crate::api::ScoreParts;
 use crate::config::Config;
 use crate::model::adam::AdamParams;
+use crate::model::cooccur::{CoOccurrence, RecentItems};
 use crate::model::global::GlobalReplica;
 use crate::model::items::Row;
 use crate::model::math::{dot, sigmoid};
@@ -57,6 +58,8 @@ pub struct Learner {
     context: SparseVec,
     /// The user-derived context buckets, precomputed: `((key, value), buckets)`.
     derived: Vec<(DerivedPair, [(u32, f32); 2])>,
+    /// Which items the same users touch together (the collaborative signal).
+    pub cooccurrence: CoOccurrence,
 }
 
 impl Learner {
@@ -86,7 +89,8 @@ impl Learner {
                 l2: m.l2,
             },
             global: GlobalReplica::new(d, m.global_learning_rate)
-                .with_extras(m.kappa_learning_rate, m.popularity_half_life_s),
+                .with_extras(m.kappa_learning_rate, m.popularity_half_life_s)
+                .with_cooccurrence_learning_rate(m.cooccurrence_learning_rate),
             rng: Rng::new(seed),
             state: StateParams {
                 kappa: m.kappa,
@@ -102,6 +106,7 @@ impl Learner {
             context: SparseVec::default(),
             space,
             derived,
+            cooccurrence: CoOccurrence::new(m.cooccurrence_neighbours, m.cooccurrence_recency),
             cfg,
         };
         learner.query_ext = vec![0.0; learner.global.items.stride()];
@@ -192,8 +197,18 @@ impl Learner {
         &self.x
     }
 
-    /// Sets `self.query` to `q = g + w_u + G·c + κ∘ŝ_u`, and the popularity clock to `ts_ms`.
+    /// γ, the weight of the co-occurrence feature.
+    #[inline]
+    fn co_weight(&self) -> f32 {
+        self.cfg.model.cooccurrence_weight + self.global.co_w
+    }
+
+    /// Sets `self.query` to `q = g + w_u + G·c + κ∘ŝ_u`, the popularity clock to `ts_ms`, and
+    /// the co-occurrence scores of the user's recent items' neighbours.
     pub fn prepare_query(&mut self, user: &UserActor, context: &SparseVec, ts_ms: u64) {
+        if self.cooccurrence.is_on() {
+            self.cooccurrence.prepare(&user.recent);
+        }
         score::query(
             &self.global,
             &user.view(),
@@ -261,6 +276,21 @@ impl Learner {
     /// The logit of one candidate whose row (if any) `resolve` returned.
     #[inline]
     fn logit_of(&self, key: u64, row: Option<Row>, inline: Option<&Arc<ItemFeatures>>) -> f32 {
+        let co = if self.cooccurrence.is_on() {
+            self.co_weight() * self.cooccurrence.prepared_score(key)
+        } else {
+            0.0
+        };
+        co + self.logit_without_co(key, row, inline)
+    }
+
+    #[inline]
+    fn logit_without_co(
+        &self,
+        key: u64,
+        row: Option<Row>,
+        inline: Option<&Arc<ItemFeatures>>,
+    ) -> f32 {
         let q = &self.query;
         match row {
             // The row's `x` holds the catalog's `φ + e`; an inline item adds its own `φ`.
@@ -294,7 +324,16 @@ impl Learner {
         } else {
             (0.0, vec![0.0; self.space.dim])
         };
-        score::explain(&self.global, &user.view(), &self.state, context, bias, &x)
+        let mut parts = score::explain(&self.global, &user.view(), &self.state, context, bias, &x);
+        parts.cooccurrence = self.co_weight() * self.cooccurrence.score(key, &user.recent);
+        parts
+    }
+
+    /// Counts an engagement of `user` with item `key` in the co-occurrence component and
+    /// makes it the user's newest recent item.
+    pub fn record_engagement(&mut self, recent: &mut RecentItems, key: u64) {
+        self.cooccurrence.record(key, recent);
+        recent.push(key);
     }
 
     /// Learns from one labelled example at `ts_ms`; returns the prediction before the step, or
@@ -316,12 +355,19 @@ impl Learner {
             adam: &self.adam,
             state: self.state,
         };
+        let co = if self.cooccurrence.is_on() {
+            self.cooccurrence.score(key, &user.recent)
+        } else {
+            0.0
+        };
         let example = score::Example {
             item_key: key,
             phi: &self.phi,
             context,
             reward,
             pop_tau: self.global.popularity_tau(ts_ms),
+            co,
+            co_base: self.cfg.model.cooccurrence_weight,
         };
         Some(score::learn(
             &params,
@@ -330,6 +376,39 @@ impl Learner {
             &example,
             &mut self.scratch,
         ))
+    }
+
+    /// Trains `count` items drawn uniformly from the shard's table as negatives (reward 0) for
+    /// `user`, skipping `positive` and the user's recent items; returns the steps taken. An
+    /// outcome with no decision behind it says what the user chose, not what they passed
+    /// over; uniform negatives supply the contrast, so that biases and weights learn "this
+    /// rather than that" instead of "everything is liked".
+    pub fn learn_negatives(
+        &mut self,
+        user: &mut UserActor,
+        positive: u64,
+        raw: &SparseVec,
+        count: usize,
+        ts_ms: u64,
+    ) -> u32 {
+        let n = self.global.items.len();
+        if count == 0 || n < 2 {
+            return 0;
+        }
+        let mut context = std::mem::take(&mut self.context);
+        self.full_context_into(raw, user, &mut context);
+        let mut steps = 0;
+        for _ in 0..count {
+            let key = self.global.items.key(self.rng.below(n) as Row);
+            if key == positive || user.recent.contains(key) {
+                continue;
+            }
+            if self.learn(user, key, None, &context, 0.0, ts_ms).is_some() {
+                steps += 1;
+            }
+        }
+        self.context = context;
+        steps
     }
 
     /// The probability of a logit.

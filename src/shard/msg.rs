@@ -57,6 +57,8 @@ pub struct ValidDecide {
     pub ts_ms: u64,
     /// Whether to explain the scores.
     pub explain: bool,
+    /// Whether the decision is opened for attribution and logged.
+    pub track: bool,
     /// The context as given, kept only when the decision log is on.
     pub raw_context: Option<crate::api::Context>,
 }

@@ -242,6 +242,9 @@ impl Shard {
                 let cfg = &*self.learner.cfg;
                 if popularity_counts(&cfg.reward, ev.kind, ev.value) {
                     self.learner.global.record_popularity(*key, ev.ts_ms);
+                    if let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) {
+                        self.learner.record_engagement(&mut user.recent, *key);
+                    }
                 }
                 if rho != 0.0 {
                     let half_life_s = self.learner.cfg.model.state_half_life_s;
@@ -315,6 +318,13 @@ impl Shard {
                 .learner
                 .learn_in(user, key, &ev.context, r, ev.ts_ms)
                 .is_some();
+            if ack.trained {
+                let count = self.learner.cfg.model.negatives;
+                let steps = self
+                    .learner
+                    .learn_negatives(user, key, &ev.context, count, ev.ts_ms);
+                self.stats.training_steps_total += steps as u64;
+            }
         }
         if ack.trained {
             self.stats.training_steps_total += 1;
@@ -364,6 +374,17 @@ impl Shard {
                 reward: None,
             });
         }
+        self.stats.decisions_total += 1;
+        if !req.track {
+            // A preview: ranked like any decision, but nothing is opened, logged or learned.
+            if let Some(evicted) = evicted {
+                self.drop_user(evicted);
+            }
+            return Ok(Decision {
+                id: crate::ids::DecisionId::UNTRACKED,
+                items,
+            });
+        }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
         let user_key = user.id.key();
         let open = Open {
@@ -396,7 +417,6 @@ impl Shard {
         user.open.push(id.0);
         let early = (user.open.len() > self.learner.cfg.attribution.max_open_per_user)
             .then(|| user.open[0]);
-        self.stats.decisions_total += 1;
         if let Some(subs) = self.subscriptions.get_mut(&user_key) {
             for s in subs {
                 s.candidates = req

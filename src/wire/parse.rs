@@ -195,6 +195,7 @@ struct Fields<'t, 'i> {
     candidates: Option<Json<'t, 'i>>,
     n: Option<Json<'t, 'i>>,
     explain: Option<Json<'t, 'i>>,
+    track: Option<Json<'t, 'i>>,
     attrs: Option<Json<'t, 'i>>,
     vector: Option<Json<'t, 'i>>,
     ops: Option<Json<'t, 'i>>,
@@ -217,6 +218,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "candidates" => &mut f.candidates,
             "n" => &mut f.n,
             "explain" => &mut f.explain,
+            "track" => &mut f.track,
             "attrs" => &mut f.attrs,
             "vector" => &mut f.vector,
             "ops" => &mut f.ops,
@@ -337,21 +339,27 @@ fn decide(f: &Fields<'_, '_>) -> Result<DecideRequest, WireError> {
             _ => return Err(malformed("n", "a non-negative integer")),
         },
     };
-    let explain = match f.explain {
-        None => false,
-        Some(v) if v.value_type() == ValueType::Null => false,
-        Some(v) => v
-            .as_bool()
-            .ok_or_else(|| malformed("explain", "a boolean"))?,
-    };
     Ok(DecideRequest {
         user: required(f.user, "user")?.to_string(),
         candidates,
         n,
         context: context(f.context)?,
         ts_ms: optional_ts(f.ts)?,
-        explain,
+        explain: optional_bool(f.explain, "explain")?.unwrap_or(false),
+        track: optional_bool(f.track, "track")?.unwrap_or(true),
     })
+}
+
+/// A boolean field; absent or `null` is `None`.
+fn optional_bool(v: Option<Json<'_, '_>>, field: &'static str) -> Result<Option<bool>, WireError> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.value_type() == ValueType::Null => Ok(None),
+        Some(v) => v
+            .as_bool()
+            .map(Some)
+            .ok_or_else(|| malformed(field, "a boolean")),
+    }
 }
 
 fn candidate(v: Json<'_, '_>) -> Result<Candidate, WireError> {

@@ -171,6 +171,7 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
                 ("personal", e.personal),
                 ("context", e.context),
                 ("state", e.state),
+                ("cooccurrence", e.cooccurrence),
                 ("logit", e.logit()),
             ];
             for (j, (name, v)) in parts.into_iter().enumerate() {

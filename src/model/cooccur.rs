@@ -1,0 +1,270 @@
+//! The collaborative signal: which items the same users touch close together in time.
+//!
+//! For every item the shard keeps a bounded list of its most frequent neighbours: each event
+//! on item `i` counts one co-occurrence of `i` with each of the user's last
+//! [`RECENT_ITEMS`] distinct items, in both directions. A full list replaces its least
+//! counted entry (the Space-Saving algorithm of Metwally et al., 2005), so an item's heavy
+//! neighbours survive in `neighbours` slots whatever the stream's length. The feature of a
+//! candidate `i` for a user is
+//!
+//! ```text
+//! co(u, i) = Σ_a λ^a · C(j_a, i) / √(n_{j_a} · n_i)
+//! ```
+//!
+//! over the user's recent items `j_0` (the latest), `j_1`, … : the cosine similarity of item-kNN
+//! (Sarwar et al., 2001), counted within a short window and weighted toward what the user
+//! touched last (session-based kNN). Memory is `neighbours · 12` bytes per item that has
+//! appeared in an event; the work per event is `2 · RECENT_ITEMS` list updates.
+//!
+//! This module owns counts and lookups; it knows nothing of users, the clock or the score.
+
+use crate::model::global::KeyMap;
+
+/// How many of a user's latest distinct items vote (and count as co-occurring).
+pub const RECENT_ITEMS: usize = 8;
+
+/// A user's latest distinct items, newest first (`len` of them valid).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecentItems {
+    keys: [u64; RECENT_ITEMS],
+    len: u8,
+}
+
+impl RecentItems {
+    /// The items, newest first.
+    pub fn as_slice(&self) -> &[u64] {
+        &self.keys[..self.len as usize]
+    }
+
+    /// Whether `key` is among them.
+    pub fn contains(&self, key: u64) -> bool {
+        self.as_slice().contains(&key)
+    }
+
+    /// Makes `key` the newest (moving it up if it was there already).
+    pub fn push(&mut self, key: u64) {
+        let len = self.len as usize;
+        let at = self.as_slice().iter().position(|&k| k == key);
+        let end = at.unwrap_or(len.min(RECENT_ITEMS - 1));
+        self.keys.copy_within(0..end, 1);
+        self.keys[0] = key;
+        if at.is_none() && len < RECENT_ITEMS {
+            self.len += 1;
+        }
+    }
+}
+
+/// One item's neighbour list.
+#[derive(Clone, Debug, Default)]
+struct Neighbours {
+    /// Interactions of the item itself (`n_i`).
+    count: f32,
+    keys: Vec<u64>,
+    /// Space-Saving counts (upper bounds).
+    counts: Vec<f32>,
+    /// Each entry's overestimate: the count it inherited when it took its slot. `count −
+    /// error` is a lower bound of the true count, and what the similarity uses, so that the
+    /// churn of a popular item's tail does not pose as neighbours.
+    errors: Vec<f32>,
+}
+
+impl Neighbours {
+    #[inline]
+    fn weight(&self, at: usize) -> f32 {
+        self.counts[at] - self.errors[at]
+    }
+}
+
+/// Per-item bounded co-occurrence counts of one shard.
+#[derive(Clone, Debug)]
+pub struct CoOccurrence {
+    capacity: usize,
+    recency: f32,
+    lists: KeyMap<Neighbours>,
+    /// Scratch of a prepared user: neighbour key → summed weight (before `1/√n_i`).
+    prepared: KeyMap<f32>,
+}
+
+impl CoOccurrence {
+    /// Counts keeping `capacity` neighbours per item (0: off), recent items weighted `recency^a`.
+    pub fn new(capacity: usize, recency: f32) -> Self {
+        CoOccurrence {
+            capacity,
+            recency,
+            lists: KeyMap::default(),
+            prepared: KeyMap::default(),
+        }
+    }
+
+    /// Whether the component is on.
+    pub fn is_on(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// Items with a list.
+    pub fn len(&self) -> usize {
+        self.lists.len()
+    }
+
+    /// Whether no item has a list.
+    pub fn is_empty(&self) -> bool {
+        self.lists.is_empty()
+    }
+
+    /// Counts an interaction with `key` by a user whose recent items (before this one) are
+    /// `recent`. A repeat of a recent item counts nothing new.
+    pub fn record(&mut self, key: u64, recent: &RecentItems) {
+        if !self.is_on() || recent.contains(key) {
+            return;
+        }
+        self.lists.entry(key).or_default().count += 1.0;
+        for &j in recent.as_slice() {
+            self.bump(key, j);
+            self.bump(j, key);
+        }
+    }
+
+    fn bump(&mut self, from: u64, to: u64) {
+        let cap = self.capacity;
+        let list = self.lists.entry(from).or_default();
+        if let Some(at) = list.keys.iter().position(|&k| k == to) {
+            list.counts[at] += 1.0;
+        } else if list.keys.len() < cap {
+            list.keys.push(to);
+            list.counts.push(1.0);
+            list.errors.push(0.0);
+        } else {
+            // Space-Saving: the least counted entry makes room, and its count carries over
+            // as the newcomer's overestimate.
+            let (at, min) =
+                list.counts
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::INFINITY),
+                        |(a, m), (i, &c)| {
+                            if c < m {
+                                (i, c)
+                            } else {
+                                (a, m)
+                            }
+                        },
+                    );
+            list.keys[at] = to;
+            list.counts[at] = min + 1.0;
+            list.errors[at] = min;
+        }
+    }
+
+    /// `co(u, key)` for one item, looked up in the item's own list.
+    pub fn score(&self, key: u64, recent: &RecentItems) -> f32 {
+        let Some(list) = self.lists.get(&key) else {
+            return 0.0;
+        };
+        let mut sum = 0.0;
+        let mut w = 1.0;
+        for &j in recent.as_slice() {
+            if let Some(at) = list.keys.iter().position(|&k| k == j) {
+                let nj = self.lists.get(&j).map_or(1.0, |l| l.count.max(1.0));
+                sum += w * list.weight(at) / nj.sqrt();
+            }
+            w *= self.recency;
+        }
+        sum / list.count.max(1.0).sqrt()
+    }
+
+    /// Prepares the scores of every neighbour of `recent` for [`Self::prepared_score`].
+    pub fn prepare(&mut self, recent: &RecentItems) {
+        self.prepared.clear();
+        let mut w = 1.0;
+        for &j in recent.as_slice() {
+            if let Some(list) = self.lists.get(&j) {
+                let wj = w / list.count.max(1.0).sqrt();
+                for (at, &k) in list.keys.iter().enumerate() {
+                    let c = list.weight(at);
+                    if c > 0.0 {
+                        *self.prepared.entry(k).or_insert(0.0) += wj * c;
+                    }
+                }
+            }
+            w *= self.recency;
+        }
+    }
+
+    /// `co(u, key)` for the user of the last [`Self::prepare`].
+    #[inline]
+    pub fn prepared_score(&self, key: u64) -> f32 {
+        match self.prepared.get(&key) {
+            Some(&s) => {
+                s / self
+                    .lists
+                    .get(&key)
+                    .map_or(1.0, |l| l.count.max(1.0).sqrt())
+            }
+            None => 0.0,
+        }
+    }
+
+    /// Forgets `key` as an item (its list); entries naming it in other lists age out.
+    pub fn remove(&mut self, key: u64) {
+        self.lists.remove(&key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_items_keep_the_latest_distinct_first() {
+        let mut r = RecentItems::default();
+        for k in 1..=10 {
+            r.push(k);
+        }
+        assert_eq!(r.as_slice(), &[10, 9, 8, 7, 6, 5, 4, 3]);
+        r.push(5);
+        assert_eq!(r.as_slice(), &[5, 10, 9, 8, 7, 6, 4, 3]);
+    }
+
+    #[test]
+    fn items_touched_together_score_and_prepared_matches_direct() {
+        let mut co = CoOccurrence::new(4, 0.5);
+        // Three users touch tent then stove; one touches tent then novel.
+        for pair in [[1, 2], [1, 2], [1, 2], [1, 3]] {
+            let mut r = RecentItems::default();
+            for k in pair {
+                co.record(k, &r);
+                r.push(k);
+            }
+        }
+        let mut user = RecentItems::default();
+        user.push(1);
+        let (stove, novel) = (co.score(2, &user), co.score(3, &user));
+        assert!(stove > novel && novel > 0.0, "{stove} {novel}");
+        co.prepare(&user);
+        assert!((co.prepared_score(2) - stove).abs() < 1e-6);
+        assert!((co.prepared_score(3) - novel).abs() < 1e-6);
+        assert_eq!(co.prepared_score(99), 0.0);
+    }
+
+    #[test]
+    fn a_full_list_keeps_its_heavy_neighbours() {
+        let mut co = CoOccurrence::new(2, 1.0);
+        let mut r = RecentItems::default();
+        r.push(1);
+        // Item 2 co-occurs with item 1 20 times out of 30 (more than 30 / capacity), ten others
+        // once each: Space-Saving keeps 2, and its lower bound is exact.
+        for _ in 0..20 {
+            co.bump(1, 2);
+        }
+        for k in 3..13 {
+            co.record(k, &r);
+        }
+        let list = &co.lists[&1];
+        assert_eq!(list.keys.len(), 2);
+        let at = list.keys.iter().position(|&k| k == 2).expect("2 kept");
+        assert_eq!(list.weight(at), 20.0);
+        // The churning slot's lower bound stays at one real co-occurrence.
+        assert_eq!(list.weight(1 - at), 1.0);
+    }
+}
