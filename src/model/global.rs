@@ -243,18 +243,22 @@ impl GlobalReplica {
     }
 
     /// One AdaGrad step on the state weights (gradient `err·ŝ_k·x_k`, given as `err` and
-    /// `sx = ŝ∘x`) and on the popularity weight (gradient `err·feature`).
-    /// Also the co-occurrence weight's offset (gradient `err·co`).
+    /// `sx = ŝ∘x`), on the popularity weight (gradient `err·feature`) and on the co-occurrence
+    /// weight's offset (gradient `err·co`).
     pub fn train_extras(&mut self, err: f32, sx: Option<&[f32]>, pop_feature: f32, co: f32) {
         if self.learning_rate == 0.0 {
             return;
         }
+        use std::slice::from_mut as one;
         if co != 0.0 && self.co_learning_rate > 0.0 {
-            let grad = err * co;
-            self.co_w_acc += grad * grad;
-            let step = self.co_learning_rate * grad / (self.co_w_acc.sqrt() + 1e-6);
-            self.co_w -= step;
-            self.co_w_delta -= step;
+            adagrad_step(
+                self.co_learning_rate,
+                one(&mut self.co_w),
+                one(&mut self.co_w_acc),
+                one(&mut self.co_w_delta),
+                err,
+                &[co],
+            );
             self.dense_dirty = true;
         }
         if let (Some(sx), true) = (sx, self.state_learning_rate > 0.0) {
@@ -269,11 +273,14 @@ impl GlobalReplica {
             self.dense_dirty = true;
         }
         if self.pop_rate > 0.0 && pop_feature != 0.0 {
-            let grad = err * pop_feature;
-            self.pop_w_acc += grad * grad;
-            let step = self.learning_rate * grad / (self.pop_w_acc.sqrt() + 1e-6);
-            self.pop_w -= step;
-            self.pop_w_delta -= step;
+            adagrad_step(
+                self.learning_rate,
+                one(&mut self.pop_w),
+                one(&mut self.pop_w_acc),
+                one(&mut self.pop_w_delta),
+                err,
+                &[pop_feature],
+            );
             self.dense_dirty = true;
         }
     }
