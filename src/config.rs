@@ -286,8 +286,14 @@ impl Default for StateSignalConfig {
 pub struct AttributionConfig {
     /// How long (s) a decision stays open for clicks, conversions and rewards.
     pub window_s: u64,
-    /// At expiry, ignored placements in the top `k` train with the default reward (0 = none).
+    /// Ignored placements in the top `k` train with the default reward (0 = none).
     pub train_ignored_top_k: usize,
+    /// A placement with no outcome this long (s) after it was shown counts as ignored and
+    /// trains then, while its decision stays open for a later click until `window_s` (the
+    /// click then trains as a positive). Measured on the simulation (`docs/quality.md`):
+    /// waiting the whole 30-minute window to learn that a placement was passed over cost 0.09
+    /// of mean reward.
+    pub ignored_after_s: u64,
     /// Most open decisions kept per user; the oldest expires early past this.
     pub max_open_per_user: usize,
 }
@@ -297,6 +303,7 @@ impl Default for AttributionConfig {
         AttributionConfig {
             window_s: 30 * 60,
             train_ignored_top_k: 3,
+            ignored_after_s: 30,
             max_open_per_user: 16,
         }
     }

@@ -3,6 +3,8 @@
 
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
+// Learning from a plain event stream: co-occurrence, negatives, impressions, previews, import.
+mod event_stream;
 // Properties of the model's math, policies and hashing (proptest).
 mod model_props;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.

@@ -516,14 +516,15 @@ impl Engine {
         Ok(())
     }
 
-    /// Moves every shard's clock-driven work (expiry, passivation, mixing) to the engine's
-    /// current time now, instead of at the next timer tick.
+    /// Moves every shard's event time to the engine's current time (expiry and ignored
+    /// placements, which otherwise follow the times of the messages a shard handles), and runs
+    /// the timer's work (passivation, mixing) now instead of at the next timer tick.
     pub fn tick(&self) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
         for s in 0..self.shard_count() {
             self.clone()
                 .on_full(OnFull::Wait)
-                .send(ShardId(s as u16), Msg::Tick(now))?;
+                .send(ShardId(s as u16), Msg::Advance(now))?;
         }
         self.flush()
     }

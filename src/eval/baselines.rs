@@ -183,6 +183,7 @@ mod tests {
                 item: "old",
                 outcome: Outcome::Click,
                 ts_ms: 0,
+                shown: false,
             });
         }
         p.observe(&Observation {
@@ -191,6 +192,7 @@ mod tests {
             item: "new",
             outcome: Outcome::Click,
             ts_ms: 600_000,
+            shown: false,
         });
         assert_eq!(p.place(&req(&c, 600_000)), vec![1]);
         let mut g = Popularity::global(PopularityScore::Count);
@@ -201,6 +203,7 @@ mod tests {
                 item,
                 outcome: Outcome::Click,
                 ts_ms,
+                shown: false,
             });
         }
         assert_eq!(g.place(&req(&c, 600_000)), vec![0]);

@@ -194,6 +194,7 @@ mod tests {
             item,
             outcome: Outcome::Click,
             ts_ms: 0,
+            shown: false,
         }
     }
 

@@ -96,6 +96,10 @@ pub struct Observation<'a> {
     pub outcome: Outcome,
     /// Time of the outcome (Unix ms).
     pub ts_ms: u64,
+    /// Whether the item was shown to the user (placed by the policy's last decision), so
+    /// that an event stream reports an impression before the outcome; `false` for outcomes
+    /// on items found elsewhere (a rating log).
+    pub shown: bool,
 }
 
 /// Something that decides: a baseline, or nudge behind its embedded API. `Send`, so that the

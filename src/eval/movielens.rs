@@ -307,6 +307,7 @@ pub fn run(
             item: &ids[r.item as usize],
             outcome: outcome(r.stars, feedback),
             ts_ms,
+            shown: false,
         };
         policy.observe(&obs);
         rated[u][r.item as usize] = true;

@@ -177,6 +177,8 @@ pub fn evaluate(policy: &mut dyn Policy, log: &[Logged], learn: LearnFrom, seed:
                 item: &l.item,
                 outcome,
                 ts_ms: l.ts_ms,
+                // The logging policy showed it.
+                shown: true,
             };
             policy.observe(&obs);
         }

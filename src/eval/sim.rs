@@ -364,6 +364,7 @@ pub fn run(world: &World, policy: &mut dyn Policy) -> Trace {
             item: &candidates[chosen],
             outcome,
             ts_ms: step.ts_ms + 5_000,
+            shown: true,
         };
         policy.observe(&obs);
         expected.push(p as f32);

@@ -105,6 +105,11 @@ pub enum Msg {
     Unsubscribe(UserId, u64),
     /// Reply once every earlier message has been handled.
     Barrier(Reply<()>),
-    /// Time passes: expire decisions, passivate idle users, mix the global model.
+    /// The timer: passivate idle users, mix the global model. It does not move the shard's
+    /// event time, so expiry stays a function of the messages alone (replay is exact).
     Tick(u64),
+    /// Moves the shard's event time to at least this (`Engine::tick`): placements without an
+    /// outcome count as ignored and decisions expire as if an event of that time had come;
+    /// then the timer's work.
+    Advance(u64),
 }

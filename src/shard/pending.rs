@@ -24,6 +24,8 @@ pub struct Placed {
     pub propensity: f32,
     /// The composite reward earned so far; `None` while no outcome arrived.
     pub reward: Option<f32>,
+    /// Whether it already trained as ignored (no outcome by `ignored_after_s`).
+    pub trained_ignored: bool,
 }
 
 /// An open decision.
@@ -35,6 +37,8 @@ pub struct Open {
     pub created_ms: u64,
     /// When its window closes (Unix ms).
     pub expires_ms: u64,
+    /// When its placements without an outcome count as ignored (Unix ms).
+    pub ignored_at_ms: u64,
     /// The full (scaled) context the decision was scored in.
     pub context: SparseVec,
     /// Placements, best slot first.
@@ -57,6 +61,8 @@ pub struct PendingDecisions {
     next_sequence: u64,
     open: KeyMap<Open>,
     by_expiry: VecDeque<(u64, u64)>,
+    /// `(ignored_at_ms, id)` in the order decisions were opened.
+    by_ignored: VecDeque<(u64, u64)>,
     cap: usize,
 }
 
@@ -69,6 +75,7 @@ impl PendingDecisions {
             next_sequence: first_sequence,
             open: KeyMap::default(),
             by_expiry: VecDeque::new(),
+            by_ignored: VecDeque::new(),
             cap,
         }
     }
@@ -94,6 +101,9 @@ impl PendingDecisions {
         let id = self.next_id();
         self.next_sequence += 1;
         self.by_expiry.push_back((open.expires_ms, id.0));
+        if open.ignored_at_ms < open.expires_ms {
+            self.by_ignored.push_back((open.ignored_at_ms, id.0));
+        }
         self.open.insert(id.0, open);
         let overflow = if self.open.len() > self.cap {
             self.oldest_open()
@@ -101,6 +111,21 @@ impl PendingDecisions {
             None
         };
         (id, overflow)
+    }
+
+    /// Opens `open` for a user whose open ids are `user_open` (oldest first) and records its
+    /// id there; returns the id and the decisions that must now close early: the user's
+    /// oldest past `max_per_user`, and the shard's oldest past its cap.
+    pub fn open_for(
+        &mut self,
+        user_open: &mut Vec<u64>,
+        open: Open,
+        max_per_user: usize,
+    ) -> (DecisionId, [Option<u64>; 2]) {
+        let (id, overflow) = self.insert(open);
+        user_open.push(id.0);
+        let early = (user_open.len() > max_per_user).then(|| user_open[0]);
+        (id, [early, overflow])
     }
 
     fn oldest_open(&mut self) -> Option<u64> {
@@ -138,6 +163,20 @@ impl PendingDecisions {
     /// Removes a decision.
     pub fn remove(&mut self, id: u64) -> Option<Open> {
         self.open.remove(&id)
+    }
+
+    /// The next open decision whose placements count as ignored by `now_ms`.
+    pub fn pop_ignored_due(&mut self, now_ms: u64) -> Option<u64> {
+        while let Some(&(due, id)) = self.by_ignored.front() {
+            if due > now_ms {
+                return None;
+            }
+            self.by_ignored.pop_front();
+            if self.open.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
     }
 
     /// Removes and returns the next decision whose window closed at or before `now_ms`.

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::actor::UserActor;
 use crate::api::{
-    Ack, Decision, DecisionLog, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    ShardStats, UpdateSink, UserExport, UserUpdate,
+    Ack, Decision, DecisionLog, EventKind, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource,
+    Placement, ShardStats, UpdateSink, UserExport, UserUpdate,
 };
 use crate::config::Config;
 use crate::error::Error;
@@ -107,6 +107,8 @@ pub struct Shard {
     stats: ShardStats,
     counters: Arc<Counters>,
     next_mix_ms: u64,
+    /// The shard's event time: the latest time of any message it handled (see `advance_to`).
+    event_ms: u64,
     log: Option<Arc<dyn DecisionLog>>,
     /// Hash of the configuration, stamped on logged decisions.
     config_version: u64,
@@ -135,6 +137,7 @@ impl Shard {
             stats: ShardStats::default(),
             counters,
             next_mix_ms: 0,
+            event_ms: 0,
             log: None,
             config_version,
         }
@@ -153,13 +156,28 @@ impl Shard {
     /// Handles one message to completion.
     pub fn handle(&mut self, msg: Msg) {
         match msg {
-            Msg::Event(ev, reply) => reply.send(self.on_event(ev)),
+            Msg::Event(ev, reply) => {
+                self.advance_to(ev.ts_ms);
+                reply.send(self.on_event(ev))
+            }
             Msg::Events(evs, reply) => {
-                let acks = evs.into_iter().map(|ev| self.on_event(ev)).collect();
+                let acks = evs
+                    .into_iter()
+                    .map(|ev| {
+                        self.advance_to(ev.ts_ms);
+                        self.on_event(ev)
+                    })
+                    .collect();
                 reply.send(acks)
             }
-            Msg::Decide(req, reply) => reply.send(self.on_decide(req)),
-            Msg::Reward(r, reply) => reply.send(self.on_reward(r)),
+            Msg::Decide(req, reply) => {
+                self.advance_to(req.ts_ms);
+                reply.send(self.on_decide(req))
+            }
+            Msg::Reward(r, reply) => {
+                self.advance_to(r.ts_ms);
+                reply.send(self.on_reward(r))
+            }
             Msg::UpsertItem(features) => self.on_upsert(features),
             Msg::RemoveItem(key) => {
                 self.learner.global.items.remove(key);
@@ -192,6 +210,27 @@ impl Shard {
                 reply.send(())
             }
             Msg::Tick(now_ms) => self.on_tick(now_ms),
+            Msg::Advance(now_ms) => {
+                self.advance_to(now_ms);
+                self.on_tick(now_ms)
+            }
+        }
+    }
+
+    /// Moves the shard's event time forward to `ts_ms` (never back): placements without an
+    /// outcome by then count as ignored, and decisions whose window closed by then expire.
+    /// Driven by the messages' own times, not the wall clock, so that a history imported with
+    /// its timestamps is attributed as it happened, and a replay is exact.
+    fn advance_to(&mut self, ts_ms: u64) {
+        if ts_ms <= self.event_ms {
+            return;
+        }
+        self.event_ms = ts_ms;
+        while let Some(id) = self.pending.pop_ignored_due(ts_ms) {
+            self.label_ignored(id, ts_ms);
+        }
+        while let Some((id, open)) = self.pending.pop_expired(ts_ms) {
+            self.close(id, open, ts_ms);
         }
     }
 
@@ -238,6 +277,8 @@ impl Shard {
                 // step sees what the score saw when the item was placed (no label leak).
                 if let Some(r) = reward {
                     ack = self.attribute_or_train(&ev, *key, r);
+                } else if ev.kind == EventKind::Impression && ev.decision.is_none() {
+                    self.open_impression(&ev, *key);
                 }
                 let cfg = &*self.learner.cfg;
                 if popularity_counts(&cfg.reward, ev.kind, ev.value) {
@@ -372,6 +413,7 @@ impl Shard {
                 inline: c.inline.clone(),
                 propensity: slot.propensity,
                 reward: None,
+                trained_ignored: false,
             });
         }
         self.stats.decisions_total += 1;
@@ -391,11 +433,13 @@ impl Shard {
             user_key,
             created_ms: req.ts_ms,
             expires_ms: req.ts_ms + window_ms,
+            ignored_at_ms: req.ts_ms + self.learner.cfg.attribution.ignored_after_s * 1000,
             context,
             placements: placed,
         };
         let logged_context = req.raw_context.clone();
-        let (id, overflow) = self.pending.insert(open);
+        let max_open = self.learner.cfg.attribution.max_open_per_user;
+        let (id, closing) = self.pending.open_for(&mut user.open, open, max_open);
         if let (Some(log), Some(context)) = (&self.log, logged_context) {
             log.record(LogRecord::Decision {
                 ts_ms: req.ts_ms,
@@ -414,9 +458,6 @@ impl Shard {
                 config_version: self.config_version,
             });
         }
-        user.open.push(id.0);
-        let early = (user.open.len() > self.learner.cfg.attribution.max_open_per_user)
-            .then(|| user.open[0]);
         if let Some(subs) = self.subscriptions.get_mut(&user_key) {
             for s in subs {
                 s.candidates = req
@@ -427,15 +468,53 @@ impl Shard {
                 s.n = req.n;
             }
         }
-        for closing in early.into_iter().chain(overflow) {
-            if let Some(open) = self.pending.remove(closing) {
-                self.close(closing, open, req.ts_ms);
-            }
-        }
+        self.close_early(closing, req.ts_ms);
         if let Some(evicted) = evicted {
             self.drop_user(evicted);
         }
         Ok(Decision { id, items })
+    }
+
+    /// Closes the decisions `PendingDecisions::open_for` pushed out.
+    fn close_early(&mut self, closing: [Option<u64>; 2], now_ms: u64) {
+        for id in closing.into_iter().flatten() {
+            if let Some(open) = self.pending.remove(id) {
+                self.close(id, open, now_ms);
+            }
+        }
+    }
+
+    /// An impression that names no decision opens an implicit one-placement decision, so that
+    /// a plain event stream is attributed like tracked decisions: a click on the item inside
+    /// the attribution window labels it, and at expiry an unclicked impression trains as
+    /// ignored. Its propensity is 1 (nudge did not choose it).
+    fn open_impression(&mut self, ev: &ValidEvent, key: u64) {
+        let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) else {
+            return;
+        };
+        let context = self.learner.full_context(&ev.context, user);
+        let open = Open {
+            user_key: user.id.key(),
+            created_ms: ev.ts_ms,
+            expires_ms: ev.ts_ms + self.learner.cfg.attribution.window_s * 1000,
+            ignored_at_ms: ev.ts_ms + self.learner.cfg.attribution.ignored_after_s * 1000,
+            context,
+            placements: vec![Placed {
+                key,
+                id: ev
+                    .item
+                    .as_ref()
+                    .map(|(_, id)| id.clone())
+                    .unwrap_or_default(),
+                inline: None,
+                propensity: 1.0,
+                reward: None,
+                trained_ignored: false,
+            }],
+        };
+        let max_open = self.learner.cfg.attribution.max_open_per_user;
+        let (_, closing) = self.pending.open_for(&mut user.open, open, max_open);
+        self.close_early(closing, ev.ts_ms);
     }
 
     fn on_reward(&mut self, r: ValidReward) -> Result<(), Error> {
@@ -453,7 +532,7 @@ impl Shard {
             });
         };
         // A first label of 0 says the user saw the item and passed on it.
-        let ignored = placed.reward.is_none() && r.value == 0.0;
+        let ignored = placed.reward.is_none() && !placed.trained_ignored && r.value == 0.0;
         let total = (placed.reward.unwrap_or(0.0) + r.value).clamp(0.0, 1.0);
         placed.reward = Some(total);
         let inline = placed.inline.clone();
@@ -505,39 +584,27 @@ impl Shard {
                 unrewarded: unrewarded.collect(),
             });
         }
-        let k = self.learner.cfg.attribution.train_ignored_top_k;
-        let default = self.learner.cfg.reward.default_reward;
-        let rho = self.learner.cfg.state_signal.ignored;
-        let half_life_s = self.learner.cfg.model.state_half_life_s;
         let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else {
             return;
         };
         user.open.retain(|&d| d != id);
-        for placed in open
-            .placements
-            .iter()
-            .take(k)
-            .filter(|p| p.reward.is_none())
-        {
-            let inline = placed.inline.as_ref();
-            if self
-                .learner
-                .learn(user, placed.key, inline, &open.context, default, now_ms)
-                .is_some()
-            {
-                self.stats.training_steps_total += 1;
-                if rho != 0.0 {
-                    let x = self.learner.item_vector(placed.key, inline);
-                    user.add_signal(rho, x, open.created_ms, half_life_s);
-                }
-            }
-        }
+        let mut open = open;
+        self.stats.training_steps_total +=
+            train_ignored(&mut self.learner, user, &mut open, now_ms);
+    }
+
+    /// Trains the placements of decision `id` that have had no outcome by `ignored_after_s`.
+    fn label_ignored(&mut self, id: u64, now_ms: u64) {
+        let Some(open) = self.pending.get_open_mut(id) else {
+            return;
+        };
+        let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else {
+            return;
+        };
+        self.stats.training_steps_total += train_ignored(&mut self.learner, user, open, now_ms);
     }
 
     fn on_tick(&mut self, now_ms: u64) {
-        while let Some((id, open)) = self.pending.pop_expired(now_ms) {
-            self.close(id, open, now_ms);
-        }
         let idle_s = self.learner.cfg.idle_evict_after_s;
         if idle_s > 0 {
             let cutoff = now_ms.saturating_sub(idle_s * 1000);
@@ -642,4 +709,33 @@ impl Shard {
             });
         }
     }
+}
+
+/// Trains the top-`k` placements of `open` that have had no outcome and have not trained as
+/// ignored yet with the default reward, and pushes the user's state away from them (as shown
+/// at the decision's time); returns the steps taken.
+fn train_ignored(learner: &mut Learner, user: &mut UserActor, open: &mut Open, now_ms: u64) -> u64 {
+    let cfg = learner.cfg.clone();
+    let rho = cfg.state_signal.ignored;
+    let mut steps = 0;
+    let k = cfg.attribution.train_ignored_top_k;
+    for placed in open.placements.iter_mut().take(k) {
+        if placed.reward.is_some() || placed.trained_ignored {
+            continue;
+        }
+        placed.trained_ignored = true;
+        let inline = placed.inline.as_ref();
+        let default = cfg.reward.default_reward;
+        if learner
+            .learn(user, placed.key, inline, &open.context, default, now_ms)
+            .is_some()
+        {
+            steps += 1;
+            if rho != 0.0 {
+                let x = learner.item_vector(placed.key, inline);
+                user.add_signal(rho, x, open.created_ms, cfg.model.state_half_life_s);
+            }
+        }
+    }
+    steps
 }
