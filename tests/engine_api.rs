@@ -716,7 +716,7 @@ fn async_forms_work_on_a_tokio_runtime() {
             .await
             .unwrap();
         engine
-            .reward_async(d.id, &d.items[0].item, 0.5)
+            .reward_async(d.id, &d.items[0].item, 0.5, None)
             .await
             .unwrap();
         let acks = engine

@@ -221,3 +221,24 @@ fn issue10_a_history_imported_with_its_timestamps_serves_well_at_the_present_tim
     let (then, later) = (bias(Some(ts)), bias(None));
     assert!((then - later).abs() < 1e-4, "{then} vs {later}");
 }
+
+#[test]
+fn issue10_a_reward_takes_its_own_time() {
+    let clock = ManualClock::new(IMPORTED);
+    let engine = engine(&clock);
+    let items = catalog(&engine);
+    let d = engine
+        .decide(DecideRequest::new("u", items.clone(), 3).at(T0))
+        .unwrap();
+    // Replayed from a history: the reward ten seconds after its decision is attributed.
+    engine
+        .reward_at(d.id, &d.items[0].item, 1.0, Some(T0 + 10_000))
+        .unwrap();
+    let export = engine.user("u").unwrap().unwrap();
+    assert_eq!(export.open_decisions[0].placements[0].1, Some(1.0));
+    // A reward from the future is refused, naming `ts`.
+    let err = engine
+        .reward_at(d.id, &d.items[1].item, 1.0, Some(IMPORTED + 3_600_000))
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { field: "ts", .. }), "{err:?}");
+}

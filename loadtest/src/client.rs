@@ -280,6 +280,7 @@ async fn embedded_call(engine: Engine, op: Op) -> Reply {
                     DecisionId(r.decision),
                     &format!("i{}", r.item),
                     r.value as f64,
+                    None,
                 )
                 .await,
         ),

@@ -28,7 +28,7 @@ use crate::config::{Config, OnFull, PolicyKind};
 use crate::error::{Error, Problem, StartError};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
-use crate::shard::msg::{Reply, ValidEvent};
+use crate::shard::msg::{Reply, ValidEvent, ValidReward};
 use crate::shard::{self, Control, Counters, Msg, ShardSetup};
 use crate::sync::oneshot;
 
@@ -398,20 +398,44 @@ impl Engine {
 
     /// Attributes an explicit reward (0..=1) to an item of an open decision, and learns from it.
     pub fn reward(&self, decision: DecisionId, item: &str, value: f64) -> Result<(), Error> {
-        let r = validate::reward(decision, item, value, self.inner.clock.now_ms())?;
+        self.reward_at(decision, item, value, None)
+    }
+
+    /// `reward` at time `ts_ms` (Unix ms; `None`: now), for rewards replayed from a history.
+    pub fn reward_at(
+        &self,
+        decision: DecisionId,
+        item: &str,
+        value: f64,
+        ts_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        let r = self.valid_reward(decision, item, value, ts_ms)?;
         self.call(self.decision_shard(decision)?, |tx| Msg::Reward(r, tx))?
     }
 
-    /// `reward`, as a future.
+    /// `reward_at`, as a future.
     pub async fn reward_async(
         &self,
         decision: DecisionId,
         item: &str,
         value: f64,
+        ts_ms: Option<u64>,
     ) -> Result<(), Error> {
-        let r = validate::reward(decision, item, value, self.inner.clock.now_ms())?;
+        let r = self.valid_reward(decision, item, value, ts_ms)?;
         let shard = self.decision_shard(decision)?;
         self.call_async(shard, |tx| Msg::Reward(r, tx)).await?
+    }
+
+    fn valid_reward(
+        &self,
+        decision: DecisionId,
+        item: &str,
+        value: f64,
+        ts_ms: Option<u64>,
+    ) -> Result<ValidReward, Error> {
+        let now_ms = self.inner.clock.now_ms();
+        let ts_ms = validate::timestamp(&self.inner.cfg, ts_ms, now_ms)?;
+        validate::reward(decision, item, value, ts_ms)
     }
 
     fn broadcast(&self, make: impl Fn() -> Msg) -> Result<(), Error> {

@@ -226,12 +226,12 @@ pub fn decide(
     })
 }
 
-/// Validates an explicit reward (value in 0..=1).
+/// Validates an explicit reward (value in 0..=1) at its validated time `ts_ms`.
 pub fn reward(
     decision: DecisionId,
     item: &str,
     value: f64,
-    now_ms: u64,
+    ts_ms: u64,
 ) -> Result<ValidReward, Error> {
     let id = ItemId::new(item)?;
     let value = in_range("value", value, 0.0, 1.0)? as f32;
@@ -240,6 +240,6 @@ pub fn reward(
         item_key: id.key(),
         item: item.to_string(),
         value,
-        ts_ms: now_ms,
+        ts_ms,
     })
 }

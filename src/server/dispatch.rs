@@ -34,7 +34,8 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             decision,
             item,
             value,
-        } => match engine.reward_async(decision, &item, value).await {
+            ts_ms,
+        } => match engine.reward_async(decision, &item, value, ts_ms).await {
             Ok(()) => Reply::Rewarded,
             Err(e) => failed(e),
         },

@@ -139,6 +139,8 @@ pub enum Op {
         item: String,
         /// The reward.
         value: f64,
+        /// Its time (Unix ms); `None`: now.
+        ts_ms: Option<u64>,
     },
     /// Insert or replace a catalog item.
     Item(ItemSpec),

@@ -282,6 +282,7 @@ fn op(
             decision: required(f.decision, "decision")?.parse::<DecisionId>()?,
             item: required(f.item, "item")?.to_string(),
             value: optional_number(f.value, "value")?.unwrap_or(1.0),
+            ts_ms: optional_ts(f.ts)?,
         },
         OpKind::Item => Op::Item(item(required(f.item, "item")?, f.attrs, f.vector)?),
         OpKind::RemoveItem => Op::RemoveItem(required(f.item, "item")?.to_string()),
@@ -554,6 +555,28 @@ mod tests {
         };
         assert_eq!(spec.attrs.len(), 3);
         assert_eq!(spec.vector.as_deref(), Some(&[1.0f32, 0.5][..]));
+        assert!(d.track, "tracked unless asked otherwise");
+    }
+
+    #[test]
+    fn issue10_decide_takes_track_and_ts_and_reward_takes_ts() {
+        let r = parse(
+            r#"{"op":"decide","user":"u1","candidates":["i1"],"track":false,"ts":1732200000000}"#,
+        )
+        .unwrap();
+        let Op::Decide(d) = r.op else { panic!() };
+        assert!(!d.track);
+        assert_eq!(d.ts_ms, Some(1_732_200_000_000));
+        let r = parse(
+            r#"{"op":"reward","decision":"0001000000000002","item":"i1","ts":1732200000000}"#,
+        )
+        .unwrap();
+        let Op::Reward { ts_ms, value, .. } = r.op else {
+            panic!()
+        };
+        assert_eq!((ts_ms, value), (Some(1_732_200_000_000), 1.0));
+        let e = parse(r#"{"op":"decide","user":"u1","candidates":["i1"],"track":"no"}"#);
+        assert!(e.is_err());
     }
 
     #[test]
