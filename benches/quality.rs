@@ -14,6 +14,7 @@ use std::time::Instant;
 use nudge::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
 use nudge::eval::knn::ItemKnn;
 use nudge::eval::movielens::{self, MovieLens};
+use nudge::eval::obd::Campaign;
 use nudge::eval::replay::{self, LearnFrom, ReplayArgs};
 use nudge::eval::sim::{self, SimConfig, World};
 use nudge::eval::{fetch, run_each, EnginePolicy, Feedback, Policy, Variant};
@@ -231,17 +232,24 @@ fn movielens(a: &Args, cfg: &Config, feedback: Feedback) {
 }
 
 fn obd(a: &Args) {
-    let args = ReplayArgs {
-        log: None,
-        obd: true,
-        config: None,
-        learn: LearnFrom::Every,
-        seed: a.seed,
-    };
-    println!("\n## Open Bandit Dataset sample, random/all, through `nudge replay --obd`\n");
-    match replay::run(&args) {
-        Ok(table) => print!("{table}"),
-        Err(e) => eprintln!("replay failed: {e}"),
+    for campaign in Campaign::ALL {
+        let args = ReplayArgs {
+            log: None,
+            obd: true,
+            campaign,
+            config: None,
+            learn: LearnFrom::Every,
+            seed: a.seed,
+        };
+        println!(
+            "\n## Open Bandit Dataset sample, random/{}, through `nudge replay --obd --campaign {}`\n",
+            campaign.name(),
+            campaign.name()
+        );
+        match replay::run(&args) {
+            Ok(table) => print!("{table}"),
+            Err(e) => eprintln!("replay failed: {e}"),
+        }
     }
 }
 

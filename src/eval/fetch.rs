@@ -55,6 +55,10 @@ pub const OPEN_BANDIT_SAMPLE: Dataset = Dataset {
     members: &[
         "obp-0.5.7/obp/dataset/obd/random/all/all.csv",
         "obp-0.5.7/obp/dataset/obd/random/all/item_context.csv",
+        "obp-0.5.7/obp/dataset/obd/random/men/men.csv",
+        "obp-0.5.7/obp/dataset/obd/random/men/item_context.csv",
+        "obp-0.5.7/obp/dataset/obd/random/women/women.csv",
+        "obp-0.5.7/obp/dataset/obd/random/women/item_context.csv",
     ],
 };
 

@@ -1,6 +1,7 @@
-//! The Open Bandit Dataset sample (Saito et al. 2020, arXiv:2008.07146) as a replay log: the
-//! `random/all` campaign of ZOZOTOWN, 10,000 impressions of 80 items with a uniformly random
-//! logging policy (propensity 1/80) and 38 clicks.
+//! The Open Bandit Dataset sample (Saito et al. 2020, arXiv:2008.07146) as a replay log: a
+//! campaign of ZOZOTOWN under its uniformly random logging policy (`random/all`: 10,000
+//! impressions of 80 items, propensity 1/80, 38 clicks; `random/men` and `random/women`
+//! likewise, on their own catalogs).
 //!
 //! The sample has no user id. Each row's four hashed user features become the context, and
 //! together they name a pseudo-user (a segment), so "personal" weights here are per segment.
@@ -80,7 +81,41 @@ pub fn parse_timestamp(s: &str) -> Option<u64> {
     u64::try_from(ms).ok()
 }
 
-/// Loads `random/all/all.csv` and its `item_context.csv`.
+/// A campaign of the sample's random logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Campaign {
+    /// Every item (80).
+    All,
+    /// Men's items.
+    Men,
+    /// Women's items.
+    Women,
+}
+
+impl Campaign {
+    /// The three, in table order.
+    pub const ALL: [Campaign; 3] = [Campaign::All, Campaign::Men, Campaign::Women];
+
+    /// Its folder's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Campaign::All => "all",
+            Campaign::Men => "men",
+            Campaign::Women => "women",
+        }
+    }
+
+    /// Indices of its rows file and item file among `fetch::OPEN_BANDIT_SAMPLE`'s members.
+    pub fn members(self) -> (usize, usize) {
+        match self {
+            Campaign::All => (0, 1),
+            Campaign::Men => (2, 3),
+            Campaign::Women => (4, 5),
+        }
+    }
+}
+
+/// Loads a campaign's `<campaign>.csv` and its `item_context.csv`.
 pub fn load(rows_csv: &Path, items_csv: &Path) -> Result<Obd, ObdError> {
     let bad = |file: &Path, line: usize, problem: String| ObdError {
         file: file.display().to_string(),

@@ -268,9 +268,12 @@ pub struct ReplayArgs {
     /// A decision log written by nudge (JSONL, see docs/decision-log.md).
     #[arg(long, conflicts_with = "obd")]
     pub log: Option<PathBuf>,
-    /// Use the Open Bandit Dataset sample (random/all), fetched into the cache on first use.
+    /// Use the Open Bandit Dataset sample's random logs, fetched into the cache on first use.
     #[arg(long)]
     pub obd: bool,
+    /// With `--obd`: which campaign.
+    #[arg(long, value_enum, default_value = "all")]
+    pub campaign: crate::eval::obd::Campaign,
     /// The engine configuration to evaluate (TOML; NUDGE_* variables apply as for `serve`).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -292,7 +295,9 @@ pub fn run(args: &ReplayArgs) -> Result<String, String> {
             &crate::eval::fetch::cache_dir(),
         )
         .map_err(|e| e.to_string())?;
-        let data = crate::eval::obd::load(&paths[0], &paths[1]).map_err(|e| e.to_string())?;
+        let (rows, items) = args.campaign.members();
+        let data =
+            crate::eval::obd::load(&paths[rows], &paths[items]).map_err(|e| e.to_string())?;
         (data.log, data.items)
     } else if let Some(path) = &args.log {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
