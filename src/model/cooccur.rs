@@ -13,8 +13,9 @@
 //!
 //! over the user's recent items `j_0` (the latest), `j_1`, … : the cosine similarity of item-kNN
 //! (Sarwar et al., 2001), counted within a short window and weighted toward what the user
-//! touched last (session-based kNN). Memory is `neighbours · 12` bytes per item that has
-//! appeared in an event; the work per event is `2 · RECENT_ITEMS` list updates.
+//! touched last (session-based kNN), over the [`SCORED_NEIGHBOURS`] strongest neighbours of
+//! each recent item. Memory is `neighbours · 16` bytes per item that has appeared in an event;
+//! the work per event is `2 · RECENT_ITEMS` list updates.
 //!
 //! This module owns counts and lookups; it knows nothing of users, the clock or the score.
 
@@ -22,6 +23,11 @@ use crate::model::global::KeyMap;
 
 /// How many of a user's latest distinct items vote (and count as co-occurring).
 pub const RECENT_ITEMS: usize = 8;
+
+/// How many of a recent item's strongest neighbours vote for candidates. Lists are kept in
+/// (nearly) descending order of their lower-bound counts, so this is the head of the list:
+/// a decision's preparation is at most `RECENT_ITEMS · SCORED_NEIGHBOURS` map updates.
+pub const SCORED_NEIGHBOURS: usize = 64;
 
 /// A user's latest distinct items, newest first (`len` of them valid).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,8 +133,15 @@ impl CoOccurrence {
     fn bump(&mut self, from: u64, to: u64) {
         let cap = self.capacity;
         let list = self.lists.entry(from).or_default();
-        if let Some(at) = list.keys.iter().position(|&k| k == to) {
+        if let Some(mut at) = list.keys.iter().position(|&k| k == to) {
             list.counts[at] += 1.0;
+            // Keep the strongest first: one count up moves an entry at most past its equals.
+            while at > 0 && list.weight(at) > list.weight(at - 1) {
+                list.keys.swap(at, at - 1);
+                list.counts.swap(at, at - 1);
+                list.errors.swap(at, at - 1);
+                at -= 1;
+            }
         } else if list.keys.len() < cap {
             list.keys.push(to);
             list.counts.push(1.0);
@@ -156,21 +169,27 @@ impl CoOccurrence {
         }
     }
 
-    /// `co(u, key)` for one item, looked up in the item's own list.
+    /// `co(u, key)` for one item: the same sum as [`Self::prepare`] builds, looked up in the
+    /// recent items' lists.
     pub fn score(&self, key: u64, recent: &RecentItems) -> f32 {
-        let Some(list) = self.lists.get(&key) else {
+        let Some(own) = self.lists.get(&key) else {
             return 0.0;
         };
         let mut sum = 0.0;
         let mut w = 1.0;
         for &j in recent.as_slice() {
-            if let Some(at) = list.keys.iter().position(|&k| k == j) {
-                let nj = self.lists.get(&j).map_or(1.0, |l| l.count.max(1.0));
-                sum += w * list.weight(at) / nj.sqrt();
+            if let Some(list) = self.lists.get(&j) {
+                let head = &list.keys[..list.keys.len().min(SCORED_NEIGHBOURS)];
+                if let Some(at) = head.iter().position(|&k| k == key) {
+                    let c = list.weight(at);
+                    if c > 0.0 {
+                        sum += w / list.count.max(1.0).sqrt() * c;
+                    }
+                }
             }
             w *= self.recency;
         }
-        sum / list.count.max(1.0).sqrt()
+        sum / own.count.max(1.0).sqrt()
     }
 
     /// Prepares the scores of every neighbour of `recent` for [`Self::prepared_score`].
@@ -180,7 +199,7 @@ impl CoOccurrence {
         for &j in recent.as_slice() {
             if let Some(list) = self.lists.get(&j) {
                 let wj = w / list.count.max(1.0).sqrt();
-                for (at, &k) in list.keys.iter().enumerate() {
+                for (at, &k) in list.keys.iter().enumerate().take(SCORED_NEIGHBOURS) {
                     let c = list.weight(at);
                     if c > 0.0 {
                         *self.prepared.entry(k).or_insert(0.0) += wj * c;
