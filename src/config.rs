@@ -526,6 +526,10 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// A TCP connection with no traffic and nothing in flight this long (s) is closed; 0: never.
     pub idle_timeout_s: u64,
+    /// A TCP line, or an HTTP request's head and body, must arrive whole within this many
+    /// milliseconds of its first byte, else the connection is closed (slow senders cannot
+    /// hold a slot); 0: never.
+    pub request_timeout_ms: u64,
     /// What a request does when its shard's inbox is full: wait for room, or fail with `busy`.
     pub on_full: OnFull,
     /// Largest HTTP request body (bytes) outside the Segment routes.
@@ -555,6 +559,7 @@ impl Default for ServerConfig {
             max_line_bytes: 1 << 20,
             max_in_flight: 1024,
             idle_timeout_s: 300,
+            request_timeout_ms: 10_000,
             on_full: OnFull::Wait,
             max_body_bytes: 16 << 20,
             ws_max_frame_bytes: 1 << 20,

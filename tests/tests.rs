@@ -17,5 +17,7 @@ mod server_http;
 mod server_ws;
 // Segment-compatible ingestion: auth, mapping, dedup, clock skew, gzip, limits.
 mod server_segment;
+// Issue 16: slow senders, values, ids and errors a hostile or careless client sends.
+mod server_hardening;
 // The wire parser never panics on arbitrary bytes (proptest).
 mod wire_props;

@@ -114,6 +114,9 @@ pub struct Metrics {
     pub tcp_refused_total: AtomicU64,
     /// TCP lines longer than the limit (answered with an error and skipped).
     pub lines_too_long_total: AtomicU64,
+    /// Connections closed because a request (TCP line, HTTP body) or a reply write did not
+    /// complete within `request_timeout_ms`.
+    pub slow_connections_closed_total: AtomicU64,
     /// Pushes delivered to WebSockets.
     pub ws_pushes_total: AtomicU64,
     /// Pushes dropped because a WebSocket fell behind.
@@ -134,6 +137,7 @@ impl Default for Metrics {
             ws_connections: AtomicI64::new(0),
             tcp_refused_total: AtomicU64::new(0),
             lines_too_long_total: AtomicU64::new(0),
+            slow_connections_closed_total: AtomicU64::new(0),
             ws_pushes_total: AtomicU64::new(0),
             ws_push_dropped_total: AtomicU64::new(0),
             segment_deduplicated_total: AtomicU64::new(0),
@@ -214,6 +218,11 @@ impl Metrics {
                 "nudge_lines_too_long_total",
                 "TCP lines over the length limit, skipped.",
                 &self.lines_too_long_total,
+            ),
+            (
+                "nudge_slow_connections_closed_total",
+                "Connections closed because a request or reply missed request_timeout_ms.",
+                &self.slow_connections_closed_total,
             ),
             (
                 "nudge_ws_pushes_total",

@@ -3,6 +3,7 @@
 //! - `http`: actix-web routes mirroring the ops, health checks and `/metrics`;
 //! - `ws`: the same ops per WebSocket text frame, plus `subscribe` pushes;
 //! - `segment`: Segment-compatible ingestion (`/v1/track`, `/v1/batch`, …);
+//! - `deadline`: the HTTP socket wrapper that enforces the request deadline;
 //! - `dispatch`: op → engine call → reply, shared by all of them; `pipeline`: one
 //!   connection's requests in flight, events coalesced (TCP and WebSocket); `metrics`: counters.
 //!
@@ -14,6 +15,7 @@
 //! Use `spawn` for an in-process server on its own threads, or `serve` inside a tokio runtime
 //! with a shutdown future (what `main` does).
 
+mod deadline;
 mod dispatch;
 mod http;
 pub mod metrics;

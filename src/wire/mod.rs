@@ -220,6 +220,11 @@ pub enum WireError {
     },
     /// Some other malformed input; the text says what.
     BadRequest(String),
+    /// A request did not arrive whole within the server's deadline; the connection closes.
+    RequestTimeout {
+        /// The deadline, in milliseconds from the request's first byte.
+        ms: u64,
+    },
     /// The server holds its maximum number of connections.
     TooManyConnections {
         /// The limit.
@@ -234,6 +239,7 @@ impl WireError {
             WireError::Engine(e) => e.code(),
             WireError::TooLarge { .. } => "too_large",
             WireError::TooManyConnections { .. } => "too_many_connections",
+            WireError::RequestTimeout { .. } => "timeout",
             _ => "bad_request",
         }
     }
@@ -252,6 +258,10 @@ impl fmt::Display for WireError {
             WireError::TooLarge { limit } => {
                 write!(f, "the request is longer than {limit} bytes")
             }
+            WireError::RequestTimeout { ms } => write!(
+                f,
+                "the request did not arrive whole within {ms} ms of its first byte; closing"
+            ),
             WireError::TooManyConnections { max } => write!(
                 f,
                 "the server holds its maximum of {max} connections; try again later"

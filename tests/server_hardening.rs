@@ -1,0 +1,147 @@
+//! Issue 16: the server probed as a hostile client and a careless newcomer would. Slow
+//! senders, values and ids that must not pass, parser errors in user terms, and the rules of
+//! `docs/protocol.md` that came out of it, over real sockets. Transport-specific cases (HTTP
+//! statuses, WebSocket close codes, Segment auth) live in their front end's module.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::server_support::{http, parse_prometheus, start, Lines};
+
+/// Sends `bytes` one at a time, `gap` apart, until the server answers or closes; returns what
+/// the server sent (read until it closed).
+fn trickle(addr: SocketAddr, bytes: &[u8], gap: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(gap)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for b in bytes.iter().cycle() {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => {
+                got.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Err(_) => continue,
+        }
+    }
+    s.set_read_timeout(Some(crate::server_support::READ_TIMEOUT))
+        .unwrap();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+fn metric(addr: SocketAddr, series: &str) -> f64 {
+    let r = http(addr, "GET", "/metrics", &[], b"");
+    parse_prometheus(&r.text())
+        .get(series)
+        .copied()
+        .unwrap_or_else(|| panic!("no series {series}"))
+}
+
+/// A request line that trickles in one byte at a time is cut off at `request_timeout_ms`
+/// with a `timeout` error, the connection closes, and the close is counted.
+#[test]
+fn issue16_slow_client_closed() {
+    let (_engine, server) = start(|cfg| cfg.request_timeout_ms = 200);
+    let tcp = server.tcp_addr().unwrap();
+    let got = trickle(tcp, br#"{"op":"ping","id":1}"#, Duration::from_millis(40));
+    let reply: Value = serde_json::from_slice(got.split(|&b| b == b'\n').next().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&got)));
+    assert_eq!(reply["error"]["code"], "timeout", "{reply}");
+    assert_eq!(
+        got.iter().filter(|&&b| b == b'\n').count(),
+        1,
+        "one reply, then the close"
+    );
+    let http_addr = server.http_addr().unwrap();
+    assert_eq!(
+        metric(http_addr, "nudge_slow_connections_closed_total"),
+        1.0
+    );
+    server.shutdown();
+}
+
+/// The deadline covers one line, not the connection: complete lines sent with pauses longer
+/// than the deadline keep being served.
+#[test]
+fn issue16_slow_but_whole_lines_are_served() {
+    let (_engine, server) = start(|cfg| cfg.request_timeout_ms = 200);
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    for id in 1..=3 {
+        assert_eq!(c.call(&format!(r#"{{"op":"ping","id":{id}}}"#))["id"], id);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    server.shutdown();
+}
+
+/// Sends `first` at once, then trickles `slow`; returns what came back.
+fn http_trickle(addr: SocketAddr, first: &[u8], slow: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(first).unwrap();
+    let gap = Duration::from_millis(40);
+    s.set_read_timeout(Some(gap)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut closed = false;
+    for b in slow.iter() {
+        if s.write_all(&[*b]).is_err() {
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => continue,
+        }
+    }
+    if !closed {
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let _ = s.read_to_end(&mut got);
+    }
+    got
+}
+
+/// HTTP: a head that trickles in (on a fresh connection, or after a first request on a
+/// kept-alive one) or a body that trickles in gets a `408` with the JSON error and the
+/// connection closes; each close is counted.
+#[test]
+fn issue16_slow_http_client_closed() {
+    let (_engine, server) = start(|cfg| cfg.request_timeout_ms = 200);
+    let addr = server.http_addr().unwrap();
+    let head = b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let fresh = http_trickle(addr, b"", head);
+    let second = http_trickle(addr, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n", head);
+    let body =
+        br#"{"user":"u1","type":"click","item":"i1","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#;
+    let post = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let slow_body = http_trickle(addr, post.as_bytes(), body);
+    for (what, got) in [
+        ("head", fresh),
+        ("second head", second),
+        ("body", slow_body),
+    ] {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let last = text
+            .rfind("HTTP/1.1 ")
+            .unwrap_or_else(|| panic!("{what}: {text:?}"));
+        assert!(
+            text[last..].starts_with("HTTP/1.1 408 "),
+            "{what}: {text:?}"
+        );
+        assert!(text.ends_with(r#""code":"timeout","message":"the request did not arrive whole within 200 ms of its first byte; closing"}}"#), "{what}: {text:?}");
+    }
+    assert_eq!(metric(addr, "nudge_slow_connections_closed_total"), 3.0);
+    server.shutdown();
+}
