@@ -145,3 +145,49 @@ fn issue16_slow_http_client_closed() {
     assert_eq!(metric(addr, "nudge_slow_connections_closed_total"), 3.0);
     server.shutdown();
 }
+
+/// Parse errors name the problem in the client's terms (what was expected, and where), never
+/// the parser's internals, and the connection keeps serving.
+#[test]
+fn issue16_parse_errors_in_user_terms() {
+    let (_engine, server) = start(|_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    let cases = [
+        (
+            r#"{"op":"ping","id":1} x"#,
+            "unexpected text after the JSON value, which ends at byte 19",
+        ),
+        (
+            r#"{"op":"ping","id":2,}"#,
+            "expected a quoted key at byte 20 (found `}`)",
+        ),
+        (
+            r#"{"op" "ping","id":3}"#,
+            "expected `:` after a key at byte 6 (found `\"`)",
+        ),
+        (
+            r#"{"op":ping,"id":4}"#,
+            "expected a JSON value (strings need double quotes) at byte 6 (found `p`)",
+        ),
+        (
+            r#"{"op":"ping","id":5"#,
+            "the request ends before its JSON value is complete",
+        ),
+        (
+            r#"{"op":"p\q","id":6}"#,
+            "a string has an invalid `\\` escape",
+        ),
+    ];
+    for (line, expected) in cases {
+        let r = c.call(line);
+        let message = r["error"]["message"].as_str().unwrap_or_default();
+        assert_eq!(r["error"]["code"], "bad_request", "{line}: {r}");
+        assert_eq!(
+            message,
+            format!("the request is not valid JSON: {expected}"),
+            "{line}"
+        );
+    }
+    assert_eq!(c.call(r#"{"op":"ping","id":7}"#)["pong"], true);
+    server.shutdown();
+}

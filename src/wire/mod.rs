@@ -21,6 +21,7 @@ mod json;
 mod parse;
 mod reply;
 mod segment;
+mod syntax;
 
 use std::fmt;
 

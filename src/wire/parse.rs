@@ -107,16 +107,17 @@ impl Parser {
         let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(input, &mut self.buffers, &mut tape) {
             Ok(()) => Ok(f(tape.as_value())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         self.tape = Some(tape.reset());
         match result {
             Ok(r) => r,
             // simd-json only rewrites string contents in place (unescaping), so a key `"id"`
             // and a number or plain string after it survive for recovery.
-            Err(why) => Err(Rejected {
+            // Structure survives too, so the syntax error is described from `input`.
+            Err(e) => Err(Rejected {
                 id: recover_id(input),
-                error: WireError::NotJson(why),
+                error: WireError::NotJson(super::syntax::describe(&e, input)),
             }),
         }
     }
