@@ -20,6 +20,7 @@ use actix_web::{web, App, HttpResponse};
 
 use super::deadline::DeadlineStream;
 use super::dispatch;
+use super::http_errors::{json_errors, no_route, only};
 use super::metrics::{MetricOp, Transport};
 use super::{segment, ws, Shared};
 use crate::wire::{write_events_summary, write_reply, Op, OpKind, Parser, Reply, ReqId, WireError};
@@ -54,6 +55,7 @@ pub(super) fn server(
             let metrics = data.metrics.clone();
             let stop = data.stop.clone();
             let app = App::new()
+                .wrap(json_errors(max_body))
                 .app_data(data.clone())
                 .configure(|c| routes(c, max_body));
             let accept = fn_service(move |io: actix_web::rt::net::TcpStream| {
@@ -88,24 +90,42 @@ pub(super) fn server(
         .run())
 }
 
-/// Every route of the HTTP front end.
+/// Every route of the HTTP front end; a path that is no route answers `404`, a route asked
+/// with another method `405` (both with the JSON error).
 fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
+    let get = |path: &str, to| web::resource(path).route(to).default_service(only("GET"));
     cfg.app_data(web::PayloadConfig::new(max_body))
-        .route("/v1/events", web::post().to(events))
-        .route("/v1/decide", web::post().to(decide))
-        .route("/v1/reward", web::post().to(reward))
-        .route("/v1/items/{id}", web::get().to(get_item))
-        .route("/v1/items/{id}", web::put().to(put_item))
-        .route("/v1/items/{id}", web::delete().to(delete_item))
-        .route("/v1/users/{id}", web::get().to(get_user))
-        .route("/v1/users/{id}", web::delete().to(delete_user))
-        .route("/v1/stats", web::get().to(stats))
-        .route("/v1/ws", web::get().to(ws::handler))
-        .route("/livez", web::get().to(live))
-        .route("/healthz", web::get().to(live))
-        .route("/readyz", web::get().to(ready))
-        .route("/metrics", web::get().to(metrics))
-        .configure(segment::routes);
+        .service(post("/v1/events", web::post().to(events)))
+        .service(post("/v1/decide", web::post().to(decide)))
+        .service(post("/v1/reward", web::post().to(reward)))
+        .service(
+            web::resource("/v1/items/{id}")
+                .route(web::get().to(get_item))
+                .route(web::put().to(put_item))
+                .route(web::delete().to(delete_item))
+                .default_service(only("GET, PUT, DELETE")),
+        )
+        .service(
+            web::resource("/v1/users/{id}")
+                .route(web::get().to(get_user))
+                .route(web::delete().to(delete_user))
+                .default_service(only("GET, DELETE")),
+        )
+        .service(get("/v1/stats", web::get().to(stats)))
+        .service(get("/v1/ws", web::get().to(ws::handler)))
+        .service(get("/livez", web::get().to(live)))
+        .service(get("/healthz", web::get().to(live)))
+        .service(get("/readyz", web::get().to(ready)))
+        .service(get("/metrics", web::get().to(metrics)))
+        .configure(segment::routes)
+        .default_service(no_route());
+}
+
+/// A `POST`-only resource.
+pub(super) fn post(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(only("POST"))
 }
 
 /// The HTTP status of an error code.

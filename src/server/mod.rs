@@ -4,6 +4,7 @@
 //! - `ws`: the same ops per WebSocket text frame, plus `subscribe` pushes;
 //! - `segment`: Segment-compatible ingestion (`/v1/track`, `/v1/batch`, …);
 //! - `deadline`: the HTTP socket wrapper that enforces the request deadline;
+//! - `http_errors`: 404, 405 and actix's own refusals in the JSON error shape;
 //! - `dispatch`: op → engine call → reply, shared by all of them; `pipeline`: one
 //!   connection's requests in flight, events coalesced (TCP and WebSocket); `metrics`: counters.
 //!
@@ -18,6 +19,7 @@
 mod deadline;
 mod dispatch;
 mod http;
+mod http_errors;
 pub mod metrics;
 mod pipeline;
 mod segment;

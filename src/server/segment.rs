@@ -20,7 +20,7 @@ use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 
 use super::dispatch;
-use super::http::{json, status_of, with_parser};
+use super::http::{json, post, status_of, with_parser};
 use super::metrics::{MetricOp, Transport};
 use super::Shared;
 use crate::api::{Event, EventKind};
@@ -31,11 +31,11 @@ use crate::wire::{write_error, CallType, Reply, ReqId, SegmentCall, WireError};
 
 /// Mounts the Segment routes.
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/track", web::post().to(track))
-        .route("/v1/page", web::post().to(page))
-        .route("/v1/screen", web::post().to(screen))
-        .route("/v1/identify", web::post().to(identify))
-        .route("/v1/batch", web::post().to(batch));
+    cfg.service(post("/v1/track", web::post().to(track)))
+        .service(post("/v1/page", web::post().to(page)))
+        .service(post("/v1/screen", web::post().to(screen)))
+        .service(post("/v1/identify", web::post().to(identify)))
+        .service(post("/v1/batch", web::post().to(batch)));
 }
 
 /// The most recent `dedup_window` message ids (as 64-bit hashes), oldest forgotten first.

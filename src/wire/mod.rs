@@ -221,6 +221,18 @@ pub enum WireError {
     },
     /// Some other malformed input; the text says what.
     BadRequest(String),
+    /// No HTTP route has this path.
+    NoRoute {
+        /// The path asked for.
+        path: String,
+    },
+    /// The HTTP route exists but not for this method.
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The methods the route answers, as in `Allow`.
+        allow: &'static str,
+    },
     /// A request did not arrive whole within the server's deadline; the connection closes.
     RequestTimeout {
         /// The deadline, in milliseconds from the request's first byte.
@@ -241,6 +253,8 @@ impl WireError {
             WireError::TooLarge { .. } => "too_large",
             WireError::TooManyConnections { .. } => "too_many_connections",
             WireError::RequestTimeout { .. } => "timeout",
+            WireError::NoRoute { .. } => "not_found",
+            WireError::MethodNotAllowed { .. } => "method_not_allowed",
             _ => "bad_request",
         }
     }
@@ -258,6 +272,10 @@ impl fmt::Display for WireError {
             WireError::BadRequest(what) => f.write_str(what),
             WireError::TooLarge { limit } => {
                 write!(f, "the request is longer than {limit} bytes")
+            }
+            WireError::NoRoute { path } => write!(f, "no route `{path}` (see docs/protocol.md)"),
+            WireError::MethodNotAllowed { method, allow } => {
+                write!(f, "this route does not answer {method}; it answers {allow}")
             }
             WireError::RequestTimeout { ms } => write!(
                 f,
