@@ -37,6 +37,14 @@ fn trickle(addr: SocketAddr, bytes: &[u8], gap: Duration) -> Vec<u8> {
     got
 }
 
+/// A line client of `server` whose catalog holds `boots` and `scarf`.
+fn with_boots_and_scarf(server: &nudge::server::RunningServer) -> Lines {
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    c.call(r#"{"op":"item","item":"boots"}"#);
+    c.call(r#"{"op":"item","item":"scarf"}"#);
+    c
+}
+
 fn metric(addr: SocketAddr, series: &str) -> f64 {
     let r = http(addr, "GET", "/metrics", &[], b"");
     parse_prometheus(&r.text())
@@ -189,5 +197,72 @@ fn issue16_parse_errors_in_user_terms() {
         );
     }
     assert_eq!(c.call(r#"{"op":"ping","id":7}"#)["pong"], true);
+    server.shutdown();
+}
+
+/// Values that must not pass: a second explicit reward for one placement, a `ts` of 0 or in
+/// seconds, an `n` above the candidate limit. Each is refused by its documented rule, naming
+/// the field, and the connection keeps serving.
+#[test]
+fn issue16_values_that_should_not_pass() {
+    let (_engine, server) = start(|_| {});
+    let mut c = with_boots_and_scarf(&server);
+    let r = c.call(r#"{"op":"decide","user":"u1","candidates":["boots","scarf"],"n":5}"#);
+    assert_eq!(
+        r["items"].as_array().unwrap().len(),
+        2,
+        "n clamps to the candidates: {r}"
+    );
+    let decision = r["decision"].as_str().unwrap();
+    let reward = |item: &str| {
+        format!(r#"{{"op":"reward","decision":"{decision}","item":"{item}","value":1}}"#)
+    };
+    assert_eq!(c.call(&reward("boots"))["ok"], true);
+    let again = c.call(&reward("boots"));
+    assert_eq!(again["error"]["code"], "already_rewarded", "{again}");
+    assert_eq!(
+        c.call(&reward("scarf"))["ok"],
+        true,
+        "the other placement still can be"
+    );
+
+    for ts in ["0", "1732200000"] {
+        let r = c.call(&format!(
+            r#"{{"op":"event","user":"u1","type":"click","item":"boots","ts":{ts}}}"#
+        ));
+        assert_eq!(r["error"]["code"], "bad_request", "{r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("field `ts` is before 946684800000"),
+            "{message}"
+        );
+    }
+    let r = c.call(r#"{"op":"decide","user":"u1","candidates":["boots"],"n":1000000000}"#);
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    assert!(r["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("field `n`"));
+    assert_eq!(c.call(r#"{"op":"ping"}"#)["pong"], true);
+    server.shutdown();
+}
+
+/// A candidate named twice in one `decide` (by id or inline) is placed once: the first
+/// occurrence wins, and `n` counts distinct candidates.
+#[test]
+fn issue16_duplicate_candidates_placed_once() {
+    let (_engine, server) = start(|_| {});
+    let mut c = with_boots_and_scarf(&server);
+    let r = c.call(
+        r#"{"op":"decide","user":"u1","candidates":["boots","scarf","boots",{"id":"boots","attrs":{"a":"b"}},"scarf"]}"#,
+    );
+    let mut items: Vec<&str> = r["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|p| p["item"].as_str().unwrap())
+        .collect();
+    items.sort_unstable();
+    assert_eq!(items, ["boots", "scarf"], "{r}");
     server.shutdown();
 }

@@ -69,7 +69,7 @@ impl MetricOp {
 }
 
 /// Outcome labels: `ok`, then every error code.
-const OUTCOMES: [&str; 10] = [
+const OUTCOMES: [&str; 11] = [
     "ok",
     "bad_request",
     "busy",
@@ -80,6 +80,7 @@ const OUTCOMES: [&str; 10] = [
     "shutting_down",
     "too_large",
     "unauthorized",
+    "already_rewarded",
 ];
 
 fn outcome_index(code: Option<&str>) -> usize {

@@ -24,6 +24,8 @@ pub struct Placed {
     pub propensity: f32,
     /// The composite reward earned so far; `None` while no outcome arrived.
     pub reward: Option<f32>,
+    /// An explicit `reward` was applied; a second one is refused (`AlreadyRewarded`).
+    pub explicitly_rewarded: bool,
 }
 
 /// An open decision.

@@ -362,6 +362,7 @@ impl Shard {
                 inline: c.inline.clone(),
                 propensity: slot.propensity,
                 reward: None,
+                explicitly_rewarded: false,
             });
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
@@ -432,6 +433,13 @@ impl Shard {
                 item: r.item,
             });
         };
+        if placed.explicitly_rewarded {
+            return Err(Error::AlreadyRewarded {
+                decision: r.decision,
+                item: r.item,
+            });
+        }
+        placed.explicitly_rewarded = true;
         // A first label of 0 says the user saw the item and passed on it.
         let ignored = placed.reward.is_none() && r.value == 0.0;
         let total = (placed.reward.unwrap_or(0.0) + r.value).clamp(0.0, 1.0);

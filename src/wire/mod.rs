@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::ids::DecisionId;
 
 pub use json::write_str;
-pub use parse::{recover_id, Parser};
+pub use parse::{recover_id, Parser, MIN_TS_MS};
 pub use reply::{write_error, write_events_summary, write_push, write_reply, Reply};
 pub use segment::{parse_time_ms, CallType, Scalar, SegmentCall};
 

@@ -462,6 +462,9 @@ fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
     let Some(ms) = optional_number(v, "ts")? else {
         return Ok(None);
     };
+    if (0.0..MIN_TS_MS as f64).contains(&ms) {
+        return Err(invalid("ts", Problem::TooEarly { min_ms: MIN_TS_MS }));
+    }
     if !(0.0..=u64::MAX as f64).contains(&ms) {
         return Err(invalid(
             "ts",
@@ -473,6 +476,10 @@ fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
     }
     Ok(Some(ms as u64))
 }
+
+/// The earliest `ts` the protocol accepts: 2000-01-01T00:00:00Z in Unix milliseconds. Zero (a
+/// default left in) and seconds given for milliseconds both fall before it.
+pub const MIN_TS_MS: u64 = 946_684_800_000;
 
 fn string<'i>(v: Option<Json<'_, 'i>>, field: &'static str) -> Result<Option<&'i str>, WireError> {
     match v {
