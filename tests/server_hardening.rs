@@ -266,3 +266,49 @@ fn issue16_duplicate_candidates_placed_once() {
     assert_eq!(items, ["boots", "scarf"], "{r}");
     server.shutdown();
 }
+
+/// Ids: an `id` that is an object, control characters in a user or item id, and an item id
+/// in the body that differs from the URL's are refused with `bad_request` naming the field.
+#[test]
+fn issue16_bad_ids_are_refused() {
+    let (_engine, server) = start(|_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    let cases = [
+        (r#"{"op":"ping","id":{"a":1}}"#, "id"),
+        (r#"{"op":"ping","id":[1]}"#, "id"),
+        (
+            r#"{"op":"event","user":"u\u0000x","type":"click","item":"i1"}"#,
+            "user",
+        ),
+        (
+            r#"{"op":"event","user":"u1","type":"click","item":"i\u001b[31m"}"#,
+            "item",
+        ),
+        (
+            r#"{"op":"decide","user":"u1","candidates":["ok","bell\u0007"]}"#,
+            "candidates",
+        ),
+        (r#"{"op":"item","item":"del\u007f"}"#, "item"),
+    ];
+    for (line, field) in cases {
+        let r = c.call(line);
+        assert_eq!(r["error"]["code"], "bad_request", "{line}: {r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("field `{field}` ")),
+            "{line}: {message}"
+        );
+    }
+    assert_eq!(c.call(r#"{"op":"ping","id":null}"#)["pong"], true);
+
+    let addr = server.http_addr().unwrap();
+    let r = http(addr, "PUT", "/v1/items/boots", &[], br#"{"item":"shoes"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("field `item` "));
+    let r = http(addr, "PUT", "/v1/items/boots", &[], br#"{"item":"boots"}"#);
+    assert_eq!(r.status, 200, "the same id is fine: {}", r.text());
+    server.shutdown();
+}

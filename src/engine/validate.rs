@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::api::{Candidate, DecideRequest, Event, EventKind, ItemSpec};
 use crate::config::Config;
 use crate::error::{Error, Problem};
-use crate::ids::{stable_hash, DecisionId, ItemId, UserId, MAX_ID_BYTES};
+use crate::ids::{stable_hash, validate_id, DecisionId, ItemId, UserId, MAX_ID_BYTES};
 use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
 use crate::shard::msg::{ValidCandidate, ValidDecide, ValidEvent, ValidReward};
 
@@ -196,9 +196,7 @@ pub fn decide(
     for c in req.candidates {
         let c = match c {
             Candidate::Id(id) => {
-                if id.is_empty() || id.len() > MAX_ID_BYTES {
-                    ItemId::new(&id)?;
-                }
+                validate_id("candidates", &id)?;
                 ValidCandidate {
                     key: stable_hash(id.as_bytes()),
                     id,

@@ -86,14 +86,20 @@ impl Parser {
             return Ok(ItemSpec::new(id));
         }
         self.with_value(input, |v| {
-            let f = fields(v).ok_or(Rejected {
-                id: ReqId::None,
-                error: WireError::NotObject,
-            })?;
-            item(id, f.attrs, f.vector).map_err(|error| Rejected {
+            let reject = |error| Rejected {
                 id: ReqId::None,
                 error,
-            })
+            };
+            let f = fields(v).ok_or(reject(WireError::NotObject))?;
+            // The URL names the item; a body naming another is a mistake, not a rename.
+            if string(f.item, "item")
+                .map_err(reject)?
+                .is_some_and(|body| body != id)
+            {
+                let problem = Problem::Malformed("the item id of the URL, or no `item`");
+                return Err(reject(invalid("item", problem)));
+            }
+            item(id, f.attrs, f.vector).map_err(reject)
         })
     }
 
@@ -240,15 +246,25 @@ fn request(
             error: WireError::NotObject,
         });
     };
-    let id = f.id.map(req_id).unwrap_or_default();
+    let id = match f.id.map(req_id).transpose() {
+        Ok(id) => id.unwrap_or_default(),
+        Err(error) => {
+            return Err(Rejected {
+                id: ReqId::None,
+                error,
+            })
+        }
+    };
     match op(&f, engine, default_op, nested) {
         Ok(op) => Ok(Request { id, op }),
         Err(error) => Err(Rejected { id, error }),
     }
 }
 
-fn req_id(v: Json<'_, '_>) -> ReqId {
-    match v.value_type() {
+/// A request's `id`: a number, a string, or `null`; anything else is refused (it could not
+/// be echoed faithfully).
+fn req_id(v: Json<'_, '_>) -> Result<ReqId, WireError> {
+    Ok(match v.value_type() {
         ValueType::I64 => v.as_i64().map_or(ReqId::None, ReqId::Int),
         ValueType::U64 => match v.as_u64() {
             Some(u) => i64::try_from(u).map_or(ReqId::Uint(u), ReqId::Int),
@@ -256,8 +272,9 @@ fn req_id(v: Json<'_, '_>) -> ReqId {
         },
         ValueType::F64 => v.as_f64().map_or(ReqId::None, ReqId::Float),
         ValueType::String => v.as_str().map_or(ReqId::None, |s| ReqId::Str(s.into())),
-        _ => ReqId::None,
-    }
+        ValueType::Null => ReqId::None,
+        _ => return Err(malformed("id", "a number, a string or null")),
+    })
 }
 
 fn op(
