@@ -88,11 +88,14 @@ impl Counters {
     }
 }
 
+/// A candidate a subscription re-ranks: its key, id and inline features.
+type SubscribedCandidate = (u64, String, Option<Arc<ItemFeatures>>);
+
 struct Subscription {
     id: u64,
     sink: Arc<dyn UpdateSink>,
     /// The last decision's candidates and its `n`, to re-rank after each event.
-    candidates: Vec<(u64, String, Option<Arc<ItemFeatures>>)>,
+    candidates: Vec<SubscribedCandidate>,
     n: usize,
 }
 
@@ -170,12 +173,13 @@ impl Shard {
             Msg::User(id, reply) => reply.send(self.export(&id)),
             Msg::Forget(id, reply) => reply.send(self.forget(&id)),
             Msg::Subscribe(user, sub, sink) => {
+                let (candidates, n) = self.last_decision_candidates(&user);
                 let subs = self.subscriptions.entry(user.key()).or_default();
                 subs.push(Subscription {
                     id: sub,
                     sink,
-                    candidates: Vec::new(),
-                    n: 0,
+                    candidates,
+                    n,
                 });
             }
             Msg::Unsubscribe(user, sub) => {
@@ -591,6 +595,22 @@ impl Shard {
             }
             None => false,
         }
+    }
+
+    /// What a new subscription ranks until the user's next decision: the placements of their
+    /// latest open decision (a decision's other candidates are not kept), or nothing.
+    fn last_decision_candidates(&self, user: &UserId) -> (Vec<SubscribedCandidate>, usize) {
+        let latest = self.users.get(user).and_then(|u| u.open.last().copied());
+        let Some(open) = latest.and_then(|id| self.pending.get(id)) else {
+            return (Vec::new(), 0);
+        };
+        let candidates: Vec<SubscribedCandidate> = open
+            .placements
+            .iter()
+            .map(|p| (p.key, p.id.clone(), p.inline.clone()))
+            .collect();
+        let n = candidates.len();
+        (candidates, n)
     }
 
     fn push_update(&mut self, ev: &ValidEvent) {
