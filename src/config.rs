@@ -381,6 +381,27 @@ impl Config {
         Ok(config)
     }
 
+    /// The `NUDGE_*` variables among `vars` that configure nothing and were ignored (a
+    /// mistyped section such as `NUDGE_SEGMENT__WRITE_KEY`), apart from the known non-config
+    /// ones (`NUDGE_LOG`, `NUDGE_BENCH_*`). The binary warns about each.
+    pub fn ignored_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        let Ok(fields) = toml::Table::try_from(Config::default()) else {
+            return Vec::new();
+        };
+        vars.into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                let Some(rest) = name.strip_prefix("NUDGE_") else {
+                    return false;
+                };
+                let first = rest.split("__").next().unwrap_or_default();
+                rest != "LOG"
+                    && !rest.starts_with("BENCH_")
+                    && !fields.contains_key(&first.to_ascii_lowercase())
+            })
+            .collect()
+    }
+
     /// The effective shard count (resolving 0 to the number of cores).
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {

@@ -117,6 +117,9 @@ pub enum Error {
     /// The item is not in the catalog.
     #[error("unknown item `{0}`")]
     UnknownItem(String),
+    /// A Segment route needs the write key (as the HTTP Basic user name) and did not get it.
+    #[error("a valid write key is required as the HTTP Basic user name")]
+    Unauthorized,
     /// The engine is shutting down or has shut down.
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -139,6 +142,7 @@ impl Error {
             Error::AlreadyRewarded { .. } => "already_rewarded",
             Error::UnknownItem(_) => "unknown_item",
             Error::ShuttingDown => "shutting_down",
+            Error::Unauthorized => "unauthorized",
         }
     }
 }

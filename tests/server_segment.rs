@@ -82,6 +82,8 @@ fn segment_batch_with_auth_dedup_and_clock_skew() {
         body.as_bytes(),
     );
     assert_eq!(r.status, 401);
+    // Issue 16: a 401 says `unauthorized`, not `bad_request`.
+    assert_eq!(r.json()["error"]["code"], "unauthorized", "{}", r.text());
 
     let auth = basic("wk_test");
     let before = now_ms();

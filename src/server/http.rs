@@ -135,6 +135,7 @@ pub(super) fn status_of(code: Option<&str>) -> StatusCode {
         Some("busy" | "shutting_down") => StatusCode::SERVICE_UNAVAILABLE,
         Some("unknown_decision" | "unknown_item") => StatusCode::NOT_FOUND,
         Some("expired_decision") => StatusCode::GONE,
+        Some("unauthorized") => StatusCode::UNAUTHORIZED,
         Some("not_shown" | "already_rewarded") => StatusCode::CONFLICT,
         Some("too_large") => StatusCode::PAYLOAD_TOO_LARGE,
         Some(_) => StatusCode::BAD_REQUEST,

@@ -62,20 +62,29 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the configured addresses (port 0 picks a free port).
+    /// Binds the configured addresses (port 0 picks a free port). An error names the front
+    /// end, the address and its setting (`cannot listen for tcp on 127.0.0.1:7070 (server.tcp,
+    /// --tcp): Address already in use`).
     pub fn bind(cfg: &ServerConfig) -> io::Result<Listeners> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-        let bind = |addr: Option<SocketAddr>| -> io::Result<Option<std::net::TcpListener>> {
+        let bind = |what: &str, addr: Option<SocketAddr>| {
             addr.map(|a| {
                 let l = std::net::TcpListener::bind(a)?;
                 l.set_nonblocking(true)?;
                 Ok(l)
             })
             .transpose()
+            .map_err(|e: io::Error| {
+                let why = format!(
+                    "cannot listen for {what} on {} (server.{what}, --{what}): {e}",
+                    addr.map_or_else(String::new, |a| a.to_string())
+                );
+                io::Error::new(e.kind(), why)
+            })
         };
         Ok(Listeners {
-            tcp: bind(cfg.tcp_addr().map_err(invalid)?)?,
-            http: bind(cfg.http_addr().map_err(invalid)?)?,
+            tcp: bind("tcp", cfg.tcp_addr().map_err(invalid)?)?,
+            http: bind("http", cfg.http_addr().map_err(invalid)?)?,
         })
     }
 

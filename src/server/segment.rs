@@ -26,6 +26,7 @@ use super::Shared;
 use crate::api::{Event, EventKind};
 use crate::config::SegmentConfig;
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::ids::stable_hash;
 use crate::wire::{write_error, CallType, Reply, ReqId, SegmentCall, WireError};
 
@@ -121,11 +122,7 @@ async fn handle(
             let mut e = Vec::new();
             write_error(&mut e, &ReqId::None, &error);
             out.extend_from_slice(&e[1..]);
-            let code = if status == StatusCode::UNAUTHORIZED {
-                "unauthorized"
-            } else {
-                error.code()
-            };
+            let code = error.code();
             let mut resp = json(status, out);
             if status == StatusCode::UNAUTHORIZED {
                 resp.headers_mut().insert(
@@ -254,10 +251,7 @@ fn authorize(req: &HttpRequest, cfg: &SegmentConfig) -> Result<(), Failure> {
     if cfg.write_key.is_empty() {
         return Ok(());
     }
-    let unauthorized = || {
-        let why = "a valid write key is required as the HTTP Basic user name";
-        Failure(StatusCode::UNAUTHORIZED, WireError::BadRequest(why.into()))
-    };
+    let unauthorized = || Failure(StatusCode::UNAUTHORIZED, Error::Unauthorized.into());
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
