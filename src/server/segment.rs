@@ -318,16 +318,18 @@ async fn read_body(
 /// time is `receivedAt - (sentAt - originalTimestamp)` (or `timestamp` when there is no
 /// `originalTimestamp`), so a client clock that is off shifts nothing. Without `sentAt`, the
 /// client's time as given; without any time, `receivedAt`.
-pub(super) fn corrected_ts(c: &SegmentCall, received_ms: u64) -> u64 {
+/// `None` when the result is before 1970 (an uncorrected pre-1970 time).
+pub(super) fn corrected_ts(c: &SegmentCall, received_ms: u64) -> Option<u64> {
     let client = c.original_timestamp_ms.or(c.timestamp_ms);
-    match (c.sent_at_ms, client) {
+    let ms = match (c.sent_at_ms, client) {
         (Some(sent), Some(at)) => {
             let delay = sent as i128 - at as i128;
-            (received_ms as i128 - delay).clamp(0, u64::MAX as i128) as u64
+            received_ms as i128 - delay
         }
-        (_, Some(at)) => at,
-        (_, None) => received_ms,
-    }
+        (_, Some(at)) => at as i128,
+        (_, None) => received_ms as i128,
+    };
+    u64::try_from(ms).ok()
 }
 
 /// Maps one call to nudge events through the table (none for identify and unmapped calls).
@@ -352,7 +354,8 @@ fn map_call(
         .and_then(|m| m.item_property.as_deref())
         .unwrap_or(&cfg.item_property);
     let item = c.property(item_property).map(|v| v.text());
-    let ts = corrected_ts(c, received_ms);
+    let ts = corrected_ts(c, received_ms)
+        .ok_or("the event time is before 1970 and no `sentAt` corrects it")?;
     let context: Vec<(String, String)> = cfg
         .context
         .iter()
@@ -388,8 +391,11 @@ fn map_call(
         events.push(e);
     }
     let dwell = (!cfg.dwell_property.is_empty())
-        .then(|| c.property(&cfg.dwell_property).and_then(|v| v.number()))
-        .flatten();
+        .then(|| c.property(&cfg.dwell_property))
+        .flatten()
+        // A dwell that is not a number becomes an event the engine refuses, so the call's
+        // `errors` entry names it instead of the dwell vanishing.
+        .map(|v| v.number().unwrap_or(f64::NAN));
     let already_dwell = events.iter().any(|e| e.kind == EventKind::Dwell);
     if let (Some(seconds), Some(_), false) = (dwell, &item, already_dwell) {
         let mut e = base(EventKind::Dwell);
