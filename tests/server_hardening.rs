@@ -312,3 +312,24 @@ fn issue16_bad_ids_are_refused() {
     assert_eq!(r.status, 200, "the same id is fine: {}", r.text());
     server.shutdown();
 }
+
+/// `max_connections` above the open-file limit is fitted to it at start (after raising the
+/// soft limit as far as allowed), so accepting does not fail in a loop; the cap in force is
+/// in `/metrics`, and the server serves.
+#[test]
+fn issue16_max_connections_fits_the_fd_limit() {
+    let (_engine, server) = start(|cfg| cfg.max_connections = 1 << 30);
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    assert_eq!(c.call(r#"{"op":"ping"}"#)["pong"], true);
+    let cap = metric(
+        server.http_addr().unwrap(),
+        r#"nudge_max_connections{transport="tcp"}"#,
+    );
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX) as f64;
+    assert!(
+        cap >= 1.0 && cap + 256.0 <= soft,
+        "cap {cap}, soft limit {soft}"
+    );
+    server.shutdown();
+}

@@ -113,6 +113,10 @@ pub struct Metrics {
     pub ws_connections: AtomicI64,
     /// TCP connections refused at the limit.
     pub tcp_refused_total: AtomicU64,
+    /// The TCP connection cap in force (`max_connections`, fitted to the open-file limit).
+    pub tcp_max_connections: AtomicI64,
+    /// Failed accepts (typically out of file descriptors); the loop backs off.
+    pub accept_errors_total: AtomicU64,
     /// TCP lines longer than the limit (answered with an error and skipped).
     pub lines_too_long_total: AtomicU64,
     /// Connections closed because a request (TCP line, HTTP body) or a reply write did not
@@ -137,6 +141,8 @@ impl Default for Metrics {
             tcp_connections: AtomicI64::new(0),
             ws_connections: AtomicI64::new(0),
             tcp_refused_total: AtomicU64::new(0),
+            tcp_max_connections: AtomicI64::new(0),
+            accept_errors_total: AtomicU64::new(0),
             lines_too_long_total: AtomicU64::new(0),
             slow_connections_closed_total: AtomicU64::new(0),
             ws_pushes_total: AtomicU64::new(0),
@@ -204,6 +210,13 @@ impl Metrics {
                 "ws",
                 self.ws_connections.load(Relaxed),
             ),
+            (
+                "nudge_max_connections",
+                "The connection cap in force (fitted to the open-file limit).",
+                "gauge",
+                "tcp",
+                self.tcp_max_connections.load(Relaxed),
+            ),
         ];
         for (name, help, kind, transport, v) in gauges {
             header(&mut out, name, help, kind);
@@ -214,6 +227,11 @@ impl Metrics {
                 "nudge_connections_refused_total",
                 "TCP connections refused at the limit.",
                 &self.tcp_refused_total,
+            ),
+            (
+                "nudge_accept_errors_total",
+                "Failed TCP accepts (out of file descriptors); accepting backs off.",
+                &self.accept_errors_total,
             ),
             (
                 "nudge_lines_too_long_total",

@@ -4,6 +4,7 @@
 //! - `ws`: the same ops per WebSocket text frame, plus `subscribe` pushes;
 //! - `segment`: Segment-compatible ingestion (`/v1/track`, `/v1/batch`, …);
 //! - `deadline`: the HTTP socket wrapper that enforces the request deadline;
+//! - `fd_limit`: `max_connections` fitted to the open-file limit at start;
 //! - `http_errors`: 404, 405 and actix's own refusals in the JSON error shape;
 //! - `dispatch`: op → engine call → reply, shared by all of them; `pipeline`: one
 //!   connection's requests in flight, events coalesced (TCP and WebSocket); `metrics`: counters.
@@ -18,6 +19,7 @@
 
 mod deadline;
 mod dispatch;
+mod fd_limit;
 mod http;
 mod http_errors;
 pub mod metrics;
@@ -204,6 +206,8 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut cfg = cfg;
+    cfg.max_connections = fd_limit::fit(cfg.max_connections);
     let shared = Arc::new(Shared {
         engine: engine.clone().on_full(cfg.on_full),
         dedup: segment::Dedup::new(cfg.segment.dedup_window),

@@ -40,8 +40,16 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>) {
         .max_connections
         .min(Semaphore::MAX_PERMITS)
         .min(u32::MAX as usize);
+    shared
+        .metrics
+        .tcp_max_connections
+        .store(max as i64, Relaxed);
     // One permit per open connection; shutdown waits by taking them all back.
     let slots = Arc::new(Semaphore::new(max));
+    // Out of descriptors, accepting fails at once: wait, longer while it keeps failing, and
+    // log the first failure of a run and the count when it ends rather than every one.
+    let mut backoff = Duration::ZERO;
+    let mut failed_in_a_row = 0u64;
     let mut stop = shared.stop.clone();
     loop {
         if *stop.borrow() {
@@ -50,19 +58,22 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((sock, _)) => match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tokio::spawn(connection(sock, shared.clone(), permit));
+                Ok((sock, _)) => {
+                    if failed_in_a_row > 0 {
+                        warn!(failed = failed_in_a_row, "tcp accepting works again");
+                        (backoff, failed_in_a_row) = (Duration::ZERO, 0);
                     }
-                    Err(_) => {
-                        shared.metrics.tcp_refused_total.fetch_add(1, Relaxed);
-                        tokio::spawn(refuse(sock, max));
-                    }
-                },
+                    admit(sock, &slots, &shared, max);
+                }
                 Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    shared.metrics.accept_errors_total.fetch_add(1, Relaxed);
+                    if failed_in_a_row == 0 {
+                        warn!(error = %e, "tcp accept failed (out of descriptors?); backing off");
+                    }
+                    failed_in_a_row += 1;
+                    let (least, most) = (Duration::from_millis(10), Duration::from_secs(1));
+                    backoff = (backoff * 2).clamp(least, most);
+                    tokio::time::sleep(backoff).await;
                 }
             },
         }
@@ -70,6 +81,19 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>) {
     drop(listener);
     let grace = Duration::from_secs(shared.cfg.shutdown_timeout_s);
     let _ = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
+}
+
+/// Serves an accepted socket if a slot is free, else refuses it with one error line.
+fn admit(sock: TcpStream, slots: &Arc<Semaphore>, shared: &Arc<Shared>, max: usize) {
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(connection(sock, shared.clone(), permit));
+        }
+        Err(_) => {
+            shared.metrics.tcp_refused_total.fetch_add(1, Relaxed);
+            tokio::spawn(refuse(sock, max));
+        }
+    }
 }
 
 /// `limit`, or about a year when it is zero (off).
