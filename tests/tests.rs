@@ -21,5 +21,7 @@ mod server_ws;
 mod server_segment;
 // Issue 16: slow senders, values, ids and errors a hostile or careless client sends.
 mod server_hardening;
+// Bounded fuzzing over real sockets: TCP lines, WebSocket frames, Segment bodies (proptest).
+mod server_fuzz;
 // The wire parser never panics on arbitrary bytes (proptest).
 mod wire_props;

@@ -9,7 +9,7 @@ fn engine() -> Engine {
     Engine::builder().shards(1).build().unwrap()
 }
 
-const FRAGMENTS: &[&str] = &[
+pub const FRAGMENTS: &[&str] = &[
     "{",
     "}",
     "[",
