@@ -73,6 +73,12 @@ fn issue16_slow_client_closed() {
         metric(http_addr, "nudge_slow_connections_closed_total"),
         1.0
     );
+    let outcome = r#"nudge_requests_total{transport="tcp",op="event",outcome="timeout"}"#;
+    assert_eq!(
+        metric(http_addr, outcome),
+        1.0,
+        "counted under its own code"
+    );
     server.shutdown();
 }
 

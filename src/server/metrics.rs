@@ -69,7 +69,7 @@ impl MetricOp {
 }
 
 /// Outcome labels: `ok`, then every error code.
-const OUTCOMES: [&str; 11] = [
+const OUTCOMES: [&str; 12] = [
     "ok",
     "bad_request",
     "busy",
@@ -81,6 +81,7 @@ const OUTCOMES: [&str; 11] = [
     "too_large",
     "unauthorized",
     "already_rewarded",
+    "timeout",
 ];
 
 fn outcome_index(code: Option<&str>) -> usize {
