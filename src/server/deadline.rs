@@ -30,8 +30,11 @@ pub(super) struct DeadlineStream {
     io: TcpStream,
     /// The deadline; zero turns it off.
     timeout: Duration,
-    /// Armed while a request is arriving or a reply is stuck; `None` otherwise.
+    /// The deadline's timer, allocated on first use and reset for each request after (no
+    /// allocation per request). A disarmed timer that fires only wakes the task once.
     timer: Option<Pin<Box<Sleep>>>,
+    /// A request is arriving or a reply is stuck: the timer counts.
+    armed: bool,
     /// The timer was armed by a request arriving (not by a stuck reply): a `408` may be sent.
     reading: bool,
     /// Set once the deadline has passed: every later read or write fails.
@@ -46,6 +49,7 @@ impl DeadlineStream {
             io,
             timeout,
             timer: None,
+            armed: false,
             reading: false,
             expired: false,
             metrics,
@@ -53,12 +57,16 @@ impl DeadlineStream {
     }
 
     fn arm(&mut self, reading: bool) {
-        if self.timer.is_none() && !self.timeout.is_zero() {
-            self.reading = reading;
-            self.timer = Some(Box::pin(tokio::time::sleep_until(
-                Instant::now() + self.timeout,
-            )));
+        if self.armed || self.timeout.is_zero() {
+            return;
         }
+        let at = Instant::now() + self.timeout;
+        match self.timer.as_mut() {
+            Some(timer) => timer.as_mut().reset(at),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+        self.armed = true;
+        self.reading = reading;
     }
 
     /// True (and the connection answered and condemned) when the armed deadline has passed;
@@ -67,7 +75,7 @@ impl DeadlineStream {
         if self.expired {
             return true;
         }
-        let Some(timer) = self.timer.as_mut() else {
+        let Some(timer) = self.timer.as_mut().filter(|_| self.armed) else {
             return false;
         };
         if timer.as_mut().poll(cx).is_pending() {
@@ -136,7 +144,7 @@ impl AsyncWrite for DeadlineStream {
         }
         match Pin::new(&mut this.io).poll_write(cx, buf) {
             Poll::Ready(Ok(n)) if n > 0 => {
-                this.timer = None;
+                this.armed = false;
                 if buf.starts_with(b"HTTP/1.1 101 ") {
                     // An upgraded WebSocket keeps its own heartbeat and timeouts: a client's
                     // pong is answered by nothing, so reads must not arm a deadline any more.
