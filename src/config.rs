@@ -407,6 +407,27 @@ impl Config {
         Ok(config)
     }
 
+    /// The `NUDGE_*` variables among `vars` that configure nothing and were ignored (a
+    /// mistyped section such as `NUDGE_SEGMENT__WRITE_KEY`), apart from the known non-config
+    /// ones (`NUDGE_LOG`, `NUDGE_BENCH_*`). The binary warns about each.
+    pub fn ignored_env_vars(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+        let Ok(fields) = toml::Table::try_from(Config::default()) else {
+            return Vec::new();
+        };
+        vars.into_iter()
+            .map(|(name, _)| name)
+            .filter(|name| {
+                let Some(rest) = name.strip_prefix("NUDGE_") else {
+                    return false;
+                };
+                let first = rest.split("__").next().unwrap_or_default();
+                rest != "LOG"
+                    && !rest.starts_with("BENCH_")
+                    && !fields.contains_key(&first.to_ascii_lowercase())
+            })
+            .collect()
+    }
+
     /// The effective shard count (resolving 0 to the number of cores).
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
@@ -573,6 +594,10 @@ pub struct ServerConfig {
     pub max_in_flight: usize,
     /// A TCP connection with no traffic and nothing in flight this long (s) is closed; 0: never.
     pub idle_timeout_s: u64,
+    /// A TCP line, or an HTTP request's head and body, must arrive whole within this many
+    /// milliseconds of its first byte, else the connection is closed (slow senders cannot
+    /// hold a slot); 0: never.
+    pub request_timeout_ms: u64,
     /// What a request does when its shard's inbox is full: wait for room, or fail with `busy`.
     pub on_full: OnFull,
     /// Largest HTTP request body (bytes) outside the Segment routes.
@@ -602,6 +627,7 @@ impl Default for ServerConfig {
             max_line_bytes: 1 << 20,
             max_in_flight: 1024,
             idle_timeout_s: 300,
+            request_timeout_ms: 10_000,
             on_full: OnFull::Wait,
             max_body_bytes: 16 << 20,
             ws_max_frame_bytes: 1 << 20,

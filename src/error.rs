@@ -42,6 +42,11 @@ pub enum Problem {
     },
     /// The value does not have the expected shape (the text says which).
     Malformed(&'static str),
+    /// The timestamp is before `min_ms` (Unix ms): zero, or seconds given for milliseconds.
+    TooEarly {
+        /// The earliest accepted timestamp, in Unix milliseconds.
+        min_ms: u64,
+    },
     /// The vector has the wrong number of dimensions.
     WrongDimension {
         /// The length that was given.
@@ -63,6 +68,10 @@ impl fmt::Display for Problem {
             Problem::UnknownEventType(name) => write!(f, "`{name}` is not a known event type"),
             Problem::TooMany { max } => write!(f, "has more than {max} elements"),
             Problem::Malformed(expected) => write!(f, "is malformed (expected {expected})"),
+            Problem::TooEarly { min_ms } => write!(
+                f,
+                "is before {min_ms} (2000-01-01 in Unix milliseconds; seconds given for milliseconds?)"
+            ),
             Problem::WrongDimension { got } => write!(f, "has an unusable length {got}"),
         }
     }
@@ -96,9 +105,21 @@ pub enum Error {
         /// The item named by the reward.
         item: String,
     },
+    /// An explicit reward was already given for this item of this decision (a retry or a
+    /// double click must not count twice).
+    #[error("item `{item}` of decision `{decision}` was already rewarded")]
+    AlreadyRewarded {
+        /// The decision.
+        decision: DecisionId,
+        /// The item named by the reward.
+        item: String,
+    },
     /// The item is not in the catalog.
     #[error("unknown item `{0}`")]
     UnknownItem(String),
+    /// A Segment route needs the write key (as the HTTP Basic user name) and did not get it.
+    #[error("a valid write key is required as the HTTP Basic user name")]
+    Unauthorized,
     /// The engine is shutting down or has shut down.
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -118,8 +139,10 @@ impl Error {
             Error::UnknownDecision(_) => "unknown_decision",
             Error::ExpiredDecision(_) => "expired_decision",
             Error::NotShown { .. } => "not_shown",
+            Error::AlreadyRewarded { .. } => "already_rewarded",
             Error::UnknownItem(_) => "unknown_item",
             Error::ShuttingDown => "shutting_down",
+            Error::Unauthorized => "unauthorized",
         }
     }
 }

@@ -23,7 +23,9 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(bytes, HASH_SEED)
 }
 
-fn validate_id(field: &'static str, s: &str) -> Result<(), Error> {
+/// Checks a user or item id: 1 to `MAX_ID_BYTES` bytes, no ASCII control character (NUL,
+/// newline, escape…: they break logs, terminals and line protocols downstream).
+pub(crate) fn validate_id(field: &'static str, s: &str) -> Result<(), Error> {
     if s.is_empty() {
         return Err(Error::invalid(field, Problem::Empty));
     }
@@ -31,6 +33,12 @@ fn validate_id(field: &'static str, s: &str) -> Result<(), Error> {
         return Err(Error::invalid(
             field,
             Problem::TooLong { max: MAX_ID_BYTES },
+        ));
+    }
+    if s.bytes().any(|b| b < 0x20 || b == 0x7f) {
+        return Err(Error::invalid(
+            field,
+            Problem::Malformed("text without control characters"),
         ));
     }
     Ok(())
@@ -46,7 +54,8 @@ macro_rules! string_id {
         }
 
         impl $name {
-            /// Validates `text` (1 to 256 bytes) and computes its stable key.
+            /// Validates `text` (1 to 256 bytes, no control characters) and computes its
+            /// stable key.
             pub fn new(text: &str) -> Result<Self, Error> {
                 validate_id($field, text)?;
                 Ok(Self { text: text.into(), key: stable_hash(text.as_bytes()) })

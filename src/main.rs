@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tracing::info;
+use std::io::IsTerminal as _;
+
+use tracing::{info, warn};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -55,11 +57,15 @@ struct ServeArgs {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Colours only for a person at a terminal: a log redirected to a file or a pipe gets
+    // plain text, and `NO_COLOR` turns them off anywhere.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NUDGE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -93,9 +99,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.server.http_workers = n;
     }
     config.validate().map_err(anyhow::Error::msg)?;
+    for name in nudge::Config::ignored_env_vars(std::env::vars()) {
+        warn!("{name} is not a configuration variable and was ignored (sections nest with a double underscore, e.g. NUDGE_SERVER__SEGMENT__WRITE_KEY)");
+    }
     let server_cfg = config.server.clone();
     let runtime = nudge::server::runtime(&server_cfg).context("starting the runtime")?;
-    let listeners = nudge::server::Listeners::bind(&server_cfg).context("binding")?;
+    let listeners = nudge::server::Listeners::bind(&server_cfg)?;
     let engine = nudge::Engine::start(config).context("starting the engine")?;
     println!(
         "nudge {} serving with {} shards",
@@ -103,10 +112,25 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         engine.shard_count()
     );
     if let Some(addr) = listeners.tcp_addr() {
-        println!("  tcp  {addr}   (one JSON request per line; try: echo '{{\"op\":\"ping\"}}' | nc {} {})", addr.ip(), addr.port());
+        println!("  tcp  {addr}   (one JSON request per line)");
+        // No `nc` on a fresh machine, and `nc` waits for the server to close: bash's
+        // /dev/tcp reads the one reply and returns.
+        println!(
+            r#"       try: bash -c 'exec 3<>/dev/tcp/{}/{}; echo "{{\"op\":\"ping\"}}" >&3; head -1 <&3'"#,
+            addr.ip(),
+            addr.port()
+        );
     }
     if let Some(addr) = listeners.http_addr() {
         println!("  http http://{addr}   (ws://{addr}/v1/ws, metrics at /metrics)");
+        println!("       try: curl -s http://{addr}/livez");
+        let segment = &server_cfg.segment;
+        if segment.write_key.is_empty() {
+            println!("  segment ingestion (/v1/track, /v1/batch, …): NOT authenticated");
+            warn!("Segment ingestion accepts calls without a write key: set server.segment.write_key (NUDGE_SERVER__SEGMENT__WRITE_KEY) unless every client is trusted");
+        } else {
+            println!("  segment ingestion (/v1/track, /v1/batch, …): authenticated by write key");
+        }
     }
     runtime.block_on(nudge::server::serve_on(
         engine,

@@ -204,3 +204,40 @@ fn metrics_are_prometheus_text_and_count_what_happened() {
     );
     server.shutdown();
 }
+
+/// Issue 16: every HTTP error reply has the JSON error shape: a wrong method is `405` with
+/// `Allow`, an unknown path `404`, a body over the limit `413`.
+#[test]
+fn issue16_http_errors_are_json() {
+    let (_engine, server) = start(|cfg| cfg.max_body_bytes = 1024);
+    let addr = server.http_addr().unwrap();
+    let cases = [
+        ("POST", "/v1/stats", 405, "method_not_allowed", Some("GET")),
+        ("GET", "/v1/decide", 405, "method_not_allowed", Some("POST")),
+        ("GET", "/v1/track", 405, "method_not_allowed", Some("POST")),
+        (
+            "PATCH",
+            "/v1/items/boots",
+            405,
+            "method_not_allowed",
+            Some("GET, PUT, DELETE"),
+        ),
+        ("GET", "/v1/nope", 404, "not_found", None),
+    ];
+    for (method, path, status, code, allow) in cases {
+        let r = http(addr, method, path, &[], b"");
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], code, "{method} {path}");
+        assert_eq!(r.headers.get("allow").map(String::as_str), allow);
+    }
+    let big = format!(r#"{{"user":"u1","candidates":["{}"]}}"#, "x".repeat(2000));
+    let r = http(addr, "POST", "/v1/decide", &[], big.as_bytes());
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "too_large");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("1024"));
+    assert_eq!(http(addr, "GET", "/livez", &[], b"").status, 200);
+    server.shutdown();
+}

@@ -82,6 +82,8 @@ fn segment_batch_with_auth_dedup_and_clock_skew() {
         body.as_bytes(),
     );
     assert_eq!(r.status, 401);
+    // Issue 16: a 401 says `unauthorized`, not `bad_request`.
+    assert_eq!(r.json()["error"]["code"], "unauthorized", "{}", r.text());
 
     let auth = basic("wk_test");
     let before = now_ms();
@@ -203,5 +205,51 @@ fn segment_size_limits() {
     assert_eq!(r.status, 413, "a batch over 500 KB");
     let r = http(addr, "POST", "/v1/track", &[], b"{not json");
     assert_eq!(r.status, 400);
+    server.shutdown();
+}
+
+/// Issue 16: a pre-1970 ISO time is a valid time (a device whose clock reset): with `sentAt`
+/// the skew correction places the event now, and it is ingested. A dwell out of range is not
+/// dropped behind a success: the batch reports it per message in `errors`.
+#[test]
+fn issue16_segment_old_times_and_bad_dwell() {
+    let (engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    let body = json!({
+        "sentAt": "1969-12-31T23:59:59.000Z",
+        "batch": [
+            {"type": "track", "userId": "old", "event": "Product Clicked", "messageId": "o-1",
+             "properties": {"product_id": "p1"},
+             "originalTimestamp": "1969-12-31T23:59:58.000Z"},
+            {"type": "track", "userId": "dw", "event": "Product Viewed", "messageId": "o-2",
+             "properties": {"product_id": "p1", "dwell_seconds": -5}},
+            {"type": "track", "userId": "dw", "event": "Product Viewed", "messageId": "o-3",
+             "properties": {"product_id": "p1", "dwell_seconds": 1.0e12}},
+            {"type": "track", "userId": "dw", "event": "Product Viewed", "messageId": "o-4",
+             "properties": {"product_id": "p1", "dwell_seconds": "long"}}
+        ]
+    })
+    .to_string();
+    let r = http(addr, "POST", "/v1/batch", &[], body.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["events"], 4, "the click and the three impressions: {v}");
+    let errors = v["errors"].as_array().unwrap();
+    let calls: Vec<u64> = errors.iter().map(|e| e["call"].as_u64().unwrap()).collect();
+    assert_eq!(calls, [1, 2, 3], "each bad dwell, by call: {v}");
+    for e in errors {
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("value"),
+            "{e}"
+        );
+    }
+    let old = engine
+        .user("old")
+        .unwrap()
+        .expect("the 1969 click was ingested");
+    assert!(
+        old.last_seen_ms > 946_684_800_000,
+        "placed now by the skew correction"
+    );
     server.shutdown();
 }

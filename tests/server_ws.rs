@@ -269,3 +269,108 @@ fn issue4_bad_frames_inside_a_burst_keep_their_place() {
     );
     server.shutdown();
 }
+
+/// Issue 16: a text frame that is not UTF-8 closes with 1007 (invalid payload), not 1002.
+#[test]
+fn issue16_websocket_invalid_utf8_closes_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{coding::OpCode, Frame};
+    let (_engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    runtime().block_on(async {
+        let mut ws = connect(addr).await;
+        let text =
+            OpCode::Data(tokio_tungstenite::tungstenite::protocol::frame::coding::Data::Text);
+        let frame = Frame::message(b"{\"op\":\"\xff\"}".to_vec(), text, true);
+        ws.send(Message::Frame(frame)).await.unwrap();
+        assert_eq!(close_code(&mut ws).await, 1007);
+    });
+    server.shutdown();
+}
+
+/// Issue 16: a handshake whose headers are over the limit is refused at once with `431` and
+/// the JSON error, instead of upgrading and waiting for the heartbeat timeout.
+#[test]
+fn issue16_oversized_handshake_refused() {
+    let (_engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    let pad = "x".repeat(100_000);
+    let headers = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+        ("X-Pad", pad.as_str()),
+    ];
+    let r = http(addr, "GET", "/v1/ws", &headers, b"");
+    assert_eq!(r.status, 431, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "too_large");
+    server.shutdown();
+}
+
+/// Issue 16: subscribing twice to one user answers the same subscription and pushes each
+/// update once; a new subscription ranks the user's last decision at once (its `top` is not
+/// empty until the next `decide`).
+#[test]
+fn issue16_subscribe_twice_pushes_once() {
+    let (engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    runtime().block_on(async {
+        let mut ws = connect(addr).await;
+        call(&mut ws, r#"{"op":"item","item":"boots"}"#).await;
+        call(&mut ws, r#"{"op":"item","item":"scarf"}"#).await;
+        let d = call(
+            &mut ws,
+            r#"{"op":"decide","user":"u1","candidates":["boots","scarf"]}"#,
+        )
+        .await;
+        assert!(d["decision"].is_string(), "{d}");
+        let first = call(&mut ws, r#"{"op":"subscribe","user":"u1"}"#).await;
+        let second = call(&mut ws, r#"{"op":"subscribe","user":"u1"}"#).await;
+        assert_eq!(
+            first["subscription"], second["subscription"],
+            "{first} {second}"
+        );
+        let ack = call(
+            &mut ws,
+            r#"{"op":"event","id":"e","user":"u1","type":"click","item":"boots"}"#,
+        )
+        .await;
+        let mut pushes: Vec<Value> = Vec::new();
+        if ack.get("push").is_some() {
+            pushes.push(ack);
+        }
+        // Every push of that event is queued once the shards have handled it.
+        engine.flush().unwrap();
+        ws.send(Message::Text(r#"{"op":"ping","id":"p"}"#.into()))
+            .await
+            .unwrap();
+        loop {
+            let v = next_json(&mut ws).await;
+            if v["id"] == "p" {
+                break;
+            }
+            if v.get("push").is_some() {
+                pushes.push(v);
+            }
+        }
+        assert_eq!(pushes.len(), 1, "{pushes:?}");
+        let top = pushes[0]["top"].as_array().unwrap();
+        assert_eq!(top.len(), 2, "the last decision, ranked: {}", pushes[0]);
+    });
+    server.shutdown();
+}
+
+/// Issue 16: the HTTP request deadline ends at the upgrade; a WebSocket frame that gets no
+/// reply (a pong) does not start a deadline that would cut the socket.
+#[test]
+fn issue16_request_deadline_spares_websockets() {
+    let (_engine, server) = start(|cfg| cfg.request_timeout_ms = 200);
+    let addr = server.http_addr().unwrap();
+    runtime().block_on(async {
+        let mut ws = connect(addr).await;
+        ws.send(Message::Pong(Vec::new())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(call(&mut ws, r#"{"op":"ping","id":1}"#).await["pong"], true);
+    });
+    server.shutdown();
+}

@@ -1,6 +1,8 @@
 //! nudge's one integration-test binary. Each module tests one boundary or concern; see the
 //! comment at the top of each. Regression tests are named after the issue they fix.
 
+// The `nudge` binary at first contact: banner, warnings, plain logs, bind errors.
+mod cli;
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
 // Learning from a plain event stream: co-occurrence, negatives, impressions, previews, import.
@@ -19,5 +21,9 @@ mod server_http;
 mod server_ws;
 // Segment-compatible ingestion: auth, mapping, dedup, clock skew, gzip, limits.
 mod server_segment;
+// Issue 16: slow senders, values, ids and errors a hostile or careless client sends.
+mod server_hardening;
+// Bounded fuzzing over real sockets: TCP lines, WebSocket frames, Segment bodies (proptest).
+mod server_fuzz;
 // The wire parser never panics on arbitrary bytes (proptest).
 mod wire_props;

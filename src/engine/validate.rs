@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::api::{Candidate, DecideRequest, Event, EventKind, ItemSpec};
 use crate::config::Config;
 use crate::error::{Error, Problem};
-use crate::ids::{stable_hash, DecisionId, ItemId, UserId, MAX_ID_BYTES};
+use crate::ids::{stable_hash, validate_id, DecisionId, ItemId, UserId, MAX_ID_BYTES};
 use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
 use crate::shard::msg::{ValidCandidate, ValidDecide, ValidEvent, ValidReward};
 
@@ -182,7 +182,7 @@ pub fn decide(
             },
         ));
     }
-    if req.n == 0 {
+    if req.n == 0 || req.n > cfg.max_candidates {
         return Err(Error::invalid(
             "n",
             Problem::OutOfRange {
@@ -192,12 +192,11 @@ pub fn decide(
         ));
     }
     let mut candidates = Vec::with_capacity(req.candidates.len());
+    let mut seen = SeenKeys::default();
     for c in req.candidates {
-        candidates.push(match c {
+        let c = match c {
             Candidate::Id(id) => {
-                if id.is_empty() || id.len() > MAX_ID_BYTES {
-                    ItemId::new(&id)?;
-                }
+                validate_id("candidates", &id)?;
                 ValidCandidate {
                     key: stable_hash(id.as_bytes()),
                     id,
@@ -212,7 +211,11 @@ pub fn decide(
                     inline: Some(Arc::new(f)),
                 }
             }
-        });
+        };
+        // A candidate named twice is placed once: the first occurrence wins.
+        if seen.insert(c.key, &candidates) {
+            candidates.push(c);
+        }
     }
     Ok(ValidDecide {
         user,
@@ -224,6 +227,24 @@ pub fn decide(
         track: req.track,
         raw_context: keep_raw_context.then_some(req.context),
     })
+}
+
+/// Which candidate keys a decision already holds, without allocating: a 1024-bit filter, and
+/// a scan of the candidates so far only when the filter says "maybe".
+#[derive(Default)]
+struct SeenKeys([u64; 16]);
+
+impl SeenKeys {
+    /// Records `key`; false if a candidate in `so_far` already has it.
+    fn insert(&mut self, key: u64, so_far: &[ValidCandidate]) -> bool {
+        let bit = (key % 1024) as usize;
+        let (word, mask) = (bit / 64, 1u64 << (bit % 64));
+        if self.0[word] & mask != 0 && so_far.iter().any(|c| c.key == key) {
+            return false;
+        }
+        self.0[word] |= mask;
+        true
+    }
 }
 
 /// Validates an explicit reward (value in 0..=1) at its validated time `ts_ms`.

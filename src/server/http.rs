@@ -10,12 +10,17 @@
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use actix_http::{error::DispatchError, HttpService};
+use actix_service::{fn_service, map_config, IntoServiceFactory as _, ServiceFactoryExt as _};
+use actix_web::dev::AppConfig;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 
+use super::deadline::DeadlineStream;
 use super::dispatch;
+use super::http_errors::{json_errors, no_route, only};
 use super::metrics::{MetricOp, Transport};
 use super::{segment, ws, Shared};
 use crate::wire::{write_events_summary, write_reply, Op, OpKind, Parser, Reply, ReqId, WireError};
@@ -31,47 +36,96 @@ pub(super) fn with_parser<T>(f: impl FnOnce(&mut Parser) -> T) -> T {
 }
 
 /// Builds the actix server on `listener`; it runs once spawned or awaited.
+///
+/// Built from actix's parts rather than `HttpServer` so that each connection's socket is a
+/// `DeadlineStream` (the request deadline, `request_timeout_ms`), which `HttpServer` cannot
+/// wrap.
 pub(super) fn server(
     listener: std::net::TcpListener,
     shared: Arc<Shared>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let workers = shared.cfg.http_workers;
     let grace = shared.cfg.shutdown_timeout_s;
+    let timeout = Duration::from_millis(shared.cfg.request_timeout_ms);
     let max_body = shared.cfg.max_body_bytes;
     let data = web::Data::from(shared);
-    Ok(HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(max_body))
-            .route("/v1/events", web::post().to(events))
-            .route("/v1/decide", web::post().to(decide))
-            .route("/v1/reward", web::post().to(reward))
-            .route("/v1/items/{id}", web::get().to(get_item))
-            .route("/v1/items/{id}", web::put().to(put_item))
-            .route("/v1/items/{id}", web::delete().to(delete_item))
-            .route("/v1/users/{id}", web::get().to(get_user))
-            .route("/v1/users/{id}", web::delete().to(delete_user))
-            .route("/v1/stats", web::get().to(stats))
-            .route("/v1/ws", web::get().to(ws::handler))
-            .route("/livez", web::get().to(live))
-            .route("/healthz", web::get().to(live))
-            .route("/readyz", web::get().to(ready))
-            .route("/metrics", web::get().to(metrics))
-            .configure(segment::routes)
-    })
-    // Replies leave as soon as they are written: with Nagle's algorithm on, a reply written
-    // in two pieces waited for the client's next request to carry the ACK of the first (a
-    // decision's p50 at a fixed rate was the connection's send interval, 0.5–0.8 ms).
-    .on_connect(|conn, _| {
-        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-            let _ = tcp.set_nodelay(true);
-        }
-    })
-    .workers(workers)
-    .disable_signals()
-    .shutdown_timeout(grace)
-    .listen(listener)?
-    .run())
+    Ok(actix_server::Server::build()
+        .listen("nudge-http", listener, move || {
+            let data = data.clone();
+            let metrics = data.metrics.clone();
+            let stop = data.stop.clone();
+            let app = App::new()
+                .wrap(json_errors(max_body))
+                .app_data(data.clone())
+                .configure(|c| routes(c, max_body));
+            let accept = fn_service(move |io: actix_web::rt::net::TcpStream| {
+                // Replies leave as soon as they are written: with Nagle's algorithm on, a
+                // reply written in two pieces waited for the client's next request to carry
+                // the ACK of the first (a decision's p50 at a fixed rate was the connection's
+                // send interval, 0.5–0.8 ms).
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                let io = DeadlineStream::new(io, timeout, metrics.clone());
+                std::future::ready(Ok::<_, DispatchError>((io, peer)))
+            });
+            accept.and_then(
+                HttpService::build()
+                    // Idle keep-alive connections close at shutdown without waiting.
+                    .graceful_shutdown_signal(move || {
+                        let mut stop = stop.clone();
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }
+                    })
+                    .h1(map_config(
+                        app.into_factory()
+                            .map_err(|e: actix_web::Error| e.error_response()),
+                        |_| AppConfig::default(),
+                    )),
+            )
+        })?
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(grace)
+        .run())
+}
+
+/// Every route of the HTTP front end; a path that is no route answers `404`, a route asked
+/// with another method `405` (both with the JSON error).
+fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
+    let get = |path: &str, to| web::resource(path).route(to).default_service(only("GET"));
+    cfg.app_data(web::PayloadConfig::new(max_body))
+        .service(post("/v1/events", web::post().to(events)))
+        .service(post("/v1/decide", web::post().to(decide)))
+        .service(post("/v1/reward", web::post().to(reward)))
+        .service(
+            web::resource("/v1/items/{id}")
+                .route(web::get().to(get_item))
+                .route(web::put().to(put_item))
+                .route(web::delete().to(delete_item))
+                .default_service(only("GET, PUT, DELETE")),
+        )
+        .service(
+            web::resource("/v1/users/{id}")
+                .route(web::get().to(get_user))
+                .route(web::delete().to(delete_user))
+                .default_service(only("GET, DELETE")),
+        )
+        .service(get("/v1/stats", web::get().to(stats)))
+        .service(get("/v1/ws", web::get().to(ws::handler)))
+        .service(get("/livez", web::get().to(live)))
+        .service(get("/healthz", web::get().to(live)))
+        .service(get("/readyz", web::get().to(ready)))
+        .service(get("/metrics", web::get().to(metrics)))
+        .configure(segment::routes)
+        .default_service(no_route());
+}
+
+/// A `POST`-only resource.
+pub(super) fn post(path: &str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(only("POST"))
 }
 
 /// The HTTP status of an error code.
@@ -81,7 +135,8 @@ pub(super) fn status_of(code: Option<&str>) -> StatusCode {
         Some("busy" | "shutting_down") => StatusCode::SERVICE_UNAVAILABLE,
         Some("unknown_decision" | "unknown_item") => StatusCode::NOT_FOUND,
         Some("expired_decision") => StatusCode::GONE,
-        Some("not_shown") => StatusCode::CONFLICT,
+        Some("unauthorized") => StatusCode::UNAUTHORIZED,
+        Some("not_shown" | "already_rewarded") => StatusCode::CONFLICT,
         Some("too_large") => StatusCode::PAYLOAD_TOO_LARGE,
         Some(_) => StatusCode::BAD_REQUEST,
     }

@@ -69,7 +69,7 @@ impl MetricOp {
 }
 
 /// Outcome labels: `ok`, then every error code.
-const OUTCOMES: [&str; 10] = [
+const OUTCOMES: [&str; 12] = [
     "ok",
     "bad_request",
     "busy",
@@ -80,6 +80,8 @@ const OUTCOMES: [&str; 10] = [
     "shutting_down",
     "too_large",
     "unauthorized",
+    "already_rewarded",
+    "timeout",
 ];
 
 fn outcome_index(code: Option<&str>) -> usize {
@@ -112,8 +114,15 @@ pub struct Metrics {
     pub ws_connections: AtomicI64,
     /// TCP connections refused at the limit.
     pub tcp_refused_total: AtomicU64,
+    /// The TCP connection cap in force (`max_connections`, fitted to the open-file limit).
+    pub tcp_max_connections: AtomicI64,
+    /// Failed accepts (typically out of file descriptors); the loop backs off.
+    pub accept_errors_total: AtomicU64,
     /// TCP lines longer than the limit (answered with an error and skipped).
     pub lines_too_long_total: AtomicU64,
+    /// Connections closed because a request (TCP line, HTTP body) or a reply write did not
+    /// complete within `request_timeout_ms`.
+    pub slow_connections_closed_total: AtomicU64,
     /// Pushes delivered to WebSockets.
     pub ws_pushes_total: AtomicU64,
     /// Pushes dropped because a WebSocket fell behind.
@@ -133,7 +142,10 @@ impl Default for Metrics {
             tcp_connections: AtomicI64::new(0),
             ws_connections: AtomicI64::new(0),
             tcp_refused_total: AtomicU64::new(0),
+            tcp_max_connections: AtomicI64::new(0),
+            accept_errors_total: AtomicU64::new(0),
             lines_too_long_total: AtomicU64::new(0),
+            slow_connections_closed_total: AtomicU64::new(0),
             ws_pushes_total: AtomicU64::new(0),
             ws_push_dropped_total: AtomicU64::new(0),
             segment_deduplicated_total: AtomicU64::new(0),
@@ -199,6 +211,13 @@ impl Metrics {
                 "ws",
                 self.ws_connections.load(Relaxed),
             ),
+            (
+                "nudge_max_connections",
+                "The connection cap in force (fitted to the open-file limit).",
+                "gauge",
+                "tcp",
+                self.tcp_max_connections.load(Relaxed),
+            ),
         ];
         for (name, help, kind, transport, v) in gauges {
             header(&mut out, name, help, kind);
@@ -211,9 +230,19 @@ impl Metrics {
                 &self.tcp_refused_total,
             ),
             (
+                "nudge_accept_errors_total",
+                "Failed TCP accepts (out of file descriptors); accepting backs off.",
+                &self.accept_errors_total,
+            ),
+            (
                 "nudge_lines_too_long_total",
                 "TCP lines over the length limit, skipped.",
                 &self.lines_too_long_total,
+            ),
+            (
+                "nudge_slow_connections_closed_total",
+                "Connections closed because a request or reply missed request_timeout_ms.",
+                &self.slow_connections_closed_total,
             ),
             (
                 "nudge_ws_pushes_total",

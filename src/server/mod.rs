@@ -3,6 +3,9 @@
 //! - `http`: actix-web routes mirroring the ops, health checks and `/metrics`;
 //! - `ws`: the same ops per WebSocket text frame, plus `subscribe` pushes;
 //! - `segment`: Segment-compatible ingestion (`/v1/track`, `/v1/batch`, …);
+//! - `deadline`: the HTTP socket wrapper that enforces the request deadline;
+//! - `fd_limit`: `max_connections` fitted to the open-file limit at start;
+//! - `http_errors`: 404, 405 and actix's own refusals in the JSON error shape;
 //! - `dispatch`: op → engine call → reply, shared by all of them; `pipeline`: one
 //!   connection's requests in flight, events coalesced (TCP and WebSocket); `metrics`: counters.
 //!
@@ -14,8 +17,11 @@
 //! Use `spawn` for an in-process server on its own threads, or `serve` inside a tokio runtime
 //! with a shutdown future (what `main` does).
 
+mod deadline;
 mod dispatch;
+mod fd_limit;
 mod http;
+mod http_errors;
 pub mod metrics;
 mod pipeline;
 mod segment;
@@ -58,20 +64,29 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the configured addresses (port 0 picks a free port).
+    /// Binds the configured addresses (port 0 picks a free port). An error names the front
+    /// end, the address and its setting (`cannot listen for tcp on 127.0.0.1:7070 (server.tcp,
+    /// --tcp): Address already in use`).
     pub fn bind(cfg: &ServerConfig) -> io::Result<Listeners> {
         let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, e);
-        let bind = |addr: Option<SocketAddr>| -> io::Result<Option<std::net::TcpListener>> {
+        let bind = |what: &str, addr: Option<SocketAddr>| {
             addr.map(|a| {
                 let l = std::net::TcpListener::bind(a)?;
                 l.set_nonblocking(true)?;
                 Ok(l)
             })
             .transpose()
+            .map_err(|e: io::Error| {
+                let why = format!(
+                    "cannot listen for {what} on {} (server.{what}, --{what}): {e}",
+                    addr.map_or_else(String::new, |a| a.to_string())
+                );
+                io::Error::new(e.kind(), why)
+            })
         };
         Ok(Listeners {
-            tcp: bind(cfg.tcp_addr().map_err(invalid)?)?,
-            http: bind(cfg.http_addr().map_err(invalid)?)?,
+            tcp: bind("tcp", cfg.tcp_addr().map_err(invalid)?)?,
+            http: bind("http", cfg.http_addr().map_err(invalid)?)?,
         })
     }
 
@@ -191,6 +206,8 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut cfg = cfg;
+    cfg.max_connections = fd_limit::fit(cfg.max_connections);
     let shared = Arc::new(Shared {
         engine: engine.clone().on_full(cfg.on_full),
         dedup: segment::Dedup::new(cfg.segment.dedup_window),

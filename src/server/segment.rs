@@ -20,22 +20,23 @@ use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 
 use super::dispatch;
-use super::http::{json, status_of, with_parser};
+use super::http::{json, post, status_of, with_parser};
 use super::metrics::{MetricOp, Transport};
 use super::Shared;
 use crate::api::{Event, EventKind};
 use crate::config::SegmentConfig;
 use crate::engine::Engine;
+use crate::error::Error;
 use crate::ids::stable_hash;
 use crate::wire::{write_error, CallType, Reply, ReqId, SegmentCall, WireError};
 
 /// Mounts the Segment routes.
 pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/track", web::post().to(track))
-        .route("/v1/page", web::post().to(page))
-        .route("/v1/screen", web::post().to(screen))
-        .route("/v1/identify", web::post().to(identify))
-        .route("/v1/batch", web::post().to(batch));
+    cfg.service(post("/v1/track", web::post().to(track)))
+        .service(post("/v1/page", web::post().to(page)))
+        .service(post("/v1/screen", web::post().to(screen)))
+        .service(post("/v1/identify", web::post().to(identify)))
+        .service(post("/v1/batch", web::post().to(batch)));
 }
 
 /// The most recent `dedup_window` message ids (as 64-bit hashes), oldest forgotten first.
@@ -121,11 +122,7 @@ async fn handle(
             let mut e = Vec::new();
             write_error(&mut e, &ReqId::None, &error);
             out.extend_from_slice(&e[1..]);
-            let code = if status == StatusCode::UNAUTHORIZED {
-                "unauthorized"
-            } else {
-                error.code()
-            };
+            let code = error.code();
             let mut resp = json(status, out);
             if status == StatusCode::UNAUTHORIZED {
                 resp.headers_mut().insert(
@@ -254,10 +251,7 @@ fn authorize(req: &HttpRequest, cfg: &SegmentConfig) -> Result<(), Failure> {
     if cfg.write_key.is_empty() {
         return Ok(());
     }
-    let unauthorized = || {
-        let why = "a valid write key is required as the HTTP Basic user name";
-        Failure(StatusCode::UNAUTHORIZED, WireError::BadRequest(why.into()))
-    };
+    let unauthorized = || Failure(StatusCode::UNAUTHORIZED, Error::Unauthorized.into());
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -324,16 +318,18 @@ async fn read_body(
 /// time is `receivedAt - (sentAt - originalTimestamp)` (or `timestamp` when there is no
 /// `originalTimestamp`), so a client clock that is off shifts nothing. Without `sentAt`, the
 /// client's time as given; without any time, `receivedAt`.
-pub(super) fn corrected_ts(c: &SegmentCall, received_ms: u64) -> u64 {
+/// `None` when the result is before 1970 (an uncorrected pre-1970 time).
+pub(super) fn corrected_ts(c: &SegmentCall, received_ms: u64) -> Option<u64> {
     let client = c.original_timestamp_ms.or(c.timestamp_ms);
-    match (c.sent_at_ms, client) {
+    let ms = match (c.sent_at_ms, client) {
         (Some(sent), Some(at)) => {
             let delay = sent as i128 - at as i128;
-            (received_ms as i128 - delay).clamp(0, u64::MAX as i128) as u64
+            received_ms as i128 - delay
         }
-        (_, Some(at)) => at,
-        (_, None) => received_ms,
-    }
+        (_, Some(at)) => at as i128,
+        (_, None) => received_ms as i128,
+    };
+    u64::try_from(ms).ok()
 }
 
 /// Maps one call to nudge events through the table (none for identify and unmapped calls).
@@ -358,7 +354,8 @@ fn map_call(
         .and_then(|m| m.item_property.as_deref())
         .unwrap_or(&cfg.item_property);
     let item = c.property(item_property).map(|v| v.text());
-    let ts = corrected_ts(c, received_ms);
+    let ts = corrected_ts(c, received_ms)
+        .ok_or("the event time is before 1970 and no `sentAt` corrects it")?;
     let context: Vec<(String, String)> = cfg
         .context
         .iter()
@@ -394,8 +391,11 @@ fn map_call(
         events.push(e);
     }
     let dwell = (!cfg.dwell_property.is_empty())
-        .then(|| c.property(&cfg.dwell_property).and_then(|v| v.number()))
-        .flatten();
+        .then(|| c.property(&cfg.dwell_property))
+        .flatten()
+        // A dwell that is not a number becomes an event the engine refuses, so the call's
+        // `errors` entry names it instead of the dwell vanishing.
+        .map(|v| v.number().unwrap_or(f64::NAN));
     let already_dwell = events.iter().any(|e| e.kind == EventKind::Dwell);
     if let (Some(seconds), Some(_), false) = (dwell, &item, already_dwell) {
         let mut e = base(EventKind::Dwell);

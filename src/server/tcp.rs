@@ -8,7 +8,9 @@
 //!
 //! Limits: a line over `max_line_bytes` gets a `too_large` error and is skipped up to the next
 //! newline; a connection over `max_connections` gets one refusal line and is closed; a
-//! connection idle for `idle_timeout_s` is closed. Shutdown: stop reading, finish what is in
+//! connection idle for `idle_timeout_s` is closed; a line not whole within
+//! `request_timeout_ms` of its first byte, or a reply write that long, closes the connection
+//! (a `timeout` error first, for the line). Shutdown: stop reading, finish what is in
 //! flight, write the replies, close.
 
 use std::io;
@@ -38,8 +40,16 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>) {
         .max_connections
         .min(Semaphore::MAX_PERMITS)
         .min(u32::MAX as usize);
+    shared
+        .metrics
+        .tcp_max_connections
+        .store(max as i64, Relaxed);
     // One permit per open connection; shutdown waits by taking them all back.
     let slots = Arc::new(Semaphore::new(max));
+    // Out of descriptors, accepting fails at once: wait, longer while it keeps failing, and
+    // log the first failure of a run and the count when it ends rather than every one.
+    let mut backoff = Duration::ZERO;
+    let mut failed_in_a_row = 0u64;
     let mut stop = shared.stop.clone();
     loop {
         if *stop.borrow() {
@@ -48,19 +58,22 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>) {
         tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok((sock, _)) => match slots.clone().try_acquire_owned() {
-                    Ok(permit) => {
-                        tokio::spawn(connection(sock, shared.clone(), permit));
+                Ok((sock, _)) => {
+                    if failed_in_a_row > 0 {
+                        warn!(failed = failed_in_a_row, "tcp accepting works again");
+                        (backoff, failed_in_a_row) = (Duration::ZERO, 0);
                     }
-                    Err(_) => {
-                        shared.metrics.tcp_refused_total.fetch_add(1, Relaxed);
-                        tokio::spawn(refuse(sock, max));
-                    }
-                },
+                    admit(sock, &slots, &shared, max);
+                }
                 Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    warn!(error = %e, "tcp accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    shared.metrics.accept_errors_total.fetch_add(1, Relaxed);
+                    if failed_in_a_row == 0 {
+                        warn!(error = %e, "tcp accept failed (out of descriptors?); backing off");
+                    }
+                    failed_in_a_row += 1;
+                    let (least, most) = (Duration::from_millis(10), Duration::from_secs(1));
+                    backoff = (backoff * 2).clamp(least, most);
+                    tokio::time::sleep(backoff).await;
                 }
             },
         }
@@ -68,6 +81,28 @@ pub(super) async fn run(listener: TcpListener, shared: Arc<Shared>) {
     drop(listener);
     let grace = Duration::from_secs(shared.cfg.shutdown_timeout_s);
     let _ = tokio::time::timeout(grace, slots.acquire_many(max as u32)).await;
+}
+
+/// Serves an accepted socket if a slot is free, else refuses it with one error line.
+fn admit(sock: TcpStream, slots: &Arc<Semaphore>, shared: &Arc<Shared>, max: usize) {
+    match slots.clone().try_acquire_owned() {
+        Ok(permit) => {
+            tokio::spawn(connection(sock, shared.clone(), permit));
+        }
+        Err(_) => {
+            shared.metrics.tcp_refused_total.fetch_add(1, Relaxed);
+            tokio::spawn(refuse(sock, max));
+        }
+    }
+}
+
+/// `limit`, or about a year when it is zero (off).
+fn never_if_zero(limit: Duration) -> Duration {
+    if limit.is_zero() {
+        Duration::from_secs(86_400 * 365)
+    } else {
+        limit
+    }
 }
 
 async fn refuse(mut sock: TcpStream, max: usize) {
@@ -101,6 +136,9 @@ struct Conn {
     scanned: usize,
     /// Discarding an oversized line until its newline.
     skipping: bool,
+    /// When the line now arriving must be complete (`request_timeout_ms` after its first
+    /// byte); `None` when no partial line is buffered or the timeout is off.
+    line_deadline: Option<tokio::time::Instant>,
     /// Replies waiting for one write.
     out: Vec<u8>,
     /// Requests in flight, runs of events coalesced; replies in request order.
@@ -116,6 +154,7 @@ impl Conn {
             rbuf: Vec::with_capacity(READ_CHUNK),
             scanned: 0,
             skipping: false,
+            line_deadline: None,
             out: Vec::with_capacity(READ_CHUNK),
         }
     }
@@ -123,10 +162,14 @@ impl Conn {
     async fn serve(&mut self, sock: &mut TcpStream) -> io::Result<()> {
         let (mut rd, mut wr) = sock.split();
         let max = self.shared.cfg.max_in_flight;
-        let idle_s = self.shared.cfg.idle_timeout_s;
-        let idle_limit = Duration::from_secs(if idle_s == 0 { 86_400 * 365 } else { idle_s });
+        let idle_limit = never_if_zero(Duration::from_secs(self.shared.cfg.idle_timeout_s));
+        let write_limit = never_if_zero(self.request_timeout());
         let idle = tokio::time::sleep(idle_limit);
         tokio::pin!(idle);
+        // One timer for the line deadline, moved only when the deadline changes.
+        let line_timer = tokio::time::sleep(idle_limit);
+        tokio::pin!(line_timer);
+        let mut armed = None;
         let mut stop = self.shared.stop.clone();
         let mut eof = *stop.borrow();
         loop {
@@ -137,7 +180,14 @@ impl Conn {
                 self.process_lines();
             }
             if !self.out.is_empty() {
-                wr.write_all(&self.out).await?;
+                // A client that stops reading its replies cannot hold the slot either.
+                if tokio::time::timeout(write_limit, wr.write_all(&self.out))
+                    .await
+                    .is_err()
+                {
+                    self.count_slow();
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
                 self.out.clear();
                 idle.as_mut()
                     .reset(tokio::time::Instant::now() + idle_limit);
@@ -153,6 +203,12 @@ impl Conn {
             if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
+            if self.line_deadline != armed {
+                armed = self.line_deadline;
+                if let Some(at) = armed {
+                    line_timer.as_mut().reset(at);
+                }
+            }
             tokio::select! {
                 done = self.pipeline.next(), if !self.pipeline.is_empty() => {
                     if let Some(done) = done {
@@ -167,6 +223,11 @@ impl Conn {
                         idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                     }
                 }
+                _ = &mut line_timer, if can_read && armed.is_some() => {
+                    debug!("closing a tcp connection whose line arrived too slowly");
+                    self.line_timed_out();
+                    eof = true;
+                }
                 _ = stop.changed(), if !eof => eof = true,
                 _ = &mut idle, if !eof && self.pipeline.is_empty() => {
                     debug!("closing an idle tcp connection");
@@ -177,12 +238,46 @@ impl Conn {
         wr.shutdown().await
     }
 
+    /// `request_timeout_ms` as a duration (zero when off).
+    fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.shared.cfg.request_timeout_ms)
+    }
+
+    fn count_slow(&self) {
+        let metrics = &self.shared.metrics;
+        metrics.slow_connections_closed_total.fetch_add(1, Relaxed);
+    }
+
+    /// The buffered partial line missed its deadline: answer `timeout` after the replies
+    /// already due, read nothing more, and let the loop close the connection.
+    fn line_timed_out(&mut self) {
+        self.count_slow();
+        self.rbuf.clear();
+        self.line_deadline = None;
+        let ms = self.shared.cfg.request_timeout_ms;
+        let reply = Reply::Failed(WireError::RequestTimeout { ms });
+        let op = MetricOp::of(OpKind::Event);
+        self.pipeline.ready(ReqId::None, op, reply, Instant::now());
+    }
+
+    /// Arms the line deadline when a partial line is buffered (again after each complete
+    /// line, so a deadline covers one line), and disarms it when nothing is.
+    fn track_deadline(&mut self, completed_line: bool) {
+        let timeout = self.request_timeout();
+        if timeout.is_zero() || (self.rbuf.is_empty() && !self.skipping) {
+            self.line_deadline = None;
+        } else if completed_line || self.line_deadline.is_none() {
+            self.line_deadline = Some(tokio::time::Instant::now() + timeout);
+        }
+    }
+
     /// Parses and dispatches every complete line in the buffer (until the in-flight bound),
     /// then drops the consumed bytes.
     fn process_lines(&mut self) {
         let max_line = self.shared.cfg.max_line_bytes;
         let max = self.shared.cfg.max_in_flight;
         let mut start = 0;
+        let mut completed_line = false;
         while self.pipeline.requests() < max {
             let from = start.max(self.scanned);
             match self.rbuf[from..].iter().position(|&b| b == b'\n') {
@@ -197,6 +292,7 @@ impl Conn {
                     }
                     start = end + 1;
                     self.scanned = 0;
+                    completed_line = true;
                 }
                 None => {
                     self.scanned = self.rbuf.len();
@@ -214,6 +310,7 @@ impl Conn {
         self.pipeline.flush();
         self.rbuf.drain(..start);
         self.scanned = self.scanned.saturating_sub(start);
+        self.track_deadline(completed_line);
     }
 
     /// At end of input, a last line without a newline still counts.

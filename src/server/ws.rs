@@ -10,8 +10,10 @@
 //! the client falls behind, and counts the drop (per socket in each push's `dropped`, and in
 //! `nudge_ws_push_dropped_total`). Heartbeat: a ping every `ws_heartbeat_s`; a socket silent
 //! for `ws_client_timeout_s` is closed. Close codes: 1009 for a message over
-//! `ws_max_frame_bytes`, 1003 for binary frames, 1002 for protocol errors, 1001 at shutdown
-//! (after in-flight replies are sent), 1008 for a heartbeat timeout.
+//! `ws_max_frame_bytes`, 1007 for text that is not UTF-8, 1003 for binary frames, 1002 for
+//! other protocol errors, 1001 at shutdown (after in-flight replies are sent), 1008 for a
+//! heartbeat timeout. A handshake with oversized headers is refused (`431`) before the
+//! upgrade; subscribing twice to one user keeps one subscription.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -25,11 +27,13 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::dispatch;
+use super::http_errors::error_reply;
 use super::metrics::{MetricOp, Metrics, Transport};
 use super::pipeline::{Done, Pipeline};
 use super::Shared;
 use crate::api::{UpdateSink, UserUpdate};
-use crate::wire::{write_push, write_reply, Op, OpKind, Parser, Reply, Request};
+use crate::wire::{write_push, write_reply, Op, OpKind, Parser, Reply, Request, WireError};
+use actix_web::http::StatusCode;
 
 /// A socket's bounded queue of pushes: the engine's shard threads push, the socket's task
 /// drains. Never blocks a shard: when full, the oldest update is dropped and counted.
@@ -58,12 +62,28 @@ impl UpdateSink for PushQueue {
     }
 }
 
+/// Most bytes of header names and values a handshake may carry; a larger one is refused with
+/// `431` before the upgrade (a browser's handshake is well under 2 KiB).
+pub const MAX_HANDSHAKE_HEADER_BYTES: usize = 8 * 1024;
+
 /// Upgrades the request and runs the socket on this worker.
 pub(super) async fn handler(
     req: actix_web::HttpRequest,
     body: actix_web::web::Payload,
     shared: actix_web::web::Data<Shared>,
 ) -> Result<actix_web::HttpResponse, actix_web::Error> {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HANDSHAKE_HEADER_BYTES {
+        let limit = MAX_HANDSHAKE_HEADER_BYTES;
+        return Ok(error_reply(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            &WireError::TooLarge { limit },
+        ));
+    }
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let limit = shared.cfg.ws_max_frame_bytes;
     let stream = stream
@@ -129,6 +149,22 @@ async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::Aggreg
     }
     let _ = socket.session.close(close).await;
     metrics.ws_connections.fetch_sub(1, Relaxed);
+}
+
+/// The close for a frame the stream refused: 1007 for a text message that is not UTF-8 (actix
+/// reports it as invalid data), 1009 for a message over the limit in continuations, 1002
+/// for any other violation of the protocol.
+fn protocol_error(e: ProtocolError, limit: usize) -> CloseReason {
+    match e {
+        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            reason(CloseCode::Invalid, "a text message is not valid UTF-8")
+        }
+        ProtocolError::Io(io) if io.to_string().contains("continuation size") => {
+            let why = format!("a message is larger than {limit} bytes");
+            reason(CloseCode::Size, &why)
+        }
+        e => reason(CloseCode::Protocol, &e.to_string()),
+    }
 }
 
 fn reason(code: CloseCode, why: &str) -> CloseReason {
@@ -243,7 +279,7 @@ impl Socket {
                 let why = format!("a message is larger than {limit} bytes");
                 Flow::Close(Some(reason(CloseCode::Size, &why)))
             }
-            Some(Err(e)) => Flow::Close(Some(reason(CloseCode::Protocol, &e.to_string()))),
+            Some(Err(e)) => Flow::Close(Some(protocol_error(e, limit))),
         }
     }
 
@@ -261,13 +297,8 @@ impl Socket {
                 op: Op::Subscribe(user),
             }) => {
                 let op = MetricOp::of(OpKind::Subscribe);
-                let sink: Arc<dyn UpdateSink> = self.queue.clone();
-                // `subscribe` only enqueues a message (waiting only if that inbox is full).
-                let reply = match self.shared.engine.subscribe(&user, sink) {
-                    Ok(subscription) => {
-                        self.subscriptions.push((user, subscription));
-                        Reply::Subscribed { subscription }
-                    }
+                let reply = match self.subscribe(user) {
+                    Ok(subscription) => Reply::Subscribed { subscription },
                     Err(e) => Reply::Failed(e.into()),
                 };
                 self.pipeline.ready(id, op, reply, started);
@@ -296,6 +327,19 @@ impl Socket {
             }
             parsed => self.pipeline.request(parsed, started),
         }
+    }
+
+    /// Subscribes this socket to `user`'s updates, or answers the subscription it already
+    /// has: subscribing twice must not push every update twice. `engine.subscribe` only
+    /// enqueues a message (waiting only if that inbox is full).
+    fn subscribe(&mut self, user: String) -> Result<u64, crate::Error> {
+        if let Some(&(_, open)) = self.subscriptions.iter().find(|(u, _)| *u == user) {
+            return Ok(open);
+        }
+        let sink: Arc<dyn UpdateSink> = self.queue.clone();
+        let id = self.shared.engine.subscribe(&user, sink)?;
+        self.subscriptions.push((user, id));
+        Ok(id)
     }
 
     /// Writes a finished unit's replies into `out`, one frame each.

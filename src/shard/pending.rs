@@ -26,6 +26,8 @@ pub struct Placed {
     pub reward: Option<f32>,
     /// Whether it already trained as ignored (no outcome by `ignored_after_s`).
     pub trained_ignored: bool,
+    /// An explicit `reward` was applied; a second one is refused (`AlreadyRewarded`).
+    pub explicitly_rewarded: bool,
 }
 
 /// An open decision.

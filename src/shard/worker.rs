@@ -88,11 +88,14 @@ impl Counters {
     }
 }
 
+/// A candidate a subscription re-ranks: its key, id and inline features.
+type SubscribedCandidate = (u64, String, Option<Arc<ItemFeatures>>);
+
 struct Subscription {
     id: u64,
     sink: Arc<dyn UpdateSink>,
     /// The last decision's candidates and its `n`, to re-rank after each event.
-    candidates: Vec<(u64, String, Option<Arc<ItemFeatures>>)>,
+    candidates: Vec<SubscribedCandidate>,
     n: usize,
 }
 
@@ -188,12 +191,13 @@ impl Shard {
             Msg::User(id, reply) => reply.send(self.export(&id)),
             Msg::Forget(id, reply) => reply.send(self.forget(&id)),
             Msg::Subscribe(user, sub, sink) => {
+                let (candidates, n) = self.last_decision_candidates(&user);
                 let subs = self.subscriptions.entry(user.key()).or_default();
                 subs.push(Subscription {
                     id: sub,
                     sink,
-                    candidates: Vec::new(),
-                    n: 0,
+                    candidates,
+                    n,
                 });
             }
             Msg::Unsubscribe(user, sub) => {
@@ -414,6 +418,7 @@ impl Shard {
                 propensity: slot.propensity,
                 reward: None,
                 trained_ignored: false,
+                explicitly_rewarded: false,
             });
         }
         self.stats.decisions_total += 1;
@@ -510,6 +515,7 @@ impl Shard {
                 propensity: 1.0,
                 reward: None,
                 trained_ignored: false,
+                explicitly_rewarded: false,
             }],
         };
         let max_open = self.learner.cfg.attribution.max_open_per_user;
@@ -531,6 +537,13 @@ impl Shard {
                 item: r.item,
             });
         };
+        if placed.explicitly_rewarded {
+            return Err(Error::AlreadyRewarded {
+                decision: r.decision,
+                item: r.item,
+            });
+        }
+        placed.explicitly_rewarded = true;
         // A first label of 0 says the user saw the item and passed on it.
         let ignored = placed.reward.is_none() && !placed.trained_ignored && r.value == 0.0;
         let total = (placed.reward.unwrap_or(0.0) + r.value).clamp(0.0, 1.0);
@@ -670,6 +683,22 @@ impl Shard {
             }
             None => false,
         }
+    }
+
+    /// What a new subscription ranks until the user's next decision: the placements of their
+    /// latest open decision (a decision's other candidates are not kept), or nothing.
+    fn last_decision_candidates(&self, user: &UserId) -> (Vec<SubscribedCandidate>, usize) {
+        let latest = self.users.get(user).and_then(|u| u.open.last().copied());
+        let Some(open) = latest.and_then(|id| self.pending.get(id)) else {
+            return (Vec::new(), 0);
+        };
+        let candidates: Vec<SubscribedCandidate> = open
+            .placements
+            .iter()
+            .map(|p| (p.key, p.id.clone(), p.inline.clone()))
+            .collect();
+        let n = candidates.len();
+        (candidates, n)
     }
 
     fn push_update(&mut self, ev: &ValidEvent) {

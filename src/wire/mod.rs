@@ -21,6 +21,7 @@ mod json;
 mod parse;
 mod reply;
 mod segment;
+mod syntax;
 
 use std::fmt;
 
@@ -29,7 +30,7 @@ use crate::error::Error;
 use crate::ids::DecisionId;
 
 pub use json::write_str;
-pub use parse::{recover_id, Parser};
+pub use parse::{recover_id, Parser, MIN_TS_MS};
 pub use reply::{write_error, write_events_summary, write_push, write_reply, Reply};
 pub use segment::{parse_time_ms, CallType, Scalar, SegmentCall};
 
@@ -222,6 +223,23 @@ pub enum WireError {
     },
     /// Some other malformed input; the text says what.
     BadRequest(String),
+    /// No HTTP route has this path.
+    NoRoute {
+        /// The path asked for.
+        path: String,
+    },
+    /// The HTTP route exists but not for this method.
+    MethodNotAllowed {
+        /// The method asked for.
+        method: String,
+        /// The methods the route answers, as in `Allow`.
+        allow: &'static str,
+    },
+    /// A request did not arrive whole within the server's deadline; the connection closes.
+    RequestTimeout {
+        /// The deadline, in milliseconds from the request's first byte.
+        ms: u64,
+    },
     /// The server holds its maximum number of connections.
     TooManyConnections {
         /// The limit.
@@ -236,6 +254,9 @@ impl WireError {
             WireError::Engine(e) => e.code(),
             WireError::TooLarge { .. } => "too_large",
             WireError::TooManyConnections { .. } => "too_many_connections",
+            WireError::RequestTimeout { .. } => "timeout",
+            WireError::NoRoute { .. } => "not_found",
+            WireError::MethodNotAllowed { .. } => "method_not_allowed",
             _ => "bad_request",
         }
     }
@@ -254,6 +275,14 @@ impl fmt::Display for WireError {
             WireError::TooLarge { limit } => {
                 write!(f, "the request is longer than {limit} bytes")
             }
+            WireError::NoRoute { path } => write!(f, "no route `{path}` (see docs/protocol.md)"),
+            WireError::MethodNotAllowed { method, allow } => {
+                write!(f, "this route does not answer {method}; it answers {allow}")
+            }
+            WireError::RequestTimeout { ms } => write!(
+                f,
+                "the request did not arrive whole within {ms} ms of its first byte; closing"
+            ),
             WireError::TooManyConnections { max } => write!(
                 f,
                 "the server holds its maximum of {max} connections; try again later"

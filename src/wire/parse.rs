@@ -86,14 +86,20 @@ impl Parser {
             return Ok(ItemSpec::new(id));
         }
         self.with_value(input, |v| {
-            let f = fields(v).ok_or(Rejected {
-                id: ReqId::None,
-                error: WireError::NotObject,
-            })?;
-            item(id, f.attrs, f.vector).map_err(|error| Rejected {
+            let reject = |error| Rejected {
                 id: ReqId::None,
                 error,
-            })
+            };
+            let f = fields(v).ok_or(reject(WireError::NotObject))?;
+            // The URL names the item; a body naming another is a mistake, not a rename.
+            if string(f.item, "item")
+                .map_err(reject)?
+                .is_some_and(|body| body != id)
+            {
+                let problem = Problem::Malformed("the item id of the URL, or no `item`");
+                return Err(reject(invalid("item", problem)));
+            }
+            item(id, f.attrs, f.vector).map_err(reject)
         })
     }
 
@@ -107,16 +113,17 @@ impl Parser {
         let mut tape: Tape<'_> = self.tape.take().unwrap_or_else(Tape::null).reset();
         let result = match simd_json::fill_tape(input, &mut self.buffers, &mut tape) {
             Ok(()) => Ok(f(tape.as_value())),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         self.tape = Some(tape.reset());
         match result {
             Ok(r) => r,
             // simd-json only rewrites string contents in place (unescaping), so a key `"id"`
             // and a number or plain string after it survive for recovery.
-            Err(why) => Err(Rejected {
+            // Structure survives too, so the syntax error is described from `input`.
+            Err(e) => Err(Rejected {
                 id: recover_id(input),
-                error: WireError::NotJson(why),
+                error: WireError::NotJson(super::syntax::describe(&e, input)),
             }),
         }
     }
@@ -241,15 +248,25 @@ fn request(
             error: WireError::NotObject,
         });
     };
-    let id = f.id.map(req_id).unwrap_or_default();
+    let id = match f.id.map(req_id).transpose() {
+        Ok(id) => id.unwrap_or_default(),
+        Err(error) => {
+            return Err(Rejected {
+                id: ReqId::None,
+                error,
+            })
+        }
+    };
     match op(&f, engine, default_op, nested) {
         Ok(op) => Ok(Request { id, op }),
         Err(error) => Err(Rejected { id, error }),
     }
 }
 
-fn req_id(v: Json<'_, '_>) -> ReqId {
-    match v.value_type() {
+/// A request's `id`: a number, a string, or `null`; anything else is refused (it could not
+/// be echoed faithfully).
+fn req_id(v: Json<'_, '_>) -> Result<ReqId, WireError> {
+    Ok(match v.value_type() {
         ValueType::I64 => v.as_i64().map_or(ReqId::None, ReqId::Int),
         ValueType::U64 => match v.as_u64() {
             Some(u) => i64::try_from(u).map_or(ReqId::Uint(u), ReqId::Int),
@@ -257,8 +274,9 @@ fn req_id(v: Json<'_, '_>) -> ReqId {
         },
         ValueType::F64 => v.as_f64().map_or(ReqId::None, ReqId::Float),
         ValueType::String => v.as_str().map_or(ReqId::None, |s| ReqId::Str(s.into())),
-        _ => ReqId::None,
-    }
+        ValueType::Null => ReqId::None,
+        _ => return Err(malformed("id", "a number, a string or null")),
+    })
 }
 
 fn op(
@@ -470,6 +488,9 @@ fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
     let Some(ms) = optional_number(v, "ts")? else {
         return Ok(None);
     };
+    if (0.0..MIN_TS_MS as f64).contains(&ms) {
+        return Err(invalid("ts", Problem::TooEarly { min_ms: MIN_TS_MS }));
+    }
     if !(0.0..=u64::MAX as f64).contains(&ms) {
         return Err(invalid(
             "ts",
@@ -481,6 +502,10 @@ fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
     }
     Ok(Some(ms as u64))
 }
+
+/// The earliest `ts` the protocol accepts: 2000-01-01T00:00:00Z in Unix milliseconds. Zero (a
+/// default left in) and seconds given for milliseconds both fall before it.
+pub const MIN_TS_MS: u64 = 946_684_800_000;
 
 fn string<'i>(v: Option<Json<'_, 'i>>, field: &'static str) -> Result<Option<&'i str>, WireError> {
     match v {

@@ -82,11 +82,11 @@ pub struct SegmentCall {
     /// The scalar leaves of `context`, keyed by dotted path (`device.type`).
     pub context: Vec<(String, String)>,
     /// `timestamp` (Unix ms).
-    pub timestamp_ms: Option<u64>,
+    pub timestamp_ms: Option<i64>,
     /// `originalTimestamp` (Unix ms).
-    pub original_timestamp_ms: Option<u64>,
+    pub original_timestamp_ms: Option<i64>,
     /// `sentAt` (Unix ms), from the call or else its batch.
-    pub sent_at_ms: Option<u64>,
+    pub sent_at_ms: Option<i64>,
     /// Size of the call's JSON (minified), for the per-call limit.
     pub bytes: usize,
 }
@@ -147,7 +147,7 @@ impl Parser {
 fn segment_call(
     v: Json<'_, '_>,
     call: Option<CallType>,
-    batch_sent_at: Option<u64>,
+    batch_sent_at: Option<i64>,
     bytes: usize,
 ) -> Result<SegmentCall, WireError> {
     let obj = v
@@ -215,13 +215,13 @@ fn flatten(v: Json<'_, '_>, prefix: &mut String, depth: usize, out: &mut Vec<(St
 }
 
 /// A Segment time: an ISO-8601 string, or a number of Unix milliseconds; `null` is absent.
-fn time(v: Json<'_, '_>, field: &'static str) -> Result<Option<u64>, WireError> {
+fn time(v: Json<'_, '_>, field: &'static str) -> Result<Option<i64>, WireError> {
     if v.value_type() == ValueType::Null {
         return Ok(None);
     }
     let ms = match v.into_string() {
         Some(s) => parse_time_ms(s),
-        None => number(v).filter(|n| *n >= 0.0).map(|n| n as u64),
+        None => number(v).filter(|n| n.abs() < 1e17).map(|n| n as i64),
     };
     ms.map(Some)
         .ok_or_else(|| bad(&format!("`{field}` must be an ISO-8601 time")))
@@ -232,8 +232,10 @@ fn bad(what: &str) -> WireError {
 }
 
 /// Parses an ISO-8601 / RFC 3339 time (`2024-05-01T12:00:00.123Z`, `…+02:00`, or a bare
-/// date) into Unix milliseconds; `None` if malformed or before 1970.
-pub fn parse_time_ms(s: &str) -> Option<u64> {
+/// date) into Unix milliseconds, negative before 1970 (a valid time: a device whose clock
+/// was reset sends one, and the skew correction still places its events); `None` if
+/// malformed.
+pub fn parse_time_ms(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| -> Option<i64> {
         let part = b.get(r)?;
@@ -293,7 +295,7 @@ pub fn parse_time_ms(s: &str) -> Option<u64> {
             _ => return None,
         }
     }
-    u64::try_from(ms).ok()
+    Some(ms)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -324,7 +326,7 @@ mod tests {
         assert_eq!(parse_time_ms("2024-11-21"), Some(1_732_147_200_000));
         assert_eq!(parse_time_ms("2024-13-01T00:00:00Z"), None);
         assert_eq!(parse_time_ms("yesterday"), None);
-        assert_eq!(parse_time_ms("1969-12-31T23:59:59Z"), None);
+        assert_eq!(parse_time_ms("1969-12-31T23:59:59Z"), Some(-1000));
     }
 
     #[test]
