@@ -102,6 +102,10 @@ pub enum Error {
     /// The engine is shutting down or has shut down.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The change was applied in memory but could not be made durable (the text says why:
+    /// disk full, an I/O error); decisions and reads still work.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -120,6 +124,7 @@ impl Error {
             Error::NotShown { .. } => "not_shown",
             Error::UnknownItem(_) => "unknown_item",
             Error::ShuttingDown => "shutting_down",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -133,4 +138,7 @@ pub enum StartError {
     /// A shard thread could not be spawned.
     #[error("could not spawn shard thread: {0}")]
     Spawn(#[from] std::io::Error),
+    /// The data directory could not be opened or recovered; the text names the file.
+    #[error(transparent)]
+    Storage(#[from] crate::persist::PersistError),
 }

@@ -1,0 +1,164 @@
+//! A shard's write-ahead side: what it appends to its log as it handles messages, when it
+//! writes (once per drain: group commit), which replies wait for the disk, and recovery by
+//! replaying the log through the same handlers.
+//!
+//! Under `fsync = always` the acknowledgement of a state change (event, reward, forget) is
+//! held until the drain's batch is written and fsynced; a decision's reply never waits. Under
+//! `everysec` and `no` nothing waits. Ticks are logged too (with what their mix pulled) so a
+//! replay is exact, but a batch of nothing but ticks is written at most once a second.
+//!
+//! It does not know the file format (`persist::codec`) or the files (`persist::log`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::error;
+
+use crate::config::FsyncPolicy;
+use crate::error::Error;
+use crate::model::ItemFeatures;
+use crate::persist::codec::{self, Record};
+use crate::persist::{Batch, LogCounters, PersistError, ReplayReport, ShardLog};
+use crate::shard::worker::{Replayed, Shard};
+
+/// A reply held until the batch that covers it is durable; called with the write's error,
+/// if it failed.
+type Held = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// How long a batch of nothing but ticks may wait before it is written.
+const TICKS_WAIT: Duration = Duration::from_secs(1);
+
+/// A shard's log and the batch of the current drain.
+pub struct Wal {
+    log: Box<dyn ShardLog>,
+    batch: Batch,
+    policy: FsyncPolicy,
+    held: Vec<Held>,
+    /// Whether the batch holds anything but ticks.
+    has_state: bool,
+    last_write: Instant,
+}
+
+/// What a shard's recovery found.
+#[derive(Debug)]
+pub struct Recovered {
+    /// What the log replay found.
+    pub report: ReplayReport,
+    /// The catalog as replayed (items with catalog features).
+    pub catalog: Vec<Arc<ItemFeatures>>,
+    /// The log's counters.
+    pub counters: Arc<LogCounters>,
+}
+
+impl Wal {
+    /// Whether replies to state changes wait for the batch's fsync.
+    pub fn holds_replies(&self) -> bool {
+        self.policy == FsyncPolicy::Always
+    }
+
+    /// The buffer to encode one record into; the record is closed by the next call or commit.
+    pub fn record(&mut self, encode: impl FnOnce(&mut Vec<u8>), state: bool) {
+        encode(self.batch.begin());
+        self.batch.finish();
+        self.has_state |= state;
+    }
+
+    /// Holds a reply until the batch is durable.
+    pub fn hold(&mut self, reply: Held) {
+        self.held.push(reply);
+    }
+
+    /// Writes the batch (once per drain). A batch of only ticks waits up to `TICKS_WAIT`
+    /// unless `force`.
+    pub fn commit(&mut self, force: bool) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if !force && !self.has_state && self.last_write.elapsed() < TICKS_WAIT {
+            return;
+        }
+        let result = self.log.append_batch(&self.batch);
+        self.batch.clear();
+        self.has_state = false;
+        self.last_write = Instant::now();
+        let err = match result {
+            Ok(_) => None,
+            Err(e) => {
+                error!("write-ahead log: {e}");
+                Some(Error::Unavailable(e.to_string()))
+            }
+        };
+        for reply in self.held.drain(..) {
+            reply(err.as_ref());
+        }
+    }
+
+    /// Writes everything and fsyncs (shutdown).
+    pub fn close(&mut self) {
+        self.commit(true);
+        if let Err(e) = self.log.sync() {
+            error!("write-ahead log at shutdown: {e}");
+        }
+    }
+}
+
+impl Shard {
+    /// Replays `log` into this fresh shard, then logs to it from now on. `next_sequence` is
+    /// the engine's starting decision sequence; a replayed later one wins, so ids never repeat.
+    pub fn recover(
+        &mut self,
+        mut log: Box<dyn ShardLog>,
+        policy: FsyncPolicy,
+        next_sequence: u64,
+    ) -> Result<Recovered, PersistError> {
+        let decision_log = self.take_decision_log();
+        let report = log.replay(0, &mut |bytes| {
+            self.replay(codec::decode(bytes)?);
+            Ok(())
+        })?;
+        self.restore_decision_log(decision_log);
+        let next = self.resume_sequence(next_sequence);
+        let counters = log.counters();
+        let mut wal = Wal {
+            log,
+            batch: Batch::default(),
+            policy,
+            held: Vec::new(),
+            has_state: false,
+            last_write: Instant::now(),
+        };
+        wal.record(|out| codec::start(out, next), true);
+        wal.commit(true);
+        self.wal = Some(wal);
+        self.publish();
+        Ok(Recovered {
+            report,
+            catalog: self.catalog(),
+            counters,
+        })
+    }
+
+    /// Applies one replayed record through the live handlers (replies go nowhere).
+    fn replay(&mut self, record: Record) {
+        match record {
+            Record::Start { next_sequence } => self.restart_sequence(next_sequence),
+            Record::Event(ev) => {
+                let _ = self.on_event(ev);
+            }
+            Record::Decide(req) => {
+                let _ = self.on_decide(req);
+            }
+            Record::Reward(r) => {
+                let _ = self.on_reward(r);
+            }
+            Record::Upsert(f) => self.on_upsert(f),
+            Record::Remove(key) => self.remove_item(key),
+            Record::Forget(user) => {
+                self.forget(&user);
+            }
+            Record::Tick { now_ms, mix } => {
+                self.on_tick(now_ms, Replayed::Yes(mix));
+            }
+        }
+    }
+}
