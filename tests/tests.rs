@@ -1,6 +1,8 @@
 //! nudge's one integration-test binary. Each module tests one boundary or concern; see the
 //! comment at the top of each. Regression tests are named after the issue they fix.
 
+// Durability (issue 11): restart and crash recovery, the log's faults, the directory lock.
+mod durability;
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
 // Properties of the model's math, policies and hashing (proptest).
