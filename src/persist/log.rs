@@ -233,16 +233,13 @@ impl SegmentLog {
     fn start_segment(&mut self, base: Position) -> Result<(), PersistError> {
         let path = self.path(base);
         let io = |e| PersistError::io(&path, e);
-        let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
         let mut header = [0u8; HEADER_BYTES as usize];
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        file.write_all(&header).map_err(io)?;
+        fs::write(&path, header).map_err(io)?;
+        // Append mode: after a failed write is cut back (`append_batch`), the next write goes
+        // to the new end rather than leaving a hole.
+        let file = OpenOptions::new().append(true).open(&path).map_err(io)?;
         if self.opts.fsync != FsyncPolicy::No {
             file.sync_all().map_err(io)?;
             sync_dir(&self.dir);
@@ -452,8 +449,12 @@ impl ShardLog for SegmentLog {
         }
         let path = self.path(self.base());
         let file = self.file.as_mut().expect("replay opens the log");
-        file.write_all(batch.bytes())
-            .map_err(|e| PersistError::io(&path, e))?;
+        if let Err(e) = file.write_all(batch.bytes()) {
+            // A partial write (disk full) would leave a torn record in the middle of the log
+            // once later writes succeed: cut it off, so the log ends at its last good record.
+            let _ = file.set_len(self.len);
+            return Err(PersistError::io(&path, e));
+        }
         self.len += batch.bytes().len() as u64;
         let c = &self.shared.counters;
         c.bytes_total
