@@ -2,9 +2,12 @@
 //! writes (once per drain: group commit), which replies wait for the disk, and recovery by
 //! replaying the log through the same handlers.
 //!
-//! Under `fsync = always` the acknowledgement of a state change (event, reward, forget) is
-//! held until the drain's batch is written and fsynced; a decision's reply never waits. Under
-//! `everysec` and `no` nothing waits. Ticks are logged too (with what their mix pulled) so a
+//! The acknowledgement of a state change (event, reward, forget) is held until the drain's
+//! batch is written (as Redis writes its AOF buffer before replying), so a process crash loses
+//! nothing acknowledged under any policy; under `fsync = always` also until it is fsynced, so
+//! neither does an OS crash. A batch past `MAX_BATCH_BYTES` is written mid-drain. A decision's
+//! reply never waits. `forget`'s batch is fsynced before its reply under every policy: an
+//! acknowledged erasure is never undone by a crash. Ticks are logged too (with what their mix pulled) so a
 //! replay is exact, but a batch of nothing but ticks is written at most once a second.
 //!
 //! It does not know the file format (`persist::codec`) or the files (`persist::log`).
@@ -25,6 +28,9 @@ use crate::shard::worker::{Replayed, Shard};
 /// if it failed.
 type Held = Box<dyn FnOnce(Option<&Error>) + Send>;
 
+/// A batch this large is written at once, without waiting for the end of the drain.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
 /// How long a batch of nothing but ticks may wait before it is written.
 const TICKS_WAIT: Duration = Duration::from_secs(1);
 
@@ -36,6 +42,8 @@ pub struct Wal {
     held: Vec<Held>,
     /// Whether the batch holds anything but ticks.
     has_state: bool,
+    /// Whether this batch must be fsynced whatever the policy (it holds a `forget`).
+    sync_requested: bool,
     last_write: Instant,
 }
 
@@ -51,9 +59,10 @@ pub struct Recovered {
 }
 
 impl Wal {
-    /// Whether replies to state changes wait for the batch's fsync.
-    pub fn holds_replies(&self) -> bool {
-        self.policy == FsyncPolicy::Always
+    /// Makes this batch durable before its replies whatever the policy: an erasure is
+    /// acknowledged only once it cannot be lost.
+    pub fn require_sync(&mut self) {
+        self.sync_requested = true;
     }
 
     /// The buffer to encode one record into; the record is closed by the next call or commit.
@@ -63,9 +72,13 @@ impl Wal {
         self.has_state |= state;
     }
 
-    /// Holds a reply until the batch is durable.
+    /// Holds a reply until the batch is written (and, by policy, fsynced); a large batch is
+    /// written now.
     pub fn hold(&mut self, reply: Held) {
         self.held.push(reply);
+        if self.batch.bytes().len() >= MAX_BATCH_BYTES {
+            self.commit(true);
+        }
     }
 
     /// Writes the batch (once per drain). A batch of only ticks waits up to `TICKS_WAIT`
@@ -77,7 +90,11 @@ impl Wal {
         if !force && !self.has_state && self.last_write.elapsed() < TICKS_WAIT {
             return;
         }
-        let result = self.log.append_batch(&self.batch);
+        let mut result = self.log.append_batch(&self.batch);
+        if result.is_ok() && self.sync_requested && self.policy != FsyncPolicy::Always {
+            result = self.log.sync().map(|()| self.log.end());
+        }
+        self.sync_requested = false;
         self.batch.clear();
         self.has_state = false;
         self.last_write = Instant::now();
@@ -125,6 +142,7 @@ impl Shard {
             policy,
             held: Vec::new(),
             has_state: false,
+            sync_requested: false,
             last_write: Instant::now(),
         };
         wal.record(|out| codec::start(out, next), true);

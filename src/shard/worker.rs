@@ -203,6 +203,9 @@ impl Shard {
             Msg::User(id, reply) => reply.send(self.export(&id)),
             Msg::Forget(id, reply) => {
                 self.log_input(|out| codec::forget(out, &id));
+                if let Some(wal) = &mut self.wal {
+                    wal.require_sync();
+                }
                 let found = self.forget(&id);
                 self.ack(reply, found, |_, found| found);
             }
@@ -259,11 +262,12 @@ impl Shard {
         }
     }
 
-    /// Replies to a state change now, or (under `fsync = always`) once the batch covering it
-    /// is durable; `failed` turns the value into the reply for a failed write.
+    /// Replies to a state change now (in memory), or once the batch covering it is written
+    /// (and fsynced, as the policy says); `failed` turns the value into the reply for a failed
+    /// write.
     fn ack<T: Send + 'static>(&mut self, reply: Reply<T>, value: T, failed: fn(&Error, T) -> T) {
         match &mut self.wal {
-            Some(wal) if wal.holds_replies() => wal.hold(Box::new(move |err| {
+            Some(wal) => wal.hold(Box::new(move |err| {
                 reply.send(match err {
                     Some(e) => failed(e, value),
                     None => value,
