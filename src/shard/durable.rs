@@ -180,3 +180,82 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::EventKind;
+    use crate::config::Config;
+    use crate::ids::{ShardId, UserId};
+    use crate::model::SparseVec;
+    use crate::persist::{Position, ReplayReport};
+    use crate::shard::msg::{Msg, ValidDecide, ValidEvent};
+    use crate::shard::Counters;
+    use crate::sync::oneshot;
+
+    /// A log whose writes fail, as on a full disk.
+    struct FullDisk;
+
+    impl ShardLog for FullDisk {
+        fn replay(
+            &mut self,
+            _from: Position,
+            _apply: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+        ) -> Result<ReplayReport, PersistError> {
+            Ok(ReplayReport::default())
+        }
+        fn append_batch(&mut self, _batch: &Batch) -> Result<Position, PersistError> {
+            let e = std::io::Error::from_raw_os_error(28);
+            Err(PersistError::io(std::path::Path::new("full"), e))
+        }
+        fn sync(&mut self) -> Result<(), PersistError> {
+            Ok(())
+        }
+        fn end(&self) -> Position {
+            0
+        }
+        fn discard_before(&mut self, _position: Position) -> Result<(), PersistError> {
+            Ok(())
+        }
+        fn counters(&self) -> Arc<LogCounters> {
+            Arc::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_write_refuses_state_changes_but_decisions_still_answer() {
+        let cfg = Arc::new(Config::default());
+        let mut shard = Shard::new(ShardId(0), cfg, 1, None, Arc::new(Counters::default()));
+        shard
+            .recover(Box::new(FullDisk), FsyncPolicy::Everysec, 1)
+            .unwrap();
+        let user = UserId::new("u").unwrap();
+        let (tx, rx) = oneshot::channel();
+        let ev = ValidEvent {
+            user: user.clone(),
+            kind: EventKind::Click,
+            item: Some((7, "i7".into())),
+            value: 1.0,
+            ts_ms: 1_700_000_000_000,
+            context: SparseVec::default(),
+            decision: None,
+        };
+        shard.handle(Msg::Event(ev, tx));
+        shard.end_batch();
+        let err = rx.wait(Duration::ZERO).unwrap().unwrap_err();
+        assert_eq!(err.code(), "unavailable");
+        assert!(err.to_string().contains("No space left"), "{err}");
+        let (tx, rx) = oneshot::channel();
+        let req = ValidDecide {
+            user,
+            candidates: Vec::new(),
+            n: 0,
+            context: SparseVec::default(),
+            ts_ms: 1_700_000_000_001,
+            explain: false,
+            raw_context: None,
+        };
+        shard.handle(Msg::Decide(req, tx));
+        assert!(rx.wait(Duration::ZERO).unwrap().is_ok());
+    }
+}
