@@ -504,3 +504,37 @@ fn sigkill_under_fsync_always_loses_no_acknowledged_event() {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
+
+#[test]
+fn metrics_and_stats_report_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let engine = open(Some(dir.path()), &clock, 1).unwrap();
+    workload(&engine, &clock, 8, 50);
+    let cfg = nudge::config::ServerConfig {
+        tcp: String::new(),
+        http: "127.0.0.1:0".into(),
+        ..Default::default()
+    };
+    let server = nudge::server::spawn(engine.clone(), cfg).unwrap();
+    let addr = server.http_addr().unwrap();
+    let text = crate::server_support::http(addr, "GET", "/metrics", &[], b"").text();
+    let value = |name: &str| -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from\n{text}"))
+    };
+    assert!(value("nudge_log_records_total") >= 20.0);
+    assert!(value("nudge_log_bytes_total") > 0.0);
+    // Under `always` every drain with a state change was fsynced.
+    assert!(value("nudge_log_fsyncs_total") >= 1.0);
+    let v = crate::server_support::http(addr, "GET", "/v1/stats", &[], b"").json();
+    let durability = if v["stats"].is_object() {
+        &v["stats"]["durability"]
+    } else {
+        &v["durability"]
+    };
+    assert_eq!(durability["fsync"], "always", "{v}");
+    server.shutdown();
+    engine.shutdown();
+}
