@@ -394,6 +394,10 @@ pub struct DurabilityStats {
     pub fsyncs_total: u64,
     /// Microseconds spent in those fsyncs.
     pub fsync_us_total: u64,
+    /// Log records replayed when the engine started.
+    pub recovered_records: u64,
+    /// How long that recovery took, in milliseconds.
+    pub recovery_ms: u64,
 }
 
 impl Stats {

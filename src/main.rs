@@ -133,8 +133,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     match engine.stats().durability {
         Some(d) => println!(
-            "  data {}   (write-ahead log, fsync {})",
-            d.data_dir, d.fsync
+            "  data {}   (write-ahead log, fsync {}; replayed {} records in {} ms)",
+            d.data_dir, d.fsync, d.recovered_records, d.recovery_ms
         ),
         None => println!("  data in memory only   (nothing survives a restart)"),
     }

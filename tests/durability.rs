@@ -196,6 +196,7 @@ fn several_shards_replay_their_mixes_exactly() {
     assert_eq!(engine.stats().catalog_items, items);
     let d = engine.stats().durability.expect("durable");
     assert_eq!(d.fsync, "everysec");
+    assert!(d.recovered_records > 0);
     assert_eq!(d.data_dir, dir.path().display().to_string());
     assert!(open(None, &clock, 2).unwrap().stats().durability.is_none());
 }

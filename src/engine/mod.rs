@@ -55,6 +55,8 @@ struct Inner {
     data: Option<DataDir>,
     /// Each shard's write-ahead log counters, when durable.
     log_counters: Vec<Arc<LogCounters>>,
+    /// Records replayed at start, and how long recovery took (ms).
+    recovery: (u64, u64),
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -149,6 +151,7 @@ impl EngineBuilder {
         let mut counters = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
         let mut recovering = Vec::new();
+        let recovery_started = std::time::Instant::now();
         for i in 0..n {
             let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity);
             let c = Arc::new(Counters::default());
@@ -186,6 +189,7 @@ impl EngineBuilder {
         // Ready once every shard has replayed its log (in parallel, one per shard thread).
         let catalog = Catalog::default();
         let mut log_counters = Vec::new();
+        let mut recovered_records = 0;
         let mut failure = None;
         for (i, rx) in recovering.into_iter().enumerate() {
             match rx.wait(Duration::ZERO) {
@@ -196,6 +200,7 @@ impl EngineBuilder {
                         }
                     }
                     log_counters.push(recovered.counters);
+                    recovered_records += recovered.report.records;
                 }
                 Ok(Err(e)) => failure = failure.or(Some(StartError::Storage(e))),
                 Err(_) => {
@@ -232,6 +237,10 @@ impl EngineBuilder {
             logging: self.log.is_some(),
             data,
             log_counters,
+            recovery: (
+                recovered_records,
+                recovery_started.elapsed().as_millis() as u64,
+            ),
         };
         Ok(Engine {
             inner: Arc::new(inner),
@@ -634,6 +643,8 @@ impl Engine {
                 log_records_total: sum(|c| &c.records_total),
                 fsyncs_total: sum(|c| &c.fsyncs_total),
                 fsync_us_total: sum(|c| &c.fsync_us_total),
+                recovered_records: inner.recovery.0,
+                recovery_ms: inner.recovery.1,
             }
         });
         Stats {

@@ -333,6 +333,8 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
                 ("log_records_total", d.log_records_total),
                 ("fsyncs_total", d.fsyncs_total),
                 ("fsync_us_total", d.fsync_us_total),
+                ("recovered_records", d.recovered_records),
+                ("recovery_ms", d.recovery_ms),
             ] {
                 out.push(b',');
                 key(out, name);
