@@ -201,6 +201,36 @@ fn several_shards_replay_their_mixes_exactly() {
     assert!(open(None, &clock, 2).unwrap().stats().durability.is_none());
 }
 
+#[test]
+fn segments_roll_at_the_size_limit_and_replay_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    for fsync in [FsyncPolicy::No, FsyncPolicy::Everysec] {
+        let mut cfg = config(1);
+        cfg.durability.segment_bytes = 4096;
+        cfg.durability.fsync = fsync;
+        let build = || {
+            Engine::builder()
+                .config(cfg.clone())
+                .clock(clock.clone())
+                .data_dir(dir.path())
+                .build()
+                .unwrap()
+        };
+        let engine = build();
+        workload(&engine, &clock, 9, 300);
+        let before = bits(&exports(&engine));
+        engine.shutdown();
+        drop(engine);
+        let segments = std::fs::read_dir(dir.path().join("wal/shard-000"))
+            .unwrap()
+            .count();
+        assert!(segments > 3, "{segments} segments");
+        let engine = build();
+        same(&bits(&exports(&engine)), &before, "state after the restart");
+    }
+}
+
 fn segment(dir: &Path, shard: u16) -> PathBuf {
     let wal = dir.join("wal").join(format!("shard-{shard:03}"));
     let mut files: Vec<PathBuf> = std::fs::read_dir(&wal)

@@ -253,12 +253,16 @@ impl SegmentLog {
 
     /// Makes `file` (of `len` bytes) the current segment; the previous one goes to the flusher.
     fn install(&mut self, file: File, len: u64) -> Result<(), PersistError> {
-        let clone = file
-            .try_clone()
-            .map_err(|e| PersistError::io(&self.dir, e))?;
-        let old = self.shared.current.lock().replace(clone);
-        if let Some(old) = old {
-            self.shared.closed.lock().push(old);
+        // Only the `everysec` flusher needs a handle on the segments; `always` has synced a
+        // closed segment already, and `no` never syncs.
+        if self.flusher.is_some() {
+            let clone = file
+                .try_clone()
+                .map_err(|e| PersistError::io(&self.dir, e))?;
+            let old = self.shared.current.lock().replace(clone);
+            if let Some(old) = old {
+                self.shared.closed.lock().push(old);
+            }
         }
         self.file = Some(file);
         self.len = len;
