@@ -36,8 +36,10 @@ pub enum Record {
     },
     /// An event.
     Event(ValidEvent),
-    /// A decision (its open-attribution record is rebuilt by making it again).
-    Decide(ValidDecide),
+    /// A decision (its open-attribution record is rebuilt by making it again). Only the
+    /// placed candidates' ids are kept (the second field, best slot first): the others
+    /// travel as keys, and the candidates come back with empty ids.
+    Decide(ValidDecide, Vec<String>),
     /// An explicit reward.
     Reward(ValidReward),
     /// A catalog upsert.
@@ -81,14 +83,15 @@ pub fn event(out: &mut Vec<u8>, ev: &ValidEvent) {
     out.push(ev.decision.is_some() as u8);
 }
 
-/// `Decide`.
+/// The input half of `Decide`, encoded before the decision is made; `decide_placed` completes
+/// the record. Candidates are stored by key: a decision's record would otherwise be mostly
+/// the ids of candidates it did not place.
 pub fn decide(out: &mut Vec<u8>, req: &ValidDecide) {
     out.push(tag::DECIDE);
     put_str(out, req.user.as_str());
     put_u32(out, req.candidates.len() as u32);
     for c in &req.candidates {
         put_u64(out, c.key);
-        put_str(out, &c.id);
         match &c.inline {
             Some(f) => {
                 out.push(1);
@@ -101,6 +104,14 @@ pub fn decide(out: &mut Vec<u8>, req: &ValidDecide) {
     put_sparse(out, &req.context);
     put_u64(out, req.ts_ms);
     out.push(req.explain as u8);
+}
+
+/// The placed items' ids, best slot first: the second half of `Decide`.
+pub fn decide_placed<'a>(out: &mut Vec<u8>, placed: impl ExactSizeIterator<Item = &'a str>) {
+    put_u32(out, placed.len() as u32);
+    for id in placed {
+        put_str(out, id);
+    }
 }
 
 /// `Reward`.
@@ -152,7 +163,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
             next_sequence: d.u64()?,
         },
         tag::EVENT => Record::Event(d.event()?),
-        tag::DECIDE => Record::Decide(d.decide()?),
+        tag::DECIDE => {
+            let req = d.decide()?;
+            let n = d.len()?;
+            let placed = (0..n).map(|_| d.string()).collect::<Result<_, _>>()?;
+            Record::Decide(req, placed)
+        }
         tag::REWARD => Record::Reward(ValidReward {
             decision: DecisionId(d.u64()?),
             item_key: d.u64()?,
@@ -367,7 +383,7 @@ impl<'a> Dec<'a> {
         let mut candidates = Vec::with_capacity(n);
         for _ in 0..n {
             let key = self.u64()?;
-            let id = self.string()?;
+            let id = String::new();
             let inline = match self.u8()? {
                 0 => None,
                 _ => Some(Arc::new(self.item()?)),

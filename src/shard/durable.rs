@@ -163,8 +163,10 @@ impl Shard {
             Record::Event(ev) => {
                 let _ = self.on_event(ev);
             }
-            Record::Decide(req) => {
-                let _ = self.on_decide(req);
+            Record::Decide(req, placed) => {
+                if let Ok(decision) = self.on_decide(req) {
+                    self.name_placements(decision.id.0, placed);
+                }
             }
             Record::Reward(r) => {
                 let _ = self.on_reward(r);

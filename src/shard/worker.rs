@@ -183,9 +183,25 @@ impl Shard {
                 });
             }
             Msg::Decide(req, reply) => {
-                self.log_input(|out| codec::decide(out, &req));
+                let input = self.wal.is_some().then(|| {
+                    let mut out = Vec::with_capacity(64 + 9 * req.candidates.len());
+                    codec::decide(&mut out, &req);
+                    out
+                });
+                let decision = self.on_decide(req);
+                if let (Some(input), Some(wal)) = (input, &mut self.wal) {
+                    let placed = decision.as_ref().map_or(&[][..], |d| &d.items[..]);
+                    let ids = placed.iter().map(|p| p.item.as_str());
+                    wal.record(
+                        |out| {
+                            out.extend_from_slice(&input);
+                            codec::decide_placed(out, ids);
+                        },
+                        true,
+                    );
+                }
                 // A decision's reply never waits for the disk.
-                reply.send(self.on_decide(req))
+                reply.send(decision)
             }
             Msg::Reward(r, reply) => {
                 self.log_input(|out| codec::reward(out, &r));
@@ -305,6 +321,16 @@ impl Shard {
     /// Continues decision numbering from `next` if that is later; returns the next number.
     pub(super) fn resume_sequence(&mut self, next: u64) -> u64 {
         self.pending.resume(next)
+    }
+
+    /// Gives a replayed decision's placements their recorded ids (the record keeps only the
+    /// placed candidates' ids).
+    pub(super) fn name_placements(&mut self, decision: u64, ids: Vec<String>) {
+        if let Some(open) = self.pending.get_open_mut(decision) {
+            for (placed, id) in open.placements.iter_mut().zip(ids) {
+                placed.id = id;
+            }
+        }
     }
 
     /// Numbers decisions from `next`, as the replayed run did.
