@@ -475,6 +475,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// A record that passed its checksum but was written by something else never panics
+        /// the decoder: it is an error, which recovery reports with the file and offset.
+        #[test]
+        fn decoding_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(0u8..=255, 0..256)) {
+            let _ = decode(&bytes);
+        }
+
+        /// Every tag followed by garbage decodes or fails cleanly.
+        #[test]
+        fn decoding_a_known_tag_with_garbage_never_panics(
+            tag in 1u8..=8,
+            rest in proptest::collection::vec(0u8..=255, 0..128),
+        ) {
+            let mut bytes = vec![tag];
+            bytes.extend(rest);
+            let _ = decode(&bytes);
+        }
+    }
+
     #[test]
     fn a_tick_with_a_mix_round_trips() {
         let pulled = Pulled {
