@@ -398,6 +398,9 @@ pub struct DurabilityStats {
     pub recovered_records: u64,
     /// How long that recovery took, in milliseconds.
     pub recovery_ms: u64,
+    /// Whether every log's last write succeeded (`false`: state changes are refused with
+    /// `unavailable` until writes succeed again).
+    pub writable: bool,
 }
 
 impl Stats {

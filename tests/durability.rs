@@ -566,6 +566,9 @@ fn metrics_and_stats_report_the_log() {
         &v["durability"]
     };
     assert_eq!(durability["fsync"], "always", "{v}");
+    assert_eq!(durability["writable"], true, "{v}");
+    let ready = crate::server_support::http(addr, "GET", "/readyz", &[], b"");
+    assert_eq!(ready.status, 200, "{}", ready.text());
     server.shutdown();
     engine.shutdown();
 }

@@ -644,6 +644,10 @@ impl Engine {
                 fsyncs_total: sum(|c| &c.fsyncs_total),
                 fsync_us_total: sum(|c| &c.fsync_us_total),
                 recovered_records: inner.recovery.0,
+                writable: inner
+                    .log_counters
+                    .iter()
+                    .all(|c| !c.failing.load(Ordering::Relaxed)),
                 recovery_ms: inner.recovery.1,
             }
         });

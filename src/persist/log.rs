@@ -109,6 +109,9 @@ pub struct LogCounters {
     pub fsync_us_total: AtomicU64,
     /// The slowest fsync so far, in microseconds.
     pub fsync_us_max: AtomicU64,
+    /// Set while the last write or fsync failed (disk full, I/O error); cleared by the next
+    /// one that succeeds.
+    pub failing: AtomicBool,
 }
 
 impl LogCounters {
@@ -453,23 +456,28 @@ impl ShardLog for SegmentLog {
         }
         let path = self.path(self.base());
         let file = self.file.as_mut().expect("replay opens the log");
+        let c = &self.shared.counters;
         if let Err(e) = file.write_all(batch.bytes()) {
             // A partial write (disk full) would leave a torn record in the middle of the log
             // once later writes succeed: cut it off, so the log ends at its last good record.
             let _ = file.set_len(self.len);
+            c.failing.store(true, Ordering::Relaxed);
             return Err(PersistError::io(&path, e));
         }
         self.len += batch.bytes().len() as u64;
-        let c = &self.shared.counters;
         c.bytes_total
             .fetch_add(batch.bytes().len() as u64, Ordering::Relaxed);
         c.records_total
             .fetch_add(batch.records(), Ordering::Relaxed);
         if self.opts.fsync == FsyncPolicy::Always {
             let started = Instant::now();
-            file.sync_data().map_err(|e| PersistError::io(&path, e))?;
+            if let Err(e) = file.sync_data() {
+                c.failing.store(true, Ordering::Relaxed);
+                return Err(PersistError::io(&path, e));
+            }
             c.fsynced(started);
         }
+        c.failing.store(false, Ordering::Relaxed);
         Ok(self.end())
     }
 

@@ -328,6 +328,8 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
             write_str(out, &d.data_dir);
             out.extend_from_slice(b",\"fsync\":");
             write_str(out, d.fsync);
+            out.extend_from_slice(b",\"writable\":");
+            write_bool(out, d.writable);
             for (name, v) in [
                 ("log_bytes_total", d.log_bytes_total),
                 ("log_records_total", d.log_records_total),
