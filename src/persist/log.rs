@@ -143,11 +143,13 @@ pub trait ShardLog: Send {
         from: Position,
         apply: &mut dyn FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<ReplayReport, PersistError>;
-    /// Writes a batch; under `Always`, also makes it durable before returning. Returns the
-    /// position after it.
+    /// Writes a batch (durable only after a sync). Returns the position after it.
     fn append_batch(&mut self, batch: &Batch) -> Result<Position, PersistError>;
     /// Makes everything appended so far durable (used at shutdown and checkpoints).
     fn sync(&mut self) -> Result<(), PersistError>;
+    /// A sync of everything appended so far that another thread can run later, and the
+    /// segment it covers (a later sync of the same segment covers an earlier one).
+    fn deferred_sync(&mut self) -> Result<(Position, DeferredSync), PersistError>;
     /// The position after the last appended record.
     fn end(&self) -> Position;
     /// Drops whatever lies wholly before `position` (a checkpoint covers it).
@@ -155,6 +157,9 @@ pub trait ShardLog: Send {
     /// The log's counters.
     fn counters(&self) -> Arc<LogCounters>;
 }
+
+/// A sync to run on another thread (see [`ShardLog::deferred_sync`]).
+pub type DeferredSync = Box<dyn FnOnce() -> Result<(), PersistError> + Send>;
 
 /// Options of a [`SegmentLog`].
 #[derive(Clone, Debug)]
@@ -469,14 +474,6 @@ impl ShardLog for SegmentLog {
             .fetch_add(batch.bytes().len() as u64, Ordering::Relaxed);
         c.records_total
             .fetch_add(batch.records(), Ordering::Relaxed);
-        if self.opts.fsync == FsyncPolicy::Always {
-            let started = Instant::now();
-            if let Err(e) = file.sync_data() {
-                c.failing.store(true, Ordering::Relaxed);
-                return Err(PersistError::io(&path, e));
-            }
-            c.fsynced(started);
-        }
         c.failing.store(false, Ordering::Relaxed);
         Ok(self.end())
     }
@@ -492,6 +489,32 @@ impl ShardLog for SegmentLog {
             f.sync_data().map_err(|e| PersistError::io(&self.dir, e))?;
         }
         Ok(())
+    }
+
+    fn deferred_sync(&mut self) -> Result<(Position, DeferredSync), PersistError> {
+        let path = self.path(self.base());
+        let file = match &self.file {
+            Some(f) => Some(f.try_clone().map_err(|e| PersistError::io(&path, e))?),
+            None => None,
+        };
+        let counters = self.shared.counters.clone();
+        let sync = move || {
+            let Some(file) = file else {
+                return Ok(());
+            };
+            let started = Instant::now();
+            match file.sync_data() {
+                Ok(()) => {
+                    counters.fsynced(started);
+                    Ok(())
+                }
+                Err(e) => {
+                    counters.failing.store(true, Ordering::Relaxed);
+                    Err(PersistError::io(&path, e))
+                }
+            }
+        };
+        Ok((self.base(), Box::new(sync)))
     }
 
     fn end(&self) -> Position {

@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 pub use lock::DirLock;
-pub use log::{Batch, LogCounters, Position, ReplayReport, SegmentLog, SegmentOptions, ShardLog};
+pub use log::{
+    Batch, DeferredSync, LogCounters, Position, ReplayReport, SegmentLog, SegmentOptions, ShardLog,
+};
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]

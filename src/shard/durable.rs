@@ -5,15 +5,20 @@
 //! The acknowledgement of a state change (event, reward, forget) is held until the drain's
 //! batch is written (as Redis writes its AOF buffer before replying), so a process crash loses
 //! nothing acknowledged under any policy; under `fsync = always` also until it is fsynced, so
-//! neither does an OS crash. A batch past `MAX_BATCH_BYTES` is written mid-drain. A decision's
-//! reply never waits. `forget`'s batch is fsynced before its reply under every policy: an
-//! acknowledged erasure is never undone by a crash. Ticks are logged too (with what their mix pulled) so a
+//! neither does an OS crash. A batch past `MAX_BATCH_BYTES` is written mid-drain. `forget`'s
+//! batch is fsynced before its reply under every policy: an acknowledged erasure is never
+//! undone by a crash. Fsyncs run on a syncer thread beside the shard, which then sends the
+//! held replies: the shard goes on with the next drain meanwhile, so a decision never waits
+//! behind a disk (and fsyncs queued while one runs are covered by one). Ticks are logged too (with what their mix pulled) so a
 //! replay is exact, but a batch of nothing but ticks is written at most once a second.
 //!
 //! It does not know the file format (`persist::codec`) or the files (`persist::log`).
 
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use tracing::error;
 
@@ -21,7 +26,9 @@ use crate::config::FsyncPolicy;
 use crate::error::Error;
 use crate::model::ItemFeatures;
 use crate::persist::codec::{self, Record};
-use crate::persist::{Batch, LogCounters, PersistError, ReplayReport, ShardLog};
+use crate::persist::{
+    Batch, DeferredSync, LogCounters, PersistError, Position, ReplayReport, ShardLog,
+};
 use crate::shard::worker::{Replayed, Shard};
 
 /// A reply held until the batch that covers it is durable; called with the write's error,
@@ -44,6 +51,9 @@ pub struct Wal {
     has_state: bool,
     /// Whether this batch must be fsynced whatever the policy (it holds a `forget`).
     sync_requested: bool,
+    /// Batches waiting for their fsync go to the syncer thread, which then sends their
+    /// replies; dropping the sender (at `close`) lets it finish and exit.
+    syncer: Option<(Sender<SyncJob>, JoinHandle<()>)>,
     last_write: Instant,
 }
 
@@ -56,6 +66,48 @@ pub struct Recovered {
     pub catalog: Vec<Arc<ItemFeatures>>,
     /// The log's counters.
     pub counters: Arc<LogCounters>,
+}
+
+/// One written batch waiting for its fsync, with the replies it holds.
+struct SyncJob {
+    segment: Position,
+    sync: DeferredSync,
+    replies: Vec<Held>,
+}
+
+/// Runs a sync and sends the replies it held, with its error if it failed.
+fn finish(sync: DeferredSync, replies: Vec<Held>) {
+    let err = sync().err().map(|e| Error::Unavailable(e.to_string()));
+    for reply in replies {
+        reply(err.as_ref());
+    }
+}
+
+/// The syncer: takes every job queued, runs one sync per segment (the latest, which covers
+/// the earlier ones), then sends the jobs' replies in order.
+fn sync_loop(jobs: Receiver<SyncJob>) {
+    while let Ok(first) = jobs.recv() {
+        let queued: Vec<SyncJob> = std::iter::once(first).chain(jobs.try_iter()).collect();
+        let mut syncs: Vec<(Position, DeferredSync)> = Vec::new();
+        let mut replies = Vec::new();
+        for job in queued {
+            match syncs.last_mut() {
+                Some((segment, latest)) if *segment == job.segment => *latest = job.sync,
+                _ => syncs.push((job.segment, job.sync)),
+            }
+            replies.extend(job.replies);
+        }
+        let mut err = None;
+        for (_, sync) in syncs {
+            if let Err(e) = sync() {
+                error!("write-ahead log fsync: {e}");
+                err = Some(Error::Unavailable(e.to_string()));
+            }
+        }
+        for reply in replies {
+            reply(err.as_ref());
+        }
+    }
 }
 
 impl Wal {
@@ -90,16 +142,39 @@ impl Wal {
         if !force && !self.has_state && self.last_write.elapsed() < TICKS_WAIT {
             return;
         }
-        let mut result = self.log.append_batch(&self.batch);
-        if result.is_ok() && self.sync_requested && self.policy != FsyncPolicy::Always {
-            result = self.log.sync().map(|()| self.log.end());
-        }
+        let needs_sync = self.policy == FsyncPolicy::Always || self.sync_requested;
+        let result = self.log.append_batch(&self.batch).and_then(|_| {
+            if needs_sync {
+                self.log.deferred_sync().map(Some)
+            } else {
+                Ok(None)
+            }
+        });
         self.sync_requested = false;
         self.batch.clear();
         self.has_state = false;
         self.last_write = Instant::now();
         let err = match result {
-            Ok(_) => None,
+            Ok(Some((segment, sync))) => {
+                let replies = std::mem::take(&mut self.held);
+                let job = SyncJob {
+                    segment,
+                    sync,
+                    replies,
+                };
+                match &self.syncer {
+                    // The syncer only exits after `close` dropped its sender.
+                    Some((jobs, _)) => {
+                        if let Err(back) = jobs.send(job) {
+                            let job = back.into_inner();
+                            finish(job.sync, job.replies);
+                        }
+                    }
+                    None => finish(job.sync, job.replies),
+                }
+                return;
+            }
+            Ok(None) => None,
             Err(e) => {
                 error!("write-ahead log: {e}");
                 Some(Error::Unavailable(e.to_string()))
@@ -110,9 +185,13 @@ impl Wal {
         }
     }
 
-    /// Writes everything and fsyncs (shutdown).
+    /// Writes everything, lets the syncer send what it holds, and fsyncs (shutdown).
     pub fn close(&mut self) {
         self.commit(true);
+        if let Some((jobs, thread)) = self.syncer.take() {
+            drop(jobs);
+            let _ = thread.join();
+        }
         if let Err(e) = self.log.sync() {
             error!("write-ahead log at shutdown: {e}");
         }
@@ -143,8 +222,15 @@ impl Shard {
             held: Vec::new(),
             has_state: false,
             sync_requested: false,
+            syncer: None,
             last_write: Instant::now(),
         };
+        let (jobs, queue) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("nudge-wal-sync".into())
+            .spawn(move || sync_loop(queue))
+            .map_err(|e| PersistError::io(std::path::Path::new("nudge-wal-sync"), e))?;
+        wal.syncer = Some((jobs, thread));
         wal.record(|out| codec::start(out, next), true);
         wal.commit(true);
         self.wal = Some(wal);
@@ -212,6 +298,9 @@ mod tests {
         }
         fn sync(&mut self) -> Result<(), PersistError> {
             Ok(())
+        }
+        fn deferred_sync(&mut self) -> Result<(Position, DeferredSync), PersistError> {
+            Ok((0, Box::new(|| Ok(()))))
         }
         fn end(&self) -> Position {
             0
