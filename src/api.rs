@@ -389,6 +389,32 @@ pub struct Stats {
     pub catalog_items: u64,
     /// Per shard.
     pub shards: Vec<ShardStats>,
+    /// Where state is kept: `None` in memory only.
+    pub durability: Option<DurabilityStats>,
+}
+
+/// The data directory and its write-ahead logs, summed over shards.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DurabilityStats {
+    /// The data directory.
+    pub data_dir: String,
+    /// The fsync policy (`always`, `everysec`, `no`).
+    pub fsync: &'static str,
+    /// Bytes appended to the logs.
+    pub log_bytes_total: u64,
+    /// Records appended to the logs.
+    pub log_records_total: u64,
+    /// Fsyncs of the logs.
+    pub fsyncs_total: u64,
+    /// Microseconds spent in those fsyncs.
+    pub fsync_us_total: u64,
+    /// Log records replayed when the engine started.
+    pub recovered_records: u64,
+    /// How long that recovery took, in milliseconds.
+    pub recovery_ms: u64,
+    /// Whether every log's last write succeeded (`false`: state changes are refused with
+    /// `unavailable` until writes succeed again).
+    pub writable: bool,
 }
 
 impl Stats {

@@ -81,6 +81,11 @@ pub struct Config {
     pub event_aliases: BTreeMap<String, String>,
     /// The network front ends (`nudge serve`).
     pub server: ServerConfig,
+    /// The data directory: unset means in memory for an embedded engine and `./nudge-data`
+    /// for `nudge serve`; an empty string means in memory everywhere.
+    pub data_dir: Option<String>,
+    /// How the write-ahead log reaches the disk, and how often shards checkpoint.
+    pub durability: DurabilityConfig,
 }
 
 impl Default for Config {
@@ -107,6 +112,54 @@ impl Default for Config {
             hygiene: HygieneConfig::default(),
             event_aliases: BTreeMap::new(),
             server: ServerConfig::default(),
+            data_dir: None,
+            durability: DurabilityConfig::default(),
+        }
+    }
+}
+
+/// When the write-ahead log is fsynced: Redis's `appendfsync` meanings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    /// After every shard drain, before the drain's state changes are acknowledged.
+    Always,
+    /// About once a second, by a thread beside the shard.
+    #[default]
+    Everysec,
+    /// Never explicitly: the operating system writes back when it likes.
+    No,
+}
+
+impl FsyncPolicy {
+    /// The configuration spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Everysec => "everysec",
+            FsyncPolicy::No => "no",
+        }
+    }
+}
+
+/// Durability of a data directory (ignored in memory).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DurabilityConfig {
+    /// When the log is fsynced.
+    pub fsync: FsyncPolicy,
+    /// A log segment is closed and a new one started past this size (bytes).
+    pub segment_bytes: u64,
+    /// Seconds between checkpoints of each shard.
+    pub checkpoint_interval_s: u64,
+}
+
+impl Default for DurabilityConfig {
+    fn default() -> Self {
+        DurabilityConfig {
+            fsync: FsyncPolicy::Everysec,
+            segment_bytes: 64 << 20,
+            checkpoint_interval_s: 60,
         }
     }
 }
@@ -565,6 +618,16 @@ impl Config {
                 "a built-in event type",
             )?;
         }
+        check(
+            self.durability.segment_bytes >= 4096,
+            "durability.segment_bytes",
+            "at least 4096",
+        )?;
+        check(
+            self.durability.checkpoint_interval_s >= 1,
+            "durability.checkpoint_interval_s",
+            "at least 1",
+        )?;
         self.server.validate()?;
         Ok(())
     }

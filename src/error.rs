@@ -123,6 +123,10 @@ pub enum Error {
     /// The engine is shutting down or has shut down.
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The change was applied in memory but could not be made durable (the text says why:
+    /// disk full, an I/O error); decisions and reads still work.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -143,6 +147,7 @@ impl Error {
             Error::UnknownItem(_) => "unknown_item",
             Error::ShuttingDown => "shutting_down",
             Error::Unauthorized => "unauthorized",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 }
@@ -156,4 +161,7 @@ pub enum StartError {
     /// A shard thread could not be spawned.
     #[error("could not spawn shard thread: {0}")]
     Spawn(#[from] std::io::Error),
+    /// The data directory could not be opened or recovered; the text names the file.
+    #[error(transparent)]
+    Storage(#[from] crate::persist::PersistError),
 }

@@ -10,7 +10,8 @@
 //! - `actor`: one user's state, signal hygiene and the lazy decay;
 //! - `model`: feature hashing, the score, Adam/AdaGrad, exploration, global replicas.
 //!
-//! Beside that path: `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
+//! Beside that path: `persist` (the data directory, per-shard write-ahead logs and their
+//! binary format), `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
 //! `error`, `rng`, and `sync` (the one-shot reply channel, the only `unsafe` code).
 //!
 //! ```
@@ -35,6 +36,7 @@ pub mod error;
 pub mod eval;
 pub mod ids;
 pub mod model;
+pub mod persist;
 pub mod rng;
 #[cfg(feature = "server")]
 pub mod server;
@@ -43,12 +45,12 @@ pub mod sync;
 pub mod wire;
 
 pub use api::{
-    Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, Event, EventKind, ItemSpec,
-    LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement, ScoreParts, ShardStats,
-    SignalSummary, Stats, UpdateSink, UserExport, UserUpdate,
+    Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
+    EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
+    ScoreParts, ShardStats, SignalSummary, Stats, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, OnFull, PolicyKind};
+pub use config::{Config, FsyncPolicy, OnFull, PolicyKind};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, Problem, StartError};
 pub use ids::{DecisionId, ItemId, ShardId, UserId};

@@ -54,6 +54,16 @@ struct ServeArgs {
     /// actix-web worker threads of the HTTP front end.
     #[arg(long, value_name = "N")]
     http_workers: Option<usize>,
+    /// The data directory (default `./nudge-data`; "" keeps everything in memory only).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// When the write-ahead log is fsynced: always, everysec (default) or no.
+    #[arg(long, value_name = "POLICY")]
+    fsync: Option<String>,
+    /// On corruption in the middle of a log, keep the valid prefix and move the rest aside
+    /// instead of refusing to start.
+    #[arg(long)]
+    repair: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,6 +108,21 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(n) = args.http_workers {
         config.server.http_workers = n;
     }
+    if let Some(dir) = args.data_dir {
+        config.data_dir = Some(dir);
+    }
+    // `nudge serve` is durable out of the box; an embedded engine is in memory unless told.
+    config
+        .data_dir
+        .get_or_insert_with(|| "./nudge-data".to_string());
+    if let Some(policy) = args.fsync {
+        config.durability.fsync = match policy.as_str() {
+            "always" => nudge::FsyncPolicy::Always,
+            "everysec" => nudge::FsyncPolicy::Everysec,
+            "no" => nudge::FsyncPolicy::No,
+            other => anyhow::bail!("--fsync must be always, everysec or no, not `{other}`"),
+        };
+    }
     config.validate().map_err(anyhow::Error::msg)?;
     for name in nudge::Config::ignored_env_vars(std::env::vars()) {
         warn!("{name} is not a configuration variable and was ignored (sections nest with a double underscore, e.g. NUDGE_SERVER__SEGMENT__WRITE_KEY)");
@@ -105,12 +130,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server_cfg = config.server.clone();
     let runtime = nudge::server::runtime(&server_cfg).context("starting the runtime")?;
     let listeners = nudge::server::Listeners::bind(&server_cfg)?;
-    let engine = nudge::Engine::start(config).context("starting the engine")?;
+    let engine = nudge::Engine::builder()
+        .config(config)
+        .repair(args.repair)
+        .build()
+        .context("starting the engine")?;
     println!(
         "nudge {} serving with {} shards",
         env!("CARGO_PKG_VERSION"),
         engine.shard_count()
     );
+    match engine.stats().durability {
+        Some(d) => println!(
+            "  data {}   (write-ahead log, fsync {}; replayed {} records in {} ms)",
+            d.data_dir, d.fsync, d.recovered_records, d.recovery_ms
+        ),
+        None => println!("  data in memory only   (nothing survives a restart)"),
+    }
     if let Some(addr) = listeners.tcp_addr() {
         println!("  tcp  {addr}   (one JSON request per line)");
         // No `nc` on a fresh machine, and `nc` waits for the server to close: bash's

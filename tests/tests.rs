@@ -3,6 +3,8 @@
 
 // The `nudge` binary at first contact: banner, warnings, plain logs, bind errors.
 mod cli;
+// Durability (issue 11): restart and crash recovery, the log's faults, the directory lock.
+mod durability;
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
 // Learning from a plain event stream: co-occurrence, negatives, impressions, previews, import.

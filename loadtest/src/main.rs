@@ -42,7 +42,16 @@ enum Command {
         /// Exit when standard input closes (how `--spawn-child` ties the child to the harness).
         #[arg(long)]
         exit_on_stdin_eof: bool,
+        /// Keep state in this data directory (default: in memory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The write-ahead log's fsync policy with --data-dir: always, everysec or no.
+        #[arg(long, default_value = "everysec")]
+        fsync: String,
     },
+    /// Crash loop: serve from a data directory as a child, drive pipelined events, SIGKILL the
+    /// child at random moments, restart it on the same directory and check what survived.
+    Crash(loadtest::crash::CrashArgs),
 }
 
 #[derive(Args, Debug)]
@@ -134,12 +143,37 @@ struct RunArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Crash(args)) = &cli.command {
+        return match loadtest::crash::run(args) {
+            Ok(report) => {
+                print!("{report}");
+                if report.violations.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("loadtest crash: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::Serve {
         shards,
         exit_on_stdin_eof,
+        data_dir,
+        fsync,
     }) = cli.command
     {
-        return match loadtest::serve::serve_child(shards, exit_on_stdin_eof) {
+        let durable = match (&data_dir, loadtest::crash::fsync_policy(&fsync)) {
+            (None, _) => Ok(None),
+            (Some(dir), Ok(policy)) => Ok(Some((dir.as_path(), policy))),
+            (Some(_), Err(e)) => Err(e),
+        };
+        let served =
+            durable.and_then(|d| loadtest::serve::serve_child(shards, exit_on_stdin_eof, d));
+        return match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("loadtest serve: {e:#}");

@@ -63,10 +63,17 @@ impl Child {
 
     /// Starts `exe serve` and waits for its `listening` line.
     pub fn spawn_exe(exe: &Path, shards: usize) -> anyhow::Result<Child> {
+        Child::spawn_with(exe, shards, &[])
+    }
+
+    /// Starts `exe serve` with `extra` arguments (`--data-dir`, `--fsync`) and waits for its
+    /// `listening` line.
+    pub fn spawn_with(exe: &Path, shards: usize, extra: &[String]) -> anyhow::Result<Child> {
         let mut child = Command::new(exe)
             .arg("serve")
             .arg("--shards")
             .arg(shards.to_string())
+            .args(extra)
             .arg("--exit-on-stdin-eof")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -131,8 +138,19 @@ fn endpoints(server: &nudge::server::RunningServer) -> anyhow::Result<Endpoints>
 impl InProcess {
     /// Starts an engine with `shards` shards and nudge's server on loopback ports.
     pub fn start(shards: usize) -> anyhow::Result<InProcess> {
-        let engine = nudge::Engine::builder().shards(shards).build()?;
-        InProcess::start_with(engine)
+        InProcess::start_durable(shards, None)
+    }
+
+    /// `start`, keeping state in a data directory with an fsync policy when given.
+    pub fn start_durable(
+        shards: usize,
+        durable: Option<(&Path, nudge::FsyncPolicy)>,
+    ) -> anyhow::Result<InProcess> {
+        let mut builder = nudge::Engine::builder().shards(shards);
+        if let Some((dir, fsync)) = durable {
+            builder = builder.data_dir(dir).fsync(fsync);
+        }
+        InProcess::start_with(builder.build()?)
     }
 
     /// Starts nudge's server for `engine` on loopback ports.
@@ -158,8 +176,12 @@ impl InProcess {
 /// `loadtest serve`: serves on loopback ports and prints them; then runs until killed, or with
 /// `exit_on_stdin_eof` until its standard input closes (a parent that exits or drops the pipe
 /// takes its child server with it).
-pub fn serve_child(shards: usize, exit_on_stdin_eof: bool) -> anyhow::Result<()> {
-    let server = InProcess::start(shards)?;
+pub fn serve_child(
+    shards: usize,
+    exit_on_stdin_eof: bool,
+    durable: Option<(&Path, nudge::FsyncPolicy)>,
+) -> anyhow::Result<()> {
+    let server = InProcess::start_durable(shards, durable)?;
     println!("{}", server.endpoints.line());
     use std::io::Write;
     std::io::stdout().flush()?;

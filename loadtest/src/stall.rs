@@ -32,7 +32,8 @@ pub struct StallReport {
     pub paused_ms: f64,
 }
 
-fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+/// Sends signal `name` (`STOP`, `CONT`, `KILL`) to `pid` with the system's `kill`.
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())

@@ -1,5 +1,7 @@
 //! The harness's one integration-test binary; one module per concern.
 
+/// The SIGKILL crash loop against a child serving from a data directory.
+mod crash;
 /// Short closed- and open-loop runs against an in-process engine.
 mod embedded;
 /// Short runs against nudge's server in process, over TCP, WebSocket and HTTP.

@@ -19,17 +19,18 @@ use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::api::{
-    Ack, DecideRequest, Decision, DecisionLog, Event, EventKind, ItemSpec, Stats, UpdateSink,
-    UserExport,
+    Ack, DecideRequest, Decision, DecisionLog, DurabilityStats, Event, EventKind, ItemSpec, Stats,
+    UpdateSink, UserExport,
 };
 use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, OnFull, PolicyKind};
+use crate::config::{Config, FsyncPolicy, OnFull, PolicyKind};
 use crate::error::{Error, Problem, StartError};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
+use crate::persist::{DataDir, LogCounters, SegmentOptions};
 use crate::shard::msg::{Reply, ValidEvent, ValidReward};
-use crate::shard::{self, Control, Counters, Msg, ShardSetup};
+use crate::shard::{self, Control, Counters, DurableSetup, Msg, ShardSetup};
 use crate::sync::oneshot;
 
 pub use validate::{MAX_ATTRS, MAX_VECTOR_LEN};
@@ -50,6 +51,12 @@ struct Inner {
     next_subscription: AtomicU64,
     /// Whether shards write a decision log (decide keeps the raw context for it).
     logging: bool,
+    /// The data directory (its lock is held as long as this is), when durable.
+    data: Option<DataDir>,
+    /// Each shard's write-ahead log counters, when durable.
+    log_counters: Vec<Arc<LogCounters>>,
+    /// Records replayed at start, and how long recovery took (ms).
+    recovery: (u64, u64),
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -66,9 +73,27 @@ pub struct EngineBuilder {
     config: Config,
     clock: Option<Arc<dyn Clock>>,
     log: Option<Arc<dyn DecisionLog>>,
+    repair: bool,
 }
 
 impl EngineBuilder {
+    /// Keeps state in `path` (a write-ahead log per shard), recovering what is there; without
+    /// it the engine is in memory only.
+    pub fn data_dir(mut self, path: impl AsRef<std::path::Path>) -> Self {
+        self.config.data_dir = Some(path.as_ref().to_string_lossy().into_owned());
+        self
+    }
+    /// Sets the write-ahead log's fsync policy.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.config.durability.fsync = policy;
+        self
+    }
+    /// On corruption in the middle of a log, keeps the valid prefix and moves the rest aside
+    /// instead of refusing to start.
+    pub fn repair(mut self, repair: bool) -> Self {
+        self.repair = repair;
+        self
+    }
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -118,12 +143,35 @@ impl EngineBuilder {
         let mixer = (n > 1).then(|| Arc::new(Mixer::new(cfg.model.dim, n)));
         // Decision ids start from the start time so ids of two runs do not collide.
         let first_sequence = ((clock.now_ms() / 1000) << 16) & 0x7fff_ffff_ffff;
+        let data = match cfg.data_dir.as_deref() {
+            Some(dir) if !dir.is_empty() => Some(DataDir::open(std::path::Path::new(dir), &cfg)?),
+            _ => None,
+        };
         let mut inboxes = Vec::with_capacity(n);
         let mut counters = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n);
+        let mut recovering = Vec::new();
+        let recovery_started = std::time::Instant::now();
         for i in 0..n {
             let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity);
             let c = Arc::new(Counters::default());
+            let durable = match &data {
+                Some(data) => {
+                    let opts = SegmentOptions {
+                        fsync: cfg.durability.fsync,
+                        segment_bytes: cfg.durability.segment_bytes,
+                        repair: self.repair,
+                    };
+                    let (ready, recovered) = oneshot::channel();
+                    recovering.push(recovered);
+                    Some(DurableSetup {
+                        log: data.shard_log(i as u16, opts)?,
+                        fsync: cfg.durability.fsync,
+                        ready,
+                    })
+                }
+                None => None,
+            };
             let setup = ShardSetup {
                 id: ShardId(i as u16),
                 cfg: cfg.clone(),
@@ -132,10 +180,43 @@ impl EngineBuilder {
                 counters: c.clone(),
                 first_sequence,
                 log: self.log.clone(),
+                durable,
             };
             threads.push(shard::spawn(setup, rx)?);
             inboxes.push(tx);
             counters.push(c);
+        }
+        // Ready once every shard has replayed its log (in parallel, one per shard thread).
+        let catalog = Catalog::default();
+        let mut log_counters = Vec::new();
+        let mut recovered_records = 0;
+        let mut failure = None;
+        for (i, rx) in recovering.into_iter().enumerate() {
+            match rx.wait(Duration::ZERO) {
+                Ok(Ok(recovered)) => {
+                    if i == 0 {
+                        for item in recovered.catalog {
+                            catalog.insert(item);
+                        }
+                    }
+                    log_counters.push(recovered.counters);
+                    recovered_records += recovered.report.records;
+                }
+                Ok(Err(e)) => failure = failure.or(Some(StartError::Storage(e))),
+                Err(_) => {
+                    failure = failure.or(Some(StartError::Spawn(std::io::Error::other(
+                        "a shard thread died while recovering",
+                    ))))
+                }
+            }
+        }
+        if let Some(e) = failure {
+            // Dropping the inboxes stops the shards that did recover; their logs close.
+            drop(inboxes);
+            for t in threads {
+                let _ = t.join();
+            }
+            return Err(e);
         }
         let space = FeatureSpace {
             dim: cfg.model.dim,
@@ -148,12 +229,18 @@ impl EngineBuilder {
             space,
             inboxes,
             counters,
-            catalog: Catalog::default(),
+            catalog,
             clock,
             threads: Mutex::new(threads),
             closing: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
             logging: self.log.is_some(),
+            data,
+            log_counters,
+            recovery: (
+                recovered_records,
+                recovery_started.elapsed().as_millis() as u64,
+            ),
         };
         Ok(Engine {
             inner: Arc::new(inner),
@@ -566,9 +653,33 @@ impl Engine {
                 s
             })
             .collect();
+        let durability = inner.data.as_ref().map(|data| {
+            let sum = |f: fn(&LogCounters) -> &AtomicU64| {
+                inner
+                    .log_counters
+                    .iter()
+                    .map(|c| f(c).load(Ordering::Relaxed))
+                    .sum::<u64>()
+            };
+            DurabilityStats {
+                data_dir: data.path().display().to_string(),
+                fsync: inner.cfg.durability.fsync.name(),
+                log_bytes_total: sum(|c| &c.bytes_total),
+                log_records_total: sum(|c| &c.records_total),
+                fsyncs_total: sum(|c| &c.fsyncs_total),
+                fsync_us_total: sum(|c| &c.fsync_us_total),
+                recovered_records: inner.recovery.0,
+                writable: inner
+                    .log_counters
+                    .iter()
+                    .all(|c| !c.failing.load(Ordering::Relaxed)),
+                recovery_ms: inner.recovery.1,
+            }
+        });
         Stats {
             catalog_items: inner.catalog.len() as u64,
             shards,
+            durability,
         }
     }
 

@@ -341,10 +341,58 @@ impl GlobalReplica {
         self.items.refresh_x(row);
     }
 
-    /// Folds this replica into the master and pulls back what other shards changed.
-    pub fn mix(&mut self, mixer: &Mixer, shard: usize) {
+    /// Folds this replica into the master and pulls back what other shards changed. Returns
+    /// what was pulled, so that a write-ahead log can replay this step without a mixer.
+    pub fn mix(&mut self, mixer: &Mixer, shard: usize) -> Pulled {
         let mut master = mixer.master.lock();
         let master = &mut *master;
+        self.push(master, shard);
+        let dense = (self.g != master.g
+            || self.big_g != master.big_g
+            || self.state_w != master.state_w
+            || self.pop_w.to_bits() != master.pop_w.to_bits()
+            || self.co_w.to_bits() != master.co_w.to_bits()
+            || self.pop_latest_tau.to_bits() != master.pop_latest_tau.to_bits())
+        .then(|| PulledDense {
+            g: master.g.clone(),
+            big_g: master.big_g.clone(),
+            state_w: master.state_w.clone(),
+            pop_w: master.pop_w,
+            co_w: master.co_w,
+            pop_latest_tau: master.pop_latest_tau,
+        });
+        let pending = std::mem::take(&mut master.pending[shard]);
+        let mut items = Vec::with_capacity(pending.len());
+        for key in &pending {
+            // Another shard may have removed the item since it was marked pending.
+            let Some(m) = master.items.get(key) else {
+                continue;
+            };
+            items.push(PulledItem {
+                key: *key,
+                bias: m.bias,
+                embedding: m.embedding.clone(),
+                pop_log: m.pop_log,
+            });
+        }
+        master.pending[shard] = pending;
+        master.pending[shard].clear();
+        let pulled = Pulled { dense, items };
+        self.apply_pulled(&pulled);
+        pulled
+    }
+
+    /// Replays a recorded mix: pushes this replica's changes to `mixer` (when there is one,
+    /// so that the master rebuilds), then takes exactly the values the mix pulled back then.
+    pub fn replay_mix(&mut self, mixer: Option<&Mixer>, shard: usize, pulled: &Pulled) {
+        if let Some(mixer) = mixer {
+            self.push(&mut mixer.master.lock(), shard);
+        }
+        self.apply_pulled(pulled);
+    }
+
+    /// Adds this replica's deltas to the master and marks its changed items for the others.
+    fn push(&mut self, master: &mut Master, shard: usize) {
         if self.dense_dirty {
             add_into(&mut master.g, &self.g_delta);
             add_into(&mut master.big_g, &self.big_g_delta);
@@ -359,12 +407,6 @@ impl GlobalReplica {
             self.dense_dirty = false;
         }
         master.pop_latest_tau = master.pop_latest_tau.max(self.pop_latest_tau);
-        self.g.copy_from_slice(&master.g);
-        self.big_g.copy_from_slice(&master.big_g);
-        self.state_w.copy_from_slice(&master.state_w);
-        self.pop_w = master.pop_w;
-        self.co_w = master.co_w;
-        self.pop_latest_tau = self.pop_latest_tau.max(master.pop_latest_tau);
         for (key, delta) in self.dirty.drain() {
             // The item may have been removed since the delta was recorded.
             let Some(row) = self.items.row(key) else {
@@ -394,20 +436,65 @@ impl GlobalReplica {
                 }
             }
         }
-        let pending = std::mem::take(&mut master.pending[shard]);
-        for key in &pending {
-            // Another shard may have removed the item since it was marked pending.
-            let Some(m) = master.items.get(key) else {
-                continue;
-            };
-            let row = self.items.insert(*key, None, &m.embedding);
+    }
+
+    /// Takes the pulled values into this replica.
+    fn apply_pulled(&mut self, pulled: &Pulled) {
+        if let Some(d) = &pulled.dense {
+            self.g.copy_from_slice(&d.g);
+            self.big_g.copy_from_slice(&d.big_g);
+            self.state_w.copy_from_slice(&d.state_w);
+            self.pop_w = d.pop_w;
+            self.co_w = d.co_w;
+            self.pop_latest_tau = self.pop_latest_tau.max(d.pop_latest_tau);
+        }
+        for m in &pulled.items {
+            let row = self.items.insert(m.key, None, &m.embedding);
             self.items.set_bias(row, m.bias);
             self.items.set_embedding(row, &m.embedding);
             self.items.set_pop_log(row, m.pop_log);
         }
-        master.pending[shard] = pending;
-        master.pending[shard].clear();
     }
+}
+
+/// What one mix pulled into a replica: the master's dense parameters (when they differed
+/// from the replica's) and the items other shards changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pulled {
+    /// `g`, `G`, the state weights and `β`, if they changed.
+    pub dense: Option<PulledDense>,
+    /// Items other shards changed.
+    pub items: Vec<PulledItem>,
+}
+
+/// The master's dense parameters as pulled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PulledDense {
+    /// `g`.
+    pub g: Vec<f32>,
+    /// `G`, column-major.
+    pub big_g: Vec<f32>,
+    /// The state weights' offsets.
+    pub state_w: Vec<f32>,
+    /// `β`.
+    pub pop_w: f32,
+    /// The co-occurrence weight's learned offset.
+    pub co_w: f32,
+    /// The latest popularity clock of any shard.
+    pub pop_latest_tau: f64,
+}
+
+/// One item's parameters as pulled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PulledItem {
+    /// The item's key.
+    pub key: u64,
+    /// `b_i`.
+    pub bias: f32,
+    /// `e_i`.
+    pub embedding: Box<[f32]>,
+    /// The log-popularity.
+    pub pop_log: f64,
 }
 
 fn add_into(target: &mut [f32], delta: &[f32]) {

@@ -254,6 +254,11 @@ impl ItemTable {
         self.features[row as usize].as_ref()
     }
 
+    /// Every row's catalog features (items only known from learning have none).
+    pub fn catalog(&self) -> impl Iterator<Item = &Arc<ItemFeatures>> {
+        self.features.iter().flatten()
+    }
+
     /// Replaces the catalog features of a row (and so its `x`).
     pub fn set_features(&mut self, row: Row, features: Option<Arc<ItemFeatures>>) {
         self.features[row as usize] = features;

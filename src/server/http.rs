@@ -321,6 +321,19 @@ async fn live() -> HttpResponse {
 }
 
 async fn ready(shared: web::Data<Shared>) -> HttpResponse {
+    // A data directory that cannot be written refuses state changes: not ready, though
+    // decisions and reads still answer from memory.
+    let storage = shared
+        .engine
+        .stats()
+        .durability
+        .map_or(true, |d| d.writable);
+    if !storage {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"{\"ready\":false,\"storage\":\"unavailable\"}".to_vec(),
+        );
+    }
     if shared.ready.load(Ordering::Acquire) {
         json(StatusCode::OK, b"{\"ready\":true}".to_vec())
     } else {

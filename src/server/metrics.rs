@@ -409,4 +409,38 @@ fn render_engine(out: &mut String, stats: &Stats) {
     }
     header(out, "nudge_catalog_items", "Items in the catalog.", "gauge");
     let _ = writeln!(out, "nudge_catalog_items {}", stats.catalog_items);
+    render_durability(out, stats);
+}
+
+/// The write-ahead logs' counters, when the engine keeps a data directory.
+fn render_durability(out: &mut String, stats: &Stats) {
+    let Some(d) = &stats.durability else {
+        return;
+    };
+    let counters = [
+        (
+            "nudge_log_bytes_total",
+            "Bytes appended to the write-ahead logs.",
+            d.log_bytes_total as f64,
+        ),
+        (
+            "nudge_log_records_total",
+            "Records appended to the write-ahead logs.",
+            d.log_records_total as f64,
+        ),
+        (
+            "nudge_log_fsyncs_total",
+            "Fsyncs of the write-ahead logs (records per fsync: records_total / fsyncs_total).",
+            d.fsyncs_total as f64,
+        ),
+        (
+            "nudge_log_fsync_seconds_total",
+            "Time spent in fsyncs of the write-ahead logs.",
+            d.fsync_us_total as f64 / 1e6,
+        ),
+    ];
+    for (name, help, v) in counters {
+        header(out, name, help, "counter");
+        let _ = writeln!(out, "{name} {v}");
+    }
 }

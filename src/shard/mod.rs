@@ -5,6 +5,7 @@
 //! `Tick`s) and the only place that blocks. Everything it does to state goes through
 //! `Shard::handle`, one `match` over `Msg`, so a log of handled messages replays exactly.
 
+pub mod durable;
 pub mod learner;
 pub mod msg;
 pub mod pending;
@@ -21,6 +22,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::ids::ShardId;
 use crate::model::Mixer;
+pub use durable::Recovered;
 pub use msg::Msg;
 pub use worker::{Counters, Shard};
 
@@ -40,6 +42,19 @@ pub struct ShardSetup {
     pub first_sequence: u64,
     /// The decision log, if on.
     pub log: Option<Arc<dyn crate::api::DecisionLog>>,
+    /// The write-ahead log, with a data directory.
+    pub durable: Option<DurableSetup>,
+}
+
+/// A shard's write-ahead log and where it reports its recovery.
+pub struct DurableSetup {
+    /// The log, replayed before the shard takes messages.
+    pub log: Box<dyn crate::persist::ShardLog>,
+    /// The fsync policy.
+    pub fsync: crate::config::FsyncPolicy,
+    /// Receives the recovery's outcome; the engine is ready when every shard reported.
+    pub ready:
+        crate::sync::oneshot::Sender<Result<durable::Recovered, crate::persist::PersistError>>,
 }
 
 /// Starts a shard thread draining `inbox` until it is disconnected or told to stop.
@@ -70,6 +85,14 @@ fn run(setup: ShardSetup, inbox: Receiver<Control>) {
         setup.counters,
     )
     .with_log(setup.log);
+    if let Some(d) = setup.durable {
+        let recovered = shard.recover(d.log, d.fsync, setup.first_sequence);
+        let failed = recovered.is_err();
+        d.ready.send(recovered);
+        if failed {
+            return;
+        }
+    }
     let mut next_tick = Instant::now() + tick_every;
     loop {
         let mut handled = 0;
@@ -78,17 +101,17 @@ fn run(setup: ShardSetup, inbox: Receiver<Control>) {
                 Ok(Control::Msg(msg)) => shard.handle(msg),
                 Ok(Control::Shutdown(done)) => return stop(shard, done),
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return shard.publish(),
+                Err(TryRecvError::Disconnected) => return shard.close_log(),
             }
             handled += 1;
         }
         if handled > 0 {
-            shard.publish();
+            shard.end_batch();
         }
         let now = Instant::now();
         if now >= next_tick {
             shard.handle(Msg::Tick(clock.now_ms()));
-            shard.publish();
+            shard.end_batch();
             next_tick = now + tick_every;
         }
         if handled > 0 {
@@ -106,16 +129,16 @@ fn run(setup: ShardSetup, inbox: Receiver<Control>) {
         match inbox.recv_timeout(next_tick.saturating_duration_since(Instant::now())) {
             Ok(Control::Msg(msg)) => {
                 shard.handle(msg);
-                shard.publish();
+                shard.end_batch();
             }
             Ok(Control::Shutdown(done)) => return stop(shard, done),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return shard.publish(),
+            Err(RecvTimeoutError::Disconnected) => return shard.close_log(),
         }
     }
 }
 
 fn stop(mut shard: Shard, done: crate::sync::oneshot::Sender<()>) {
-    shard.publish();
+    shard.close_log();
     done.send(());
 }

@@ -97,6 +97,20 @@ impl PendingDecisions {
         DecisionId::new(self.shard, self.next_sequence)
     }
 
+    /// Continues numbering from `next` when it is later than the current next number (a
+    /// replayed run's); returns the next number.
+    pub fn resume(&mut self, next: u64) -> u64 {
+        self.first_sequence = self.first_sequence.min(next);
+        self.next_sequence = self.next_sequence.max(next);
+        self.next_sequence
+    }
+
+    /// Numbers the next decision `next` (a replayed run's start), whatever came before.
+    pub fn restart_at(&mut self, next: u64) {
+        self.first_sequence = self.first_sequence.min(next);
+        self.next_sequence = next;
+    }
+
     /// Opens a decision under `next_id()`. Returns the id and, when the shard cap was reached,
     /// the id of the oldest decision, which the caller must close.
     pub fn insert(&mut self, open: Open) -> (DecisionId, Option<u64>) {

@@ -15,12 +15,15 @@ use crate::api::{
 use crate::config::Config;
 use crate::error::Error;
 use crate::ids::{ShardId, UserId};
+use crate::model::global::Pulled;
 use crate::model::global::{KeyMap, Mixer};
 use crate::model::policy;
 use crate::model::reward::{is_clear_outcome, popularity_counts, state_signal, training_reward};
 use crate::model::{ItemFeatures, SparseVec};
+use crate::persist::codec;
+use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
-use crate::shard::msg::{Msg, ValidDecide, ValidEvent, ValidReward};
+use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
 use crate::shard::users::Users;
 
@@ -115,6 +118,16 @@ pub struct Shard {
     log: Option<Arc<dyn DecisionLog>>,
     /// Hash of the configuration, stamped on logged decisions.
     config_version: u64,
+    /// The write-ahead log, when the engine has a data directory.
+    pub(super) wal: Option<Wal>,
+}
+
+/// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
+pub enum Replayed {
+    /// A live tick.
+    No,
+    /// A replayed tick, with its recorded mix.
+    Yes(Option<Pulled>),
 }
 
 impl Shard {
@@ -143,6 +156,7 @@ impl Shard {
             event_ms: 0,
             log: None,
             config_version,
+            wal: None,
         }
     }
 
@@ -156,40 +170,67 @@ impl Shard {
         &self.learner.cfg
     }
 
-    /// Handles one message to completion.
+    /// Handles one message to completion. With a write-ahead log, every state-changing input
+    /// is appended to the drain's batch before it is applied.
     pub fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Event(ev, reply) => {
-                self.advance_to(ev.ts_ms);
-                reply.send(self.on_event(ev))
+                self.log_input(|out| codec::event(out, &ev));
+                let ack = self.on_event(ev);
+                self.ack(reply, ack, |e, _| Err(e.clone()));
             }
             Msg::Events(evs, reply) => {
-                let acks = evs
-                    .into_iter()
-                    .map(|ev| {
-                        self.advance_to(ev.ts_ms);
-                        self.on_event(ev)
-                    })
-                    .collect();
-                reply.send(acks)
+                for ev in &evs {
+                    self.log_input(|out| codec::event(out, ev));
+                }
+                let acks: Vec<_> = evs.into_iter().map(|ev| self.on_event(ev)).collect();
+                self.ack(reply, acks, |e, acks| {
+                    acks.iter().map(|_| Err(e.clone())).collect()
+                });
             }
             Msg::Decide(req, reply) => {
-                self.advance_to(req.ts_ms);
-                reply.send(self.on_decide(req))
+                let input = self.wal.is_some().then(|| {
+                    let mut out = Vec::with_capacity(64 + 9 * req.candidates.len());
+                    codec::decide(&mut out, &req);
+                    out
+                });
+                let decision = self.on_decide(req);
+                if let (Some(input), Some(wal)) = (input, &mut self.wal) {
+                    let placed = decision.as_ref().map_or(&[][..], |d| &d.items[..]);
+                    let ids = placed.iter().map(|p| p.item.as_str());
+                    wal.record(
+                        |out| {
+                            out.extend_from_slice(&input);
+                            codec::decide_placed(out, ids);
+                        },
+                        true,
+                    );
+                }
+                // A decision's reply never waits for the disk.
+                reply.send(decision)
             }
             Msg::Reward(r, reply) => {
-                self.advance_to(r.ts_ms);
-                reply.send(self.on_reward(r))
+                self.log_input(|out| codec::reward(out, &r));
+                let done = self.on_reward(r);
+                self.ack(reply, done, |e, _| Err(e.clone()));
             }
-            Msg::UpsertItem(features) => self.on_upsert(features),
+            Msg::UpsertItem(features) => {
+                self.log_input(|out| codec::upsert(out, &features));
+                self.on_upsert(features)
+            }
             Msg::RemoveItem(key) => {
-                self.learner.global.items.remove(key);
-                if let Some(m) = &self.mixer {
-                    m.remove_item(key);
-                }
+                self.log_input(|out| codec::remove(out, key));
+                self.remove_item(key)
             }
             Msg::User(id, reply) => reply.send(self.export(&id)),
-            Msg::Forget(id, reply) => reply.send(self.forget(&id)),
+            Msg::Forget(id, reply) => {
+                self.log_input(|out| codec::forget(out, &id));
+                if let Some(wal) = &mut self.wal {
+                    wal.require_sync();
+                }
+                let found = self.forget(&id);
+                self.ack(reply, found, |_, found| found);
+            }
             Msg::Subscribe(user, sub, sink) => {
                 let (candidates, n) = self.last_decision_candidates(&user);
                 let subs = self.subscriptions.entry(user.key()).or_default();
@@ -213,10 +254,31 @@ impl Shard {
                 self.publish();
                 reply.send(())
             }
-            Msg::Tick(now_ms) => self.on_tick(now_ms),
+            Msg::Tick(now_ms) => {
+                let before = (
+                    self.stats.decisions_expired_total,
+                    self.stats.evictions_total,
+                );
+                // Idle passivation moves a scan cursor even when it finds no one.
+                let scans = self.learner.cfg.idle_evict_after_s > 0 && !self.users.is_empty();
+                let mix = self.on_tick(now_ms, Replayed::No);
+                let after = (
+                    self.stats.decisions_expired_total,
+                    self.stats.evictions_total,
+                );
+                // A tick that changed nothing is not logged: replaying it would change nothing.
+                let pulled = mix
+                    .as_ref()
+                    .filter(|p| p.dense.is_some() || !p.items.is_empty());
+                let changed = scans || before != after || pulled.is_some();
+                if let (Some(wal), true) = (&mut self.wal, changed) {
+                    wal.record(|out| codec::tick(out, now_ms, mix.as_ref()), false);
+                }
+            }
             Msg::Advance(now_ms) => {
+                self.log_input(|out| codec::advance(out, now_ms));
                 self.advance_to(now_ms);
-                self.on_tick(now_ms)
+                self.handle(Msg::Tick(now_ms));
             }
         }
     }
@@ -225,7 +287,7 @@ impl Shard {
     /// outcome by then count as ignored, and decisions whose window closed by then expire.
     /// Driven by the messages' own times, not the wall clock, so that a history imported with
     /// its timestamps is attributed as it happened, and a replay is exact.
-    fn advance_to(&mut self, ts_ms: u64) {
+    pub(super) fn advance_to(&mut self, ts_ms: u64) {
         if ts_ms <= self.event_ms {
             return;
         }
@@ -236,6 +298,88 @@ impl Shard {
         while let Some((id, open)) = self.pending.pop_expired(ts_ms) {
             self.close(id, open, ts_ms);
         }
+    }
+
+    /// Appends a state-changing input to the write-ahead batch, if there is a log.
+    fn log_input(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(wal) = &mut self.wal {
+            wal.record(encode, true);
+        }
+    }
+
+    /// Replies to a state change now (in memory), or once the batch covering it is written
+    /// (and fsynced, as the policy says); `failed` turns the value into the reply for a failed
+    /// write.
+    fn ack<T: Send + 'static>(&mut self, reply: Reply<T>, value: T, failed: fn(&Error, T) -> T) {
+        match &mut self.wal {
+            Some(wal) => wal.hold(Box::new(move |err| {
+                reply.send(match err {
+                    Some(e) => failed(e, value),
+                    None => value,
+                })
+            })),
+            _ => reply.send(value),
+        }
+    }
+
+    /// Ends a drain: writes the write-ahead batch (fsyncing under `always`), releases the
+    /// replies it held, and publishes the counters.
+    pub fn end_batch(&mut self) {
+        if let Some(wal) = &mut self.wal {
+            wal.commit(false);
+        }
+        self.publish();
+    }
+
+    /// Writes and fsyncs everything logged (shutdown).
+    pub fn close_log(&mut self) {
+        if let Some(wal) = &mut self.wal {
+            wal.close();
+        }
+        self.publish();
+    }
+
+    /// Removes a catalog item and its learned parameters.
+    pub(super) fn remove_item(&mut self, key: u64) {
+        self.learner.global.items.remove(key);
+        if let Some(m) = &self.mixer {
+            m.remove_item(key);
+        }
+    }
+
+    /// Continues decision numbering from `next` if that is later; returns the next number.
+    pub(super) fn resume_sequence(&mut self, next: u64) -> u64 {
+        self.pending.resume(next)
+    }
+
+    /// Gives a replayed decision's placements their recorded ids (the record keeps only the
+    /// placed candidates' ids).
+    pub(super) fn name_placements(&mut self, decision: u64, ids: Vec<String>) {
+        if let Some(open) = self.pending.get_open_mut(decision) {
+            for (placed, id) in open.placements.iter_mut().zip(ids) {
+                placed.id = id;
+            }
+        }
+    }
+
+    /// Numbers decisions from `next`, as the replayed run did.
+    pub(super) fn restart_sequence(&mut self, next: u64) {
+        self.pending.restart_at(next);
+    }
+
+    /// Takes the decision log out (a replay must not log decisions twice).
+    pub(super) fn take_decision_log(&mut self) -> Option<Arc<dyn DecisionLog>> {
+        self.log.take()
+    }
+
+    /// Puts the decision log back.
+    pub(super) fn restore_decision_log(&mut self, log: Option<Arc<dyn DecisionLog>>) {
+        self.log = log;
+    }
+
+    /// The catalog items this shard holds.
+    pub(super) fn catalog(&self) -> Vec<Arc<ItemFeatures>> {
+        self.learner.global.items.catalog().cloned().collect()
     }
 
     /// Publishes the counters for readers.
@@ -259,6 +403,7 @@ impl Shard {
 
     /// Applies one validated event (the synchronous actor path behind `Msg::Event`).
     pub fn on_event(&mut self, ev: ValidEvent) -> Result<Ack, Error> {
+        self.advance_to(ev.ts_ms);
         let dim = self.learner.space.dim;
         let (user, evicted) =
             self.users
@@ -379,6 +524,7 @@ impl Shard {
 
     /// Makes one validated decision (the synchronous actor path behind `Msg::Decide`).
     pub fn on_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
+        self.advance_to(req.ts_ms);
         let dim = self.learner.space.dim;
         let (user, evicted) =
             self.users
@@ -523,7 +669,8 @@ impl Shard {
         self.close_early(closing, ev.ts_ms);
     }
 
-    fn on_reward(&mut self, r: ValidReward) -> Result<(), Error> {
+    pub(super) fn on_reward(&mut self, r: ValidReward) -> Result<(), Error> {
+        self.advance_to(r.ts_ms);
         let open = self
             .pending
             .get_mut(r.decision)
@@ -617,7 +764,9 @@ impl Shard {
         self.stats.training_steps_total += train_ignored(&mut self.learner, user, open, now_ms);
     }
 
-    fn on_tick(&mut self, now_ms: u64) {
+    /// Passivates idle users and (live) mixes or (replayed) takes the recorded mix (expiry
+    /// follows event time: `advance_to`). Returns what a live mix pulled.
+    pub(super) fn on_tick(&mut self, now_ms: u64, replayed: Replayed) -> Option<Pulled> {
         let idle_s = self.learner.cfg.idle_evict_after_s;
         if idle_s > 0 {
             let cutoff = now_ms.saturating_sub(idle_s * 1000);
@@ -625,13 +774,22 @@ impl Shard {
                 self.drop_user(user);
             }
         }
-        if let Some(mixer) = &self.mixer {
-            if now_ms >= self.next_mix_ms {
-                self.learner.global.mix(mixer, self.id.0 as usize);
-                self.stats.mixes_total += 1;
-                self.next_mix_ms = now_ms + self.learner.cfg.mix_interval_ms;
+        let shard = self.id.0 as usize;
+        let pulled = match (replayed, &self.mixer) {
+            (Replayed::No, Some(mixer)) if now_ms >= self.next_mix_ms => {
+                Some(self.learner.global.mix(mixer, shard))
             }
-        }
+            (Replayed::Yes(Some(pulled)), mixer) => {
+                self.learner
+                    .global
+                    .replay_mix(mixer.as_deref(), shard, &pulled);
+                None
+            }
+            _ => return None,
+        };
+        self.stats.mixes_total += 1;
+        self.next_mix_ms = now_ms + self.learner.cfg.mix_interval_ms;
+        pulled
     }
 
     /// Forgets an evicted user's open decisions and counts the eviction.
@@ -673,7 +831,7 @@ impl Shard {
         })
     }
 
-    fn forget(&mut self, id: &UserId) -> bool {
+    pub(super) fn forget(&mut self, id: &UserId) -> bool {
         match self.users.remove(id) {
             Some(user) => {
                 for d in &user.open {

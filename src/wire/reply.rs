@@ -321,7 +321,32 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
         }
         shard_stats(out, sh);
     }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b"],\"durability\":");
+    match &s.durability {
+        None => out.extend_from_slice(b"null"),
+        Some(d) => {
+            out.extend_from_slice(b"{\"data_dir\":");
+            write_str(out, &d.data_dir);
+            out.extend_from_slice(b",\"fsync\":");
+            write_str(out, d.fsync);
+            out.extend_from_slice(b",\"writable\":");
+            write_bool(out, d.writable);
+            for (name, v) in [
+                ("log_bytes_total", d.log_bytes_total),
+                ("log_records_total", d.log_records_total),
+                ("fsyncs_total", d.fsyncs_total),
+                ("fsync_us_total", d.fsync_us_total),
+                ("recovered_records", d.recovered_records),
+                ("recovery_ms", d.recovery_ms),
+            ] {
+                out.push(b',');
+                key(out, name);
+                write_u64(out, v);
+            }
+            out.push(b'}');
+        }
+    }
+    out.push(b'}');
 }
 
 /// Appends the summary of a multi-event request (`POST /v1/events`):
