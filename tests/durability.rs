@@ -77,7 +77,11 @@ fn workload(engine: &Engine, clock: &ManualClock, seed: u64, steps: usize) -> Ve
                 let cands: Vec<String> = (0..6)
                     .map(|_| items[rng.below(items.len())].clone())
                     .collect();
-                let d = engine.decide(DecideRequest::new(user, cands, 3)).unwrap();
+                // Now and then a preview (issue 10): untracked, but it draws from the RNG.
+                let track = rng.below(4) != 0;
+                let d = engine
+                    .decide(DecideRequest::new(user, cands, 3).track(track))
+                    .unwrap();
                 for p in &d.items {
                     trace.push(format!(
                         "{step}:{}:{:x}:{:x}",
@@ -86,7 +90,9 @@ fn workload(engine: &Engine, clock: &ManualClock, seed: u64, steps: usize) -> Ve
                         p.propensity.to_bits()
                     ));
                 }
-                open.push((d.id, d.items[0].item.clone()));
+                if track {
+                    open.push((d.id, d.items[0].item.clone()));
+                }
             }
             8 => {
                 if let Some((id, item)) = open.pop() {
