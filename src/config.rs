@@ -818,7 +818,9 @@ impl Default for SegmentConfig {
             ]),
             mappings: vec![
                 mapping("Product Clicked", "click"),
-                mapping("Product Viewed", "impression"),
+                // A product page view is engagement, not a list impression: an `impression`
+                // with no click trains as ignored (issue 10), which a page view must not.
+                mapping("Product Viewed", "click"),
                 mapping("Product Added", "conversion"),
             ],
         }

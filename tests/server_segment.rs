@@ -98,7 +98,7 @@ fn segment_batch_with_auth_dedup_and_clock_skew() {
     let j = r.json();
     assert_eq!(r.status, 200, "{j}");
     assert_eq!(j["success"], true);
-    // click(p1) + impression(42) + dwell(42); identify and the unmapped event are ignored.
+    // click(p1) + product view(42) + dwell(42); identify and the unmapped event are ignored.
     assert_eq!(
         (
             j["events"].as_u64(),
@@ -124,9 +124,9 @@ fn segment_batch_with_auth_dedup_and_clock_skew() {
         .unwrap()
         .expect("anonymousId is the user");
     assert_eq!(
-        (anon.events_by_kind[0], anon.events_by_kind[2]),
+        (anon.events_by_kind[1], anon.events_by_kind[2]),
         (1, 1),
-        "impression and dwell"
+        "a product view (a click by default) and its dwell"
     );
 
     // The same batch again: every messageId is a duplicate, nothing is ingested twice.
@@ -233,7 +233,7 @@ fn issue16_segment_old_times_and_bad_dwell() {
     let r = http(addr, "POST", "/v1/batch", &[], body.as_bytes());
     assert_eq!(r.status, 200, "{}", r.text());
     let v = r.json();
-    assert_eq!(v["events"], 4, "the click and the three impressions: {v}");
+    assert_eq!(v["events"], 4, "the click and the three product views: {v}");
     let errors = v["errors"].as_array().unwrap();
     let calls: Vec<u64> = errors.iter().map(|e| e["call"].as_u64().unwrap()).collect();
     assert_eq!(calls, [1, 2, 3], "each bad dwell, by call: {v}");
