@@ -342,6 +342,7 @@ impl Shard {
     /// Removes a catalog item and its learned parameters.
     pub(super) fn remove_item(&mut self, key: u64) {
         self.learner.global.items.remove(key);
+        self.learner.cooccurrence.remove(key);
         if let Some(m) = &self.mixer {
             m.remove_item(key);
         }
