@@ -8,7 +8,8 @@
 //! - `engine`: the embeddable API (`Engine`): validates input at the boundary, routes it;
 //! - `shard`: shard threads, their bounded inboxes and run loop; each owns its users;
 //! - `actor`: one user's state, signal hygiene and the lazy decay;
-//! - `model`: feature hashing, the score, Adam/AdaGrad, exploration, global replicas.
+//! - `model`: feature hashing, the score, item co-occurrence, Adam/AdaGrad, exploration,
+//!   global replicas.
 //!
 //! Beside that path: `persist` (the data directory, per-shard write-ahead logs and their
 //! binary format), `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
