@@ -172,24 +172,41 @@ impl CoOccurrence {
     /// `co(u, key)` for one item: the same sum as [`Self::prepare`] builds, looked up in the
     /// recent items' lists.
     pub fn score(&self, key: u64, recent: &RecentItems) -> f32 {
-        let Some(own) = self.lists.get(&key) else {
-            return 0.0;
-        };
-        let mut sum = 0.0;
+        let mut out = [0.0];
+        self.score_many(&[key], recent, &mut out);
+        out[0]
+    }
+
+    /// [`Self::score`] of several items for one user, into `out`: the user's recent lists are
+    /// found once, not once per item.
+    pub fn score_many(&self, keys: &[u64], recent: &RecentItems, out: &mut [f32]) {
+        let mut heads: [(f32, &[u64], Option<&Neighbours>); RECENT_ITEMS] =
+            [(0.0, &[], None); RECENT_ITEMS];
         let mut w = 1.0;
-        for &j in recent.as_slice() {
+        for (slot, &j) in heads.iter_mut().zip(recent.as_slice()) {
             if let Some(list) = self.lists.get(&j) {
                 let head = &list.keys[..list.keys.len().min(SCORED_NEIGHBOURS)];
-                if let Some(at) = head.iter().position(|&k| k == key) {
-                    let c = list.weight(at);
-                    if c > 0.0 {
-                        sum += w / list.count.max(1.0).sqrt() * c;
-                    }
-                }
+                *slot = (w / list.count.max(1.0).sqrt(), head, Some(list));
             }
             w *= self.recency;
         }
-        sum / own.count.max(1.0).sqrt()
+        for (&key, out) in keys.iter().zip(out.iter_mut()) {
+            *out = 0.0;
+            let Some(own) = self.lists.get(&key) else {
+                continue;
+            };
+            let mut sum = 0.0;
+            for &(wj, head, list) in &heads {
+                let Some(list) = list else { continue };
+                if let Some(at) = head.iter().position(|&k| k == key) {
+                    let c = list.weight(at);
+                    if c > 0.0 {
+                        sum += wj * c;
+                    }
+                }
+            }
+            *out = sum / own.count.max(1.0).sqrt();
+        }
     }
 
     /// Prepares the scores of every neighbour of `recent` for [`Self::prepared_score`].

@@ -19,6 +19,9 @@ use crate::rng::Rng;
 /// Most items (catalog plus learned-only) a shard keeps parameters for.
 pub const MAX_ITEMS_PER_SHARD: usize = 10_000_000;
 
+/// Most sampled negatives per event (`model.negatives` is validated against it).
+pub const MAX_NEGATIVES: usize = 64;
+
 /// `Learner::rows`' mark of a candidate that has no row.
 const NO_ROW: Row = Row::MAX;
 
@@ -347,6 +350,26 @@ impl Learner {
         reward: f32,
         ts_ms: u64,
     ) -> Option<f32> {
+        let co = if self.cooccurrence.is_on() {
+            self.cooccurrence.score(key, &user.recent)
+        } else {
+            0.0
+        };
+        self.learn_with_co(user, key, inline, context, reward, ts_ms, co)
+    }
+
+    /// `learn` with the co-occurrence feature already computed.
+    #[allow(clippy::too_many_arguments)]
+    fn learn_with_co(
+        &mut self,
+        user: &mut UserActor,
+        key: u64,
+        inline: Option<&Arc<ItemFeatures>>,
+        context: &SparseVec,
+        reward: f32,
+        ts_ms: u64,
+        co: f32,
+    ) -> Option<f32> {
         if !self.ensure_item(key, inline) {
             return None;
         }
@@ -354,11 +377,6 @@ impl Learner {
         let params = LearnParams {
             adam: &self.adam,
             state: self.state,
-        };
-        let co = if self.cooccurrence.is_on() {
-            self.cooccurrence.score(key, &user.recent)
-        } else {
-            0.0
         };
         let example = score::Example {
             item_key: key,
@@ -395,15 +413,30 @@ impl Learner {
         if count == 0 || n < 2 {
             return 0;
         }
+        // Draw first, then score all the negatives against the user's recent items at once
+        // (drawing does not depend on learning, so this is the same as one at a time).
+        let mut keys = [0u64; MAX_NEGATIVES];
+        let mut drawn = 0;
+        for _ in 0..count.min(MAX_NEGATIVES) {
+            let key = self.global.items.key(self.rng.below(n) as Row);
+            if key != positive && !user.recent.contains(key) {
+                keys[drawn] = key;
+                drawn += 1;
+            }
+        }
+        let mut co = [0.0f32; MAX_NEGATIVES];
+        if self.cooccurrence.is_on() {
+            self.cooccurrence
+                .score_many(&keys[..drawn], &user.recent, &mut co[..drawn]);
+        }
         let mut context = std::mem::take(&mut self.context);
         self.full_context_into(raw, user, &mut context);
         let mut steps = 0;
-        for _ in 0..count {
-            let key = self.global.items.key(self.rng.below(n) as Row);
-            if key == positive || user.recent.contains(key) {
-                continue;
-            }
-            if self.learn(user, key, None, &context, 0.0, ts_ms).is_some() {
+        for (&key, &co) in keys[..drawn].iter().zip(&co) {
+            if self
+                .learn_with_co(user, key, None, &context, 0.0, ts_ms, co)
+                .is_some()
+            {
                 steps += 1;
             }
         }
