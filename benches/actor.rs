@@ -108,7 +108,7 @@ fn actor(c: &mut Criterion) {
     // product of the extended query with the item's row [x, bias, popularity]) over 100
     // looked-up items, then the partial top-10 selection with epsilon-greedy propensities. Only
     // the map lookup is left out.
-    let mut learner = Learner::new(cfg.clone(), 3);
+    let mut learner = Learner::new(cfg.clone(), 3, false);
     let mut keys = Vec::new();
     for i in 0..100 {
         let spec = ItemSpec::new(format!("r{i}"))

@@ -242,3 +242,61 @@ fn issue10_a_reward_takes_its_own_time() {
         .unwrap_err();
     assert!(matches!(err, Error::Invalid { field: "ts", .. }), "{err:?}");
 }
+
+#[test]
+fn issue10_shards_share_what_their_users_touch_together() {
+    let clock = ManualClock::new(IMPORTED);
+    let mut cfg = Config {
+        shards: 2,
+        seed: 5,
+        ..Config::default()
+    };
+    cfg.exploration.policy = PolicyKind::Greedy;
+    let engine = Engine::builder()
+        .config(cfg)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let items = catalog(&engine);
+    let shard = |user: &str| engine.shard_of(&nudge::UserId::new(user).unwrap());
+    // The fans all live on one shard; the newcomer on the other.
+    let fans: Vec<String> = (0..400)
+        .map(|u| format!("fan{u}"))
+        .filter(|u| shard(u).0 == 0)
+        .take(30)
+        .collect();
+    let newcomer = (0..400)
+        .map(|u| format!("new{u}"))
+        .find(|u| shard(u).0 == 1)
+        .unwrap();
+    let mut ts = T0;
+    for fan in &fans {
+        engine.ingest(rating(fan, "film-6", 4.0, ts)).unwrap();
+        engine
+            .ingest(rating(fan, "film-7", 5.0, ts + 5_000))
+            .unwrap();
+        ts += 3_600_000;
+    }
+    // Mixes hand shard 0's co-occurrences to shard 1: two rounds, since the shards mix in
+    // any order (the manual clock moves so that a mix is due each time).
+    for _ in 0..2 {
+        clock.advance_ms(1_000);
+        engine.tick().unwrap();
+    }
+    engine.ingest(rating(&newcomer, "film-6", 5.0, ts)).unwrap();
+    let d = engine
+        .decide(
+            DecideRequest::new(&newcomer, ["film-7", "film-30"], 2)
+                .at(ts)
+                .explain(true)
+                .track(false),
+        )
+        .unwrap();
+    assert_eq!(d.items[0].item, "film-7");
+    assert!(
+        d.items[0].explain.unwrap().cooccurrence > 0.0,
+        "{:?}",
+        d.items[0]
+    );
+    let _ = items;
+}

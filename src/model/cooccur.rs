@@ -37,6 +37,15 @@ pub struct RecentItems {
 }
 
 impl RecentItems {
+    /// Items given newest first (at most [`RECENT_ITEMS`] are kept).
+    pub fn from_newest_first(keys: &[u64]) -> Self {
+        let mut r = RecentItems::default();
+        for &k in keys.iter().take(RECENT_ITEMS).rev() {
+            r.push(k);
+        }
+        r
+    }
+
     /// The items, newest first.
     pub fn as_slice(&self) -> &[u64] {
         &self.keys[..self.len as usize]
@@ -81,12 +90,23 @@ impl Neighbours {
     }
 }
 
+/// One counted engagement: the item and the user's recent items before it. Shards exchange
+/// these through the mixer, so that each counts every shard's users.
+pub type Engagement = (u64, RecentItems);
+
+/// Most engagements a shard keeps to share before its next mix; past this, new ones are not
+/// shared (they still count on their own shard).
+pub const MAX_OUTBOX: usize = 1 << 16;
+
 /// Per-item bounded co-occurrence counts of one shard.
 #[derive(Clone, Debug)]
 pub struct CoOccurrence {
     capacity: usize,
     recency: f32,
     lists: KeyMap<Neighbours>,
+    /// Engagements counted here since the last mix, for the other shards (`None`: nothing to
+    /// share with).
+    outbox: Option<Vec<Engagement>>,
     /// Scratch of a prepared user: neighbour key → summed weight (before `1/√n_i`).
     prepared: KeyMap<f32>,
 }
@@ -98,7 +118,26 @@ impl CoOccurrence {
             capacity,
             recency,
             lists: KeyMap::default(),
+            outbox: None,
             prepared: KeyMap::default(),
+        }
+    }
+
+    /// Keeps what is counted here for [`Self::take_outbox`], to share with other shards.
+    pub fn share(mut self) -> Self {
+        self.outbox = Some(Vec::new());
+        self
+    }
+
+    /// The engagements counted here since the last call.
+    pub fn take_outbox(&mut self) -> Vec<Engagement> {
+        self.outbox.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Counts engagements another shard counted (and does not share them again).
+    pub fn apply_shared(&mut self, engagements: &[Engagement]) {
+        for (key, recent) in engagements {
+            self.count(*key, recent);
         }
     }
 
@@ -120,6 +159,18 @@ impl CoOccurrence {
     /// Counts an interaction with `key` by a user whose recent items (before this one) are
     /// `recent`. A repeat of a recent item counts nothing new.
     pub fn record(&mut self, key: u64, recent: &RecentItems) {
+        if !self.is_on() || recent.contains(key) {
+            return;
+        }
+        if let Some(outbox) = &mut self.outbox {
+            if outbox.len() < MAX_OUTBOX {
+                outbox.push((key, *recent));
+            }
+        }
+        self.count(key, recent);
+    }
+
+    fn count(&mut self, key: u64, recent: &RecentItems) {
         if !self.is_on() || recent.contains(key) {
             return;
         }

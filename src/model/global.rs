@@ -16,6 +16,7 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use crate::model::adam::adagrad_step;
+use crate::model::cooccur::{Engagement, MAX_OUTBOX};
 use crate::model::features::SparseVec;
 use crate::model::items::{ItemTable, Row};
 
@@ -377,7 +378,11 @@ impl GlobalReplica {
         }
         master.pending[shard] = pending;
         master.pending[shard].clear();
-        let pulled = Pulled { dense, items };
+        let pulled = Pulled {
+            dense,
+            items,
+            engagements: Vec::new(),
+        };
         self.apply_pulled(&pulled);
         pulled
     }
@@ -465,6 +470,8 @@ pub struct Pulled {
     pub dense: Option<PulledDense>,
     /// Items other shards changed.
     pub items: Vec<PulledItem>,
+    /// Co-occurrence engagements other shards counted (`Mixer::exchange_engagements`).
+    pub engagements: Vec<Engagement>,
 }
 
 /// The master's dense parameters as pulled.
@@ -520,6 +527,24 @@ struct Master {
     pop_latest_tau: f64,
     items: KeyMap<MasterItem>,
     pending: Vec<HashSet<u64>>,
+    /// Per shard: engagements other shards counted, for its next mix (bounded by
+    /// `MAX_OUTBOX` per shard; past it they are dropped).
+    engagements: Vec<Vec<Engagement>>,
+}
+
+impl Mixer {
+    /// Hands `outbox` (what `shard` counted since its last mix) to every other shard and
+    /// returns what the others handed to `shard`.
+    pub fn exchange_engagements(&self, shard: usize, outbox: Vec<Engagement>) -> Vec<Engagement> {
+        let mut master = self.master.lock();
+        for (other, queue) in master.engagements.iter_mut().enumerate() {
+            if other != shard {
+                let room = MAX_OUTBOX.saturating_sub(queue.len());
+                queue.extend(outbox.iter().take(room).copied());
+            }
+        }
+        std::mem::take(&mut master.engagements[shard])
+    }
 }
 
 /// The master copy of the global model that shards mix into.
@@ -541,6 +566,7 @@ impl Mixer {
                 pop_latest_tau: f64::NEG_INFINITY,
                 items: KeyMap::default(),
                 pending: vec![HashSet::new(); shards],
+                engagements: vec![Vec::new(); shards],
             }),
         }
     }

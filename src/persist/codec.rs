@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::api::EventKind;
 use crate::ids::{DecisionId, ItemId, UserId};
+use crate::model::cooccur::{RecentItems, RECENT_ITEMS};
 use crate::model::global::{Pulled, PulledDense, PulledItem};
 use crate::model::{ItemFeatures, SparseVec};
 use crate::shard::msg::{ValidCandidate, ValidDecide, ValidEvent, ValidReward};
@@ -281,6 +282,15 @@ fn put_pulled(out: &mut Vec<u8>, p: &Pulled) {
         put_f32s(out, &m.embedding);
         put_f64(out, m.pop_log);
     }
+    put_u32(out, p.engagements.len() as u32);
+    for (key, recent) in &p.engagements {
+        put_u64(out, *key);
+        let recent = recent.as_slice();
+        out.push(recent.len() as u8);
+        for &k in recent {
+            put_u64(out, k);
+        }
+    }
 }
 
 /// A reader over one record's bytes; every read checks the length.
@@ -461,7 +471,26 @@ impl<'a> Dec<'a> {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(Pulled { dense, items })
+        let n = self.len()?;
+        let engagements = (0..n)
+            .map(|_| {
+                let key = self.u64()?;
+                let len = self.u8()? as usize;
+                if len > RECENT_ITEMS {
+                    return Err(format!("{len} recent items (at most {RECENT_ITEMS})"));
+                }
+                let mut keys = [0u64; RECENT_ITEMS];
+                for k in keys.iter_mut().take(len) {
+                    *k = self.u64()?;
+                }
+                Ok((key, RecentItems::from_newest_first(&keys[..len])))
+            })
+            .collect::<Result<_, String>>()?;
+        Ok(Pulled {
+            dense,
+            items,
+            engagements,
+        })
     }
 }
 
@@ -531,6 +560,7 @@ mod tests {
                 embedding: vec![0.3, 0.4].into(),
                 pop_log: f64::NEG_INFINITY,
             }],
+            engagements: vec![(7, RecentItems::from_newest_first(&[3, 2, 1]))],
         };
         let mut out = Vec::new();
         tick(&mut out, 5, Some(&pulled));

@@ -66,8 +66,9 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// A learner for `cfg`, seeded with `seed`.
-    pub fn new(cfg: Arc<Config>, seed: u64) -> Self {
+    /// A learner for `cfg`, seeded with `seed`; `shared` when other shards mix with it (its
+    /// co-occurrence counts are then exchanged at each mix).
+    pub fn new(cfg: Arc<Config>, seed: u64, shared: bool) -> Self {
         let m = &cfg.model;
         let d = m.dim;
         let space = FeatureSpace {
@@ -109,7 +110,14 @@ impl Learner {
             context: SparseVec::default(),
             space,
             derived,
-            cooccurrence: CoOccurrence::new(m.cooccurrence_neighbours, m.cooccurrence_recency),
+            cooccurrence: {
+                let co = CoOccurrence::new(m.cooccurrence_neighbours, m.cooccurrence_recency);
+                if shared {
+                    co.share()
+                } else {
+                    co
+                }
+            },
             cfg,
         };
         learner.query_ext = vec![0.0; learner.global.items.stride()];
@@ -457,7 +465,7 @@ mod tests {
 
     #[test]
     fn an_unseen_candidate_scores_the_same_before_and_after_admission() {
-        let mut learner = Learner::new(Arc::new(Config::default()), 1);
+        let mut learner = Learner::new(Arc::new(Config::default()), 1, false);
         let mut user = UserActor::new(UserId::new("u").unwrap(), 1_700_000_000_000, 32);
         let x: Vec<f32> = (0..32).map(|k| (k as f32 - 16.0) / 16.0).collect();
         user.add_signal(1.0, &x, 1_700_000_000_000, 60.0);

@@ -147,7 +147,7 @@ impl Shard {
             id,
             users: Users::new(cfg.max_users_per_shard),
             pending: PendingDecisions::new(id, first_sequence, MAX_OPEN_PER_SHARD),
-            learner: Learner::new(cfg, seed),
+            learner: Learner::new(cfg, seed, mixer.is_some()),
             mixer,
             subscriptions: KeyMap::default(),
             stats: ShardStats::default(),
@@ -267,9 +267,9 @@ impl Shard {
                     self.stats.evictions_total,
                 );
                 // A tick that changed nothing is not logged: replaying it would change nothing.
-                let pulled = mix
-                    .as_ref()
-                    .filter(|p| p.dense.is_some() || !p.items.is_empty());
+                let pulled = mix.as_ref().filter(|p| {
+                    p.dense.is_some() || !p.items.is_empty() || !p.engagements.is_empty()
+                });
                 let changed = scans || before != after || pulled.is_some();
                 if let (Some(wal), true) = (&mut self.wal, changed) {
                     wal.record(|out| codec::tick(out, now_ms, mix.as_ref()), false);
@@ -778,12 +778,20 @@ impl Shard {
         let shard = self.id.0 as usize;
         let pulled = match (replayed, &self.mixer) {
             (Replayed::No, Some(mixer)) if now_ms >= self.next_mix_ms => {
-                Some(self.learner.global.mix(mixer, shard))
+                let mut pulled = self.learner.global.mix(mixer, shard);
+                let outbox = self.learner.cooccurrence.take_outbox();
+                pulled.engagements = mixer.exchange_engagements(shard, outbox);
+                self.learner.cooccurrence.apply_shared(&pulled.engagements);
+                Some(pulled)
             }
             (Replayed::Yes(Some(pulled)), mixer) => {
                 self.learner
                     .global
                     .replay_mix(mixer.as_deref(), shard, &pulled);
+                // What this shard counted while replaying was shared in the run that logged
+                // it; sharing it again would count it twice elsewhere.
+                self.learner.cooccurrence.take_outbox();
+                self.learner.cooccurrence.apply_shared(&pulled.engagements);
                 None
             }
             _ => return None,
