@@ -3,9 +3,9 @@
 //! claims are paired differences on the same stream (common random numbers) whose whole 95%
 //! user-bootstrap interval must clear a margin.
 
-use nudge::eval::baselines::RandomPolicy;
+use nudge::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
 use nudge::eval::sim::{self, SimConfig, World};
-use nudge::eval::{EnginePolicy, Variant};
+use nudge::eval::{EnginePolicy, Feedback, Variant};
 use nudge::Config;
 
 fn engine(world: &World, v: Variant) -> EnginePolicy {
@@ -48,5 +48,32 @@ fn issue5_full_beats_global_only_beats_random() {
     assert!(
         global_vs_random.lo > 0.05,
         "global-only does not clearly beat random: {context}"
+    );
+}
+
+#[test]
+fn issue10_fed_only_events_full_nudge_beats_popularity() {
+    let seed = 11;
+    let world = World::new(SimConfig {
+        users: 120,
+        items: 100,
+        sessions_per_user: 10,
+        ..SimConfig::small(seed)
+    });
+    // A tracker's stream: an impression per placement and a click when clicked, no decisions.
+    let mut full = engine(&world, Variant::Full).feedback(Feedback::EventsOnly);
+    let mut popularity = Popularity::global(PopularityScore::ClickRate);
+    let full_trace = sim::run(&world, &mut full);
+    let popularity_trace = sim::run(&world, &mut popularity);
+    assert_eq!(full.errors(), 0);
+    let gain = sim::paired(&world, &full_trace, &popularity_trace);
+    let context = format!(
+        "seed {seed}, {} steps: full − popularity {gain}",
+        world.steps.len()
+    );
+    eprintln!("{context}");
+    assert!(
+        gain.lo > 0.0,
+        "events-only nudge does not beat popularity: {context}"
     );
 }

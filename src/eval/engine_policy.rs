@@ -201,11 +201,20 @@ impl Policy for EnginePolicy {
             Feedback::Decisions => self.answered(obs.user),
             Feedback::EventsOnly => None,
         };
-        let kind = match obs.outcome {
-            // Without decisions, a tracker reports what was shown as an impression.
-            Outcome::Ignored if self.feedback == Feedback::EventsOnly => {
-                Event::new(obs.user, EventKind::Impression)
+        if self.feedback == Feedback::EventsOnly && obs.shown {
+            // Without decisions, a tracker reports what was shown as an impression, then
+            // what the user did with it.
+            let mut shown = Event::new(obs.user, EventKind::Impression)
+                .item(obs.item)
+                .at(obs.ts_ms);
+            shown.context = obs.context.to_vec();
+            if self.engine.ingest(shown).is_err() {
+                self.errors += 1;
             }
+        }
+        let kind = match obs.outcome {
+            // The impression said it all; a click will be attributed to it.
+            Outcome::Ignored if self.feedback == Feedback::EventsOnly => return,
             Outcome::Ignored => {
                 // Shown and ignored: label the placement 0 now rather than at expiry.
                 if let Some(d) = decision {
