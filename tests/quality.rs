@@ -14,17 +14,21 @@ fn engine(world: &World, v: Variant) -> EnginePolicy {
     EnginePolicy::new(v.name(), cfg, world.item_specs(), sim::START_MS).unwrap()
 }
 
-#[test]
-fn issue5_full_beats_global_only_beats_random() {
-    let seed = 11;
-    // Few users with many sessions each: enough events per user for personal weights to
-    // matter, and a stream short enough for a debug build.
-    let world = World::new(SimConfig {
+/// Few users with many sessions each: enough events per user for personal weights to matter,
+/// and a stream short enough for a debug build.
+fn small_world(seed: u64) -> World {
+    World::new(SimConfig {
         users: 120,
         items: 100,
         sessions_per_user: 10,
         ..SimConfig::small(seed)
-    });
+    })
+}
+
+#[test]
+fn issue5_full_beats_global_only_beats_random() {
+    let seed = 11;
+    let world = small_world(seed);
     let mut random = RandomPolicy::new(seed);
     let (mut global, mut full) = (
         engine(&world, Variant::GlobalOnly),
@@ -54,12 +58,7 @@ fn issue5_full_beats_global_only_beats_random() {
 #[test]
 fn issue10_fed_only_events_full_nudge_beats_popularity() {
     let seed = 11;
-    let world = World::new(SimConfig {
-        users: 120,
-        items: 100,
-        sessions_per_user: 10,
-        ..SimConfig::small(seed)
-    });
+    let world = small_world(seed);
     // A tracker's stream: an impression per placement and a click when clicked, no decisions.
     let mut full = engine(&world, Variant::Full).feedback(Feedback::EventsOnly);
     let mut popularity = Popularity::global(PopularityScore::ClickRate);
