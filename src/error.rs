@@ -127,6 +127,10 @@ pub enum Error {
     /// disk full, an I/O error); decisions and reads still work.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// Handling the request panicked inside the engine (a bug); the shard goes on serving,
+    /// and the user's actor was reset. The text is the panic's message.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -148,6 +152,7 @@ impl Error {
             Error::ShuttingDown => "shutting_down",
             Error::Unauthorized => "unauthorized",
             Error::Unavailable(_) => "unavailable",
+            Error::Internal(_) => "internal",
         }
     }
 }
