@@ -380,6 +380,11 @@ pub struct ShardStats {
     pub training_steps_total: u64,
     /// Replica mixing rounds.
     pub mixes_total: u64,
+    /// Messages whose handling panicked (each answered `internal`, its user's actor reset).
+    pub panics_total: u64,
+    /// Whether a panic escaped a shard-wide step (the timer, the log's commit), so that the
+    /// shard's state may be inconsistent; `/readyz` reports not ready.
+    pub failed: bool,
 }
 
 /// Counters of the whole engine.
@@ -433,6 +438,8 @@ impl Stats {
             t.busy_total += s.busy_total;
             t.training_steps_total += s.training_steps_total;
             t.mixes_total += s.mixes_total;
+            t.panics_total += s.panics_total;
+            t.failed |= s.failed;
         }
         t
     }

@@ -39,11 +39,12 @@ pub enum PolicyKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Shard threads; 0 means one per available core.
+    /// Shards (the unit of single-writer state); 0 means one per available core.
     pub shards: usize,
-    /// Messages each shard inbox holds before callers wait or get `Busy`.
+    /// Messages each shard's queue holds (while another thread holds the shard) before
+    /// callers help drain it or get `Busy`.
     pub inbox_capacity: usize,
-    /// Most messages a shard drains from its inbox per batch.
+    /// Most messages a shard handles between two writes of its log (group commit).
     pub drain_batch: usize,
     /// What a full inbox does by default (each `Engine` handle can override it).
     pub on_full: OnFull,
@@ -61,8 +62,6 @@ pub struct Config {
     pub seed: u64,
     /// How often (ms) shards mix their replicas of the global model.
     pub mix_interval_ms: u64,
-    /// How long (µs) an idle shard spins on its inbox before parking its thread.
-    pub spin_before_park_us: u64,
     /// How long (µs) a caller blocked on a reply spins before parking its thread.
     pub reply_spin_us: u64,
     /// The model's parameters.
@@ -102,7 +101,6 @@ impl Default for Config {
             max_future_skew_ms: 5 * 60 * 1000,
             seed: 42,
             mix_interval_ms: 5,
-            spin_before_park_us: 5,
             reply_spin_us: 5,
             model: ModelConfig::default(),
             reward: RewardConfig::default(),

@@ -408,9 +408,19 @@ fn event_aliases_resolve_to_built_in_kinds() {
 }
 
 /// Holds the shard thread inside a push until released, so the inbox can be filled for sure.
-struct Gate {
+pub(crate) struct Gate {
     entered: Mutex<Option<mpsc::Sender<()>>>,
     release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Gate {
+    /// Signals `entered` on the first push, then blocks it until `release` receives.
+    pub(crate) fn new(entered: mpsc::Sender<()>, release: mpsc::Receiver<()>) -> Self {
+        Gate {
+            entered: Mutex::new(Some(entered)),
+            release: Mutex::new(release),
+        }
+    }
 }
 
 impl UpdateSink for Gate {
@@ -432,10 +442,7 @@ fn a_flood_beyond_inbox_capacity_gets_busy_not_a_panic() {
     });
     let (entered_tx, entered_rx) = mpsc::channel();
     let (release_tx, release_rx) = mpsc::channel();
-    let gate = Arc::new(Gate {
-        entered: Mutex::new(Some(entered_tx)),
-        release: Mutex::new(release_rx),
-    });
+    let gate = Arc::new(Gate::new(entered_tx, release_rx));
     engine.subscribe("held", gate).unwrap();
     let blocker = {
         let engine = engine.clone();

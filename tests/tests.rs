@@ -11,6 +11,8 @@ mod engine_api;
 mod event_stream;
 // Properties of the model's math, policies and hashing (proptest).
 mod model_props;
+// Issue 12: the run-to-completion path under contention, panics, and async waiting.
+mod request_path;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
 mod quality;
 // Shared helpers of the server tests: in-process server, line and HTTP clients.

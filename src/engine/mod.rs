@@ -1,21 +1,19 @@
 //! `Engine`: the embeddable API. A cheap `Clone` handle that validates every input, routes it
-//! to the shard that owns the user (`hash(user) mod N`), and waits for the one-shot reply,
-//! blocking (spin, then park) or as a future.
+//! to the shard that owns the user (`hash(user) mod N`) through one `submit`, and returns a
+//! `Pending` reply that the sync API waits for and the async API awaits. The message runs on
+//! the caller's thread when its shard is free (`shard::cell`).
 //!
 //! **Invariant:** the engine never touches user state; only shards do. It owns the catalog's
-//! authoritative copy and the shard threads' lifetime.
+//! authoritative copy, the shards' cells and the timer thread.
 
+pub mod pending;
 pub mod validate;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Sender, TrySendError};
 use parking_lot::Mutex;
 
 use crate::api::{
@@ -29,22 +27,22 @@ use crate::error::{Error, Problem, StartError};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
 use crate::persist::{DataDir, LogCounters, SegmentOptions};
-use crate::shard::msg::{Reply, ValidEvent, ValidReward};
-use crate::shard::{self, Control, Counters, DurableSetup, Msg, ShardSetup};
+use crate::shard::msg::{Reply, ValidEvent};
+use crate::shard::{Counters, Msg, Shard, ShardCell};
 use crate::sync::oneshot;
 
+pub use pending::{Pending, PendingBatch};
 pub use validate::{MAX_ATTRS, MAX_VECTOR_LEN};
 
 struct Inner {
     cfg: Arc<Config>,
     space: FeatureSpace,
-    /// One bounded inbox per shard; dropping them (with `Inner`) lets the threads exit.
-    inboxes: Vec<Sender<Control>>,
-    counters: Vec<Arc<Counters>>,
+    /// The shards, each behind its cell; a caller runs its message in the cell.
+    cells: Vec<ShardCell>,
     catalog: Catalog,
     clock: Arc<dyn Clock>,
-    /// Shard threads, joined once by `shutdown`.
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The timer thread, stopped once by `shutdown`.
+    timer: Mutex<Option<Timer>>,
     /// Set by `shutdown`: new calls fail with `ShuttingDown`.
     closing: AtomicBool,
     spin: Duration,
@@ -134,7 +132,8 @@ impl EngineBuilder {
         self.log = Some(log);
         self
     }
-    /// Validates the configuration and starts the shard threads.
+    /// Validates the configuration, recovers the data directory (if any) and starts the
+    /// engine.
     pub fn build(self) -> Result<Engine, StartError> {
         self.config.validate().map_err(StartError::Config)?;
         let cfg = Arc::new(self.config);
@@ -147,91 +146,80 @@ impl EngineBuilder {
             Some(dir) if !dir.is_empty() => Some(DataDir::open(std::path::Path::new(dir), &cfg)?),
             _ => None,
         };
-        let mut inboxes = Vec::with_capacity(n);
-        let mut counters = Vec::with_capacity(n);
-        let mut threads = Vec::with_capacity(n);
-        let mut recovering = Vec::new();
+        let counters: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
+        let mut shards: Vec<Shard> = (0..n)
+            .map(|i| {
+                Shard::new(
+                    ShardId(i as u16),
+                    cfg.clone(),
+                    first_sequence,
+                    mixer.clone(),
+                    counters[i].clone(),
+                )
+                .with_log(self.log.clone())
+            })
+            .collect();
         let recovery_started = std::time::Instant::now();
-        for i in 0..n {
-            let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity);
-            let c = Arc::new(Counters::default());
-            let durable = match &data {
-                Some(data) => {
-                    let opts = SegmentOptions {
-                        fsync: cfg.durability.fsync,
-                        segment_bytes: cfg.durability.segment_bytes,
-                        repair: self.repair,
-                    };
-                    let (ready, recovered) = oneshot::channel();
-                    recovering.push(recovered);
-                    Some(DurableSetup {
-                        log: data.shard_log(i as u16, opts)?,
-                        fsync: cfg.durability.fsync,
-                        ready,
-                    })
-                }
-                None => None,
-            };
-            let setup = ShardSetup {
-                id: ShardId(i as u16),
-                cfg: cfg.clone(),
-                clock: clock.clone(),
-                mixer: mixer.clone(),
-                counters: c.clone(),
-                first_sequence,
-                log: self.log.clone(),
-                durable,
-            };
-            threads.push(shard::spawn(setup, rx)?);
-            inboxes.push(tx);
-            counters.push(c);
-        }
-        // Ready once every shard has replayed its log (in parallel, one per shard thread).
         let catalog = Catalog::default();
         let mut log_counters = Vec::new();
         let mut recovered_records = 0;
-        let mut failure = None;
-        for (i, rx) in recovering.into_iter().enumerate() {
-            match rx.wait(Duration::ZERO) {
-                Ok(Ok(recovered)) => {
-                    if i == 0 {
-                        for item in recovered.catalog {
-                            catalog.insert(item);
-                        }
+        if let Some(data) = &data {
+            let opts = SegmentOptions {
+                fsync: cfg.durability.fsync,
+                segment_bytes: cfg.durability.segment_bytes,
+                repair: self.repair,
+            };
+            let logs = (0..n)
+                .map(|i| data.shard_log(i as u16, opts.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            // Every shard replays its own log, all at once.
+            let fsync = cfg.durability.fsync;
+            let recovered: Vec<_> = std::thread::scope(|scope| {
+                let running: Vec<_> = shards
+                    .iter_mut()
+                    .zip(logs)
+                    .map(|(shard, log)| {
+                        scope.spawn(move || shard.recover(log, fsync, first_sequence))
+                    })
+                    .collect();
+                running.into_iter().map(|t| t.join()).collect()
+            });
+            for (i, r) in recovered.into_iter().enumerate() {
+                let recovered = match r {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        return Err(StartError::Spawn(std::io::Error::other(
+                            "a shard panicked while recovering",
+                        )))
                     }
-                    log_counters.push(recovered.counters);
-                    recovered_records += recovered.report.records;
+                };
+                if i == 0 {
+                    for item in recovered.catalog {
+                        catalog.insert(item);
+                    }
                 }
-                Ok(Err(e)) => failure = failure.or(Some(StartError::Storage(e))),
-                Err(_) => {
-                    failure = failure.or(Some(StartError::Spawn(std::io::Error::other(
-                        "a shard thread died while recovering",
-                    ))))
-                }
+                log_counters.push(recovered.counters);
+                recovered_records += recovered.report.records;
             }
         }
-        if let Some(e) = failure {
-            // Dropping the inboxes stops the shards that did recover; their logs close.
-            drop(inboxes);
-            for t in threads {
-                let _ = t.join();
-            }
-            return Err(e);
-        }
+        let cells = shards
+            .into_iter()
+            .zip(&counters)
+            .map(|(shard, c)| ShardCell::new(shard, cfg.inbox_capacity, cfg.drain_batch, c.clone()))
+            .collect();
         let space = FeatureSpace {
             dim: cfg.model.dim,
             item_embedding_init: cfg.model.item_embedding_init,
         };
         let on_full = cfg.on_full;
-        let inner = Inner {
+        let inner = Arc::new(Inner {
             spin: Config::spin(cfg.reply_spin_us),
             cfg,
             space,
-            inboxes,
-            counters,
+            cells,
             catalog,
             clock,
-            threads: Mutex::new(threads),
+            timer: Mutex::new(None),
             closing: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
             logging: self.log.is_some(),
@@ -241,26 +229,45 @@ impl EngineBuilder {
                 recovered_records,
                 recovery_started.elapsed().as_millis() as u64,
             ),
-        };
-        Ok(Engine {
-            inner: Arc::new(inner),
-            on_full,
-        })
+        });
+        *inner.timer.lock() = Some(Timer::spawn(&inner)?);
+        Ok(Engine { inner, on_full })
     }
 }
 
-/// A future that is pending once, to let other tasks run while an inbox is full.
-struct YieldNow(bool);
+/// The thread that sends every shard its `Tick` (passivation, mixing, writing a log batch of
+/// only ticks) every `mix_interval_ms`, through the same submit path as requests.
+struct Timer {
+    stop: crossbeam_channel::Sender<()>,
+    thread: JoinHandle<()>,
+}
 
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<()> {
-        if self.0 {
-            Poll::Ready(())
-        } else {
-            self.0 = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
+impl Timer {
+    fn spawn(inner: &Arc<Inner>) -> std::io::Result<Timer> {
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let every = Duration::from_millis(inner.cfg.mix_interval_ms.max(1));
+        // Weak: the timer must not keep the engine alive.
+        let weak = Arc::downgrade(inner);
+        let thread = std::thread::Builder::new()
+            .name("nudge-timer".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    let Some(inner) = weak.upgrade() else { return };
+                    for cell in &inner.cells {
+                        cell.tick(inner.clock.now_ms());
+                    }
+                }
+            })?;
+        Ok(Timer { stop, thread })
+    }
+
+    fn stop(self) {
+        drop(self.stop);
+        // The timer's own thread can end up dropping the last handle; it cannot join itself.
+        if self.thread.thread().id() != std::thread::current().id() {
+            let _ = self.thread.join();
         }
     }
 }
@@ -295,12 +302,12 @@ impl Engine {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.inner.inboxes.len()
+        self.inner.cells.len()
     }
 
     /// The shard that owns `user`.
     pub fn shard_of(&self, user: &UserId) -> ShardId {
-        ShardId((user.key() % self.inner.inboxes.len() as u64) as u16)
+        ShardId((user.key() % self.inner.cells.len() as u64) as u16)
     }
 
     /// Resolves an event type name: a built-in name or a configured alias.
@@ -316,60 +323,35 @@ impl Engine {
             .ok_or_else(|| Error::invalid("type", Problem::UnknownEventType(name.to_string())))
     }
 
-    fn send(&self, shard: ShardId, msg: Msg) -> Result<(), Error> {
-        if self.inner.closing.load(Ordering::Acquire) {
-            return Err(Error::ShuttingDown);
-        }
-        let inbox = &self.inner.inboxes[shard.0 as usize];
-        match self.on_full {
-            OnFull::Wait => inbox
-                .send(Control::Msg(msg))
-                .map_err(|_| Error::ShuttingDown),
-            OnFull::Fail => inbox.try_send(Control::Msg(msg)).map_err(|e| match e {
-                TrySendError::Full(_) => {
-                    self.inner.counters[shard.0 as usize].count_busy();
-                    Error::Busy(shard)
-                }
-                TrySendError::Disconnected(_) => Error::ShuttingDown,
-            }),
-        }
+    /// The one submit path: validates nothing (callers did), builds the message with its
+    /// reply slot, and hands it to its shard, where it runs at once on this thread if the
+    /// shard is free (`ShardCell::submit`). The reply is waited for or awaited by the caller.
+    fn submit<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> Msg) -> Pending<T> {
+        self.submit_with(shard, self.on_full, make)
     }
 
-    async fn send_async(&self, shard: ShardId, msg: Msg) -> Result<(), Error> {
-        let mut control = Control::Msg(msg);
-        loop {
-            if self.inner.closing.load(Ordering::Acquire) {
-                return Err(Error::ShuttingDown);
-            }
-            match self.inner.inboxes[shard.0 as usize].try_send(control) {
-                Ok(()) => return Ok(()),
-                Err(TrySendError::Full(back)) if self.on_full == OnFull::Wait => {
-                    control = back;
-                    YieldNow(false).await;
-                }
-                Err(TrySendError::Full(_)) => {
-                    self.inner.counters[shard.0 as usize].count_busy();
-                    return Err(Error::Busy(shard));
-                }
-                Err(TrySendError::Disconnected(_)) => return Err(Error::ShuttingDown),
-            }
-        }
-    }
-
-    fn call<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> Msg) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
-        self.send(shard, make(tx))?;
-        rx.wait(self.inner.spin).map_err(|_| Error::ShuttingDown)
-    }
-
-    async fn call_async<T>(
+    fn submit_with<T>(
         &self,
         shard: ShardId,
+        on_full: OnFull,
         make: impl FnOnce(Reply<T>) -> Msg,
-    ) -> Result<T, Error> {
+    ) -> Pending<T> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Pending::failed(Error::ShuttingDown);
+        }
         let (tx, rx) = oneshot::channel();
-        self.send_async(shard, make(tx)).await?;
-        rx.await.map_err(|_| Error::ShuttingDown)
+        match self.inner.cells[shard.0 as usize].submit(make(tx), on_full) {
+            Ok(()) => Pending::new(rx, self.inner.spin),
+            Err(e) => Pending::failed(e),
+        }
+    }
+
+    /// Sends a message to every shard (always waiting for room: a partial broadcast would
+    /// split the shards) and gathers the replies.
+    fn broadcast<T>(&self, make: impl Fn(Reply<T>) -> Msg) -> Vec<Pending<T>> {
+        (0..self.shard_count())
+            .map(|s| self.submit_with(ShardId(s as u16), OnFull::Wait, &make))
+            .collect()
     }
 
     fn valid_event(&self, ev: Event) -> Result<(ShardId, ValidEvent), Error> {
@@ -378,24 +360,27 @@ impl Engine {
         Ok((self.shard_of(&valid.user), valid))
     }
 
+    fn submit_event(&self, event: Event) -> Pending<Result<Ack, Error>> {
+        match self.valid_event(event) {
+            Ok((shard, ev)) => self.submit(shard, |r| Msg::Event(ev, r)),
+            Err(e) => Pending::failed(e),
+        }
+    }
+
     /// Applies one event and returns once its shard has (the acknowledgement).
     pub fn ingest(&self, event: Event) -> Result<Ack, Error> {
-        let (shard, ev) = self.valid_event(event)?;
-        self.call(shard, |r| Msg::Event(ev, r))?
+        self.submit_event(event).wait()?
     }
 
     /// `ingest`, as a future.
     pub async fn ingest_async(&self, event: Event) -> Result<Ack, Error> {
-        let (shard, ev) = self.valid_event(event)?;
-        self.call_async(shard, |r| Msg::Event(ev, r)).await?
+        self.submit_event(event).await?
     }
 
-    /// Splits a batch by shard: per shard, the events and their positions in the batch.
-    fn split_batch(
-        &self,
-        events: Vec<Event>,
-        results: &mut [Result<Ack, Error>],
-    ) -> Vec<(Vec<ValidEvent>, Vec<usize>)> {
+    /// Splits a batch by shard (the one place that does): validates each event, sends each
+    /// shard its part as one message, and returns the replies to gather in input order.
+    fn submit_batch(&self, events: Vec<Event>) -> PendingBatch {
+        let mut results: Vec<Result<Ack, Error>> = vec![Ok(Ack::default()); events.len()];
         let mut per_shard: Vec<(Vec<ValidEvent>, Vec<usize>)> = (0..self.shard_count())
             .map(|_| (Vec::new(), Vec::new()))
             .collect();
@@ -408,78 +393,65 @@ impl Engine {
                 Err(e) => results[i] = Err(e),
             }
         }
-        per_shard
+        let parts = per_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (evs, _))| !evs.is_empty())
+            .map(|(s, (evs, positions))| {
+                let reply = self.submit(ShardId(s as u16), |r| Msg::Events(evs, r));
+                (positions, reply)
+            })
+            .collect();
+        PendingBatch::new(results, parts)
     }
 
-    /// Applies many events: one message per shard, all shards working at once. Results come
-    /// back in input order; an invalid event gets its error and the others still apply.
+    /// Applies many events: one message per shard. Results come back in input order; an
+    /// invalid event gets its error and the others still apply.
     pub fn ingest_batch(&self, events: Vec<Event>) -> Vec<Result<Ack, Error>> {
-        let mut results: Vec<Result<Ack, Error>> = vec![Ok(Ack::default()); events.len()];
-        let per_shard = self.split_batch(events, &mut results);
-        let mut waiting = Vec::new();
-        for (s, (evs, positions)) in per_shard.into_iter().enumerate() {
-            if evs.is_empty() {
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            let sent = self.send(ShardId(s as u16), Msg::Events(evs, tx));
-            waiting.push((positions, sent.map(|()| rx)));
-        }
-        for (positions, rx) in waiting {
-            let acks = rx.and_then(|rx| rx.wait(self.inner.spin).map_err(|_| Error::ShuttingDown));
-            scatter(&mut results, positions, acks);
-        }
-        results
+        self.submit_batch(events).wait()
     }
 
     /// `ingest_batch`, as a future.
     pub async fn ingest_batch_async(&self, events: Vec<Event>) -> Vec<Result<Ack, Error>> {
-        let mut results: Vec<Result<Ack, Error>> = vec![Ok(Ack::default()); events.len()];
-        let per_shard = self.split_batch(events, &mut results);
-        let mut waiting = Vec::new();
-        for (s, (evs, positions)) in per_shard.into_iter().enumerate() {
-            if evs.is_empty() {
-                continue;
-            }
-            let (tx, rx) = oneshot::channel();
-            let sent = self
-                .send_async(ShardId(s as u16), Msg::Events(evs, tx))
-                .await;
-            waiting.push((positions, sent.map(|()| rx)));
+        self.submit_batch(events).await
+    }
+
+    fn submit_decide(&self, request: DecideRequest) -> Pending<Result<Decision, Error>> {
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        match validate::decide(&inner.cfg, &inner.space, request, now, inner.logging) {
+            Ok(req) => self.submit(self.shard_of(&req.user), |r| Msg::Decide(req, r)),
+            Err(e) => Pending::failed(e),
         }
-        for (positions, rx) in waiting {
-            let acks = match rx {
-                Ok(rx) => rx.await.map_err(|_| Error::ShuttingDown),
-                Err(e) => Err(e),
-            };
-            scatter(&mut results, positions, acks);
-        }
-        results
     }
 
     /// Ranks candidates for a user and opens the decision for attribution.
     pub fn decide(&self, request: DecideRequest) -> Result<Decision, Error> {
-        let inner = &self.inner;
-        let now = inner.clock.now_ms();
-        let req = validate::decide(&inner.cfg, &inner.space, request, now, inner.logging)?;
-        self.call(self.shard_of(&req.user), |r| Msg::Decide(req, r))?
+        self.submit_decide(request).wait()?
     }
 
     /// `decide`, as a future.
     pub async fn decide_async(&self, request: DecideRequest) -> Result<Decision, Error> {
-        let inner = &self.inner;
-        let now = inner.clock.now_ms();
-        let req = validate::decide(&inner.cfg, &inner.space, request, now, inner.logging)?;
-        let shard = self.shard_of(&req.user);
-        self.call_async(shard, |r| Msg::Decide(req, r)).await?
+        self.submit_decide(request).await?
     }
 
-    fn decision_shard(&self, decision: DecisionId) -> Result<ShardId, Error> {
+    fn submit_reward(
+        &self,
+        decision: DecisionId,
+        item: &str,
+        value: f64,
+        ts_ms: Option<u64>,
+    ) -> Pending<Result<(), Error>> {
         let shard = decision.shard();
-        if (shard.0 as usize) < self.shard_count() {
-            Ok(shard)
-        } else {
-            Err(Error::UnknownDecision(decision))
+        if shard.0 as usize >= self.shard_count() {
+            return Pending::failed(Error::UnknownDecision(decision));
+        }
+        let now_ms = self.inner.clock.now_ms();
+        let valid = validate::timestamp(&self.inner.cfg, ts_ms, now_ms)
+            .and_then(|ts_ms| validate::reward(decision, item, value, ts_ms));
+        match valid {
+            Ok(r) => self.submit(shard, |tx| Msg::Reward(r, tx)),
+            Err(e) => Pending::failed(e),
         }
     }
 
@@ -496,8 +468,7 @@ impl Engine {
         value: f64,
         ts_ms: Option<u64>,
     ) -> Result<(), Error> {
-        let r = self.valid_reward(decision, item, value, ts_ms)?;
-        self.call(self.decision_shard(decision)?, |tx| Msg::Reward(r, tx))?
+        self.submit_reward(decision, item, value, ts_ms).wait()?
     }
 
     /// `reward_at`, as a future.
@@ -508,39 +479,17 @@ impl Engine {
         value: f64,
         ts_ms: Option<u64>,
     ) -> Result<(), Error> {
-        let r = self.valid_reward(decision, item, value, ts_ms)?;
-        let shard = self.decision_shard(decision)?;
-        self.call_async(shard, |tx| Msg::Reward(r, tx)).await?
+        self.submit_reward(decision, item, value, ts_ms).await?
     }
 
-    fn valid_reward(
-        &self,
-        decision: DecisionId,
-        item: &str,
-        value: f64,
-        ts_ms: Option<u64>,
-    ) -> Result<ValidReward, Error> {
-        let now_ms = self.inner.clock.now_ms();
-        let ts_ms = validate::timestamp(&self.inner.cfg, ts_ms, now_ms)?;
-        validate::reward(decision, item, value, ts_ms)
-    }
-
-    fn broadcast(&self, make: impl Fn() -> Msg) -> Result<(), Error> {
-        // Catalog changes always wait for room: a partial broadcast would split the shards.
-        for s in 0..self.shard_count() {
-            self.clone()
-                .on_full(OnFull::Wait)
-                .send(ShardId(s as u16), make())?;
-        }
-        Ok(())
-    }
-
-    /// Inserts or replaces a catalog item; returns whether it was new. Shards see it before
-    /// any later call from this thread.
+    /// Inserts or replaces a catalog item; returns whether it was new. Every shard has it
+    /// before this returns.
     pub fn upsert_item(&self, item: ItemSpec) -> Result<bool, Error> {
         let features = Arc::new(validate::item(&self.inner.cfg, &self.inner.space, item)?);
         let new = self.inner.catalog.insert(features.clone());
-        self.broadcast(|| Msg::UpsertItem(features.clone()))?;
+        for done in self.broadcast(|r| Msg::UpsertItem(features.clone(), r)) {
+            done.wait()?;
+        }
         Ok(new)
     }
 
@@ -548,7 +497,9 @@ impl Engine {
     pub fn remove_item(&self, id: &str) -> Result<bool, Error> {
         let key = ItemId::new(id)?.key();
         let present = self.inner.catalog.remove(key);
-        self.broadcast(|| Msg::RemoveItem(key))?;
+        for done in self.broadcast(|r| Msg::RemoveItem(key, r)) {
+            done.wait()?;
+        }
         Ok(present)
     }
 
@@ -562,31 +513,39 @@ impl Engine {
         }))
     }
 
+    fn submit_user(&self, id: &str) -> Pending<Option<UserExport>> {
+        match UserId::new(id) {
+            Ok(user) => self.submit(self.shard_of(&user), |r| Msg::User(user, r)),
+            Err(e) => Pending::failed(e),
+        }
+    }
+
     /// Everything stored about one user, or `None` if the engine holds nothing for them.
     pub fn user(&self, id: &str) -> Result<Option<UserExport>, Error> {
-        let user = UserId::new(id)?;
-        self.call(self.shard_of(&user), |r| Msg::User(user, r))
+        self.submit_user(id).wait()
     }
 
     /// `user`, as a future.
     pub async fn user_async(&self, id: &str) -> Result<Option<UserExport>, Error> {
-        let user = UserId::new(id)?;
-        let shard = self.shard_of(&user);
-        self.call_async(shard, |r| Msg::User(user, r)).await
+        self.submit_user(id).await
+    }
+
+    fn submit_forget(&self, id: &str) -> Pending<bool> {
+        match UserId::new(id) {
+            Ok(user) => self.submit(self.shard_of(&user), |r| Msg::Forget(user, r)),
+            Err(e) => Pending::failed(e),
+        }
     }
 
     /// Erases every trace of one user (state, model, open decisions); returns whether the
     /// engine held anything for them.
     pub fn forget(&self, id: &str) -> Result<bool, Error> {
-        let user = UserId::new(id)?;
-        self.call(self.shard_of(&user), |r| Msg::Forget(user, r))
+        self.submit_forget(id).wait()
     }
 
     /// `forget`, as a future.
     pub async fn forget_async(&self, id: &str) -> Result<bool, Error> {
-        let user = UserId::new(id)?;
-        let shard = self.shard_of(&user);
-        self.call_async(shard, |r| Msg::Forget(user, r)).await
+        self.submit_forget(id).await
     }
 
     /// Pushes `user`'s updates to `sink` after each of their events, until `unsubscribe`.
@@ -595,9 +554,8 @@ impl Engine {
         let user = UserId::new(user)?;
         let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
         let shard = self.shard_of(&user);
-        self.clone()
-            .on_full(OnFull::Wait)
-            .send(shard, Msg::Subscribe(user, id, sink))?;
+        self.submit_with(shard, OnFull::Wait, |r| Msg::Subscribe(user, id, sink, r))
+            .wait()?;
         Ok(id)
     }
 
@@ -605,24 +563,16 @@ impl Engine {
     pub fn unsubscribe(&self, user: &str, subscription: u64) -> Result<(), Error> {
         let user = UserId::new(user)?;
         let shard = self.shard_of(&user);
-        self.clone()
-            .on_full(OnFull::Wait)
-            .send(shard, Msg::Unsubscribe(user, subscription))
+        self.submit_with(shard, OnFull::Wait, |r| {
+            Msg::Unsubscribe(user, subscription, r)
+        })
+        .wait()
     }
 
     /// Returns once every shard has handled everything sent to it before this call.
     pub fn flush(&self) -> Result<(), Error> {
-        let waiting: Vec<_> = (0..self.shard_count())
-            .map(|s| {
-                let (tx, rx) = oneshot::channel();
-                self.clone()
-                    .on_full(OnFull::Wait)
-                    .send(ShardId(s as u16), Msg::Barrier(tx))?;
-                Ok(rx)
-            })
-            .collect::<Result<_, Error>>()?;
-        for rx in waiting {
-            rx.wait(self.inner.spin).map_err(|_| Error::ShuttingDown)?;
+        for done in self.broadcast(Msg::Barrier) {
+            done.wait()?;
         }
         Ok(())
     }
@@ -632,24 +582,22 @@ impl Engine {
     /// the timer's work (passivation, mixing) now instead of at the next timer tick.
     pub fn tick(&self) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
-        for s in 0..self.shard_count() {
-            self.clone()
-                .on_full(OnFull::Wait)
-                .send(ShardId(s as u16), Msg::Advance(now))?;
+        for done in self.broadcast(|r| Msg::Advance(now, r)) {
+            done.wait()?;
         }
-        self.flush()
+        Ok(())
     }
 
     /// Counters of every shard and the catalog.
     pub fn stats(&self) -> Stats {
         let inner = &self.inner;
         let shards = inner
-            .counters
+            .cells
             .iter()
-            .zip(&inner.inboxes)
-            .map(|(c, inbox)| {
-                let mut s = c.read();
-                s.inbox_depth = inbox.len() as u64;
+            .map(|cell| {
+                let mut s = cell.counters().read();
+                s.inbox_depth = cell.queued() as u64;
+                s.failed = cell.failed();
                 s
             })
             .collect();
@@ -683,8 +631,8 @@ impl Engine {
         }
     }
 
-    /// Stops accepting calls, lets every shard finish what is already in its inbox, and joins
-    /// the shard threads. Idempotent; later calls fail with `ShuttingDown`.
+    /// Stops accepting calls, lets every shard finish what is already queued, writes and
+    /// fsyncs the logs, and stops the timer. Idempotent; later calls fail with `ShuttingDown`.
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }
@@ -695,18 +643,11 @@ impl Inner {
         if self.closing.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mut waiting = Vec::new();
-        for inbox in &self.inboxes {
-            let (tx, rx) = oneshot::channel();
-            if inbox.send(Control::Shutdown(tx)).is_ok() {
-                waiting.push(rx);
-            }
+        if let Some(timer) = self.timer.lock().take() {
+            timer.stop();
         }
-        for rx in waiting {
-            let _ = rx.wait(self.spin);
-        }
-        for t in self.threads.lock().drain(..) {
-            let _ = t.join();
+        for cell in &self.cells {
+            cell.close();
         }
     }
 }
@@ -714,24 +655,5 @@ impl Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-fn scatter(
-    results: &mut [Result<Ack, Error>],
-    positions: Vec<usize>,
-    acks: Result<Vec<Result<Ack, Error>>, Error>,
-) {
-    match acks {
-        Ok(acks) => {
-            for (i, ack) in positions.into_iter().zip(acks) {
-                results[i] = ack;
-            }
-        }
-        Err(e) => {
-            for i in positions {
-                results[i] = Err(e.clone());
-            }
-        }
     }
 }

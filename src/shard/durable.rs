@@ -247,15 +247,15 @@ impl Shard {
         match record {
             Record::Start { next_sequence } => self.restart_sequence(next_sequence),
             Record::Event(ev) => {
-                let _ = self.on_event(ev);
+                let _ = self.guarded_event(ev);
             }
             Record::Decide(req, placed) => {
-                if let Ok(decision) = self.on_decide(req) {
+                if let Ok(decision) = self.guarded_decide(req) {
                     self.name_placements(decision.id.0, placed);
                 }
             }
             Record::Reward(r) => {
-                let _ = self.on_reward(r);
+                let _ = self.guarded_reward(r);
             }
             Record::Upsert(f) => self.on_upsert(f),
             Record::Remove(key) => self.remove_item(key),

@@ -92,17 +92,17 @@ pub enum Msg {
     /// Attribute an explicit reward.
     Reward(ValidReward, Reply<Result<(), Error>>),
     /// Insert or replace a catalog item.
-    UpsertItem(Arc<ItemFeatures>),
+    UpsertItem(Arc<ItemFeatures>, Reply<()>),
     /// Remove a catalog item and its learned parameters.
-    RemoveItem(u64),
+    RemoveItem(u64, Reply<()>),
     /// Export one user.
     User(UserId, Reply<Option<UserExport>>),
     /// Erase one user.
     Forget(UserId, Reply<bool>),
     /// Push this user's updates to a sink until unsubscribed.
-    Subscribe(UserId, u64, Arc<dyn UpdateSink>),
+    Subscribe(UserId, u64, Arc<dyn UpdateSink>, Reply<()>),
     /// Stop pushing to the subscription with this id.
-    Unsubscribe(UserId, u64),
+    Unsubscribe(UserId, u64, Reply<()>),
     /// Reply once every earlier message has been handled.
     Barrier(Reply<()>),
     /// The timer: passivate idle users, mix the global model. It does not move the shard's
@@ -111,5 +111,5 @@ pub enum Msg {
     /// Moves the shard's event time to at least this (`Engine::tick`): placements without an
     /// outcome count as ignored and decisions expire as if an event of that time had come;
     /// then the timer's work.
-    Advance(u64),
+    Advance(u64, Reply<()>),
 }

@@ -115,6 +115,15 @@ impl Users {
         Some(self.remove_at(i))
     }
 
+    /// Removes the user with this key; returns its state if it was resident.
+    pub fn remove_key(&mut self, key: u64) -> Option<UserActor> {
+        let slab = &self.slab;
+        let i = *self
+            .index
+            .find(key, |&i| slab[i as usize].id.key() == key)? as usize;
+        Some(self.remove_at(i))
+    }
+
     fn remove_at(&mut self, i: usize) -> UserActor {
         let key = self.slab[i].id.key();
         if let Ok(entry) = self.index.find_entry(key, |&j| j as usize == i) {

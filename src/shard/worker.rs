@@ -1,9 +1,10 @@
 //! `Shard`: the single owner of a set of users. `handle` is one `match` over every message; each
 //! handler runs to completion, synchronously, with the time the message carries.
 //!
-//! **Invariant:** only the shard's own thread calls into a `Shard`; there is no lock on user
-//! state. Handlers never read the clock and never block.
+//! **Invariant:** one thread at a time calls into a `Shard` (the holder of its `ShardCell`);
+//! there is no lock on user state. Handlers never read the clock and never block.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
 use crate::shard::users::Users;
+use tracing::error;
 
 /// Most open decisions one shard keeps; past this the oldest closes early.
 pub const MAX_OPEN_PER_SHARD: usize = 2_000_000;
@@ -37,7 +39,7 @@ const PASSIVATION_BUDGET: usize = 4096;
 /// writer; readers see values at most one batch old.
 #[derive(Debug, Default)]
 pub struct Counters {
-    values: [AtomicU64; 11],
+    values: [AtomicU64; 12],
 }
 
 impl Counters {
@@ -54,6 +56,7 @@ impl Counters {
             s.busy_total,
             s.training_steps_total,
             s.mixes_total,
+            s.panics_total,
         ];
         for (i, (slot, x)) in self.values.iter().zip(v).enumerate() {
             // Slot 8 (`busy_total`) is counted by callers, not published by the shard.
@@ -87,8 +90,19 @@ impl Counters {
             busy_total: v[8],
             training_steps_total: v[9],
             mixes_total: v[10],
+            panics_total: v[11],
+            failed: false,
         }
     }
+}
+
+/// The text of a panic's payload (a `&str` or `String`; anything else is named as such).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic with a non-text payload".to_string())
 }
 
 /// A candidate a subscription re-ranks: its key, id and inline features.
@@ -176,14 +190,14 @@ impl Shard {
         match msg {
             Msg::Event(ev, reply) => {
                 self.log_input(|out| codec::event(out, &ev));
-                let ack = self.on_event(ev);
+                let ack = self.guarded_event(ev);
                 self.ack(reply, ack, |e, _| Err(e.clone()));
             }
             Msg::Events(evs, reply) => {
                 for ev in &evs {
                     self.log_input(|out| codec::event(out, ev));
                 }
-                let acks: Vec<_> = evs.into_iter().map(|ev| self.on_event(ev)).collect();
+                let acks: Vec<_> = evs.into_iter().map(|ev| self.guarded_event(ev)).collect();
                 self.ack(reply, acks, |e, acks| {
                     acks.iter().map(|_| Err(e.clone())).collect()
                 });
@@ -194,7 +208,7 @@ impl Shard {
                     codec::decide(&mut out, &req);
                     out
                 });
-                let decision = self.on_decide(req);
+                let decision = self.guarded_decide(req);
                 if let (Some(input), Some(wal)) = (input, &mut self.wal) {
                     let placed = decision.as_ref().map_or(&[][..], |d| &d.items[..]);
                     let ids = placed.iter().map(|p| p.item.as_str());
@@ -211,16 +225,18 @@ impl Shard {
             }
             Msg::Reward(r, reply) => {
                 self.log_input(|out| codec::reward(out, &r));
-                let done = self.on_reward(r);
+                let done = self.guarded_reward(r);
                 self.ack(reply, done, |e, _| Err(e.clone()));
             }
-            Msg::UpsertItem(features) => {
+            Msg::UpsertItem(features, reply) => {
                 self.log_input(|out| codec::upsert(out, &features));
-                self.on_upsert(features)
+                self.on_upsert(features);
+                reply.send(());
             }
-            Msg::RemoveItem(key) => {
+            Msg::RemoveItem(key, reply) => {
                 self.log_input(|out| codec::remove(out, key));
-                self.remove_item(key)
+                self.remove_item(key);
+                reply.send(());
             }
             Msg::User(id, reply) => reply.send(self.export(&id)),
             Msg::Forget(id, reply) => {
@@ -231,7 +247,7 @@ impl Shard {
                 let found = self.forget(&id);
                 self.ack(reply, found, |_, found| found);
             }
-            Msg::Subscribe(user, sub, sink) => {
+            Msg::Subscribe(user, sub, sink, reply) => {
                 let (candidates, n) = self.last_decision_candidates(&user);
                 let subs = self.subscriptions.entry(user.key()).or_default();
                 subs.push(Subscription {
@@ -240,14 +256,16 @@ impl Shard {
                     candidates,
                     n,
                 });
+                reply.send(());
             }
-            Msg::Unsubscribe(user, sub) => {
+            Msg::Unsubscribe(user, sub, reply) => {
                 if let Some(subs) = self.subscriptions.get_mut(&user.key()) {
                     subs.retain(|s| s.id != sub);
                     if subs.is_empty() {
                         self.subscriptions.remove(&user.key());
                     }
                 }
+                reply.send(());
             }
             Msg::Barrier(reply) => {
                 // Publish first, so that `flush` followed by `stats` is exact.
@@ -275,10 +293,67 @@ impl Shard {
                     wal.record(|out| codec::tick(out, now_ms, mix.as_ref()), false);
                 }
             }
-            Msg::Advance(now_ms) => {
+            Msg::Advance(now_ms, reply) => {
                 self.log_input(|out| codec::advance(out, now_ms));
                 self.advance_to(now_ms);
                 self.handle(Msg::Tick(now_ms));
+                self.publish();
+                reply.send(());
+            }
+        }
+    }
+
+    /// The shard's index.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// `on_event`, with a panic caught (`guarded`).
+    pub(super) fn guarded_event(&mut self, ev: ValidEvent) -> Result<Ack, Error> {
+        let user = ev.user.key();
+        self.guarded(Some(user), |shard| shard.on_event(ev))
+    }
+
+    /// `on_decide`, with a panic caught (`guarded`).
+    pub(super) fn guarded_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
+        let user = req.user.key();
+        self.guarded(Some(user), |shard| shard.on_decide(req))
+    }
+
+    /// `on_reward`, with a panic caught (`guarded`); the user is the decision's.
+    pub(super) fn guarded_reward(&mut self, r: ValidReward) -> Result<(), Error> {
+        let user = self.pending.get(r.decision.0).map(|open| open.user_key);
+        self.guarded(user, |shard| shard.on_reward(r))
+    }
+
+    /// Runs one user's work. A panic inside it (a bug, or an embedder's sink or decision log
+    /// that panicked) becomes `Error::Internal` for this request alone: the user's actor is
+    /// reset (dropped, with its open decisions and subscriptions, so that a poisoned state
+    /// cannot panic again), the panic is counted and logged, and the shard goes on. Replay
+    /// runs the same guard, so it resets the same user at the same point.
+    fn guarded<T>(
+        &mut self,
+        user: Option<u64>,
+        work: impl FnOnce(&mut Self) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        match catch_unwind(AssertUnwindSafe(|| work(self))) {
+            Ok(result) => result,
+            Err(payload) => {
+                let message = panic_message(payload.as_ref());
+                error!(
+                    shard = self.id.0,
+                    user, "handling a message panicked: {message}"
+                );
+                self.stats.panics_total += 1;
+                if let Some(key) = user {
+                    if let Some(actor) = self.users.remove_key(key) {
+                        for d in &actor.open {
+                            self.pending.remove(*d);
+                        }
+                    }
+                    self.subscriptions.remove(&key);
+                }
+                Err(Error::Internal(message))
             }
         }
     }

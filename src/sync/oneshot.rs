@@ -2,7 +2,7 @@
 //! thread, or await as a future. This is the crate's only `unsafe` code.
 //!
 //! The value crosses threads through an `UnsafeCell` guarded by an atomic state machine
-//! (`EMPTY → FULL → TAKEN`, or `EMPTY → CLOSED` when the sender is dropped unused). The waiter
+//! (`EMPTY → FULL → TAKEN`, or `EMPTY → CLOSED`/`PANICKED` when the sender is dropped unused). The waiter
 //! (a parked thread or a task's waker) sits behind a small mutex that is taken once per send and
 //! at most once per wait, so a wake-up can never be lost: the sender publishes `FULL` before it
 //! locks, and the receiver registers itself under the lock before it re-checks the state.
@@ -23,6 +23,8 @@ const EMPTY: u8 = 0;
 const FULL: u8 = 1;
 const CLOSED: u8 = 2;
 const TAKEN: u8 = 3;
+/// The sender was dropped unused while its thread was panicking.
+const PANICKED: u8 = 4;
 
 enum Waiter {
     Nobody,
@@ -73,8 +75,8 @@ impl<T> Inner<T> {
                 // it (and `Drop`) never reads the value again.
                 Some(Ok(unsafe { (*self.value.get()).assume_init_read() }))
             }
-            CLOSED => Some(Err(Closed)),
-            TAKEN => Some(Err(Closed)),
+            CLOSED | TAKEN => Some(Err(Closed { panicked: false })),
+            PANICKED => Some(Err(Closed { panicked: true })),
             _ => None,
         }
     }
@@ -82,7 +84,10 @@ impl<T> Inner<T> {
 
 /// The sender dropped without sending (the other side went away).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Closed;
+pub struct Closed {
+    /// Whether it was dropped by a panic unwinding through its holder.
+    pub panicked: bool,
+}
 
 /// The sending half; `send` consumes it. Dropping it unused wakes the receiver with `Closed`.
 pub struct Sender<T> {
@@ -125,7 +130,12 @@ impl<T> Sender<T> {
 impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         if let Some(inner) = self.inner.take() {
-            inner.state.store(CLOSED, Ordering::Release);
+            let state = if std::thread::panicking() {
+                PANICKED
+            } else {
+                CLOSED
+            };
+            inner.state.store(state, Ordering::Release);
             inner.wake();
         }
     }
@@ -191,7 +201,7 @@ mod tests {
     fn dropped_sender_closes() {
         let (tx, rx) = channel::<u32>();
         drop(tx);
-        assert_eq!(rx.wait(Duration::ZERO), Err(Closed));
+        assert_eq!(rx.wait(Duration::ZERO), Err(Closed { panicked: false }));
     }
 
     #[test]
