@@ -11,21 +11,22 @@ use std::sync::Arc;
 use crate::actor::UserActor;
 use crate::api::{
     Ack, Decision, DecisionLog, EventKind, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource,
-    Placement, ShardStats, UpdateSink, UserExport, UserUpdate,
+    Placement, ShardStats, UserExport, UserUpdate,
 };
 use crate::config::Config;
 use crate::error::Error;
 use crate::ids::{ShardId, UserId};
+use crate::model::global::Mixer;
 use crate::model::global::Pulled;
-use crate::model::global::{KeyMap, Mixer};
 use crate::model::policy;
 use crate::model::reward::{is_clear_outcome, popularity_counts, state_signal, training_reward};
-use crate::model::{ItemFeatures, SparseVec};
+use crate::model::ItemFeatures;
 use crate::persist::codec;
 use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
+use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
 use crate::shard::users::Users;
 use tracing::error;
 
@@ -105,17 +106,6 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic with a non-text payload".to_string())
 }
 
-/// A candidate a subscription re-ranks: its key, id and inline features.
-type SubscribedCandidate = (u64, String, Option<Arc<ItemFeatures>>);
-
-struct Subscription {
-    id: u64,
-    sink: Arc<dyn UpdateSink>,
-    /// The last decision's candidates and its `n`, to re-rank after each event.
-    candidates: Vec<SubscribedCandidate>,
-    n: usize,
-}
-
 /// One shard's state.
 pub struct Shard {
     id: ShardId,
@@ -123,7 +113,7 @@ pub struct Shard {
     pending: PendingDecisions,
     learner: Learner,
     mixer: Option<Arc<Mixer>>,
-    subscriptions: KeyMap<Vec<Subscription>>,
+    subscriptions: Subscriptions,
     stats: ShardStats,
     counters: Arc<Counters>,
     next_mix_ms: u64,
@@ -163,7 +153,7 @@ impl Shard {
             pending: PendingDecisions::new(id, first_sequence, MAX_OPEN_PER_SHARD),
             learner: Learner::new(cfg, seed, mixer.is_some()),
             mixer,
-            subscriptions: KeyMap::default(),
+            subscriptions: Subscriptions::default(),
             stats: ShardStats::default(),
             counters,
             next_mix_ms: 0,
@@ -248,23 +238,12 @@ impl Shard {
                 self.ack(reply, found, |_, found| found);
             }
             Msg::Subscribe(user, sub, sink, reply) => {
-                let (candidates, n) = self.last_decision_candidates(&user);
-                let subs = self.subscriptions.entry(user.key()).or_default();
-                subs.push(Subscription {
-                    id: sub,
-                    sink,
-                    candidates,
-                    n,
-                });
+                let latest = self.last_decision_candidates(&user);
+                self.subscriptions.add(user.key(), sub, sink, latest);
                 reply.send(());
             }
             Msg::Unsubscribe(user, sub, reply) => {
-                if let Some(subs) = self.subscriptions.get_mut(&user.key()) {
-                    subs.retain(|s| s.id != sub);
-                    if subs.is_empty() {
-                        self.subscriptions.remove(&user.key());
-                    }
-                }
+                self.subscriptions.remove(user.key(), sub);
                 reply.send(());
             }
             Msg::Barrier(reply) => {
@@ -351,7 +330,7 @@ impl Shard {
                             self.pending.remove(*d);
                         }
                     }
-                    self.subscriptions.remove(&key);
+                    self.subscriptions.drop_user(key);
                 }
                 Err(Error::Internal(message))
             }
@@ -524,7 +503,7 @@ impl Shard {
         if let Some(evicted) = evicted {
             self.drop_user(evicted);
         }
-        if self.subscriptions.contains_key(&ev.user.key()) {
+        if self.subscriptions.watched(ev.user.key()) {
             self.push_update(&ev);
         }
         Ok(ack)
@@ -685,16 +664,8 @@ impl Shard {
                 config_version: self.config_version,
             });
         }
-        if let Some(subs) = self.subscriptions.get_mut(&user_key) {
-            for s in subs {
-                s.candidates = req
-                    .candidates
-                    .iter()
-                    .map(|c| (c.key, c.id.clone(), c.inline.clone()))
-                    .collect();
-                s.n = req.n;
-            }
-        }
+        self.subscriptions
+            .on_decision(user_key, &req.candidates, req.n);
         self.close_early(closing, req.ts_ms);
         if let Some(evicted) = evicted {
             self.drop_user(evicted);
@@ -947,23 +918,8 @@ impl Shard {
         let Some(user) = self.users.get(&ev.user) else {
             return;
         };
-        let context = self.learner.full_context(&SparseVec::default(), user);
-        self.learner.prepare_query(user, &context, ev.ts_ms);
         let summary = user.signals.summary(&self.learner.cfg.hygiene);
-        let Some(subs) = self.subscriptions.get(&ev.user.key()) else {
-            return;
-        };
-        let mut updates = Vec::with_capacity(subs.len());
-        let mut logits = Vec::new();
-        for s in subs {
-            let candidates = s.candidates.iter().map(|(k, _, f)| (*k, f.as_ref()));
-            self.learner.logits(candidates, &mut logits);
-            let top = policy::top_n(&logits, s.n, &mut Vec::new())
-                .into_iter()
-                .map(|i| (s.candidates[i].1.clone(), Learner::probability(logits[i])))
-                .collect();
-            updates.push((s.sink.clone(), top));
-        }
+        let updates = self.subscriptions.rank(&mut self.learner, user, ev.ts_ms);
         let dropped = self
             .users
             .get_mut(&ev.user, ev.ts_ms)
