@@ -10,7 +10,8 @@
 //! - `driver`: the open- or closed-loop schedule, one writer and one reader task per connection;
 //! - `report`: percentile tables, rates, errors, validity, the JSON summary.
 //!
-//! Beside that path: `stall` (pauses a process mid-run for the self-test), `serve` (the
+//! Beside that path: `floor` (the loopback echo round trip a ping-pong is read against),
+//! `stall` (pauses a process mid-run for the self-test), `serve` (the
 //! harness's own child server mode, which the stall test can pause) and `crash` (the
 //! SIGKILL crash loop against a child serving from a data directory).
 #![warn(missing_docs)]
@@ -18,6 +19,7 @@
 pub mod client;
 pub mod crash;
 pub mod driver;
+pub mod floor;
 pub mod redis;
 pub mod report;
 pub mod serve;

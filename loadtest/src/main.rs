@@ -139,6 +139,25 @@ struct RunArgs {
     /// When to stop it, seconds into the measured window.
     #[arg(long, default_value_t = 1.0)]
     stall_at: f64,
+    /// Before the run, measure the loopback floor against this echo server (`loadtest serve`
+    /// prints it as `echo=`): the same request bytes, one at a time. With --spawn-child the
+    /// child's echo server is used without asking.
+    #[arg(long)]
+    floor: Option<SocketAddr>,
+}
+
+/// The loopback floor with the bytes of the workload's first request.
+async fn measure_floor(
+    addr: SocketAddr,
+    workload: &WorkloadConfig,
+) -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    let w = std::sync::Arc::new(
+        loadtest::workload::Workload::new(workload.clone()).map_err(anyhow::Error::msg)?,
+    );
+    let op = loadtest::workload::Generator::new(w.clone(), 0, 1).next_op();
+    let mut payload = Vec::new();
+    loadtest::wire::encode(&op, 1, &w, &mut payload);
+    loadtest::floor::measure(addr, &payload, 2_000, loadtest::floor::ROUNDS).await
 }
 
 fn main() -> ExitCode {
@@ -289,6 +308,14 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         event_share: args.mix,
         lag: args.lag,
     };
+    let floor_addr = args.floor.or(endpoints
+        .as_ref()
+        .and_then(|e| e.echo)
+        .filter(|_| child.is_some()));
+    let floor = match floor_addr {
+        Some(addr) => Some(measure_floor(addr, &workload).await?),
+        None => None,
+    };
     let mut spec = RunSpec::new(target, workload);
     spec.load = load;
     spec.connections = args.connections.max(1);
@@ -300,8 +327,16 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     spec.late_threshold = Duration::from_secs_f64(args.late_us / 1e6);
     spec.batch = args.batch.max(1);
     let result = driver::run(&spec).await?;
-    let summary = result.summary();
+    let mut summary = result.summary();
     print!("{}", summary.table());
+    if let Some(floor) = &floor {
+        // The excess is read against the run's main op kind (a ping-pong has one).
+        if let Some(op) = summary.ops.values().max_by_key(|op| op.ok_total) {
+            let run = &op.uncorrected;
+            print!("{}", loadtest::floor::report(floor, run.p50_us, run.p99_us));
+        }
+        summary.floor = Some(loadtest::report::Percentiles::of(floor));
+    }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&summary)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;

@@ -74,7 +74,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    /// The percentiles of a histogram of nanoseconds.
+    pub fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Percentiles::default();
         }
@@ -152,6 +153,9 @@ pub struct Summary {
     pub generator: GeneratorStats,
     /// The stall, if one was made.
     pub stall: Option<StallReport>,
+    /// The loopback floor (`floor`), when measured: an echo server's round trip with the same
+    /// bytes and pinning.
+    pub floor: Option<Percentiles>,
 }
 
 impl RunResult {
@@ -219,6 +223,7 @@ impl RunResult {
             invalid_reasons,
             generator: self.generator.clone(),
             stall: self.stall.clone(),
+            floor: None,
         }
     }
 }

@@ -20,12 +20,18 @@ pub struct Endpoints {
     pub tcp: SocketAddr,
     /// HTTP, and WebSocket at `/v1/ws`.
     pub http: SocketAddr,
+    /// A trivial echo server in the same process (`floor`), when it runs one.
+    pub echo: Option<SocketAddr>,
 }
 
 impl Endpoints {
     /// The line `loadtest serve` prints.
     pub fn line(&self) -> String {
-        format!("listening tcp={} http={}", self.tcp, self.http)
+        let mut line = format!("listening tcp={} http={}", self.tcp, self.http);
+        if let Some(echo) = self.echo {
+            line.push_str(&format!(" echo={echo}"));
+        }
+        line
     }
 
     /// Parses `line`.
@@ -33,16 +39,19 @@ impl Endpoints {
         let rest = line.trim().strip_prefix("listening ")?;
         let mut tcp = None;
         let mut http = None;
+        let mut echo = None;
         for part in rest.split_whitespace() {
             match part.split_once('=') {
                 Some(("tcp", a)) => tcp = a.parse().ok(),
                 Some(("http", a)) => http = a.parse().ok(),
+                Some(("echo", a)) => echo = a.parse().ok(),
                 _ => {}
             }
         }
         Some(Endpoints {
             tcp: tcp?,
             http: http?,
+            echo,
         })
     }
 }
@@ -130,7 +139,11 @@ pub fn loopback_config() -> nudge::server::ServerConfig {
 
 fn endpoints(server: &nudge::server::RunningServer) -> anyhow::Result<Endpoints> {
     match (server.tcp_addr(), server.http_addr()) {
-        (Some(tcp), Some(http)) => Ok(Endpoints { tcp, http }),
+        (Some(tcp), Some(http)) => Ok(Endpoints {
+            tcp,
+            http,
+            echo: None,
+        }),
         _ => bail!("the server did not report both of its addresses"),
     }
 }
@@ -173,7 +186,8 @@ impl InProcess {
     }
 }
 
-/// `loadtest serve`: serves on loopback ports and prints them; then runs until killed, or with
+/// `loadtest serve`: serves on loopback ports (and a loopback echo server for the floor) and
+/// prints them; then runs until killed, or with
 /// `exit_on_stdin_eof` until its standard input closes (a parent that exits or drops the pipe
 /// takes its child server with it).
 pub fn serve_child(
@@ -181,7 +195,9 @@ pub fn serve_child(
     exit_on_stdin_eof: bool,
     durable: Option<(&Path, nudge::FsyncPolicy)>,
 ) -> anyhow::Result<()> {
-    let server = InProcess::start_durable(shards, durable)?;
+    let mut server = InProcess::start_durable(shards, durable)?;
+    // The loopback floor's echo server runs in this process, so it shares the server's pinning.
+    server.endpoints.echo = Some(crate::floor::spawn_echo()?);
     println!("{}", server.endpoints.line());
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -4,6 +4,8 @@
 mod crash;
 /// Short closed- and open-loop runs against an in-process engine.
 mod embedded;
+/// The loopback floor's echo server and its announcement.
+mod floor;
 /// Short runs against nudge's server in process, over TCP, WebSocket and HTTP.
 mod server;
 /// The stall self-test against a pausable child server.
