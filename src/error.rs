@@ -1,7 +1,9 @@
 //! The engine's typed errors: one enum for every failure a caller of `Engine` can see.
 //!
-//! Errors are cheap values (no boxing on the hot path) and each has a stable `code()` that the
-//! wire protocol reports. Input can never cause a panic; it causes one of these.
+//! Errors are cheap values (no boxing on the hot path) and each has a stable `code()`, an
+//! `ErrorCode`: the one table of codes, which owns each code's wire name, metric label and
+//! HTTP status (the front ends only frame it). Input can never cause a panic; it causes one of
+//! these.
 
 use std::fmt;
 
@@ -140,20 +142,133 @@ impl Error {
     }
 
     /// The stable machine-readable code of this error, as the wire protocol reports it.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Error::Invalid { .. } => "bad_request",
-            Error::Busy(_) => "busy",
-            Error::UnknownDecision(_) => "unknown_decision",
-            Error::ExpiredDecision(_) => "expired_decision",
-            Error::NotShown { .. } => "not_shown",
-            Error::AlreadyRewarded { .. } => "already_rewarded",
-            Error::UnknownItem(_) => "unknown_item",
-            Error::ShuttingDown => "shutting_down",
-            Error::Unauthorized => "unauthorized",
-            Error::Unavailable(_) => "unavailable",
-            Error::Internal(_) => "internal",
+            Error::Invalid { .. } => ErrorCode::BadRequest,
+            Error::Busy(_) => ErrorCode::Busy,
+            Error::UnknownDecision(_) => ErrorCode::UnknownDecision,
+            Error::ExpiredDecision(_) => ErrorCode::ExpiredDecision,
+            Error::NotShown { .. } => ErrorCode::NotShown,
+            Error::AlreadyRewarded { .. } => ErrorCode::AlreadyRewarded,
+            Error::UnknownItem(_) => ErrorCode::UnknownItem,
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::Internal(_) => ErrorCode::Internal,
         }
+    }
+}
+
+/// The protocol's table of error codes: every failure any caller can see (the engine's, and
+/// those only a front end can meet), each owning its wire code (also its metric label,
+/// `outcome="…"`) and its HTTP status. Adding a variant adds it to the metrics, the HTTP
+/// statuses and the tests that walk `ALL`; nothing else lists codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Malformed JSON, an unknown op, a missing or invalid field.
+    BadRequest,
+    /// A shard's inbox is full and the caller asked not to wait.
+    Busy,
+    /// No such open decision.
+    UnknownDecision,
+    /// The decision's attribution window has closed.
+    ExpiredDecision,
+    /// The rewarded item was not placed by that decision.
+    NotShown,
+    /// An explicit reward for that decision and item was already applied.
+    AlreadyRewarded,
+    /// No such catalog item.
+    UnknownItem,
+    /// The engine or server is stopping.
+    ShuttingDown,
+    /// A Segment route without the configured write key.
+    Unauthorized,
+    /// A change applied in memory could not be made durable.
+    Unavailable,
+    /// Handling the request panicked inside the engine (a bug).
+    Internal,
+    /// A line, frame or body over its limit.
+    TooLarge,
+    /// Refused at `server.max_connections`.
+    TooManyConnections,
+    /// HTTP: no such route.
+    NotFound,
+    /// HTTP: the route answers other methods.
+    MethodNotAllowed,
+    /// A request did not arrive whole within `server.request_timeout_ms`.
+    Timeout,
+}
+
+impl ErrorCode {
+    /// Every code, in a fixed order (metrics index by it).
+    pub const ALL: [ErrorCode; 16] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Busy,
+        ErrorCode::UnknownDecision,
+        ErrorCode::ExpiredDecision,
+        ErrorCode::NotShown,
+        ErrorCode::AlreadyRewarded,
+        ErrorCode::UnknownItem,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Unauthorized,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+        ErrorCode::TooLarge,
+        ErrorCode::TooManyConnections,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::Timeout,
+    ];
+
+    /// The code as the wire reports it (`"error":{"code":…}`) and as the metric label
+    /// `outcome` spells it.
+    pub fn as_str(self) -> &'static str {
+        self.row().0
+    }
+
+    /// The HTTP status of a reply failing with this code.
+    pub fn http_status(self) -> u16 {
+        self.row().1
+    }
+
+    /// The code's position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The one table: wire code and metric label, HTTP status.
+    fn row(self) -> (&'static str, u16) {
+        match self {
+            ErrorCode::BadRequest => ("bad_request", 400),
+            ErrorCode::Busy => ("busy", 503),
+            ErrorCode::UnknownDecision => ("unknown_decision", 404),
+            ErrorCode::ExpiredDecision => ("expired_decision", 410),
+            ErrorCode::NotShown => ("not_shown", 409),
+            ErrorCode::AlreadyRewarded => ("already_rewarded", 409),
+            ErrorCode::UnknownItem => ("unknown_item", 404),
+            ErrorCode::ShuttingDown => ("shutting_down", 503),
+            ErrorCode::Unauthorized => ("unauthorized", 401),
+            ErrorCode::Unavailable => ("unavailable", 503),
+            ErrorCode::Internal => ("internal", 500),
+            ErrorCode::TooLarge => ("too_large", 413),
+            ErrorCode::TooManyConnections => ("too_many_connections", 503),
+            ErrorCode::NotFound => ("not_found", 404),
+            ErrorCode::MethodNotAllowed => ("method_not_allowed", 405),
+            ErrorCode::Timeout => ("timeout", 408),
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with a wire code, so a test can say `assert_eq!(e.code(), "busy")`.
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 

@@ -53,5 +53,5 @@ pub use api::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind};
 pub use engine::{Engine, EngineBuilder};
-pub use error::{Error, Problem, StartError};
+pub use error::{Error, ErrorCode, Problem, StartError};
 pub use ids::{DecisionId, ItemId, ShardId, UserId};

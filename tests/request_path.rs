@@ -299,3 +299,30 @@ fn an_async_caller_waiting_on_a_busy_shard_is_woken_not_spinning() {
     );
     assert_eq!(engine.stats().total().events_total, 2);
 }
+
+#[test]
+fn over_tcp_a_panicking_request_answers_internal_and_the_server_stays_ready() {
+    use crate::server_support::{http, parse_prometheus, serve, Lines};
+    let engine = Engine::builder().shards(1).seed(3).build().unwrap();
+    engine.upsert_item(ItemSpec::new("i0")).unwrap();
+    engine.subscribe("boom", Arc::new(Boom)).unwrap();
+    let (_engine, server) = serve(engine, |_| {});
+    let mut lines = Lines::connect(server.tcp_addr().unwrap());
+    let reply = lines.call(r#"{"id":1,"op":"event","user":"boom","type":"click","item":"i0"}"#);
+    assert_eq!(reply["error"]["code"], "internal", "{reply}");
+    // The same connection and shard serve the next request.
+    let reply = lines.call(r#"{"id":2,"op":"event","user":"calm","type":"click","item":"i0"}"#);
+    assert!(reply.get("error").is_none(), "{reply}");
+    assert_eq!(reply["id"], 2, "{reply}");
+    let http_addr = server.http_addr().unwrap();
+    let ready = http(http_addr, "GET", "/readyz", &[], b"");
+    assert_eq!(
+        ready.status, 200,
+        "a contained panic leaves the server ready"
+    );
+    let metrics = http(http_addr, "GET", "/metrics", &[], b"");
+    let series = parse_prometheus(std::str::from_utf8(&metrics.body).unwrap());
+    assert_eq!(series["nudge_panics_total"], 1.0);
+    assert_eq!(series["nudge_shards_failed"], 0.0);
+    server.shutdown();
+}

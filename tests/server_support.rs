@@ -1,6 +1,6 @@
 //! Helpers shared by the server tests: start an in-process server on 127.0.0.1:0, a blocking
-//! line client for TCP, a minimal HTTP/1.1 client over a raw socket, and a Prometheus text
-//! parser. Every read has a timeout, so a broken server fails a test instead of hanging it.
+//! line client for TCP, one HTTP/1.1 request over a raw socket (with the harness's client
+//! codec, `loadtest::http`), and a Prometheus text parser. Every read has a timeout, so a broken server fails a test instead of hanging it.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -19,6 +19,11 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 /// server configuration first.
 pub fn start(edit: impl FnOnce(&mut ServerConfig)) -> (Engine, RunningServer) {
     let engine = Engine::builder().shards(2).seed(7).build().expect("engine");
+    serve(engine, edit)
+}
+
+/// Serves `engine` on ephemeral loopback ports; `edit` adjusts the server configuration.
+pub fn serve(engine: Engine, edit: impl FnOnce(&mut ServerConfig)) -> (Engine, RunningServer) {
     let mut cfg = ServerConfig {
         tcp: "127.0.0.1:0".into(),
         http: "127.0.0.1:0".into(),
@@ -70,24 +75,11 @@ impl Lines {
     }
 }
 
-/// An HTTP response: status, headers (lower-case names) and body.
-pub struct Response {
-    pub status: u16,
-    pub headers: HashMap<String, String>,
-    pub body: Vec<u8>,
-}
+/// An HTTP response: status, headers (lower-case names) and body; the harness's client.
+pub use loadtest::http::Response;
 
-impl Response {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One HTTP/1.1 request on a fresh connection (`Connection: close`).
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`), with the project's one
+/// HTTP client (`loadtest::http`).
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -97,69 +89,18 @@ pub fn http(
 ) -> Response {
     let mut s = TcpStream::connect(addr).expect("connect http");
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    let mut all = vec![("connection", "close")];
+    all.extend_from_slice(headers);
+    let mut req = Vec::new();
+    loadtest::http::write_request(&mut req, method, path, &all, body);
+    s.write_all(&req).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read http response");
-    parse_response(&raw)
-}
-
-fn parse_response(raw: &[u8]) -> Response {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: HashMap<String, String> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Response {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let eol = b
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&b[eol + 2..eol + 2 + size]);
-        b = &b[eol + 2 + size + 2..];
-    }
+    let parsed = loadtest::http::parse_response(&raw, true);
+    let (response, _) = parsed
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&raw)))
+        .expect("a whole response at the end of the connection");
+    response
 }
 
 /// Parses Prometheus text format into `series → value` (the series key is the text before

@@ -9,10 +9,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::server_support::{http, parse_prometheus, start};
 
-type Ws =
+pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(addr: std::net::SocketAddr) -> Ws {
+pub async fn connect(addr: std::net::SocketAddr) -> Ws {
     let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/v1/ws"))
         .await
         .expect("ws connect");
@@ -20,7 +20,7 @@ async fn connect(addr: std::net::SocketAddr) -> Ws {
 }
 
 /// The next text frame, parsed (pings and pongs skipped); panics after 20 s.
-async fn next_json(ws: &mut Ws) -> Value {
+pub async fn next_json(ws: &mut Ws) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
             .await
@@ -35,7 +35,7 @@ async fn next_json(ws: &mut Ws) -> Value {
     }
 }
 
-async fn call(ws: &mut Ws, text: &str) -> Value {
+pub async fn call(ws: &mut Ws, text: &str) -> Value {
     ws.send(Message::Text(text.to_string())).await.unwrap();
     next_json(ws).await
 }
@@ -181,7 +181,7 @@ fn event_frame(i: usize) -> String {
 }
 
 /// A single-threaded runtime for one test's client.
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -23,6 +23,9 @@ mod server_tcp;
 mod server_http;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
 mod server_ws;
+// Issue 12: one session for TCP, WebSocket and HTTP (same request, same reply) and one table
+// of outcomes (every error code's HTTP status and metric label, as documented).
+mod server_session;
 // Segment-compatible ingestion: auth, mapping, dedup, clock skew, gzip, limits.
 mod server_segment;
 // Issue 16: slow senders, values, ids and errors a hostile or careless client sends.

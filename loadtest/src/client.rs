@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::http;
 use crate::redis::{self, Shas, Value};
 use crate::wire::{self, Reply};
 use crate::workload::{EventOp, Op, Shown, Workload};
@@ -72,8 +73,8 @@ pub enum Receiver {
     Tcp(BufReader<OwnedReadHalf>, Vec<u8>),
     /// Text frames.
     Ws(SplitStream<Ws>),
-    /// HTTP/1.1 responses.
-    Http(BufReader<OwnedReadHalf>, Vec<u8>),
+    /// HTTP/1.1 responses: bytes read, and where the next response starts in them.
+    Http(OwnedReadHalf, Vec<u8>, usize),
     /// The spawned engine calls, in order.
     Embedded(mpsc::UnboundedReceiver<JoinHandle<Reply>>),
     /// RESP replies.
@@ -104,7 +105,7 @@ pub async fn connect(target: &Target) -> anyhow::Result<(Sender, Receiver)> {
             let (r, w) = tcp(*addr).await?;
             (
                 Sender::Http(w),
-                Receiver::Http(BufReader::with_capacity(READ_BUFFER_BYTES, r), Vec::new()),
+                Receiver::Http(r, Vec::with_capacity(READ_BUFFER_BYTES), 0),
             )
         }
         Target::Ws(url) => {
@@ -172,13 +173,8 @@ impl Sender {
                     body.clear();
                     wire::encode_body(op, w, &mut body);
                     let (method, path) = wire::http_route(op);
-                    use std::io::Write;
-                    write!(
-                        buf,
-                        "{method} {path} HTTP/1.1\r\nhost: nudge\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    )?;
-                    buf.extend_from_slice(&body);
+                    let json = [("content-type", "application/json")];
+                    http::write_request(buf, method, &path, &json, &body);
                 }
                 s.write_all(buf).await?;
             }
@@ -308,7 +304,7 @@ impl Receiver {
                     Some(Ok(_)) => continue,
                 }
             },
-            Receiver::Http(r, buf) => read_http(r, buf).await,
+            Receiver::Http(r, buf, start) => read_http(r, buf, start).await,
             Receiver::Embedded(rx) => match rx.recv().await {
                 Some(handle) => Ok(handle.await?),
                 None => bail!("sender gone"),
@@ -336,50 +332,36 @@ impl Receiver {
     }
 }
 
-/// Reads one HTTP/1.1 response (Content-Length or chunked body) and parses its body.
-async fn read_http(r: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> anyhow::Result<Reply> {
-    buf.clear();
-    if r.read_until(b'\n', buf).await? == 0 {
-        bail!("connection closed by the server");
-    }
-    let status_line = String::from_utf8_lossy(buf).into_owned();
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line {status_line:?}"))?;
-    let mut length = 0usize;
-    let mut chunked = false;
-    loop {
-        buf.clear();
-        if r.read_until(b'\n', buf).await? == 0 {
-            bail!("connection closed in headers");
+/// Reads one HTTP/1.1 response (`http::parse_response`) and parses its body. `buf` holds
+/// the bytes read, from `start` on not yet used: pipelined responses arrive together.
+async fn read_http(
+    r: &mut OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    start: &mut usize,
+) -> anyhow::Result<Reply> {
+    let mut at_eof = false;
+    let response = loop {
+        if let Some((response, used)) =
+            http::parse_response(&buf[*start..], at_eof).map_err(|e| anyhow!(e))?
+        {
+            *start += used;
+            break response;
         }
-        let line = String::from_utf8_lossy(buf);
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
+        if at_eof {
+            bail!("connection closed by the server");
         }
-        if let Some((name, value)) = line.split_once(':') {
-            let value = value.trim();
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.parse().context("content-length")?;
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = value.eq_ignore_ascii_case("chunked");
-            }
+        if *start > 0 {
+            buf.drain(..*start);
+            *start = 0;
         }
-    }
-    buf.clear();
-    if chunked {
-        read_chunked(r, buf).await?;
-    } else {
-        buf.resize(length, 0);
-        r.read_exact(buf).await?;
-    }
-    let reply = if buf.is_empty() {
+        buf.reserve(READ_BUFFER_BYTES / 4);
+        at_eof = r.read_buf(buf).await? == 0;
+    };
+    let status = response.status;
+    let reply = if response.body.is_empty() {
         Reply::Ack
     } else {
-        wire::parse_reply(buf)
+        wire::parse_reply(&response.body)
     };
     Ok(match reply {
         Reply::Error(code) if code == "bad_reply" && (200..300).contains(&status) => Reply::Ack,
@@ -387,26 +369,6 @@ async fn read_http(r: &mut BufReader<OwnedReadHalf>, buf: &mut Vec<u8>) -> anyho
         _ if !(200..300).contains(&status) => Reply::Error(format!("http_{status}")),
         ok => ok,
     })
-}
-
-async fn read_chunked(r: &mut BufReader<OwnedReadHalf>, body: &mut Vec<u8>) -> anyhow::Result<()> {
-    let mut line = Vec::new();
-    // Bounded: one iteration per chunk, and a body is at most a few MiB.
-    for _ in 0..1_000_000 {
-        line.clear();
-        r.read_until(b'\n', &mut line).await?;
-        let text = String::from_utf8_lossy(&line);
-        let size = usize::from_str_radix(text.trim().split(';').next().unwrap_or(""), 16)
-            .context("chunk size")?;
-        let start = body.len();
-        body.resize(start + size + 2, 0);
-        r.read_exact(&mut body[start..]).await?;
-        body.truncate(start + size);
-        if size == 0 {
-            return Ok(());
-        }
-    }
-    bail!("too many chunks")
 }
 
 /// Reads one RESP value; arrays may hold only scalars (all the scripts return).

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout_at};
 
 use crate::client::{self, Receiver, Sender, Target};
-use crate::report::{OpKind, RunResult, OP_KINDS};
+use crate::report::{OpKind, RunResult};
 use crate::stall::{self, StallSpec};
 use crate::wire::Reply;
 use crate::workload::{Board, Generator, GeneratorStats, Op, Workload, WorkloadConfig};
@@ -138,9 +138,9 @@ impl ReaderResult {
     /// No requests seen yet: one empty histogram and counter per op kind.
     fn empty() -> Self {
         ReaderResult {
-            corrected: OP_KINDS.iter().map(|_| histogram()).collect(),
-            uncorrected: OP_KINDS.iter().map(|_| histogram()).collect(),
-            ok: vec![0; OP_KINDS.len()],
+            corrected: OpKind::ALL.iter().map(|_| histogram()).collect(),
+            uncorrected: OpKind::ALL.iter().map(|_| histogram()).collect(),
+            ok: vec![0; OpKind::ALL.len()],
             errors: BTreeMap::new(),
             acked_events_total: 0,
             acked_events_measured: 0,
@@ -260,7 +260,7 @@ fn merge(
 ) -> anyhow::Result<RunResult> {
     let mut total = ReaderResult::empty();
     for r in readers {
-        for k in 0..OP_KINDS.len() {
+        for k in 0..OpKind::ALL.len() {
             total.corrected[k].add(&r.corrected[k])?;
             total.uncorrected[k].add(&r.uncorrected[k])?;
             total.ok[k] += r.ok[k];

@@ -6,7 +6,8 @@
 //! A request travels, and the modules are listed in that order:
 //! - `workload`: the seeded users, catalog and sessions, as a stream of ops (`zipf` beside it);
 //! - `wire`: encodes ops as nudge's JSON and parses replies (`redis`: the Lua and RESP form);
-//! - `client`: connections to each target, split into sending and receiving halves;
+//! - `client`: connections to each target, split into sending and receiving halves (`http`:
+//!   the project's one HTTP/1.1 client codec, which nudge's server tests use too);
 //! - `driver`: the open- or closed-loop schedule, one writer and one reader task per connection;
 //! - `report`: percentile tables, rates, errors, validity, the JSON summary.
 //!
@@ -20,6 +21,7 @@ pub mod client;
 pub mod crash;
 pub mod driver;
 pub mod floor;
+pub mod http;
 pub mod redis;
 pub mod report;
 pub mod serve;

@@ -27,8 +27,25 @@ pub enum OpKind {
     Batch = 3,
 }
 
-/// The names of `OpKind`s, in `repr` order.
-pub const OP_KINDS: [&str; 4] = ["event", "decide", "reward", "batch"];
+impl OpKind {
+    /// Every kind, in `repr` order (histograms and counters index by it).
+    pub const ALL: [OpKind; 4] = [OpKind::Event, OpKind::Decide, OpKind::Reward, OpKind::Batch];
+
+    /// The protocol op it is (nudge's one table of op names).
+    pub fn op(self) -> nudge::wire::OpKind {
+        match self {
+            OpKind::Event => nudge::wire::OpKind::Event,
+            OpKind::Decide => nudge::wire::OpKind::Decide,
+            OpKind::Reward => nudge::wire::OpKind::Reward,
+            OpKind::Batch => nudge::wire::OpKind::Batch,
+        }
+    }
+
+    /// Its name in the report: the op's wire name.
+    pub fn name(self) -> &'static str {
+        self.op().name()
+    }
+}
 
 /// A send this far behind schedule in this share of sends marks the run invalid.
 pub const MAX_LATE_FRACTION: f64 = 0.01;
@@ -165,10 +182,11 @@ impl RunResult {
         let secs = spec.duration.as_secs_f64();
         let r = &self.reader;
         let mut ops = BTreeMap::new();
-        for (k, name) in OP_KINDS.iter().enumerate() {
+        for kind in OpKind::ALL {
+            let k = kind as usize;
             let corrected = Percentiles::of(&r.corrected[k]);
             ops.insert(
-                *name,
+                kind.name(),
                 OpSummary {
                     ok_total: r.ok[k],
                     per_s: corrected.count as f64 / secs,

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 
+use nudge::wire::OpKind;
 use serde::Deserialize;
 
 use crate::workload::{Op, Shown, Workload, DEVICES};
@@ -58,13 +59,15 @@ fn encode_inner(
     w: &Workload,
     out: &mut Vec<u8>,
 ) -> std::io::Result<()> {
+    // The op's wire name, from nudge's one table of ops.
     let name = match op {
-        Op::Item(_) => "item",
-        Op::Event(_) => "event",
-        Op::Decide(_) => "decide",
-        Op::Reward(_) => "reward",
-        Op::Batch(_) => "batch",
-    };
+        Op::Item(_) => OpKind::Item,
+        Op::Event(_) => OpKind::Event,
+        Op::Decide(_) => OpKind::Decide,
+        Op::Reward(_) => OpKind::Reward,
+        Op::Batch(_) => OpKind::Batch,
+    }
+    .name();
     out.push(b'{');
     if with_op {
         write!(out, "\"op\":\"{name}\",")?;

@@ -96,9 +96,14 @@ impl DeadlineStream {
 fn timeout_response(timeout: Duration) -> Vec<u8> {
     let mut body = Vec::with_capacity(160);
     let ms = timeout.as_millis() as u64;
-    write_error(&mut body, &ReqId::None, &WireError::RequestTimeout { ms });
+    let error = WireError::RequestTimeout { ms };
+    write_error(&mut body, &ReqId::None, &error);
+    // The status its code owns (408), written by hand: actix is not answering here.
+    let status = super::http::status_of(Some(error.code()));
     let mut out = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Request Timeout"),
         body.len()
     )
     .into_bytes();

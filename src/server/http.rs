@@ -4,8 +4,9 @@
 //! Routes: `POST /v1/events` (one object, an array, or NDJSON), `POST /v1/decide`,
 //! `POST /v1/reward`, `GET`/`PUT`/`DELETE /v1/items/{id}`, `GET`/`DELETE /v1/users/{id}`,
 //! `GET /v1/stats`, `GET /livez` (and `/healthz`), `GET /readyz`, `GET /metrics`. Bodies are
-//! the TCP ops' JSON without `op`; replies are the same JSON as on TCP, with an HTTP status
-//! derived from the error code.
+//! the TCP ops' JSON without `op`; replies are the same JSON as on TCP, with the HTTP status
+//! its error code owns (`ErrorCode::http_status`). Each request runs through a `session` of
+//! its own (the same one TCP and WebSocket run per connection): this module only frames.
 
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -19,11 +20,15 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse};
 
 use super::deadline::DeadlineStream;
-use super::dispatch;
 use super::http_errors::{json_errors, no_route, only};
-use super::metrics::{MetricOp, Transport};
+use super::metrics::Transport;
+use super::session::Session;
 use super::{segment, ws, Shared};
-use crate::wire::{write_events_summary, write_reply, Op, OpKind, Parser, Reply, ReqId, WireError};
+use crate::error::ErrorCode;
+use crate::wire::{
+    write_events_summary, write_reply, Op, OpKind, Parser, Rejected, Reply, ReqId, Request,
+    WireError,
+};
 
 thread_local! {
     /// One parser per actix worker thread (workers are single-threaded).
@@ -128,18 +133,11 @@ pub(super) fn post(path: &str, route: actix_web::Route) -> actix_web::Resource {
         .default_service(only("POST"))
 }
 
-/// The HTTP status of an error code.
-pub(super) fn status_of(code: Option<&str>) -> StatusCode {
-    match code {
-        None => StatusCode::OK,
-        Some("busy" | "shutting_down") => StatusCode::SERVICE_UNAVAILABLE,
-        Some("unknown_decision" | "unknown_item") => StatusCode::NOT_FOUND,
-        Some("expired_decision") => StatusCode::GONE,
-        Some("unauthorized") => StatusCode::UNAUTHORIZED,
-        Some("not_shown" | "already_rewarded") => StatusCode::CONFLICT,
-        Some("too_large") => StatusCode::PAYLOAD_TOO_LARGE,
-        Some(_) => StatusCode::BAD_REQUEST,
-    }
+/// The HTTP status of a reply: `200`, or its error code's (the code owns it).
+pub(super) fn status_of(code: Option<ErrorCode>) -> StatusCode {
+    let status = code.map_or(200, ErrorCode::http_status);
+    // Every status in the table is a valid one; 500 if that ever broke.
+    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 pub(super) fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
@@ -148,64 +146,69 @@ pub(super) fn json(status: StatusCode, body: Vec<u8>) -> HttpResponse {
         .body(body)
 }
 
-fn respond(
-    shared: &Shared,
-    op: MetricOp,
-    id: &ReqId,
-    reply: &Reply,
+/// What an HTTP request gives the session: a parsed body, or a reply the route knew already.
+enum Input {
+    Parsed(Result<Request, Rejected>),
+    Ready(Reply),
+}
+
+/// Runs one request of the route for `op` through a session of its own and frames its reply
+/// as the body.
+async fn one(
+    shared: web::Data<Shared>,
+    op: OpKind,
+    input: Input,
     started: Instant,
 ) -> HttpResponse {
-    shared
-        .metrics
-        .record_reply(Transport::Http, op, reply, started);
+    let mut session = Session::new(shared.into_inner(), Transport::Http).for_route(op);
+    match input {
+        Input::Parsed(parsed) => session.request(parsed, started),
+        Input::Ready(reply) => session.ready(ReqId::None, op, reply, started),
+    }
     let mut out = Vec::with_capacity(256);
-    write_reply(&mut out, id, reply);
-    json(status_of(reply.error_code()), out)
+    let mut status = StatusCode::OK;
+    session
+        .answer_all(|id, reply| {
+            status = match reply {
+                // A user the engine holds nothing of: `null`, and the route says so.
+                Reply::User(None) => StatusCode::NOT_FOUND,
+                _ => status_of(reply.error_code()),
+            };
+            write_reply(&mut out, &id, &reply);
+        })
+        .await;
+    json(status, out)
 }
 
 /// Parses a body as one op of `kind` and runs it.
-async fn one_op(shared: &Shared, body: web::Bytes, kind: OpKind) -> HttpResponse {
+async fn one_op(shared: web::Data<Shared>, body: web::Bytes, kind: OpKind) -> HttpResponse {
     let started = Instant::now();
     let mut input = body.to_vec();
-    let parsed = with_parser(|p| p.parse(&mut input, &shared.engine, Some(kind)));
-    let (id, reply) = match parsed {
-        Ok(req) => (req.id, dispatch::execute(&shared.engine, req.op).await),
-        Err(r) => (r.id, Reply::Failed(r.error)),
+    let parsed = with_parser(|p| p.parse(&mut input, Some(kind)));
+    one(shared, kind, Input::Parsed(parsed), started).await
+}
+
+/// Runs an op the route built from its URL.
+async fn url_op(shared: web::Data<Shared>, op: Op) -> HttpResponse {
+    let kind = op.kind();
+    let request = Request {
+        id: ReqId::None,
+        op,
     };
-    respond(shared, MetricOp::of(kind), &id, &reply, started)
+    one(shared, kind, Input::Parsed(Ok(request)), Instant::now()).await
 }
 
 async fn events(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     let started = Instant::now();
-    let parsed = with_parser(|p| p.parse_events(&body, &shared.engine));
-    let mut results: Vec<(ReqId, Reply)> = Vec::with_capacity(parsed.len());
-    let mut events = Vec::new();
-    let mut slots = Vec::new();
-    for (i, r) in parsed.into_iter().enumerate() {
-        match r {
-            Ok(req) => match req.op {
-                Op::Event(e) => {
-                    results.push((req.id, Reply::Pong));
-                    events.push(e);
-                    slots.push(i);
-                }
-                _ => results.push((req.id, Reply::Failed(WireError::Unsupported("only events")))),
-            },
-            Err(r) => results.push((r.id, Reply::Failed(r.error))),
-        }
+    let parsed = with_parser(|p| p.parse_events(&body));
+    let mut session = Session::new(shared.into_inner(), Transport::Http).for_route(OpKind::Event);
+    for request in parsed {
+        session.request(request, started);
     }
-    for (i, reply) in slots
-        .into_iter()
-        .zip(dispatch::ingest_many(&shared.engine, events).await)
-    {
-        results[i].1 = reply;
-    }
-    let op = MetricOp::of(OpKind::Event);
-    for (_, reply) in &results {
-        shared
-            .metrics
-            .record_reply(Transport::Http, op, reply, started);
-    }
+    let mut results: Vec<(ReqId, Reply)> = Vec::new();
+    session
+        .answer_all(|id, reply| results.push((id, reply)))
+        .await;
     let mut out = Vec::with_capacity(64);
     write_events_summary(&mut out, &results);
     let status = match results.iter().find_map(|(_, r)| r.error_code()) {
@@ -219,27 +222,22 @@ async fn events(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
 }
 
 async fn decide(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
-    one_op(&shared, body, OpKind::Decide).await
+    one_op(shared, body, OpKind::Decide).await
 }
 
 async fn reward(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
-    one_op(&shared, body, OpKind::Reward).await
+    one_op(shared, body, OpKind::Reward).await
 }
 
 async fn get_item(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
     let started = Instant::now();
+    // Reading the catalog is no protocol op; counted under `item`.
     let reply = match shared.engine.item(&id) {
         Ok(Some(spec)) => Reply::Item(Some(spec)),
         Ok(None) => Reply::Failed(WireError::Engine(crate::Error::UnknownItem(id.clone()))),
         Err(e) => Reply::Failed(e.into()),
     };
-    respond(
-        &shared,
-        MetricOp::of(OpKind::Item),
-        &ReqId::None,
-        &reply,
-        started,
-    )
+    one(shared, OpKind::Item, Input::Ready(reply), started).await
 }
 
 async fn put_item(
@@ -249,71 +247,27 @@ async fn put_item(
 ) -> HttpResponse {
     let started = Instant::now();
     let mut input = body.to_vec();
-    let reply = match with_parser(|p| p.parse_item(&mut input, &id)) {
-        Ok(spec) => dispatch::execute(&shared.engine, Op::Item(spec)).await,
-        Err(r) => Reply::Failed(r.error),
-    };
-    respond(
-        &shared,
-        MetricOp::of(OpKind::Item),
-        &ReqId::None,
-        &reply,
-        started,
-    )
+    let parsed = with_parser(|p| p.parse_item(&mut input, &id)).map(|spec| Request {
+        id: ReqId::None,
+        op: Op::Item(spec),
+    });
+    one(shared, OpKind::Item, Input::Parsed(parsed), started).await
 }
 
 async fn delete_item(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
-    let started = Instant::now();
-    let reply = dispatch::execute(&shared.engine, Op::RemoveItem(id.into_inner())).await;
-    respond(
-        &shared,
-        MetricOp::of(OpKind::RemoveItem),
-        &ReqId::None,
-        &reply,
-        started,
-    )
+    url_op(shared, Op::RemoveItem(id.into_inner())).await
 }
 
 async fn get_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
-    let started = Instant::now();
-    let reply = dispatch::execute(&shared.engine, Op::User(id.into_inner())).await;
-    let resp = respond(
-        &shared,
-        MetricOp::of(OpKind::User),
-        &ReqId::None,
-        &reply,
-        started,
-    );
-    if matches!(reply, Reply::User(None)) {
-        let mut out = Vec::new();
-        write_reply(&mut out, &ReqId::None, &reply);
-        return json(StatusCode::NOT_FOUND, out);
-    }
-    resp
+    url_op(shared, Op::User(id.into_inner())).await
 }
 
 async fn delete_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
-    let started = Instant::now();
-    let reply = dispatch::execute(&shared.engine, Op::Forget(id.into_inner())).await;
-    respond(
-        &shared,
-        MetricOp::of(OpKind::Forget),
-        &ReqId::None,
-        &reply,
-        started,
-    )
+    url_op(shared, Op::Forget(id.into_inner())).await
 }
 
 async fn stats(shared: web::Data<Shared>) -> HttpResponse {
-    let started = Instant::now();
-    let reply = Reply::Stats(Box::new(shared.engine.stats()));
-    respond(
-        &shared,
-        MetricOp::of(OpKind::Stats),
-        &ReqId::None,
-        &reply,
-        started,
-    )
+    url_op(shared, Op::Stats).await
 }
 
 async fn live() -> HttpResponse {
@@ -323,11 +277,15 @@ async fn live() -> HttpResponse {
 async fn ready(shared: web::Data<Shared>) -> HttpResponse {
     // A data directory that cannot be written refuses state changes: not ready, though
     // decisions and reads still answer from memory.
-    let storage = shared
-        .engine
-        .stats()
-        .durability
-        .map_or(true, |d| d.writable);
+    let stats = shared.engine.stats();
+    if stats.shards.iter().any(|s| s.failed) {
+        // A panic escaped a shard-wide step: its state may be inconsistent.
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"{\"ready\":false,\"shard\":\"failed\"}".to_vec(),
+        );
+    }
+    let storage = stats.durability.map_or(true, |d| d.writable);
     if !storage {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -3,8 +3,9 @@
 //! The handlers write their own errors; this module covers what actix answers before a
 //! handler runs: no such route (`404`), a route that exists for other methods (`405` with
 //! `Allow`), and extractor refusals such as a body over `max_body_bytes` (`413`), which actix
-//! writes as plain text and the `ErrorHandlers` middleware here rewrites. It does not decide
-//! statuses for the protocol's own errors (`http::status_of` does).
+//! writes as plain text and the `ErrorHandlers` middleware here rewrites. Statuses come from
+//! the error's code (`ErrorCode::http_status`), except where HTTP itself has said otherwise
+//! (actix's refusals keep actix's status; the WebSocket handshake's oversized headers `431`).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::ServiceResponse;
@@ -12,11 +13,16 @@ use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, HttpResponse};
 
-use super::http::json;
+use super::http::{json, status_of};
 use crate::wire::{write_error, ReqId, WireError};
 
-/// A reply with the JSON error shape and `status`.
-pub(super) fn error_reply(status: StatusCode, error: &WireError) -> HttpResponse {
+/// A reply with the JSON error shape and the status of its code.
+pub(super) fn error_reply(error: &WireError) -> HttpResponse {
+    error_reply_as(status_of(Some(error.code())), error)
+}
+
+/// A reply with the JSON error shape and `status`, which HTTP has decided already.
+pub(super) fn error_reply_as(status: StatusCode, error: &WireError) -> HttpResponse {
     let mut out = Vec::with_capacity(128);
     write_error(&mut out, &ReqId::None, error);
     json(status, out)
@@ -26,7 +32,7 @@ pub(super) fn error_reply(status: StatusCode, error: &WireError) -> HttpResponse
 pub(super) fn no_route() -> actix_web::Route {
     web::to(|req: actix_web::HttpRequest| async move {
         let path = req.path().to_string();
-        error_reply(StatusCode::NOT_FOUND, &WireError::NoRoute { path })
+        error_reply(&WireError::NoRoute { path })
     })
 }
 
@@ -34,10 +40,7 @@ pub(super) fn no_route() -> actix_web::Route {
 pub(super) fn only(allow: &'static str) -> actix_web::Route {
     web::to(move |req: actix_web::HttpRequest| async move {
         let method = req.method().to_string();
-        let mut resp = error_reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &WireError::MethodNotAllowed { method, allow },
-        );
+        let mut resp = error_reply(&WireError::MethodNotAllowed { method, allow });
         resp.headers_mut()
             .insert(header::ALLOW, header::HeaderValue::from_static(allow));
         resp
@@ -69,7 +72,7 @@ pub(super) fn json_errors<B: MessageBody + 'static>(max_body_bytes: usize) -> Er
             )),
         };
         let (req, _) = res.into_parts();
-        let reply = error_reply(status, &error);
+        let reply = error_reply_as(status, &error);
         let res = ServiceResponse::new(req, reply).map_into_right_body();
         Ok(ErrorHandlerResponse::Response(res))
     })

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use crate::api::Stats;
+use crate::error::ErrorCode;
 use crate::wire::{OpKind, Reply};
 
 /// Where a request came in.
@@ -24,71 +25,105 @@ pub enum Transport {
     Segment,
 }
 
-const TRANSPORTS: [&str; 4] = ["tcp", "ws", "http", "segment"];
+impl Transport {
+    /// Every transport, in a fixed order (metrics index by it).
+    pub const ALL: [Transport; 4] = [
+        Transport::Tcp,
+        Transport::Ws,
+        Transport::Http,
+        Transport::Segment,
+    ];
 
-/// Op labels: the protocol's ops, then the Segment calls.
-const OPS: [&str; 17] = [
-    "event",
-    "decide",
-    "reward",
-    "item",
-    "remove_item",
-    "user",
-    "forget",
-    "ping",
-    "stats",
-    "batch",
-    "subscribe",
-    "unsubscribe",
-    "track",
-    "page",
-    "screen",
-    "identify",
-    "segment_batch",
-];
-
-/// A metrics op: a protocol op or a Segment call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MetricOp(usize);
-
-impl MetricOp {
-    /// The label of a protocol op.
-    pub fn of(kind: OpKind) -> Self {
-        MetricOp(kind.index())
+    /// The label `transport="…"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
+            Transport::Http => "http",
+            Transport::Segment => "segment",
+        }
     }
-    /// Segment `track`.
-    pub const TRACK: MetricOp = MetricOp(12);
-    /// Segment `page`.
-    pub const PAGE: MetricOp = MetricOp(13);
-    /// Segment `screen`.
-    pub const SCREEN: MetricOp = MetricOp(14);
-    /// Segment `identify`.
-    pub const IDENTIFY: MetricOp = MetricOp(15);
-    /// Segment `batch`.
-    pub const SEGMENT_BATCH: MetricOp = MetricOp(16);
 }
 
-/// Outcome labels: `ok`, then every error code.
-const OUTCOMES: [&str; 12] = [
-    "ok",
-    "bad_request",
-    "busy",
-    "unknown_decision",
-    "expired_decision",
-    "not_shown",
-    "unknown_item",
-    "shutting_down",
-    "too_large",
-    "unauthorized",
-    "already_rewarded",
-    "timeout",
-];
+/// A metrics op: a protocol op (named by `OpKind`, the protocol's one table of ops) or a
+/// Segment call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricOp {
+    /// A protocol op.
+    Op(OpKind),
+    /// Segment `track`.
+    Track,
+    /// Segment `page`.
+    Page,
+    /// Segment `screen`.
+    Screen,
+    /// Segment `identify` (and the other calls nudge ignores).
+    Identify,
+    /// Segment `batch`.
+    SegmentBatch,
+}
 
-fn outcome_index(code: Option<&str>) -> usize {
-    match code {
-        None => 0,
-        Some(c) => OUTCOMES.iter().position(|o| *o == c).unwrap_or(1),
+impl MetricOp {
+    /// The Segment calls, in index order after the protocol's ops.
+    const SEGMENT: [MetricOp; 5] = [
+        MetricOp::Track,
+        MetricOp::Page,
+        MetricOp::Screen,
+        MetricOp::Identify,
+        MetricOp::SegmentBatch,
+    ];
+
+    /// How many there are.
+    const COUNT: usize = OpKind::ALL.len() + MetricOp::SEGMENT.len();
+
+    /// Every metrics op, in index order.
+    pub fn all() -> impl Iterator<Item = MetricOp> {
+        OpKind::ALL
+            .into_iter()
+            .map(MetricOp::Op)
+            .chain(MetricOp::SEGMENT)
     }
+
+    /// The label `op="…"`: a protocol op's wire name, or the Segment call's.
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricOp::Op(kind) => kind.name(),
+            MetricOp::Track => "track",
+            MetricOp::Page => "page",
+            MetricOp::Screen => "screen",
+            MetricOp::Identify => "identify",
+            MetricOp::SegmentBatch => "segment_batch",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            MetricOp::Op(kind) => kind.index(),
+            segment => {
+                let at = MetricOp::SEGMENT.iter().position(|s| *s == segment);
+                // Every variant but `Op` is in `SEGMENT`.
+                OpKind::ALL.len() + at.unwrap_or(0)
+            }
+        }
+    }
+}
+
+impl From<OpKind> for MetricOp {
+    fn from(kind: OpKind) -> Self {
+        MetricOp::Op(kind)
+    }
+}
+
+/// Outcomes: `ok`, then every error code (`ErrorCode::ALL`, which owns the labels).
+const OUTCOMES: usize = 1 + ErrorCode::ALL.len();
+
+fn outcome_index(code: Option<ErrorCode>) -> usize {
+    code.map_or(0, |c| 1 + c.index())
+}
+
+/// The label `outcome="…"`: `ok`, or the error's code.
+pub fn outcome_label(code: Option<ErrorCode>) -> &'static str {
+    code.map_or("ok", ErrorCode::as_str)
 }
 
 /// Histogram bucket upper bounds, in seconds.
@@ -135,9 +170,9 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let n = TRANSPORTS.len() * OPS.len();
+        let n = Transport::ALL.len() * MetricOp::COUNT;
         Metrics {
-            requests: (0..n * OUTCOMES.len()).map(|_| AtomicU64::new(0)).collect(),
+            requests: (0..n * OUTCOMES).map(|_| AtomicU64::new(0)).collect(),
             latency: (0..n).map(|_| Histogram::default()).collect(),
             tcp_connections: AtomicI64::new(0),
             ws_connections: AtomicI64::new(0),
@@ -161,13 +196,13 @@ impl Metrics {
         &self,
         transport: Transport,
         op: MetricOp,
-        code: Option<&str>,
+        code: Option<ErrorCode>,
         started: Instant,
         count: u64,
     ) {
-        let series = transport as usize * OPS.len() + op.0;
+        let series = transport as usize * MetricOp::COUNT + op.index();
         let outcome = outcome_index(code);
-        self.requests[series * OUTCOMES.len() + outcome].fetch_add(count, Relaxed);
+        self.requests[series * OUTCOMES + outcome].fetch_add(count, Relaxed);
         let ns = started.elapsed().as_nanos().min(u64::MAX as u128) as u64;
         let secs = ns as f64 * 1e-9;
         let bucket = BUCKETS
@@ -280,15 +315,21 @@ impl Metrics {
             "Requests handled, by transport, op and outcome.",
             "counter",
         );
-        for (t, transport) in TRANSPORTS.iter().enumerate() {
-            for (o, op) in OPS.iter().enumerate() {
-                let series = t * OPS.len() + o;
-                for (k, outcome) in OUTCOMES.iter().enumerate() {
-                    let v = self.requests[series * OUTCOMES.len() + k].load(Relaxed);
+        let codes = std::iter::once(None).chain(ErrorCode::ALL.map(Some));
+        let outcomes: Vec<Option<ErrorCode>> = codes.collect();
+        for (t, transport) in Transport::ALL.iter().enumerate() {
+            for op in MetricOp::all() {
+                let series = t * MetricOp::COUNT + op.index();
+                for &code in &outcomes {
+                    let k = outcome_index(code);
+                    let v = self.requests[series * OUTCOMES + k].load(Relaxed);
                     if v > 0 {
                         let _ = writeln!(
                             out,
-                            "{name}{{transport=\"{transport}\",op=\"{op}\",outcome=\"{outcome}\"}} {v}"
+                            "{name}{{transport=\"{}\",op=\"{}\",outcome=\"{}\"}} {v}",
+                            transport.name(),
+                            op.name(),
+                            outcome_label(code),
                         );
                     }
                 }
@@ -304,15 +345,15 @@ impl Metrics {
             "Time from parsed request to reply ready, in seconds.",
             "histogram",
         );
-        for (t, transport) in TRANSPORTS.iter().enumerate() {
-            for (o, op) in OPS.iter().enumerate() {
-                let h = &self.latency[t * OPS.len() + o];
+        for (t, transport) in Transport::ALL.iter().enumerate() {
+            for op in MetricOp::all() {
+                let h = &self.latency[t * MetricOp::COUNT + op.index()];
                 let counts: Vec<u64> = h.counts.iter().map(|c| c.load(Relaxed)).collect();
                 let total: u64 = counts.iter().sum();
                 if total == 0 {
                     continue;
                 }
-                let labels = format!("transport=\"{transport}\",op=\"{op}\"");
+                let labels = format!("transport=\"{}\",op=\"{}\"", transport.name(), op.name());
                 let mut cumulative = 0;
                 for (i, bound) in BUCKETS.iter().enumerate() {
                     cumulative += counts[i];
@@ -402,11 +443,24 @@ fn render_engine(out: &mut String, stats: &Stats) {
             "Gradient steps on personal models.",
             t.training_steps_total,
         ),
+        (
+            "nudge_panics_total",
+            "Messages whose handling panicked (answered `internal`, the user's actor reset).",
+            t.panics_total,
+        ),
     ];
     for (name, help, v) in totals {
         header(out, name, help, "counter");
         let _ = writeln!(out, "{name} {v}");
     }
+    header(
+        out,
+        "nudge_shards_failed",
+        "Shards where a panic escaped a shard-wide step (not ready).",
+        "gauge",
+    );
+    let failed = stats.shards.iter().filter(|s| s.failed).count();
+    let _ = writeln!(out, "nudge_shards_failed {failed}");
     header(out, "nudge_catalog_items", "Items in the catalog.", "gauge");
     let _ = writeln!(out, "nudge_catalog_items {}", stats.catalog_items);
     render_durability(out, stats);

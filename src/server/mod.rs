@@ -6,8 +6,9 @@
 //! - `deadline`: the HTTP socket wrapper that enforces the request deadline;
 //! - `fd_limit`: `max_connections` fitted to the open-file limit at start;
 //! - `http_errors`: 404, 405 and actix's own refusals in the JSON error shape;
-//! - `dispatch`: op → engine call → reply, shared by all of them; `pipeline`: one
-//!   connection's requests in flight, events coalesced (TCP and WebSocket); `metrics`: counters.
+//! - `session`: the one protocol session all three run (parse → submit → replies in request
+//!   order), events coalesced, subscriptions; `session::dispatch`: op → engine call → reply;
+//! - `metrics`: counters, labelled from the protocol's tables (`OpKind`, `ErrorCode`).
 //!
 //! **Invariants:** the server never touches user state (it parses, routes to the engine's
 //! async API, and awaits replies); every queue it owns is bounded (in-flight requests per
@@ -18,13 +19,12 @@
 //! with a shutdown future (what `main` does).
 
 mod deadline;
-mod dispatch;
 mod fd_limit;
 mod http;
 mod http_errors;
 pub mod metrics;
-mod pipeline;
 mod segment;
+mod session;
 mod tcp;
 mod ws;
 

@@ -19,14 +19,14 @@ use base64::Engine as _;
 use futures_util::StreamExt as _;
 use parking_lot::Mutex;
 
-use super::dispatch;
 use super::http::{json, post, status_of, with_parser};
 use super::metrics::{MetricOp, Transport};
+use super::session::dispatch;
 use super::Shared;
 use crate::api::{Event, EventKind};
 use crate::config::SegmentConfig;
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::ids::stable_hash;
 use crate::wire::{write_error, CallType, Reply, ReqId, SegmentCall, WireError};
 
@@ -97,8 +97,8 @@ async fn batch(r: HttpRequest, p: web::Payload, s: web::Data<Shared>) -> HttpRes
     handle(&r, p, &s, None).await
 }
 
-/// Why a Segment request failed, with its status.
-struct Failure(StatusCode, WireError);
+/// Why a Segment request failed (its code owns its status).
+struct Failure(WireError);
 
 async fn handle(
     req: &HttpRequest,
@@ -108,23 +108,23 @@ async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let op = match call {
-        Some(CallType::Track) => MetricOp::TRACK,
-        Some(CallType::Page) => MetricOp::PAGE,
-        Some(CallType::Screen) => MetricOp::SCREEN,
-        Some(_) => MetricOp::IDENTIFY,
-        None => MetricOp::SEGMENT_BATCH,
+        Some(CallType::Track) => MetricOp::Track,
+        Some(CallType::Page) => MetricOp::Page,
+        Some(CallType::Screen) => MetricOp::Screen,
+        Some(_) => MetricOp::Identify,
+        None => MetricOp::SegmentBatch,
     };
     let result = ingest(req, payload, shared, call).await;
     let (code, response) = match result {
         Ok(summary) => (None, json(StatusCode::OK, summary)),
-        Err(Failure(status, error)) => {
+        Err(Failure(error)) => {
             let mut out = b"{\"success\":false,".to_vec();
             let mut e = Vec::new();
             write_error(&mut e, &ReqId::None, &error);
             out.extend_from_slice(&e[1..]);
             let code = error.code();
-            let mut resp = json(status, out);
-            if status == StatusCode::UNAUTHORIZED {
+            let mut resp = json(status_of(Some(code)), out);
+            if code == ErrorCode::Unauthorized {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     header::HeaderValue::from_static("Basic realm=\"nudge\""),
@@ -153,7 +153,7 @@ async fn ingest(
         cfg.max_batch_bytes
     };
     let mut body = read_body(req, payload, limit).await?;
-    let bad = |e| Failure(StatusCode::BAD_REQUEST, e);
+    let bad = Failure;
     let calls = with_parser(|p| p.parse_segment(&mut body, call)).map_err(bad)?;
     if let Some((i, c)) = calls
         .iter()
@@ -212,7 +212,7 @@ async fn ingest(
         .fetch_add(summary.ignored, std::sync::atomic::Ordering::Relaxed);
     if let Some((_, e)) = summary.errors.first() {
         if summary.events == 0 {
-            return Err(Failure(status_of(Some(e.code())), e.clone()));
+            return Err(Failure(e.clone()));
         }
     }
     Ok(summary.write())
@@ -251,7 +251,7 @@ fn authorize(req: &HttpRequest, cfg: &SegmentConfig) -> Result<(), Failure> {
     if cfg.write_key.is_empty() {
         return Ok(());
     }
-    let unauthorized = || Failure(StatusCode::UNAUTHORIZED, Error::Unauthorized.into());
+    let unauthorized = || Failure(Error::Unauthorized.into());
     let value = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -275,15 +275,10 @@ async fn read_body(
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<Vec<u8>, Failure> {
-    let too_large = || Failure(StatusCode::PAYLOAD_TOO_LARGE, WireError::TooLarge { limit });
+    let too_large = || Failure(WireError::TooLarge { limit });
     let mut raw = Vec::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            Failure(
-                StatusCode::BAD_REQUEST,
-                WireError::BadRequest(e.to_string()),
-            )
-        })?;
+        let chunk = chunk.map_err(|e| Failure(WireError::BadRequest(e.to_string())))?;
         if raw.len() + chunk.len() > limit {
             return Err(too_large());
         }
@@ -302,12 +297,7 @@ async fn read_body(
     decoder
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| {
-            Failure(
-                StatusCode::BAD_REQUEST,
-                WireError::BadRequest(format!("bad gzip body: {e}")),
-            )
-        })?;
+        .map_err(|e| Failure(WireError::BadRequest(format!("bad gzip body: {e}"))))?;
     if out.len() > limit {
         return Err(too_large());
     }

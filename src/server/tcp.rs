@@ -1,10 +1,11 @@
-//! The TCP front end: newline-delimited JSON, one request per line, pipelined.
+//! The TCP front end: newline-delimited JSON, one request per line, pipelined. It owns the
+//! framing and TCP's limits; the protocol is the shared `session`'s.
 //!
 //! Per connection: one reused read buffer split into lines without copying; each line parsed
-//! and dispatched at once, so many requests are in flight together (runs of consecutive
-//! `event` lines are coalesced into one `ingest_batch_async`); replies are written in request
-//! order, all ready ones in one write. At most `max_in_flight` requests are in flight: past
-//! that the connection reads no further (back-pressure), it never buffers without bound.
+//! and handed to the session at once, so many requests are in flight together; the replies
+//! the session hands back are written in request order, a newline after each, all ready ones
+//! in one write. At most `max_in_flight` requests are in flight: past that the connection
+//! reads no further (back-pressure), it never buffers without bound.
 //!
 //! Limits: a line over `max_line_bytes` gets a `too_large` error and is skipped up to the next
 //! newline; a connection over `max_connections` gets one refusal line and is closed; a
@@ -24,10 +25,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
-use super::metrics::{MetricOp, Transport};
-use super::pipeline::{Done, Pipeline};
+use super::metrics::Transport;
+use super::session::{Done, Session};
 use super::Shared;
-use crate::wire::{write_error, write_reply, OpKind, Parser, Reply, ReqId, WireError};
+use crate::error::ErrorCode;
+use crate::wire::{write_error, write_reply, OpKind, Parser, ReqId, WireError};
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -91,6 +93,12 @@ fn admit(sock: TcpStream, slots: &Arc<Semaphore>, shared: &Arc<Shared>, max: usi
         }
         Err(_) => {
             shared.metrics.tcp_refused_total.fetch_add(1, Relaxed);
+            // Its reply is a refusal of no request: counted as one under `event`, as any
+            // reply whose op is unknown.
+            let (op, code) = (OpKind::Event.into(), Some(ErrorCode::TooManyConnections));
+            shared
+                .metrics
+                .record(Transport::Tcp, op, code, Instant::now(), 1);
             tokio::spawn(refuse(sock, max));
         }
     }
@@ -141,14 +149,14 @@ struct Conn {
     line_deadline: Option<tokio::time::Instant>,
     /// Replies waiting for one write.
     out: Vec<u8>,
-    /// Requests in flight, runs of events coalesced; replies in request order.
-    pipeline: Pipeline,
+    /// The protocol: requests in flight, replies in request order.
+    session: Session,
 }
 
 impl Conn {
     fn new(shared: Arc<Shared>) -> Conn {
         Conn {
-            pipeline: Pipeline::new(shared.clone(), Transport::Tcp),
+            session: Session::new(shared.clone(), Transport::Tcp),
             shared,
             parser: Parser::new(),
             rbuf: Vec::with_capacity(READ_CHUNK),
@@ -173,10 +181,10 @@ impl Conn {
         let mut stop = self.shared.stop.clone();
         let mut eof = *stop.borrow();
         loop {
-            while let Some(Some(done)) = self.pipeline.next().now_or_never() {
+            while let Some(Some(done)) = self.session.next().now_or_never() {
                 self.finish(done);
             }
-            if !eof && self.pipeline.requests() < max {
+            if !eof && self.session.requests() < max {
                 self.process_lines();
             }
             if !self.out.is_empty() {
@@ -196,10 +204,10 @@ impl Conn {
                 }
                 continue;
             }
-            if eof && self.pipeline.is_empty() {
+            if eof && self.session.is_empty() {
                 break;
             }
-            let can_read = !eof && self.pipeline.requests() < max;
+            let can_read = !eof && self.session.requests() < max;
             if can_read && self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 4 {
                 self.rbuf.reserve(READ_CHUNK);
             }
@@ -210,7 +218,7 @@ impl Conn {
                 }
             }
             tokio::select! {
-                done = self.pipeline.next(), if !self.pipeline.is_empty() => {
+                done = self.session.next(), if !self.session.is_empty() => {
                     if let Some(done) = done {
                         self.finish(done);
                     }
@@ -229,7 +237,7 @@ impl Conn {
                     eof = true;
                 }
                 _ = stop.changed(), if !eof => eof = true,
-                _ = &mut idle, if !eof && self.pipeline.is_empty() => {
+                _ = &mut idle, if !eof && self.session.is_empty() => {
                     debug!("closing an idle tcp connection");
                     break;
                 }
@@ -255,9 +263,8 @@ impl Conn {
         self.rbuf.clear();
         self.line_deadline = None;
         let ms = self.shared.cfg.request_timeout_ms;
-        let reply = Reply::Failed(WireError::RequestTimeout { ms });
-        let op = MetricOp::of(OpKind::Event);
-        self.pipeline.ready(ReqId::None, op, reply, Instant::now());
+        let error = WireError::RequestTimeout { ms };
+        self.session.refuse(ReqId::None, error, Instant::now());
     }
 
     /// Arms the line deadline when a partial line is buffered (again after each complete
@@ -271,14 +278,14 @@ impl Conn {
         }
     }
 
-    /// Parses and dispatches every complete line in the buffer (until the in-flight bound),
+    /// Parses and submits every complete line in the buffer (until the in-flight bound),
     /// then drops the consumed bytes.
     fn process_lines(&mut self) {
         let max_line = self.shared.cfg.max_line_bytes;
         let max = self.shared.cfg.max_in_flight;
         let mut start = 0;
         let mut completed_line = false;
-        while self.pipeline.requests() < max {
+        while self.session.requests() < max {
             let from = start.max(self.scanned);
             match self.rbuf[from..].iter().position(|&b| b == b'\n') {
                 Some(offset) => {
@@ -307,7 +314,7 @@ impl Conn {
                 }
             }
         }
-        self.pipeline.flush();
+        self.session.flush();
         self.rbuf.drain(..start);
         self.scanned = self.scanned.saturating_sub(start);
         self.track_deadline(completed_line);
@@ -329,10 +336,9 @@ impl Conn {
             .metrics
             .lines_too_long_total
             .fetch_add(1, Relaxed);
-        let reply = Reply::Failed(WireError::TooLarge { limit: max_line });
-        let op = MetricOp::of(OpKind::Event);
-        // After the run before it: `ready` dispatches that first.
-        self.pipeline.ready(ReqId::None, op, reply, Instant::now());
+        let error = WireError::TooLarge { limit: max_line };
+        // After the run before it: `refuse` submits that first.
+        self.session.refuse(ReqId::None, error, Instant::now());
     }
 
     fn line(&mut self, start: usize, end: usize) {
@@ -344,16 +350,14 @@ impl Conn {
             return;
         }
         let started = Instant::now();
-        let parsed = self
-            .parser
-            .parse(&mut self.rbuf[start..end], &self.shared.engine, None);
-        self.pipeline.request(parsed, started);
+        let parsed = self.parser.parse(&mut self.rbuf[start..end], None);
+        self.session.request(parsed, started);
     }
 
     fn finish(&mut self, done: Done) {
         let out = &mut self.out;
-        self.pipeline.finish(done, |id, reply| {
-            write_reply(out, id, reply);
+        self.session.finish(done, |id, reply| {
+            write_reply(out, &id, &reply);
             out.push(b'\n');
         });
     }

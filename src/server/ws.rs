@@ -1,10 +1,12 @@
 //! The WebSocket front end (actix-ws) at `/v1/ws`: one op or batch per text frame, replies
 //! in request order, plus `subscribe`/`unsubscribe` pushes of `UserUpdate`s.
 //!
-//! Like TCP, a socket takes every frame already received in one go (up to
-//! `MAX_FRAMES_PER_READ`, and at most `max_in_flight` requests in flight) and hands them to
-//! the shared `pipeline`, which ingests a run of consecutive `event` frames as one batch;
-//! the replies that are ready together are sent together, one frame each.
+//! The protocol, subscriptions included, is the shared `session`'s (given this socket's push
+//! queue); this module owns the framing, the push queue and WebSocket's own rules. Like TCP, a
+//! socket takes every frame already received in one go (up to `MAX_FRAMES_PER_READ`, and at
+//! most `max_in_flight` requests in flight) and hands them to the session, which ingests a
+//! run of consecutive `event` frames as one batch; the replies that are ready together are
+//! sent together, one frame each.
 //!
 //! Each socket has a bounded push queue (`ws_push_queue`) that drops its oldest update when
 //! the client falls behind, and counts the drop (per socket in each push's `dropped`, and in
@@ -20,19 +22,18 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError, Session as WsSession};
 use bytestring::ByteString;
 use futures_util::{FutureExt as _, StreamExt as _};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-use super::dispatch;
-use super::http_errors::error_reply;
-use super::metrics::{MetricOp, Metrics, Transport};
-use super::pipeline::{Done, Pipeline};
+use super::http_errors::error_reply_as;
+use super::metrics::{Metrics, Transport};
+use super::session::{Done, Session};
 use super::Shared;
 use crate::api::{UpdateSink, UserUpdate};
-use crate::wire::{write_push, write_reply, Op, OpKind, Parser, Reply, Request, WireError};
+use crate::wire::{write_push, write_reply, Parser, WireError};
 use actix_web::http::StatusCode;
 
 /// A socket's bounded queue of pushes: the engine's shard threads push, the socket's task
@@ -79,18 +80,18 @@ pub(super) async fn handler(
         .sum();
     if header_bytes > MAX_HANDSHAKE_HEADER_BYTES {
         let limit = MAX_HANDSHAKE_HEADER_BYTES;
-        return Ok(error_reply(
+        return Ok(error_reply_as(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             &WireError::TooLarge { limit },
         ));
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, ws, stream) = actix_ws::handle(&req, body)?;
     let limit = shared.cfg.ws_max_frame_bytes;
     let stream = stream
         .max_frame_size(limit)
         .aggregate_continuations()
         .max_continuation_size(limit);
-    actix_web::rt::spawn(run(shared.into_inner(), session, stream));
+    actix_web::rt::spawn(run(shared.into_inner(), ws, stream));
     Ok(response)
 }
 
@@ -98,12 +99,12 @@ pub(super) async fn handler(
 /// in-flight bound applies as well): what one read of 64 KiB holds on TCP.
 const MAX_FRAMES_PER_READ: usize = 512;
 
-async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::AggregatedMessageStream) {
+async fn run(shared: Arc<Shared>, ws: WsSession, mut stream: actix_ws::AggregatedMessageStream) {
     let metrics = shared.metrics.clone();
     metrics.ws_connections.fetch_add(1, Relaxed);
     let cfg = &shared.cfg;
     let max_in_flight = cfg.max_in_flight;
-    let mut socket = Socket::new(shared.clone(), session);
+    let mut socket = Socket::new(shared.clone(), ws);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(cfg.ws_heartbeat_s));
     let client_timeout = Duration::from_secs(cfg.ws_client_timeout_s);
     let mut last_heard = Instant::now();
@@ -112,21 +113,21 @@ async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::Aggreg
 
     let close: Option<CloseReason> = loop {
         // Every reply that is ready leaves now, together.
-        while let Some(Some(done)) = socket.pipeline.next().now_or_never() {
+        while let Some(Some(done)) = socket.session.next().now_or_never() {
             socket.finish(done);
         }
         if !socket.send().await {
             break None;
         }
-        if stopping && socket.pipeline.is_empty() {
+        if stopping && socket.session.is_empty() {
             break Some(reason(CloseCode::Away, "the server is shutting down"));
         }
         tokio::select! {
-            Some(done) = socket.pipeline.next(), if !socket.pipeline.is_empty() => {
+            Some(done) = socket.session.next(), if !socket.session.is_empty() => {
                 socket.finish(done);
             }
             _ = socket.queue.notify.notified() => socket.take_pushes(),
-            msg = stream.next(), if !stopping && socket.pipeline.requests() < max_in_flight => {
+            msg = stream.next(), if !stopping && socket.session.requests() < max_in_flight => {
                 last_heard = Instant::now();
                 if let Flow::Close(close) = socket.read(msg, last_heard, &mut stream).await {
                     break close;
@@ -136,18 +137,15 @@ async fn run(shared: Arc<Shared>, session: Session, mut stream: actix_ws::Aggreg
                 if last_heard.elapsed() > client_timeout {
                     break Some(reason(CloseCode::Policy, "heartbeat timeout"));
                 }
-                if socket.session.ping(b"").await.is_err() {
+                if socket.ws.ping(b"").await.is_err() {
                     break None;
                 }
             }
             _ = stop.changed(), if !stopping => stopping = true,
         }
     };
-    for (user, id) in std::mem::take(&mut socket.subscriptions) {
-        let engine = shared.engine.clone();
-        let _ = dispatch::blocking(move || engine.unsubscribe(&user, id)).await;
-    }
-    let _ = socket.session.close(close).await;
+    socket.session.close().await;
+    let _ = socket.ws.close(close).await;
     metrics.ws_connections.fetch_sub(1, Relaxed);
 }
 
@@ -185,13 +183,12 @@ enum Flow {
 /// One socket's state, apart from its incoming stream.
 struct Socket {
     shared: Arc<Shared>,
-    session: Session,
-    /// This socket's pushes; subscriptions opened here push into it.
+    /// The socket's sending side.
+    ws: WsSession,
+    /// This socket's pushes; subscriptions opened by its session push into it.
     queue: Arc<PushQueue>,
-    /// Open subscriptions (user, id), closed when the socket ends.
-    subscriptions: Vec<(String, u64)>,
-    /// Requests in flight, runs of events coalesced; replies in request order.
-    pipeline: Pipeline,
+    /// The protocol: requests in flight, replies in request order, subscriptions.
+    session: Session,
     parser: Parser,
     /// The frame being parsed (parsed in place, so copied out of the frame).
     input: Vec<u8>,
@@ -202,7 +199,7 @@ struct Socket {
 }
 
 impl Socket {
-    fn new(shared: Arc<Shared>, session: Session) -> Socket {
+    fn new(shared: Arc<Shared>, ws: WsSession) -> Socket {
         let cfg = &shared.cfg;
         let queue = Arc::new(PushQueue {
             queue: Mutex::new(VecDeque::with_capacity(cfg.ws_push_queue.min(1024))),
@@ -211,12 +208,12 @@ impl Socket {
             notify: Notify::new(),
             metrics: shared.metrics.clone(),
         });
+        let sink: Arc<dyn UpdateSink> = queue.clone();
         Socket {
-            pipeline: Pipeline::new(shared.clone(), Transport::Ws),
+            session: Session::new(shared.clone(), Transport::Ws).with_pushes(sink),
             shared,
-            session,
+            ws,
             queue,
-            subscriptions: Vec::new(),
             parser: Parser::new(),
             input: Vec::new(),
             out: Vec::new(),
@@ -239,7 +236,7 @@ impl Socket {
         let mut taken = 1;
         while matches!(flow, Flow::Go)
             && taken < MAX_FRAMES_PER_READ
-            && self.pipeline.requests() < max_in_flight
+            && self.session.requests() < max_in_flight
         {
             let Some(msg) = stream.next().now_or_never() else {
                 break;
@@ -247,12 +244,12 @@ impl Socket {
             flow = self.message(msg, now).await;
             taken += 1;
         }
-        self.pipeline.flush();
+        self.session.flush();
         flow
     }
 
     /// Handles one message from the client, received by `started`: a text frame is parsed
-    /// and taken by the pipeline (not yet dispatched if it is an event: the caller flushes).
+    /// and taken by the session (not yet submitted if it is an event: the caller flushes).
     async fn message(
         &mut self,
         msg: Option<Result<AggregatedMessage, ProtocolError>>,
@@ -269,7 +266,7 @@ impl Socket {
                 CloseCode::Unsupported,
                 "send JSON in text frames",
             ))),
-            Some(Ok(AggregatedMessage::Ping(b))) => match self.session.pong(&b).await {
+            Some(Ok(AggregatedMessage::Ping(b))) => match self.ws.pong(&b).await {
                 Ok(()) => Flow::Go,
                 Err(_) => Flow::Close(None),
             },
@@ -283,70 +280,19 @@ impl Socket {
         }
     }
 
-    /// Parses one text frame and hands it to the pipeline. Subscriptions are opened here
-    /// (inline: `subscribe` only enqueues a message) and remembered in `subscriptions`.
+    /// Parses one text frame and hands it to the session.
     fn text(&mut self, frame: &[u8], started: Instant) {
         self.input.clear();
         self.input.extend_from_slice(frame);
-        let parsed = self
-            .parser
-            .parse(&mut self.input, &self.shared.engine, None);
-        match parsed {
-            Ok(Request {
-                id,
-                op: Op::Subscribe(user),
-            }) => {
-                let op = MetricOp::of(OpKind::Subscribe);
-                let reply = match self.subscribe(user) {
-                    Ok(subscription) => Reply::Subscribed { subscription },
-                    Err(e) => Reply::Failed(e.into()),
-                };
-                self.pipeline.ready(id, op, reply, started);
-            }
-            Ok(Request {
-                id,
-                op: Op::Unsubscribe(user),
-            }) => {
-                let op = MetricOp::of(OpKind::Unsubscribe);
-                let mine: Vec<u64> = self
-                    .subscriptions
-                    .iter()
-                    .filter(|(u, _)| *u == user)
-                    .map(|s| s.1)
-                    .collect();
-                self.subscriptions.retain(|(u, _)| *u != user);
-                let engine = self.shared.engine.clone();
-                self.pipeline.push(id, op, started, async move {
-                    for sub in mine {
-                        let engine = engine.clone();
-                        let user = user.clone();
-                        let _ = dispatch::blocking(move || engine.unsubscribe(&user, sub)).await;
-                    }
-                    Reply::Unsubscribed
-                });
-            }
-            parsed => self.pipeline.request(parsed, started),
-        }
-    }
-
-    /// Subscribes this socket to `user`'s updates, or answers the subscription it already
-    /// has: subscribing twice must not push every update twice. `engine.subscribe` only
-    /// enqueues a message (waiting only if that inbox is full).
-    fn subscribe(&mut self, user: String) -> Result<u64, crate::Error> {
-        if let Some(&(_, open)) = self.subscriptions.iter().find(|(u, _)| *u == user) {
-            return Ok(open);
-        }
-        let sink: Arc<dyn UpdateSink> = self.queue.clone();
-        let id = self.shared.engine.subscribe(&user, sink)?;
-        self.subscriptions.push((user, id));
-        Ok(id)
+        let parsed = self.parser.parse(&mut self.input, None);
+        self.session.request(parsed, started);
     }
 
     /// Writes a finished unit's replies into `out`, one frame each.
     fn finish(&mut self, done: Done) {
         let (out, frames) = (&mut self.out, &mut self.frames);
-        self.pipeline.finish(done, |id, reply| {
-            write_reply(out, id, reply);
+        self.session.finish(done, |id, reply| {
+            write_reply(out, &id, &reply);
             frames.push((out.len(), false));
         });
     }
@@ -378,7 +324,7 @@ impl Socket {
                     ByteString::from(String::from_utf8_lossy(&self.out[from..end]).into_owned())
                 }
             };
-            if self.session.text(frame).await.is_err() {
+            if self.ws.text(frame).await.is_err() {
                 return false;
             }
             if push {

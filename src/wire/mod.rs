@@ -3,18 +3,22 @@
 //! and writes replies and pushes as JSON into a caller's reusable buffer.
 //!
 //! It owns the request shapes (`Request`, `Op`), the reply shapes (`Reply`) and the protocol's
-//! errors (`WireError`). It does not execute anything: the server's dispatch turns an `Op` into
-//! engine calls and a `Reply`. It does no I/O and never panics on input: any bytes give either a
-//! request or a `Rejected` with the request's `id` when it can be recovered.
+//! errors (`WireError`, whose codes are the one table `ErrorCode`). It does not execute
+//! anything, and it sits below the engine: **parsing never needs an `Engine`** (it does not
+//! import the engine module). What only the engine's configuration can settle is left for
+//! execution: an event's type that is not built in stays a name (`EventType::Named`) until the
+//! server's session resolves it as an alias. It does no I/O and never panics on input: any
+//! bytes give either a request or a `Rejected` with the request's `id` when it can be
+//! recovered.
 //!
 //! ```
-//! use nudge::wire::{Op, Parser};
-//! let engine = nudge::Engine::builder().shards(1).build().unwrap();
+//! use nudge::wire::{EventType, Op, Parser};
+//! use nudge::EventKind;
 //! let mut parser = Parser::new();
 //! let mut line = br#"{"op":"event","id":1,"user":"u1","type":"click","item":"i9"}"#.to_vec();
-//! let request = parser.parse(&mut line, &engine, None).unwrap();
-//! assert!(matches!(request.op, Op::Event(_)));
-//! engine.shutdown();
+//! let request = parser.parse(&mut line, None).unwrap();
+//! let Op::Event(event) = request.op else { panic!("an event") };
+//! assert_eq!(event.kind, EventType::Builtin(EventKind::Click));
 //! ```
 
 mod json;
@@ -25,8 +29,8 @@ mod syntax;
 
 use std::fmt;
 
-use crate::api::{DecideRequest, Event, ItemSpec};
-use crate::error::Error;
+use crate::api::{Context, DecideRequest, Event, EventKind, ItemSpec};
+use crate::error::{Error, ErrorCode, Problem};
 use crate::ids::DecisionId;
 
 pub use json::write_str;
@@ -125,11 +129,71 @@ impl OpKind {
     }
 }
 
+/// An event's `type` as parsed: a built-in kind, or a name only the engine's configuration
+/// can resolve (an alias, or no type at all).
+#[derive(Clone, Debug, PartialEq)]
+pub enum EventType {
+    /// A built-in kind (`click`, `dwell`, …).
+    Builtin(EventKind),
+    /// Any other name; resolved at execution (`Engine::event_kind`).
+    Named(Box<str>),
+}
+
+/// An `event` as parsed: an `api::Event` whose type may still be a name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EventRequest {
+    /// The user's id.
+    pub user: String,
+    /// The event's type.
+    pub kind: EventType,
+    /// The item it happened to, if any.
+    pub item: Option<String>,
+    /// The type's numeric signal.
+    pub value: Option<f64>,
+    /// Event time, Unix ms; `None`: now.
+    pub ts_ms: Option<u64>,
+    /// Context of the event.
+    pub context: Context,
+    /// The decision it answers, if known.
+    pub decision: Option<DecisionId>,
+}
+
+impl EventRequest {
+    /// The engine's event, its type resolved: a built-in kind as is, a name by `alias` (the
+    /// engine's `event_kind`, which refuses an unknown name naming `type`).
+    pub fn resolve(
+        self,
+        alias: impl FnOnce(&str) -> Result<EventKind, Error>,
+    ) -> Result<Event, Error> {
+        let kind = match &self.kind {
+            EventType::Builtin(kind) => *kind,
+            EventType::Named(name) => alias(name)?,
+        };
+        Ok(Event {
+            user: self.user,
+            kind,
+            item: self.item,
+            value: self.value,
+            ts_ms: self.ts_ms,
+            context: self.context,
+            decision: self.decision,
+        })
+    }
+
+    /// The same request with its type resolved by the built-in names alone (no aliases).
+    pub fn builtin(self) -> Result<Event, Error> {
+        self.resolve(|name| {
+            let problem = Problem::UnknownEventType(name.to_string());
+            Err(Error::invalid("type", problem))
+        })
+    }
+}
+
 /// One parsed operation, holding owned `nudge::api` values ready for the engine.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// Ingest an event.
-    Event(Event),
+    Event(EventRequest),
     /// Rank candidates.
     Decide(DecideRequest),
     /// Attribute an explicit reward (0..=1) to an item of a decision.
@@ -248,16 +312,21 @@ pub enum WireError {
 }
 
 impl WireError {
-    /// The stable machine-readable code of the error.
-    pub fn code(&self) -> &'static str {
+    /// The stable machine-readable code of the error (its HTTP status and metric label too).
+    pub fn code(&self) -> ErrorCode {
         match self {
             WireError::Engine(e) => e.code(),
-            WireError::TooLarge { .. } => "too_large",
-            WireError::TooManyConnections { .. } => "too_many_connections",
-            WireError::RequestTimeout { .. } => "timeout",
-            WireError::NoRoute { .. } => "not_found",
-            WireError::MethodNotAllowed { .. } => "method_not_allowed",
-            _ => "bad_request",
+            WireError::TooLarge { .. } => ErrorCode::TooLarge,
+            WireError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
+            WireError::RequestTimeout { .. } => ErrorCode::Timeout,
+            WireError::NoRoute { .. } => ErrorCode::NotFound,
+            WireError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            WireError::NotJson(_)
+            | WireError::NotObject
+            | WireError::UnknownOp(_)
+            | WireError::Unsupported(_)
+            | WireError::NestedBatch
+            | WireError::BadRequest(_) => ErrorCode::BadRequest,
         }
     }
 }

@@ -9,9 +9,8 @@ use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value as Json};
 use simd_json::{Buffers, ValueType};
 
-use super::{Op, OpKind, Rejected, ReqId, Request, WireError};
-use crate::api::{Candidate, Context, DecideRequest, Event, ItemSpec};
-use crate::engine::Engine;
+use super::{EventRequest, EventType, Op, OpKind, Rejected, ReqId, Request, WireError};
+use crate::api::{Candidate, Context, DecideRequest, EventKind, ItemSpec};
 use crate::error::{Error, Problem};
 use crate::ids::DecisionId;
 
@@ -43,24 +42,23 @@ impl Parser {
     pub fn parse(
         &mut self,
         input: &mut [u8],
-        engine: &Engine,
         default_op: Option<OpKind>,
     ) -> Result<Request, Rejected> {
-        self.with_value(input, |v| request(v, engine, default_op, false))
+        self.with_value(input, |v| request(v, default_op, false))
     }
 
     /// Parses the body of `POST /v1/events`: one event object, an array of them, or NDJSON
     /// (one per line). Each element stands alone; `op` may be omitted.
-    pub fn parse_events(&mut self, body: &[u8], engine: &Engine) -> Vec<Result<Request, Rejected>> {
+    pub fn parse_events(&mut self, body: &[u8]) -> Vec<Result<Request, Rejected>> {
         let mut whole = body.to_vec();
         let parsed = self.with_value(&mut whole, |v| {
             if let Some(list) = v.as_array() {
                 Ok(list
                     .iter()
-                    .map(|e| request(e, engine, Some(OpKind::Event), true))
+                    .map(|e| request(e, Some(OpKind::Event), true))
                     .collect())
             } else {
-                Ok(vec![request(v, engine, Some(OpKind::Event), true)])
+                Ok(vec![request(v, Some(OpKind::Event), true)])
             }
         });
         if let Ok(all) = parsed {
@@ -74,7 +72,7 @@ impl Parser {
             }
             line.clear();
             line.extend_from_slice(raw);
-            out.push(self.parse(&mut line, engine, Some(OpKind::Event)));
+            out.push(self.parse(&mut line, Some(OpKind::Event)));
         }
         out
     }
@@ -236,12 +234,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
     Some(f)
 }
 
-fn request(
-    v: Json<'_, '_>,
-    engine: &Engine,
-    default_op: Option<OpKind>,
-    nested: bool,
-) -> Result<Request, Rejected> {
+fn request(v: Json<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Request, Rejected> {
     let Some(f) = fields(v) else {
         return Err(Rejected {
             id: ReqId::None,
@@ -257,7 +250,7 @@ fn request(
             })
         }
     };
-    match op(&f, engine, default_op, nested) {
+    match op(&f, default_op, nested) {
         Ok(op) => Ok(Request { id, op }),
         Err(error) => Err(Rejected { id, error }),
     }
@@ -279,12 +272,7 @@ fn req_id(v: Json<'_, '_>) -> Result<ReqId, WireError> {
     })
 }
 
-fn op(
-    f: &Fields<'_, '_>,
-    engine: &Engine,
-    default_op: Option<OpKind>,
-    nested: bool,
-) -> Result<Op, WireError> {
+fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op, WireError> {
     let kind = match (string(f.op, "op")?, default_op) {
         (Some(name), Some(route)) if name != route.name() => {
             return Err(invalid("op", Problem::Malformed("the route's op or none")))
@@ -294,7 +282,7 @@ fn op(
         (None, None) => return Err(invalid("op", Problem::Missing)),
     };
     Ok(match kind {
-        OpKind::Event => Op::Event(event(f, engine)?),
+        OpKind::Event => Op::Event(event(f)?),
         OpKind::Decide => Op::Decide(decide(f)?),
         OpKind::Reward => Op::Reward {
             decision: required(f.decision, "decision")?.parse::<DecisionId>()?,
@@ -314,16 +302,20 @@ fn op(
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;
             let ops = ops.as_array().ok_or_else(|| malformed("ops", "an array"))?;
-            Op::Batch(ops.iter().map(|v| request(v, engine, None, true)).collect())
+            Op::Batch(ops.iter().map(|v| request(v, None, true)).collect())
         }
     })
 }
 
 /// Parses the fields of an event (`user`, `type`, `item`, `value`, `ts`, `context`,
-/// `decision`).
-fn event(f: &Fields<'_, '_>, engine: &Engine) -> Result<Event, WireError> {
-    let kind = engine.event_kind(required(f.kind, "type")?)?;
-    Ok(Event {
+/// `decision`). A `type` that is not built in stays a name: only the engine knows aliases.
+fn event(f: &Fields<'_, '_>) -> Result<EventRequest, WireError> {
+    let name = required(f.kind, "type")?;
+    let kind = match EventKind::parse_builtin(name) {
+        Some(kind) => EventType::Builtin(kind),
+        None => EventType::Named(name.into()),
+    };
+    Ok(EventRequest {
         user: required(f.user, "user")?.to_string(),
         kind,
         item: string(f.item, "item")?.map(str::to_string),
@@ -533,14 +525,9 @@ fn malformed(field: &'static str, expected: &'static str) -> WireError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::EventKind;
 
     fn parse(text: &str) -> Result<Request, Rejected> {
-        let engine = Engine::builder().shards(1).build().unwrap();
-        let mut p = Parser::new();
-        let r = p.parse(&mut text.as_bytes().to_vec(), &engine, None);
-        engine.shutdown();
-        r
+        Parser::new().parse(&mut text.as_bytes().to_vec(), None)
     }
 
     #[test]
@@ -555,7 +542,7 @@ mod tests {
         let Op::Event(e) = r.op else {
             panic!("not an event: {r:?}")
         };
-        assert_eq!(e.kind, EventKind::Click);
+        assert_eq!(e.kind, EventType::Builtin(EventKind::Click));
         assert_eq!(e.item.as_deref(), Some("i9"));
         assert_eq!(e.value, Some(12.5));
         assert_eq!(e.ts_ms, Some(1_732_200_000_000));
@@ -614,8 +601,12 @@ mod tests {
         let e = parse(r#"{"id": 9, "op":"event", broken"#).unwrap_err();
         assert_eq!(e.id, ReqId::Int(9));
         assert_eq!(e.error.code(), "bad_request");
-        let e = parse(r#"{"op":"event","id":10,"user":"u","type":"warp"}"#).unwrap_err();
-        assert!(e.error.to_string().contains("warp"), "{}", e.error);
+        // An unknown type is a name until execution, where only the engine knows aliases.
+        let r = parse(r#"{"op":"event","id":10,"user":"u","type":"warp"}"#).unwrap();
+        let Op::Event(e) = r.op else { panic!() };
+        assert_eq!(e.kind, EventType::Named("warp".into()));
+        let refused = e.builtin().unwrap_err();
+        assert!(refused.to_string().contains("warp"), "{refused}");
     }
 
     #[test]

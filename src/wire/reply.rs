@@ -8,6 +8,7 @@ use super::{ReqId, WireError};
 use crate::api::{
     Ack, Decision, EventKind, ItemSpec, ShardStats, SignalSummary, Stats, UserExport, UserUpdate,
 };
+use crate::error::ErrorCode;
 
 /// The outcome of one request, ready to be written.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,7 +57,7 @@ pub enum Reply {
 
 impl Reply {
     /// The error code of a failed reply, or `None` for success.
-    pub fn error_code(&self) -> Option<&'static str> {
+    pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
             Reply::Failed(e) => Some(e.code()),
             _ => None,
@@ -69,7 +70,7 @@ pub fn write_error(out: &mut Vec<u8>, id: &ReqId, error: &WireError) {
     out.extend_from_slice(b"{\"id\":");
     write_id(out, id);
     out.extend_from_slice(b",\"error\":{\"code\":");
-    write_str(out, error.code());
+    write_str(out, error.code().as_str());
     out.extend_from_slice(b",\"message\":");
     write_str(out, &error.to_string());
     out.extend_from_slice(b"}}");

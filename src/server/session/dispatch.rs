@@ -1,4 +1,5 @@
-//! Dispatch: turns a parsed `Op` into engine calls and a `Reply`. Shared by every front end.
+//! `dispatch`: turns a parsed `Op` into engine calls and a `Reply`, for the session (and
+//! `ingest_many` for Segment ingestion).
 //!
 //! Ordering: an op reaches its shard when its future is first polled, and front ends poll in
 //! request order, so the requests of one connection reach the engine in order (unless an
@@ -8,10 +9,10 @@
 use crate::api::Event;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::wire::{Op, Rejected, Reply, ReqId, Request, WireError};
+use crate::wire::{EventRequest, Op, Rejected, Reply, ReqId, Request, WireError};
 
-/// Runs one op. `subscribe`/`unsubscribe` need a connection that can push, so they are
-/// refused here (the WebSocket front end handles them itself).
+/// Runs one op. `subscribe`/`unsubscribe` need a session that can push, so they are
+/// refused here (the session handles them itself; inside a batch they are refused).
 pub async fn execute(engine: &Engine, op: Op) -> Reply {
     match op {
         Op::Batch(ops) => Reply::Batch(batch(engine, ops).await),
@@ -22,8 +23,11 @@ pub async fn execute(engine: &Engine, op: Op) -> Reply {
 /// Runs one op that is not a batch (the parser never nests batches).
 async fn single(engine: &Engine, op: Op) -> Reply {
     match op {
-        Op::Event(e) => match engine.ingest_async(e).await {
-            Ok(ack) => Reply::Acked(ack),
+        Op::Event(e) => match resolve(engine, e) {
+            Ok(e) => match engine.ingest_async(e).await {
+                Ok(ack) => Reply::Acked(ack),
+                Err(e) => failed(e),
+            },
             Err(e) => failed(e),
         },
         Op::Decide(d) => match engine.decide_async(d).await {
@@ -79,11 +83,14 @@ pub async fn batch(engine: &Engine, ops: Vec<Result<Request, Rejected>>) -> Vec<
             Ok(Request {
                 id,
                 op: Op::Event(e),
-            }) => {
-                out.push((id, Reply::Pong));
-                events.push(e);
-                event_slots.push(i);
-            }
+            }) => match resolve(engine, e) {
+                Ok(e) => {
+                    out.push((id, Reply::Pong));
+                    events.push(e);
+                    event_slots.push(i);
+                }
+                Err(e) => out.push((id, failed(e))),
+            },
             Ok(Request { id, op }) => {
                 out.push((id, Reply::Pong));
                 others.push((i, op));
@@ -114,7 +121,10 @@ pub async fn ingest_many(engine: &Engine, events: Vec<Event>) -> Vec<Reply> {
         0 => Vec::new(),
         1 => {
             let e = events.into_iter().next().expect("one event");
-            vec![single(engine, Op::Event(e)).await]
+            vec![match engine.ingest_async(e).await {
+                Ok(ack) => Reply::Acked(ack),
+                Err(e) => failed(e),
+            }]
         }
         _ => engine
             .ingest_batch_async(events)
@@ -135,6 +145,11 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or(Err(Error::ShuttingDown))
+}
+
+/// An event's type resolved by the engine's configuration (built-in names or aliases).
+fn resolve(engine: &Engine, e: EventRequest) -> Result<Event, Error> {
+    e.resolve(|name| engine.event_kind(name))
 }
 
 fn failed(e: Error) -> Reply {
