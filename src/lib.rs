@@ -15,6 +15,11 @@
 //! binary format), `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
 //! `error`, `rng`, and `sync` (the one-shot reply channel, the only `unsafe` code).
 //!
+//! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
+//! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
+//! log) and `cli` (the `nudge` binary; implies both). With `default-features = false` the crate
+//! is the engine alone, without tokio, actix or clap.
+//!
 //! ```
 //! use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
 //! let engine = Engine::builder().shards(1).seed(7).build().unwrap();
@@ -34,6 +39,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "eval")]
 pub mod eval;
 pub mod ids;
 pub mod model;
@@ -43,6 +49,7 @@ pub mod rng;
 pub mod server;
 pub mod shard;
 pub mod sync;
+#[cfg(feature = "server")]
 pub mod wire;
 
 pub use api::{
