@@ -14,6 +14,8 @@
 //! Beside that path: `persist` (the data directory, per-shard write-ahead logs and their
 //! binary format), `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
 //! `error`, `rng`, and `sync` (the one-shot reply channel, the only `unsafe` code).
+//! `experiment` holds the statistics of A/B tests (sticky assignment, always-valid
+//! sequential tests) as pure functions; the decision path does not call it yet.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -41,6 +43,7 @@ pub mod engine;
 pub mod error;
 #[cfg(feature = "eval")]
 pub mod eval;
+pub mod experiment;
 pub mod ids;
 pub mod model;
 pub mod persist;
