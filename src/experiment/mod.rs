@@ -8,15 +8,19 @@
 //! - `stats`: per-arm running moments (count, sum, sum of squares; merged across shards) and
 //!   always-valid sequential inference (mSPRT with a normal mixture): a p-value and a
 //!   confidence interval that stay valid however often they are read.
+//! - `srm`: the sample-ratio-mismatch check, a χ² test of the arms' exposure counts against
+//!   the shares the assignment promised.
 //!
 //! **This module owns no state and reads no clock**; it knows nothing of the engine, the wire
 //! or decisions. Not here yet, by design of the first step: experiments as data (create, update,
-//! stop, audit trail), attribution of decisions and outcomes to arms on the hot path, the
-//! sample-ratio-mismatch check and rollout. The formulas and their limits are in
+//! stop, audit trail), attribution of decisions and outcomes to arms on the hot path, and
+//! rollout. The formulas and their limits are in
 //! `docs/experiments.md`.
 
 pub mod assign;
+pub mod srm;
 pub mod stats;
 
 pub use assign::{Assignment, Layer, Split, SplitError, LAYER_BUCKETS};
+pub use srm::{SampleRatio, SRM_ALPHA};
 pub use stats::{Effect, Estimate, Mixture, Moments, Sequential, DEFAULT_MIN_COUNT};
