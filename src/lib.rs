@@ -14,6 +14,13 @@
 //! Beside that path: `persist` (the data directory, per-shard write-ahead logs and their
 //! binary format), `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
 //! `error`, `rng`, and `sync` (the one-shot reply channel, the only `unsafe` code).
+//! `experiment` holds the statistics of A/B tests (sticky assignment, always-valid
+//! sequential tests) as pure functions; the decision path does not call it yet.
+//!
+//! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
+//! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
+//! log) and `cli` (the `nudge` binary; implies both). With `default-features = false` the crate
+//! is the engine alone, without tokio, actix or clap.
 //!
 //! ```
 //! use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec};
@@ -34,7 +41,9 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod error;
+#[cfg(feature = "eval")]
 pub mod eval;
+pub mod experiment;
 pub mod ids;
 pub mod model;
 pub mod persist;
@@ -43,6 +52,7 @@ pub mod rng;
 pub mod server;
 pub mod shard;
 pub mod sync;
+#[cfg(feature = "server")]
 pub mod wire;
 
 pub use api::{

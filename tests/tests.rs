@@ -2,8 +2,10 @@
 //! comment at the top of each. Regression tests are named after the issue they fix.
 
 // The `nudge` binary at first contact: banner, warnings, plain logs, bind errors.
+#[cfg(feature = "cli")]
 mod cli;
 // Durability (issue 11): restart and crash recovery, the log's faults, the directory lock.
+#[cfg(feature = "cli")]
 mod durability;
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
@@ -14,23 +16,32 @@ mod model_props;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
+#[cfg(feature = "eval")]
 mod quality;
 // Shared helpers of the server tests: in-process server, line and HTTP clients.
+#[cfg(feature = "server")]
 mod server_support;
 // The TCP line-JSON front end: ops, pipelining, limits, half-close, graceful shutdown.
+#[cfg(feature = "server")]
 mod server_tcp;
 // The HTTP front end: every route, and /metrics as Prometheus text.
+#[cfg(feature = "server")]
 mod server_http;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
+#[cfg(feature = "server")]
 mod server_ws;
 // Issue 12: one session for TCP, WebSocket and HTTP (same request, same reply) and one table
 // of outcomes (every error code's HTTP status and metric label, as documented).
 mod server_session;
 // Segment-compatible ingestion: auth, mapping, dedup, clock skew, gzip, limits.
+#[cfg(feature = "server")]
 mod server_segment;
 // Issue 16: slow senders, values, ids and errors a hostile or careless client sends.
+#[cfg(feature = "server")]
 mod server_hardening;
 // Bounded fuzzing over real sockets: TCP lines, WebSocket frames, Segment bodies (proptest).
+#[cfg(feature = "server")]
 mod server_fuzz;
 // The wire parser never panics on arbitrary bytes (proptest).
+#[cfg(feature = "server")]
 mod wire_props;

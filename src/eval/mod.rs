@@ -15,7 +15,8 @@
 //! - `stats`: intervals (bootstrap, Wilson).
 //!
 //! This module does not change the engine: it only calls its public API. Data sets are never
-//! committed; they are fetched on demand.
+//! committed; they are fetched on demand. It is built with the `eval` cargo feature (on by
+//! default), so an embedder's engine-only build carries neither it nor its dependencies.
 
 pub mod baselines;
 pub mod engine_policy;
