@@ -300,6 +300,7 @@ fn an_async_caller_waiting_on_a_busy_shard_is_woken_not_spinning() {
     assert_eq!(engine.stats().total().events_total, 2);
 }
 
+#[cfg(feature = "server")]
 #[test]
 fn over_tcp_a_panicking_request_answers_internal_and_the_server_stays_ready() {
     use crate::server_support::{http, parse_prometheus, serve, Lines};

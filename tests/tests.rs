@@ -32,6 +32,7 @@ mod server_http;
 mod server_ws;
 // Issue 12: one session for TCP, WebSocket and HTTP (same request, same reply) and one table
 // of outcomes (every error code's HTTP status and metric label, as documented).
+#[cfg(feature = "server")]
 mod server_session;
 // Segment-compatible ingestion: auth, mapping, dedup, clock skew, gzip, limits.
 #[cfg(feature = "server")]
