@@ -388,3 +388,62 @@ fn remove_then_mix() {
     }
     engine.shutdown();
 }
+
+/// Issue 11 found it: on SIGTERM under pipelined load the server dropped requests it had
+/// already read (lines buffered behind `max_in_flight` while earlier requests waited for a
+/// busy shard) with no reply at all. Every complete line read before the stop is answered
+/// now, acknowledged or refused.
+#[test]
+fn issue11_shutdown_answers_every_line_already_read() {
+    use crate::engine_api::Gate;
+    use std::collections::BTreeSet;
+    use std::sync::{mpsc, Arc};
+
+    let engine = nudge::Engine::builder().shards(1).seed(2).build().unwrap();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    engine
+        .subscribe("held", Arc::new(Gate::new(entered_tx, release_rx)))
+        .unwrap();
+    // Another caller holds the only shard, so the connection's requests queue behind it.
+    let holder = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            engine.ingest(nudge::Event::new("held", nudge::EventKind::Click).item("a"))
+        })
+    };
+    entered_rx.recv_timeout(READ_TIMEOUT).unwrap();
+    let (_engine, server) = crate::server_support::serve(engine, |c| c.max_in_flight = 4);
+    let mut stream = TcpStream::connect(server.tcp_addr().unwrap()).unwrap();
+    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    // One write, well under one read: the server reads every line, submits four, and holds
+    // the other 146 in its buffer behind `max_in_flight`.
+    let mut lines = String::new();
+    for i in 0..150 {
+        lines.push_str(&format!(
+            "{{\"op\":\"event\",\"id\":{i},\"user\":\"u{i}\",\"type\":\"click\",\"item\":\"a\"}}\n"
+        ));
+    }
+    stream.write_all(lines.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // Stop the server while the lines wait, then release the shard.
+    let stopping = std::thread::spawn(move || server.shutdown());
+    std::thread::sleep(Duration::from_millis(200));
+    release_tx.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    let mut replies = String::new();
+    let _ = stream.read_to_string(&mut replies);
+    stopping.join().unwrap();
+    let mut answered = BTreeSet::new();
+    for line in replies.lines() {
+        let r: Value = serde_json::from_str(line).unwrap();
+        if r["ok"] != true {
+            assert_eq!(r["error"]["code"], "shutting_down", "{r}");
+        }
+        assert!(
+            answered.insert(r["id"].as_u64().unwrap()),
+            "{r} answered twice"
+        );
+    }
+    assert_eq!(answered, (0..150).collect(), "every line read gets a reply");
+}

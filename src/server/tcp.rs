@@ -179,13 +179,20 @@ impl Conn {
         tokio::pin!(line_timer);
         let mut armed = None;
         let mut stop = self.shared.stop.clone();
+        // `eof`: nothing more will be read (the peer closed, or the server is stopping);
+        // `peer_eof`: the peer closed, so a last line without a newline still counts. Lines
+        // already read are answered either way: a request the server read is never dropped.
         let mut eof = *stop.borrow();
+        let mut peer_eof = false;
         loop {
             while let Some(Some(done)) = self.session.next().now_or_never() {
                 self.finish(done);
             }
-            if !eof && self.session.requests() < max {
+            if self.session.requests() < max {
                 self.process_lines();
+                if eof {
+                    self.end_of_input(peer_eof);
+                }
             }
             if !self.out.is_empty() {
                 // A client that stops reading its replies cannot hold the slot either.
@@ -204,7 +211,7 @@ impl Conn {
                 }
                 continue;
             }
-            if eof && self.session.is_empty() {
+            if eof && self.session.is_empty() && self.rbuf.is_empty() {
                 break;
             }
             let can_read = !eof && self.session.requests() < max;
@@ -226,7 +233,7 @@ impl Conn {
                 read = rd.read_buf(&mut self.rbuf), if can_read => {
                     if read? == 0 {
                         eof = true;
-                        self.final_line();
+                        peer_eof = true;
                     } else {
                         idle.as_mut().reset(tokio::time::Instant::now() + idle_limit);
                     }
@@ -320,15 +327,25 @@ impl Conn {
         self.track_deadline(completed_line);
     }
 
-    /// At end of input, a last line without a newline still counts.
-    fn final_line(&mut self) {
-        self.process_lines();
-        if !self.skipping && !self.rbuf.is_empty() {
+    /// After the last read, once every complete line buffered has been taken (they may wait
+    /// for room under `max_in_flight`): a last line without a newline counts when the peer
+    /// closed (it finished sending it), and is dropped when the server stopped reading
+    /// mid-line (that request was never whole).
+    fn end_of_input(&mut self, peer_eof: bool) {
+        if self.rbuf[self.scanned..].contains(&b'\n') {
+            return;
+        }
+        if peer_eof && !self.skipping && !self.rbuf.is_empty() {
             self.rbuf.push(b'\n');
             self.scanned = 0;
             self.process_lines();
+            if self.rbuf.contains(&b'\n') {
+                // No room for it yet: the next round takes it.
+                return;
+            }
         }
         self.rbuf.clear();
+        self.scanned = 0;
     }
 
     fn too_long(&mut self, max_line: usize) {
