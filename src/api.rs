@@ -85,6 +85,9 @@ pub struct Event {
     pub context: Context,
     /// The decision this event answers, when the caller knows it.
     pub decision: Option<DecisionId>,
+    /// An idempotency key: a retry with the same key (within `event_id_window_s`) is
+    /// acknowledged as a duplicate and not applied again.
+    pub event_id: Option<String>,
 }
 
 impl Event {
@@ -98,7 +101,13 @@ impl Event {
             ts_ms: None,
             context: Vec::new(),
             decision: None,
+            event_id: None,
         }
+    }
+    /// Sets the idempotency key.
+    pub fn event_id(mut self, id: impl Into<String>) -> Self {
+        self.event_id = Some(id.into());
+        self
     }
     /// Sets the item.
     pub fn item(mut self, item: impl Into<String>) -> Self {
@@ -136,6 +145,8 @@ pub struct Ack {
     pub trained: bool,
     /// Its signal was an outlier for this user, so it was kept out of training (and counted).
     pub outlier: bool,
+    /// Its `event_id` was already applied within the window: acknowledged, not applied again.
+    pub duplicate: bool,
 }
 
 /// An item for the catalog, or inline in a decision.
@@ -380,6 +391,8 @@ pub struct ShardStats {
     pub training_steps_total: u64,
     /// Replica mixing rounds.
     pub mixes_total: u64,
+    /// Events not applied because their `event_id` was already applied.
+    pub duplicates_total: u64,
     /// Messages whose handling panicked (each answered `internal`, its user's actor reset).
     pub panics_total: u64,
     /// Whether a panic escaped a shard-wide step (the timer, the log's commit), so that the
@@ -439,6 +452,7 @@ impl Stats {
             t.training_steps_total += s.training_steps_total;
             t.mixes_total += s.mixes_total;
             t.panics_total += s.panics_total;
+            t.duplicates_total += s.duplicates_total;
             t.failed |= s.failed;
         }
         t

@@ -60,6 +60,11 @@ pub struct Config {
     pub max_future_skew_ms: u64,
     /// Seed of every random choice (exploration, item embedding init, eviction sampling).
     pub seed: u64,
+    /// How long (seconds of event time) a shard remembers an applied `event_id`, so that a
+    /// retry is not applied twice.
+    pub event_id_window_s: u64,
+    /// Most `event_id`s a shard remembers (the oldest forgotten first); 0 turns it off.
+    pub event_id_capacity: usize,
     /// How often (ms) shards mix their replicas of the global model.
     pub mix_interval_ms: u64,
     /// How long (µs) a caller blocked on a reply spins before parking its thread.
@@ -100,6 +105,8 @@ impl Default for Config {
             max_context_pairs: 32,
             max_future_skew_ms: 5 * 60 * 1000,
             seed: 42,
+            event_id_window_s: 86_400,
+            event_id_capacity: 1_000_000,
             mix_interval_ms: 5,
             reply_spin_us: 5,
             model: ModelConfig::default(),
@@ -724,7 +731,6 @@ impl ServerConfig {
             ("server.max_body_bytes", self.max_body_bytes),
             ("server.ws_max_frame_bytes", self.ws_max_frame_bytes),
             ("server.ws_push_queue", self.ws_push_queue),
-            ("server.segment.dedup_window", self.segment.dedup_window),
             (
                 "server.segment.max_event_bytes",
                 self.segment.max_event_bytes,
@@ -771,8 +777,6 @@ fn parse_addr(field: &str, text: &str) -> Result<Option<std::net::SocketAddr>, S
 pub struct SegmentConfig {
     /// The write key clients must send as the HTTP Basic user name; empty: no auth.
     pub write_key: String,
-    /// How many recent `messageId`s are remembered to drop duplicates.
-    pub dedup_window: usize,
     /// Largest single call or batched message (bytes), as Segment's 32 KB.
     pub max_event_bytes: usize,
     /// Largest `/v1/batch` body (bytes), as Segment's 500 KB.
@@ -803,7 +807,6 @@ impl Default for SegmentConfig {
         };
         SegmentConfig {
             write_key: String::new(),
-            dedup_window: 100_000,
             max_event_bytes: 32 * 1024,
             max_batch_bytes: 500 * 1024,
             item_property: "product_id".to_string(),

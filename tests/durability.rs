@@ -578,3 +578,45 @@ fn metrics_and_stats_report_the_log() {
     server.shutdown();
     engine.shutdown();
 }
+
+/// Issue 11 item 7: a retried event (the same `event_id`) is acknowledged as a duplicate and
+/// applied once, within a run and after a restart (the log carries the ids); another id, or
+/// the same id past the window, applies.
+#[test]
+fn issue11_a_retried_event_id_is_applied_once_across_a_restart() {
+    use nudge::{Event, EventKind, ItemSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let click = |id: &str| {
+        Event::new("shopper", EventKind::Click)
+            .item("boots")
+            .event_id(id)
+    };
+    let clicks = |engine: &Engine| {
+        engine.user("shopper").unwrap().unwrap().events_by_kind[EventKind::Click as usize]
+    };
+    let first = open(Some(dir.path()), &clock, 1).unwrap();
+    first.upsert_item(ItemSpec::new("boots")).unwrap();
+    assert!(!first.ingest(click("m-1")).unwrap().duplicate);
+    assert!(first.ingest(click("m-1")).unwrap().duplicate, "a retry");
+    assert!(!first.ingest(click("m-2")).unwrap().duplicate);
+    assert_eq!(clicks(&first), 2);
+    let before = bits(&exports(&first));
+    first.shutdown();
+    drop(first);
+    let second = open(Some(dir.path()), &clock, 1).unwrap();
+    same(&bits(&exports(&second)), &before, "state after the restart");
+    assert!(
+        second.ingest(click("m-1")).unwrap().duplicate,
+        "the retry after a restart is still a duplicate"
+    );
+    assert_eq!(clicks(&second), 2);
+    assert_eq!(second.stats().total().duplicates_total, 2);
+    // Past the window (a day of event time by default) the id is forgotten.
+    clock.advance_ms(2 * 86_400_000);
+    assert!(!second.ingest(click("m-1")).unwrap().duplicate);
+    assert_eq!(clicks(&second), 3);
+    // An id that is not a valid id is refused, naming the field.
+    let err = second.ingest(click("")).unwrap_err();
+    assert!(err.to_string().contains("event_id"), "{err}");
+}

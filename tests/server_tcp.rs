@@ -447,3 +447,23 @@ fn issue11_shutdown_answers_every_line_already_read() {
     }
     assert_eq!(answered, (0..150).collect(), "every line read gets a reply");
 }
+
+/// Issue 11 item 7 over the wire: `event_id` makes a retried line count once.
+#[test]
+fn issue11_a_line_retried_with_its_event_id_counts_once() {
+    let (engine, server) = start(|_| {});
+    let mut lines = Lines::connect(server.tcp_addr().unwrap());
+    let line = r#"{"op":"event","id":1,"user":"u","type":"click","item":"a","event_id":"e-1"}"#;
+    let first = lines.call(line);
+    assert_eq!(first["ok"], true, "{first}");
+    assert!(first.get("duplicate").is_none(), "{first}");
+    let retry = lines.call(line);
+    assert_eq!(retry["ok"], true, "{retry}");
+    assert_eq!(retry["duplicate"], true, "{retry}");
+    let bad =
+        lines.call(r#"{"op":"event","id":2,"user":"u","type":"click","item":"a","event_id":7}"#);
+    assert_eq!(bad["error"]["code"], "bad_request", "{bad}");
+    engine.flush().unwrap();
+    assert_eq!(engine.stats().total().events_total, 1);
+    server.shutdown();
+}

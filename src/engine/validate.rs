@@ -116,7 +116,15 @@ pub fn event(
         None if ev.kind.needs_item() => return Err(Error::invalid("item", Problem::Missing)),
         None => None,
     };
+    let event_id = match &ev.event_id {
+        Some(id) => {
+            validate_id("event_id", id)?;
+            Some(stable_hash(id.as_bytes()))
+        }
+        None => None,
+    };
     Ok(ValidEvent {
+        event_id,
         user,
         kind: ev.kind,
         item,

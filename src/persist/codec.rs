@@ -26,6 +26,8 @@ mod tag {
     pub const FORGET: u8 = 7;
     pub const TICK: u8 = 8;
     pub const ADVANCE: u8 = 9;
+    /// An event with an idempotency key: `EVENT`'s fields, then the key's hash.
+    pub const EVENT_WITH_ID: u8 = 10;
 }
 
 /// One decoded log record: an input the shard applied, in the order it applied them.
@@ -69,7 +71,10 @@ pub fn start(out: &mut Vec<u8>, next_sequence: u64) {
 
 /// `Event`.
 pub fn event(out: &mut Vec<u8>, ev: &ValidEvent) {
-    out.push(tag::EVENT);
+    out.push(match ev.event_id {
+        Some(_) => tag::EVENT_WITH_ID,
+        None => tag::EVENT,
+    });
     put_str(out, ev.user.as_str());
     out.push(ev.kind as u8);
     match &ev.item {
@@ -85,6 +90,9 @@ pub fn event(out: &mut Vec<u8>, ev: &ValidEvent) {
     put_sparse(out, &ev.context);
     put_u64(out, ev.decision.map_or(0, |d| d.0));
     out.push(ev.decision.is_some() as u8);
+    if let Some(id) = ev.event_id {
+        put_u64(out, id);
+    }
 }
 
 /// The input half of `Decide`, encoded before the decision is made; `decide_placed` completes
@@ -174,6 +182,11 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
             next_sequence: d.u64()?,
         },
         tag::EVENT => Record::Event(d.event()?),
+        tag::EVENT_WITH_ID => {
+            let mut ev = d.event()?;
+            ev.event_id = Some(d.u64()?);
+            Record::Event(ev)
+        }
         tag::DECIDE => {
             let req = d.decide()?;
             let n = d.len()?;
@@ -397,6 +410,7 @@ impl<'a> Dec<'a> {
             ts_ms,
             context,
             decision,
+            event_id: None,
         })
     }
 
@@ -500,7 +514,14 @@ mod tests {
 
     #[test]
     fn an_event_round_trips() {
+        for event_id in [None, Some(99)] {
+            event_round_trips(event_id);
+        }
+    }
+
+    fn event_round_trips(event_id: Option<u64>) {
         let ev = ValidEvent {
+            event_id,
             user: UserId::new("u1").unwrap(),
             kind: EventKind::Dwell,
             item: Some((7, "i7".into())),

@@ -53,8 +53,6 @@ pub(crate) struct Shared {
     /// Flips to `true` when shutdown begins: connections stop reading, finish what is in
     /// flight, and close.
     stop: watch::Receiver<bool>,
-    /// Recent Segment `messageId`s.
-    dedup: segment::Dedup,
 }
 
 /// Listening sockets, bound before the server starts so their addresses are known at once.
@@ -210,7 +208,6 @@ pub async fn serve_on(
     cfg.max_connections = fd_limit::fit(cfg.max_connections);
     let shared = Arc::new(Shared {
         engine: engine.clone().on_full(cfg.on_full),
-        dedup: segment::Dedup::new(cfg.segment.dedup_window),
         cfg,
         metrics: Arc::new(Metrics::default()),
         ready: AtomicBool::new(true),

@@ -9,7 +9,6 @@
 //! (`SegmentConfig::mappings`) from event names and properties to nudge events. A request is
 //! validated whole before anything is ingested.
 
-use std::collections::{HashSet, VecDeque};
 use std::io::Read as _;
 use std::time::Instant;
 
@@ -17,7 +16,6 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use futures_util::StreamExt as _;
-use parking_lot::Mutex;
 
 use super::http::{json, post, status_of, with_parser};
 use super::metrics::{MetricOp, Transport};
@@ -27,7 +25,6 @@ use crate::api::{Event, EventKind};
 use crate::config::SegmentConfig;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorCode};
-use crate::ids::stable_hash;
 use crate::wire::{write_error, CallType, Reply, ReqId, SegmentCall, WireError};
 
 /// Mounts the Segment routes.
@@ -37,48 +34,6 @@ pub(super) fn routes(cfg: &mut web::ServiceConfig) {
         .service(post("/v1/screen", web::post().to(screen)))
         .service(post("/v1/identify", web::post().to(identify)))
         .service(post("/v1/batch", web::post().to(batch)));
-}
-
-/// The most recent `dedup_window` message ids (as 64-bit hashes), oldest forgotten first.
-pub(super) struct Dedup {
-    inner: Mutex<(HashSet<u64>, VecDeque<u64>)>,
-    capacity: usize,
-}
-
-impl Dedup {
-    pub(super) fn new(capacity: usize) -> Dedup {
-        Dedup {
-            inner: Mutex::new((HashSet::new(), VecDeque::new())),
-            capacity,
-        }
-    }
-
-    /// Records `id`; false if it was already recorded (a duplicate).
-    fn insert(&self, id: &str) -> bool {
-        let key = stable_hash(id.as_bytes());
-        let mut guard = self.inner.lock();
-        let (set, order) = &mut *guard;
-        if !set.insert(key) {
-            return false;
-        }
-        order.push_back(key);
-        if order.len() > self.capacity {
-            if let Some(old) = order.pop_front() {
-                set.remove(&old);
-            }
-        }
-        true
-    }
-
-    /// Forgets `id` (its events were not ingested, so a retry must not count as duplicate).
-    fn remove(&self, id: &str) {
-        let key = stable_hash(id.as_bytes());
-        let mut guard = self.inner.lock();
-        let (set, order) = &mut *guard;
-        if set.remove(&key) {
-            order.retain(|k| *k != key);
-        }
-    }
 }
 
 async fn track(r: HttpRequest, p: web::Payload, s: web::Data<Shared>) -> HttpResponse {
@@ -175,13 +130,7 @@ async fn ingest(
     let mut summary = Summary::default();
     let mut events = Vec::new();
     let mut owners = Vec::new();
-    for (i, (c, evs)) in calls.iter().zip(mapped).enumerate() {
-        if let Some(id) = &c.message_id {
-            if !shared.dedup.insert(id) {
-                summary.deduplicated += 1;
-                continue;
-            }
-        }
+    for (i, evs) in mapped.into_iter().enumerate() {
         if evs.is_empty() {
             summary.ignored += 1;
         }
@@ -189,22 +138,23 @@ async fn ingest(
         events.extend(evs);
     }
     let replies = dispatch::ingest_many(&shared.engine, events).await;
-    let mut failed_calls = Vec::new();
+    // A call whose every event was a duplicate (its `messageId` already applied) counts as
+    // deduplicated; a partly applied retry counts its new events.
+    let mut duplicates = vec![0usize; calls.len()];
+    let mut per_call = vec![0usize; calls.len()];
     for (owner, reply) in owners.iter().zip(&replies) {
+        per_call[*owner] += 1;
         match reply {
-            Reply::Failed(e) => {
-                summary.errors.push((*owner, e.clone()));
-                failed_calls.push(*owner);
-            }
+            Reply::Failed(e) => summary.errors.push((*owner, e.clone())),
+            Reply::Acked(ack) if ack.duplicate => duplicates[*owner] += 1,
             _ => summary.events += 1,
         }
     }
-    failed_calls.dedup();
-    for i in failed_calls {
-        if let Some(id) = &calls[i].message_id {
-            shared.dedup.remove(id);
-        }
-    }
+    summary.deduplicated = per_call
+        .iter()
+        .zip(&duplicates)
+        .filter(|(n, d)| **n > 0 && n == d)
+        .count() as u64;
     let m = &shared.metrics;
     m.segment_deduplicated_total
         .fetch_add(summary.deduplicated, std::sync::atomic::Ordering::Relaxed);
@@ -364,6 +314,7 @@ fn map_call(
         ts_ms: Some(ts),
         context: context.clone(),
         decision: None,
+        event_id: None,
     };
     let mut events = Vec::new();
     if let Some(m) = mapping {
@@ -391,6 +342,17 @@ fn map_call(
         let mut e = base(EventKind::Dwell);
         e.value = Some(seconds);
         events.push(e);
+    }
+    // `messageId` is the engine's idempotency key: a retried call is applied once, across
+    // restarts too (the shard's log keeps the keys). A call that maps to several events
+    // gives each its own key.
+    if let Some(id) = &c.message_id {
+        for (k, e) in events.iter_mut().enumerate() {
+            e.event_id = Some(match k {
+                0 => id.clone(),
+                k => format!("{id}#{k}"),
+            });
+        }
     }
     Ok(events)
 }

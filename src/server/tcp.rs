@@ -268,6 +268,7 @@ impl Conn {
     fn line_timed_out(&mut self) {
         self.count_slow();
         self.rbuf.clear();
+        self.scanned = 0;
         self.line_deadline = None;
         let ms = self.shared.cfg.request_timeout_ms;
         let error = WireError::RequestTimeout { ms };
@@ -332,7 +333,7 @@ impl Conn {
     /// closed (it finished sending it), and is dropped when the server stopped reading
     /// mid-line (that request was never whole).
     fn end_of_input(&mut self, peer_eof: bool) {
-        if self.rbuf[self.scanned..].contains(&b'\n') {
+        if self.rbuf[self.scanned.min(self.rbuf.len())..].contains(&b'\n') {
             return;
         }
         if peer_eof && !self.skipping && !self.rbuf.is_empty() {

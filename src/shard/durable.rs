@@ -331,6 +331,7 @@ mod tests {
             ts_ms: 1_700_000_000_000,
             context: SparseVec::default(),
             decision: None,
+            event_id: None,
         };
         shard.handle(Msg::Event(ev, tx));
         shard.end_batch();

@@ -29,6 +29,8 @@ pub struct ValidEvent {
     pub context: SparseVec,
     /// The decision the event answers, if the caller named one.
     pub decision: Option<DecisionId>,
+    /// The hash of its idempotency key, if it has one.
+    pub event_id: Option<u64>,
 }
 
 /// One candidate of a validated decision.

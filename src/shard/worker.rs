@@ -26,6 +26,7 @@ use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
+use crate::shard::seen::SeenEvents;
 use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
 use crate::shard::users::Users;
 use tracing::error;
@@ -40,7 +41,7 @@ const PASSIVATION_BUDGET: usize = 4096;
 /// writer; readers see values at most one batch old.
 #[derive(Debug, Default)]
 pub struct Counters {
-    values: [AtomicU64; 12],
+    values: [AtomicU64; 13],
 }
 
 impl Counters {
@@ -58,6 +59,7 @@ impl Counters {
             s.training_steps_total,
             s.mixes_total,
             s.panics_total,
+            s.duplicates_total,
         ];
         for (i, (slot, x)) in self.values.iter().zip(v).enumerate() {
             // Slot 8 (`busy_total`) is counted by callers, not published by the shard.
@@ -92,6 +94,7 @@ impl Counters {
             training_steps_total: v[9],
             mixes_total: v[10],
             panics_total: v[11],
+            duplicates_total: v[12],
             failed: false,
         }
     }
@@ -114,6 +117,8 @@ pub struct Shard {
     learner: Learner,
     mixer: Option<Arc<Mixer>>,
     subscriptions: Subscriptions,
+    /// Recently applied event ids (idempotency).
+    seen: SeenEvents,
     stats: ShardStats,
     counters: Arc<Counters>,
     next_mix_ms: u64,
@@ -147,6 +152,7 @@ impl Shard {
         let seed = cfg.seed ^ (id.0 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         let config_version =
             crate::ids::stable_hash(toml::to_string(&*cfg).unwrap_or_default().as_bytes());
+        let seen = SeenEvents::new(cfg.event_id_window_s, cfg.event_id_capacity);
         Shard {
             id,
             users: Users::new(cfg.max_users_per_shard),
@@ -154,6 +160,8 @@ impl Shard {
             learner: Learner::new(cfg, seed, mixer.is_some()),
             mixer,
             subscriptions: Subscriptions::default(),
+            seen,
+
             stats: ShardStats::default(),
             counters,
             next_mix_ms: 0,
@@ -346,6 +354,7 @@ impl Shard {
             return;
         }
         self.event_ms = ts_ms;
+        self.seen.expire(ts_ms);
         while let Some(id) = self.pending.pop_ignored_due(ts_ms) {
             self.label_ignored(id, ts_ms);
         }
@@ -458,6 +467,15 @@ impl Shard {
 
     /// Applies one validated event (the synchronous actor path behind `Msg::Event`).
     pub fn on_event(&mut self, ev: ValidEvent) -> Result<Ack, Error> {
+        if let Some(id) = ev.event_id {
+            if !self.seen.first_time(id, ev.ts_ms) {
+                self.stats.duplicates_total += 1;
+                return Ok(Ack {
+                    duplicate: true,
+                    ..Ack::default()
+                });
+            }
+        }
         self.advance_to(ev.ts_ms);
         let dim = self.learner.space.dim;
         let (user, evicted) =

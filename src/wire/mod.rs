@@ -156,6 +156,8 @@ pub struct EventRequest {
     pub context: Context,
     /// The decision it answers, if known.
     pub decision: Option<DecisionId>,
+    /// Its idempotency key, if any.
+    pub event_id: Option<String>,
 }
 
 impl EventRequest {
@@ -177,6 +179,7 @@ impl EventRequest {
             ts_ms: self.ts_ms,
             context: self.context,
             decision: self.decision,
+            event_id: self.event_id,
         })
     }
 

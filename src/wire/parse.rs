@@ -197,6 +197,7 @@ struct Fields<'t, 'i> {
     ts: Option<Json<'t, 'i>>,
     context: Option<Json<'t, 'i>>,
     decision: Option<Json<'t, 'i>>,
+    event_id: Option<Json<'t, 'i>>,
     candidates: Option<Json<'t, 'i>>,
     n: Option<Json<'t, 'i>>,
     explain: Option<Json<'t, 'i>>,
@@ -220,6 +221,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "ts" => &mut f.ts,
             "context" => &mut f.context,
             "decision" => &mut f.decision,
+            "event_id" => &mut f.event_id,
             "candidates" => &mut f.candidates,
             "n" => &mut f.n,
             "explain" => &mut f.explain,
@@ -325,6 +327,7 @@ fn event(f: &Fields<'_, '_>) -> Result<EventRequest, WireError> {
         decision: string(f.decision, "decision")?
             .map(str::parse)
             .transpose()?,
+        event_id: string(f.event_id, "event_id")?.map(str::to_string),
     })
 }
 

@@ -95,6 +95,11 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
             out.push(b',');
             key(out, "outlier");
             write_bool(out, ack.outlier);
+            if ack.duplicate {
+                out.push(b',');
+                key(out, "duplicate");
+                write_bool(out, true);
+            }
         }
         Reply::Decided(d) => decision(out, d),
         Reply::Rewarded => out.extend_from_slice(b"\"ok\":true"),
