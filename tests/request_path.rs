@@ -327,3 +327,52 @@ fn over_tcp_a_panicking_request_answers_internal_and_the_server_stays_ready() {
     assert_eq!(series["nudge_shards_failed"], 0.0);
     server.shutdown();
 }
+
+#[test]
+fn work_a_holder_leaves_queued_is_finished_by_the_sweeper() {
+    let clock = ManualClock::new(T0 + 3_600_000);
+    let mut cfg = Config {
+        shards: 1,
+        seed: 5,
+        // A submitter drains at most 4 others' messages before it returns to its caller.
+        drain_batch: 4,
+        ..Config::default()
+    };
+    cfg.exploration.policy = PolicyKind::Greedy;
+    let engine = Engine::builder()
+        .config(cfg)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    engine.upsert_item(ItemSpec::new("a")).unwrap();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    engine
+        .subscribe("held", Arc::new(Gate::new(entered_tx, release_rx)))
+        .unwrap();
+    let holder = {
+        let engine = engine.clone();
+        std::thread::spawn(move || engine.ingest(Event::new("held", EventKind::Click).item("a")))
+    };
+    entered_rx.recv().unwrap();
+    // 100 callers queue behind the holder; it will drain 4 of them, the sweeper the rest.
+    let queued: Vec<_> = (0..100)
+        .map(|i| {
+            let engine = engine.clone();
+            std::thread::spawn(move || {
+                engine.ingest(Event::new(format!("q{i}"), EventKind::Click).item("a"))
+            })
+        })
+        .collect();
+    while engine.stats().shards[0].inbox_depth < 100 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    release_tx.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    for q in queued {
+        q.join().unwrap().unwrap();
+    }
+    engine.flush().unwrap();
+    assert_eq!(engine.stats().total().events_total, 101);
+    assert_eq!(engine.stats().shards[0].inbox_depth, 0);
+}

@@ -12,7 +12,7 @@ pub mod validate;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -28,7 +28,7 @@ use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
 use crate::persist::{DataDir, LogCounters, SegmentOptions};
 use crate::shard::msg::{Reply, ValidEvent};
-use crate::shard::{Counters, Msg, Shard, ShardCell};
+use crate::shard::{Counters, Msg, Shard, ShardCell, Sweeper};
 use crate::sync::oneshot;
 
 pub use pending::{Pending, PendingBatch};
@@ -43,6 +43,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     /// The timer thread, stopped once by `shutdown`.
     timer: Mutex<Option<Timer>>,
+    /// How cells reach the timer thread when they leave work queued.
+    sweeper: Arc<Sweeper>,
     /// Set by `shutdown`: new calls fail with `ShuttingDown`.
     closing: AtomicBool,
     spin: Duration,
@@ -202,10 +204,14 @@ impl EngineBuilder {
                 recovered_records += recovered.report.records;
             }
         }
+        let sweeper = Arc::new(Sweeper::default());
         let cells = shards
             .into_iter()
             .zip(&counters)
-            .map(|(shard, c)| ShardCell::new(shard, cfg.inbox_capacity, cfg.drain_batch, c.clone()))
+            .map(|(shard, c)| {
+                let (capacity, batch) = (cfg.inbox_capacity, cfg.drain_batch);
+                ShardCell::new(shard, capacity, batch, c.clone(), sweeper.clone())
+            })
             .collect();
         let space = FeatureSpace {
             dim: cfg.model.dim,
@@ -220,6 +226,7 @@ impl EngineBuilder {
             catalog,
             clock,
             timer: Mutex::new(None),
+            sweeper,
             closing: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
             logging: self.log.is_some(),
@@ -235,36 +242,55 @@ impl EngineBuilder {
     }
 }
 
-/// The thread that sends every shard its `Tick` (passivation, mixing, writing a log batch of
-/// only ticks) every `mix_interval_ms`, through the same submit path as requests.
+/// The engine's one background thread: every `mix_interval_ms` it leaves each shard a
+/// `Tick` (mixing, passivation, writing a log batch of only ticks), and whenever a submitter
+/// left queued work behind (`shard::cell`, fairness) it drains those queues. It goes through
+/// the same cells as requests.
 struct Timer {
-    stop: crossbeam_channel::Sender<()>,
+    sweeper: Arc<Sweeper>,
     thread: JoinHandle<()>,
 }
 
 impl Timer {
     fn spawn(inner: &Arc<Inner>) -> std::io::Result<Timer> {
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let every = Duration::from_millis(inner.cfg.mix_interval_ms.max(1));
+        let sweeper = inner.sweeper.clone();
         // Weak: the timer must not keep the engine alive.
         let weak = Arc::downgrade(inner);
         let thread = std::thread::Builder::new()
             .name("nudge-timer".into())
-            .spawn(move || {
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(every)
-                {
-                    let Some(inner) = weak.upgrade() else { return };
-                    for cell in &inner.cells {
-                        cell.tick(inner.clock.now_ms());
+            .spawn({
+                let sweeper = sweeper.clone();
+                move || {
+                    sweeper.register();
+                    let mut next_tick = Instant::now() + every;
+                    while !sweeper.stopping() {
+                        std::thread::park_timeout(
+                            next_tick.saturating_duration_since(Instant::now()),
+                        );
+                        if sweeper.stopping() {
+                            return;
+                        }
+                        let Some(inner) = weak.upgrade() else { return };
+                        if sweeper.take_wanted() {
+                            for cell in &inner.cells {
+                                cell.sweep();
+                            }
+                        }
+                        if Instant::now() >= next_tick {
+                            for cell in &inner.cells {
+                                cell.tick(inner.clock.now_ms());
+                            }
+                            next_tick = Instant::now() + every;
+                        }
                     }
                 }
             })?;
-        Ok(Timer { stop, thread })
+        Ok(Timer { sweeper, thread })
     }
 
     fn stop(self) {
-        drop(self.stop);
+        self.sweeper.stop();
         // The timer's own thread can end up dropping the last handle; it cannot join itself.
         if self.thread.thread().id() != std::thread::current().id() {
             let _ = self.thread.join();

@@ -14,12 +14,18 @@
 //! releasing, with a full fence between each side's write and read, so one of them sees the
 //! other (Dekker's argument).
 //!
+//! **Fairness.** A submitter that finds work queued by others drains at most `drain_batch` of
+//! it before it returns to its own caller; what is left then goes to the engine's sweeper
+//! thread (woken only in that case), so one busy thread is never stuck serving everyone
+//! else's requests while its own connections wait.
+//!
 //! Everything that changes a shard goes through `Shard::handle` here, so a log of handled
 //! messages replays exactly whichever threads ran them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 use parking_lot::{Mutex, MutexGuard};
@@ -31,11 +37,62 @@ use crate::ids::ShardId;
 
 use super::{Counters, Msg, Shard};
 
+/// How the engine's sweeper thread is told that a cell has work left over, or to stop.
+#[derive(Default)]
+pub struct Sweeper {
+    thread: OnceLock<Thread>,
+    wanted: AtomicBool,
+    stopping: AtomicBool,
+}
+
+impl Sweeper {
+    /// Registers the sweeper thread (once, from that thread).
+    pub fn register(&self) {
+        let _ = self.thread.set(std::thread::current());
+    }
+
+    /// Asks the sweeper to drain the cells that have work queued.
+    pub fn wake(&self) {
+        self.wanted.store(true, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Takes the request to sweep (the sweeper's side).
+    pub fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Tells the sweeper to exit.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(t) = self.thread.get() {
+            t.unpark();
+        }
+    }
+
+    /// Whether the sweeper was told to exit.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+}
+
+/// Who is draining: a submitter (bounded, it has its own caller to return to) or the
+/// sweeper (until the queue is empty).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Drainer {
+    Submitter,
+    Sweeper,
+}
+
 /// One shard, its queue, and its counters.
 pub struct ShardCell {
     id: ShardId,
-    /// Messages handled between two group commits (`drain_batch`).
+    /// Messages handled between two group commits, and the most a submitter drains for
+    /// others (`drain_batch`).
     batch: usize,
+    sweeper: Arc<Sweeper>,
     core: Mutex<Core>,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
@@ -56,11 +113,18 @@ struct Core {
 
 impl ShardCell {
     /// Wraps a shard (recovered already, when durable) with a queue of `capacity`.
-    pub fn new(shard: Shard, capacity: usize, batch: usize, counters: Arc<Counters>) -> Self {
+    pub fn new(
+        shard: Shard,
+        capacity: usize,
+        batch: usize,
+        counters: Arc<Counters>,
+        sweeper: Arc<Sweeper>,
+    ) -> Self {
         let (tx, rx) = crossbeam_channel::bounded(capacity);
         ShardCell {
             id: shard.id(),
             batch: batch.max(1),
+            sweeper,
             core: Mutex::new(Core {
                 shard,
                 closed: false,
@@ -79,7 +143,7 @@ impl ShardCell {
     pub fn submit(&self, msg: Msg, on_full: OnFull) -> Result<(), Error> {
         if self.rx.is_empty() {
             if let Some(core) = self.core.try_lock() {
-                self.run_locked(core, Some(msg));
+                self.run_locked(core, Some(msg), Drainer::Submitter);
                 return Ok(());
             }
         }
@@ -93,7 +157,7 @@ impl ShardCell {
                 // Back-pressure by helping: wait for the shard and drain it, then run this.
                 OnFull::Wait => {
                     let core = self.core.lock();
-                    self.run_locked(core, Some(msg));
+                    self.run_locked(core, Some(msg), Drainer::Submitter);
                     return Ok(());
                 }
             },
@@ -104,7 +168,7 @@ impl ShardCell {
         // `try_lock` succeeds or the holder's re-check after its unlock sees the message.
         fence(Ordering::SeqCst);
         if let Some(core) = self.core.try_lock() {
-            self.run_locked(core, None);
+            self.run_locked(core, None, Drainer::Submitter);
         }
         Ok(())
     }
@@ -115,14 +179,29 @@ impl ShardCell {
         self.tick_due.store(now_ms.max(1), Ordering::Release);
         fence(Ordering::SeqCst);
         if let Some(core) = self.core.try_lock() {
-            self.run_locked(core, None);
+            self.run_locked(core, None, Drainer::Submitter);
         }
     }
 
-    /// Runs `first` (if any) and everything queued, ends the batch (the write-ahead log's
-    /// group commit), unlocks, and takes the lock again if something was queued meanwhile.
-    fn run_locked<'a>(&'a self, mut core: MutexGuard<'a, Core>, mut first: Option<Msg>) {
+    /// The sweeper's work: drains the queue completely, if anything is queued.
+    pub fn sweep(&self) {
+        if !self.rx.is_empty() || self.tick_due.load(Ordering::Acquire) != 0 {
+            let core = self.core.lock();
+            self.run_locked(core, None, Drainer::Sweeper);
+        }
+    }
+
+    /// Runs `first` (if any) and what is queued, ends the batch (the write-ahead log's group
+    /// commit), unlocks, and takes the lock again if something was queued meanwhile. A
+    /// submitter stops after `batch` queued messages and hands the rest to the sweeper.
+    fn run_locked<'a>(
+        &'a self,
+        mut core: MutexGuard<'a, Core>,
+        mut first: Option<Msg>,
+        drainer: Drainer,
+    ) {
         loop {
+            let mut left_over = false;
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 let core = &mut *core;
                 let mut handled = 0usize;
@@ -130,7 +209,13 @@ impl ShardCell {
                     core.run(msg);
                     handled += 1;
                 }
+                let mut drained = 0usize;
                 loop {
+                    if drainer == Drainer::Submitter && drained >= self.batch {
+                        left_over = !self.rx.is_empty();
+                        break;
+                    }
+                    drained += 1;
                     match self.rx.try_recv() {
                         Ok(msg) => core.run(msg),
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -159,6 +244,10 @@ impl ShardCell {
                 );
             }
             drop(core);
+            if left_over {
+                self.sweeper.wake();
+                return;
+            }
             // The holder's half of the handshake in `submit`.
             fence(Ordering::SeqCst);
             if self.rx.is_empty() && self.tick_due.load(Ordering::Acquire) == 0 {
@@ -197,7 +286,7 @@ impl ShardCell {
         core.shard.close_log();
         core.closed = true;
         // Anything queued while closing is dropped, with the usual unlock handshake.
-        self.run_locked(core, None);
+        self.run_locked(core, None, Drainer::Sweeper);
     }
 }
 

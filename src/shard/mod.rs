@@ -16,7 +16,7 @@ pub mod subscriptions;
 pub mod users;
 pub mod worker;
 
-pub use cell::ShardCell;
+pub use cell::{ShardCell, Sweeper};
 pub use durable::Recovered;
 pub use msg::Msg;
 pub use worker::{Counters, Shard};
