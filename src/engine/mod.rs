@@ -31,7 +31,7 @@ use crate::shard::msg::{Reply, ValidEvent};
 use crate::shard::{Counters, Msg, Shard, ShardCell, Sweeper};
 use crate::sync::oneshot;
 
-pub use pending::{Pending, PendingBatch};
+pub use pending::{Pending, PendingAll, PendingBatch};
 pub use validate::{MAX_ATTRS, MAX_VECTOR_LEN};
 
 struct Inner {
@@ -373,11 +373,12 @@ impl Engine {
     }
 
     /// Sends a message to every shard (always waiting for room: a partial broadcast would
-    /// split the shards) and gathers the replies.
-    fn broadcast<T>(&self, make: impl Fn(Reply<T>) -> Msg) -> Vec<Pending<T>> {
-        (0..self.shard_count())
+    /// split the shards); done when all are, then `value`.
+    fn broadcast<T>(&self, make: impl Fn(Reply<()>) -> Msg, value: T) -> PendingAll<T> {
+        let parts = (0..self.shard_count())
             .map(|s| self.submit_with(ShardId(s as u16), OnFull::Wait, &make))
-            .collect()
+            .collect();
+        PendingAll::new(parts, value)
     }
 
     fn valid_event(&self, ev: Event) -> Result<(ShardId, ValidEvent), Error> {
@@ -511,22 +512,44 @@ impl Engine {
     /// Inserts or replaces a catalog item; returns whether it was new. Every shard has it
     /// before this returns.
     pub fn upsert_item(&self, item: ItemSpec) -> Result<bool, Error> {
-        let features = Arc::new(validate::item(&self.inner.cfg, &self.inner.space, item)?);
-        let new = self.inner.catalog.insert(features.clone());
-        for done in self.broadcast(|r| Msg::UpsertItem(features.clone(), r)) {
-            done.wait()?;
+        self.submit_upsert(item).wait()
+    }
+
+    /// `upsert_item`, as a future. It reaches every shard when first polled.
+    pub async fn upsert_item_async(&self, item: ItemSpec) -> Result<bool, Error> {
+        self.submit_upsert(item).await
+    }
+
+    fn submit_upsert(&self, item: ItemSpec) -> PendingAll<bool> {
+        match validate::item(&self.inner.cfg, &self.inner.space, item) {
+            Ok(features) => {
+                let features = Arc::new(features);
+                let new = self.inner.catalog.insert(features.clone());
+                self.broadcast(|r| Msg::UpsertItem(features.clone(), r), new)
+            }
+            Err(e) => PendingAll::failed(e),
         }
-        Ok(new)
     }
 
     /// Removes a catalog item and its learned parameters; returns whether it was present.
     pub fn remove_item(&self, id: &str) -> Result<bool, Error> {
-        let key = ItemId::new(id)?.key();
-        let present = self.inner.catalog.remove(key);
-        for done in self.broadcast(|r| Msg::RemoveItem(key, r)) {
-            done.wait()?;
+        self.submit_remove(id).wait()
+    }
+
+    /// `remove_item`, as a future. It reaches every shard when first polled.
+    pub async fn remove_item_async(&self, id: &str) -> Result<bool, Error> {
+        self.submit_remove(id).await
+    }
+
+    fn submit_remove(&self, id: &str) -> PendingAll<bool> {
+        match ItemId::new(id) {
+            Ok(id) => {
+                let key = id.key();
+                let present = self.inner.catalog.remove(key);
+                self.broadcast(|r| Msg::RemoveItem(key, r), present)
+            }
+            Err(e) => PendingAll::failed(e),
         }
-        Ok(present)
     }
 
     /// A catalog item as stored (attributes and vector).
@@ -587,20 +610,26 @@ impl Engine {
 
     /// Ends a subscription.
     pub fn unsubscribe(&self, user: &str, subscription: u64) -> Result<(), Error> {
-        let user = UserId::new(user)?;
-        let shard = self.shard_of(&user);
-        self.submit_with(shard, OnFull::Wait, |r| {
-            Msg::Unsubscribe(user, subscription, r)
-        })
-        .wait()
+        self.submit_unsubscribe(user, subscription).wait()
+    }
+
+    /// `unsubscribe`, as a future.
+    pub async fn unsubscribe_async(&self, user: &str, subscription: u64) -> Result<(), Error> {
+        self.submit_unsubscribe(user, subscription).await
+    }
+
+    fn submit_unsubscribe(&self, user: &str, subscription: u64) -> Pending<()> {
+        match UserId::new(user) {
+            Ok(user) => self.submit_with(self.shard_of(&user), OnFull::Wait, |r| {
+                Msg::Unsubscribe(user, subscription, r)
+            }),
+            Err(e) => Pending::failed(e),
+        }
     }
 
     /// Returns once every shard has handled everything sent to it before this call.
     pub fn flush(&self) -> Result<(), Error> {
-        for done in self.broadcast(Msg::Barrier) {
-            done.wait()?;
-        }
-        Ok(())
+        self.broadcast(Msg::Barrier, ()).wait()
     }
 
     /// Moves every shard's event time to the engine's current time (expiry and ignored
@@ -608,10 +637,7 @@ impl Engine {
     /// the timer's work (passivation, mixing) now instead of at the next timer tick.
     pub fn tick(&self) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
-        for done in self.broadcast(|r| Msg::Advance(now, r)) {
-            done.wait()?;
-        }
-        Ok(())
+        self.broadcast(|r| Msg::Advance(now, r), ()).wait()
     }
 
     /// Counters of every shard and the catalog.

@@ -136,3 +136,57 @@ fn scatter(
         }
     }
 }
+
+/// One message sent to every shard (a catalog change, a barrier): done once every shard has
+/// handled it, then `value`.
+#[must_use = "a pending reply does nothing unless waited for or awaited"]
+pub struct PendingAll<T> {
+    parts: Vec<Pending<()>>,
+    value: Option<Result<T, Error>>,
+}
+
+impl<T> PendingAll<T> {
+    /// `value` once every part is done.
+    pub(super) fn new(parts: Vec<Pending<()>>, value: T) -> Self {
+        PendingAll {
+            parts,
+            value: Some(Ok(value)),
+        }
+    }
+
+    /// A request that failed before it reached the shards.
+    pub(super) fn failed(e: Error) -> Self {
+        PendingAll {
+            parts: Vec::new(),
+            value: Some(Err(e)),
+        }
+    }
+
+    /// Blocks until every shard is done.
+    pub fn wait(mut self) -> Result<T, Error> {
+        for part in std::mem::take(&mut self.parts) {
+            part.wait()?;
+        }
+        self.value.take().expect("a pending reply is taken once")
+    }
+}
+
+impl<T: Unpin> Future for PendingAll<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        while let Some(part) = self.parts.last_mut() {
+            match Pin::new(part).poll(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.parts.pop();
+                }
+                Poll::Ready(Err(e)) => {
+                    self.parts.clear();
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(self.value.take().expect("polled after completion"))
+    }
+}

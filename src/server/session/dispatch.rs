@@ -43,14 +43,13 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             Ok(()) => Reply::Rewarded,
             Err(e) => failed(e),
         },
-        // Catalog calls run inline, when the future is first polled, so that they reach the
-        // shards in request order (a pipelined `decide` after an `item` sees the item). They
-        // only block while a shard inbox is full.
-        Op::Item(spec) => match engine.upsert_item(spec) {
+        // Catalog calls reach every shard when the future is first polled (futures are polled
+        // in request order), so a pipelined `decide` after an `item` sees the item.
+        Op::Item(spec) => match engine.upsert_item_async(spec).await {
             Ok(new) => Reply::ItemStored { new },
             Err(e) => failed(e),
         },
-        Op::RemoveItem(id) => match engine.remove_item(&id) {
+        Op::RemoveItem(id) => match engine.remove_item_async(&id).await {
             Ok(removed) => Reply::ItemRemoved { removed },
             Err(e) => failed(e),
         },
@@ -136,15 +135,6 @@ pub async fn ingest_many(engine: &Engine, events: Vec<Event>) -> Vec<Reply> {
             })
             .collect(),
     }
-}
-
-/// Runs a call that may block on the blocking pool.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or(Err(Error::ShuttingDown))
 }
 
 /// An event's type resolved by the engine's configuration (built-in names or aliases).

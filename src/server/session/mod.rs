@@ -279,10 +279,9 @@ impl Session {
     }
 }
 
-/// Closes `subscriptions` (each may wait for a full inbox, so on the blocking pool).
+/// Closes `subscriptions`.
 async fn unsubscribe_all(shared: &Shared, subscriptions: Vec<(String, u64)>) {
     for (user, id) in subscriptions {
-        let engine = shared.engine.clone();
-        let _ = dispatch::blocking(move || engine.unsubscribe(&user, id)).await;
+        let _ = shared.engine.unsubscribe_async(&user, id).await;
     }
 }
