@@ -426,6 +426,9 @@ pub struct DurabilityStats {
     pub fsyncs_total: u64,
     /// Microseconds spent in those fsyncs.
     pub fsync_us_total: u64,
+    /// Fsync latency as a cumulative histogram: (upper bound in µs, fsyncs at most that
+    /// long); the last bound's count is every fsync but those slower than a second.
+    pub fsync_us_histogram: Vec<(u64, u64)>,
     /// Log records replayed when the engine started.
     pub recovered_records: u64,
     /// How long that recovery took, in milliseconds.

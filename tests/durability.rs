@@ -565,6 +565,19 @@ fn metrics_and_stats_report_the_log() {
     assert!(value("nudge_log_bytes_total") > 0.0);
     // Under `always` every drain with a state change was fsynced.
     assert!(value("nudge_log_fsyncs_total") >= 1.0);
+    // The fsync latency histogram: cumulative buckets that end at the count of fsyncs.
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("nudge_log_fsync_seconds_bucket{"))
+        .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(buckets.len(), 13, "12 bounds and +Inf:\n{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets[12], value("nudge_log_fsyncs_total"));
+    assert_eq!(
+        value("nudge_log_fsync_seconds_count"),
+        value("nudge_log_fsyncs_total")
+    );
     let v = crate::server_support::http(addr, "GET", "/v1/stats", &[], b"").json();
     let durability = if v["stats"].is_object() {
         &v["stats"]["durability"]

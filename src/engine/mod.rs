@@ -26,7 +26,7 @@ use crate::config::{Config, FsyncPolicy, OnFull, PolicyKind};
 use crate::error::{Error, Problem, StartError};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
-use crate::persist::{DataDir, LogCounters, SegmentOptions};
+use crate::persist::{DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
 use crate::shard::msg::{Reply, ValidEvent};
 use crate::shard::{Counters, Msg, Shard, ShardCell, Sweeper};
 use crate::sync::oneshot;
@@ -668,6 +668,18 @@ impl Engine {
                 log_records_total: sum(|c| &c.records_total),
                 fsyncs_total: sum(|c| &c.fsyncs_total),
                 fsync_us_total: sum(|c| &c.fsync_us_total),
+                fsync_us_histogram: FSYNC_BUCKETS_US
+                    .iter()
+                    .enumerate()
+                    .scan(0, |below, (i, &le)| {
+                        *below += inner
+                            .log_counters
+                            .iter()
+                            .map(|c| c.fsync_buckets[i].load(Ordering::Relaxed))
+                            .sum::<u64>();
+                        Some((le, *below))
+                    })
+                    .collect(),
                 recovered_records: inner.recovery.0,
                 writable: inner
                     .log_counters

@@ -99,6 +99,9 @@ impl Batch {
 /// Counters of one log, shared with readers (`stats`, `/metrics`).
 #[derive(Debug, Default)]
 pub struct LogCounters {
+    /// Fsyncs by duration: `fsync_buckets[i]` counts those of at most `FSYNC_BUCKETS_US[i]`
+    /// µs and more than the bucket before (the last bucket also takes the slower ones).
+    pub fsync_buckets: [AtomicU64; FSYNC_BUCKETS_US.len()],
     /// Bytes appended.
     pub bytes_total: AtomicU64,
     /// Records appended.
@@ -114,9 +117,19 @@ pub struct LogCounters {
     pub failing: AtomicBool,
 }
 
+/// Upper bounds (µs) of the fsync latency histogram's buckets.
+pub const FSYNC_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
 impl LogCounters {
     fn fsynced(&self, started: Instant) {
         let us = started.elapsed().as_micros() as u64;
+        let bucket = FSYNC_BUCKETS_US
+            .iter()
+            .position(|&le| us <= le)
+            .unwrap_or(FSYNC_BUCKETS_US.len() - 1);
+        self.fsync_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.fsyncs_total.fetch_add(1, Ordering::Relaxed);
         self.fsync_us_total.fetch_add(us, Ordering::Relaxed);
         self.fsync_us_max.fetch_max(us, Ordering::Relaxed);

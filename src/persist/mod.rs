@@ -25,6 +25,7 @@ use crate::config::Config;
 pub use lock::DirLock;
 pub use log::{
     Batch, DeferredSync, LogCounters, Position, ReplayReport, SegmentLog, SegmentOptions, ShardLog,
+    FSYNC_BUCKETS_US,
 };
 
 /// Why the data directory cannot be used.

@@ -444,6 +444,11 @@ fn render_engine(out: &mut String, stats: &Stats) {
             t.training_steps_total,
         ),
         (
+            "nudge_duplicate_events_total",
+            "Events not applied again because their event_id already was.",
+            t.duplicates_total,
+        ),
+        (
             "nudge_panics_total",
             "Messages whose handling panicked (answered `internal`, the user's actor reset).",
             t.panics_total,
@@ -497,4 +502,18 @@ fn render_durability(out: &mut String, stats: &Stats) {
         header(out, name, help, "counter");
         let _ = writeln!(out, "{name} {v}");
     }
+    let name = "nudge_log_fsync_seconds";
+    header(
+        out,
+        name,
+        "Fsync latency of the write-ahead logs.",
+        "histogram",
+    );
+    for (le_us, count) in &d.fsync_us_histogram {
+        let le = *le_us as f64 / 1e6;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", d.fsyncs_total);
+    let _ = writeln!(out, "{name}_sum {}", d.fsync_us_total as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count {}", d.fsyncs_total);
 }
