@@ -34,6 +34,10 @@ use crate::sync::oneshot;
 pub use pending::{Pending, PendingAll, PendingBatch};
 pub use validate::{MAX_ATTRS, MAX_VECTOR_LEN};
 
+/// The fewest events of one shard's part of a batch that are handed to the timer thread
+/// instead of run by the caller.
+const MIN_HANDED_OFF: usize = 64;
+
 struct Inner {
     cfg: Arc<Config>,
     space: FeatureSpace,
@@ -45,6 +49,8 @@ struct Inner {
     timer: Mutex<Option<Timer>>,
     /// How cells reach the timer thread when they leave work queued.
     sweeper: Arc<Sweeper>,
+    /// Whether this process may run on more than one core (a batch's parts then run on two).
+    parallel: bool,
     /// Set by `shutdown`: new calls fail with `ShuttingDown`.
     closing: AtomicBool,
     spin: Duration,
@@ -227,6 +233,7 @@ impl EngineBuilder {
             clock,
             timer: Mutex::new(None),
             sweeper,
+            parallel: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             closing: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
             logging: self.log.is_some(),
@@ -356,6 +363,18 @@ impl Engine {
         self.submit_with(shard, self.on_full, make)
     }
 
+    /// `submit`, but run by the timer thread rather than this one (`ShardCell::defer`).
+    fn submit_deferred<T>(&self, shard: ShardId, make: impl FnOnce(Reply<T>) -> Msg) -> Pending<T> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Pending::failed(Error::ShuttingDown);
+        }
+        let (tx, rx) = oneshot::channel();
+        match self.inner.cells[shard.0 as usize].defer(make(tx), self.on_full) {
+            Ok(()) => Pending::new(rx, self.inner.spin),
+            Err(e) => Pending::failed(e),
+        }
+    }
+
     fn submit_with<T>(
         &self,
         shard: ShardId,
@@ -420,12 +439,26 @@ impl Engine {
                 Err(e) => results[i] = Err(e),
             }
         }
-        let parts = per_shard
+        let parts: Vec<_> = per_shard
             .into_iter()
             .enumerate()
             .filter(|(_, (evs, _))| !evs.is_empty())
-            .map(|(s, (evs, positions))| {
-                let reply = self.submit(ShardId(s as u16), |r| Msg::Events(evs, r));
+            .collect();
+        // With more than one core, every large part but the last goes to the timer thread
+        // while this thread runs the last: a batch spread over shards uses both cores, as
+        // it did with a thread per shard. Small parts are not worth a thread's wake-up.
+        let last = parts.len().saturating_sub(1);
+        let parts = parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (s, (evs, positions)))| {
+                let shard = ShardId(s as u16);
+                let hand_off = self.inner.parallel && i < last && evs.len() >= MIN_HANDED_OFF;
+                let reply = if hand_off {
+                    self.submit_deferred(shard, |r| Msg::Events(evs, r))
+                } else {
+                    self.submit(shard, |r| Msg::Events(evs, r))
+                };
                 (positions, reply)
             })
             .collect();

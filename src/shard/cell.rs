@@ -78,11 +78,13 @@ impl Sweeper {
     }
 }
 
-/// Who is draining: a submitter (bounded, it has its own caller to return to) or the
-/// sweeper (until the queue is empty).
+/// Who is draining: a submitter (bounded, it has its own caller to return to), the timer
+/// running a tick (bounded too, and not counted as activity), or the sweeper (until the
+/// queue is empty).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Drainer {
     Submitter,
+    Timer,
     Sweeper,
 }
 
@@ -100,6 +102,10 @@ pub struct ShardCell {
     /// A timer tick waiting to run (its time, Unix ms; 0: none). The timer never queues a
     /// tick behind requests: it leaves it here, and whoever holds the shard next runs it.
     tick_due: AtomicU64,
+    /// Set by every holder; the timer clears it. A shard that was held since the last tick
+    /// gets its tick from its next holder, so the timer never takes a busy shard (where it
+    /// would end up draining, and so delaying, a submitter's own request).
+    active: AtomicBool,
     /// Set when a panic escaped everything but the cell (not one user's message): the shard
     /// still serves, but its state may be inconsistent, so the engine reports not ready.
     failed: AtomicBool,
@@ -134,6 +140,7 @@ impl ShardCell {
             counters,
             failed: AtomicBool::new(false),
             tick_due: AtomicU64::new(0),
+            active: AtomicBool::new(false),
         }
     }
 
@@ -173,19 +180,38 @@ impl ShardCell {
         Ok(())
     }
 
+    /// Queues `msg` for another thread to run (the sweeper, woken for it), so that the caller
+    /// can work on something else meanwhile: how a batch's parts for several shards run on
+    /// several cores. A full queue falls back to `submit`.
+    pub fn defer(&self, msg: Msg, on_full: OnFull) -> Result<(), Error> {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.sweeper.wake();
+                Ok(())
+            }
+            Err(TrySendError::Full(msg)) => self.submit(msg, on_full),
+            Err(TrySendError::Disconnected(_)) => Err(Error::ShuttingDown),
+        }
+    }
+
     /// The timer's work at `now_ms`: runs now if the shard is free, else by the thread that
     /// holds it, when it is done with what it is handling.
     pub fn tick(&self, now_ms: u64) {
         self.tick_due.store(now_ms.max(1), Ordering::Release);
+        if self.active.swap(false, Ordering::AcqRel) {
+            // Busy since the last tick: its next holder runs this one (or the timer, next
+            // time, if it went idle meanwhile).
+            return;
+        }
         fence(Ordering::SeqCst);
         if let Some(core) = self.core.try_lock() {
-            self.run_locked(core, None, Drainer::Submitter);
+            self.run_locked(core, None, Drainer::Timer);
         }
     }
 
     /// The sweeper's work: drains the queue completely, if anything is queued.
     pub fn sweep(&self) {
-        if !self.rx.is_empty() || self.tick_due.load(Ordering::Acquire) != 0 {
+        if !self.rx.is_empty() {
             let core = self.core.lock();
             self.run_locked(core, None, Drainer::Sweeper);
         }
@@ -200,6 +226,9 @@ impl ShardCell {
         mut first: Option<Msg>,
         drainer: Drainer,
     ) {
+        if drainer == Drainer::Submitter {
+            self.active.store(true, Ordering::Relaxed);
+        }
         loop {
             let mut left_over = false;
             let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -211,7 +240,7 @@ impl ShardCell {
                 }
                 let mut drained = 0usize;
                 loop {
-                    if drainer == Drainer::Submitter && drained >= self.batch {
+                    if drainer != Drainer::Sweeper && drained >= self.batch {
                         left_over = !self.rx.is_empty();
                         break;
                     }
