@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use crate::model::features::ItemFeatures;
-use crate::model::global::KeyMap;
+use crate::model::keyindex::KeyIndex;
 
 /// The index of an item's row in an [`ItemTable`]. Valid until the next insert or remove.
 pub type Row = u32;
@@ -24,7 +24,7 @@ pub type Row = u32;
 pub struct ItemTable {
     dim: usize,
     stride: usize,
-    index: KeyMap<Row>,
+    index: KeyIndex,
     keys: Vec<u64>,
     /// Scoring rows, `stride` floats each: `x`, then the bias, then the popularity feature.
     rows: Vec<f32>,
@@ -60,7 +60,7 @@ impl ItemTable {
         ItemTable {
             dim,
             stride: (dim + 2).div_ceil(8) * 8,
-            index: KeyMap::default(),
+            index: KeyIndex::default(),
             keys: Vec::new(),
             rows: Vec::new(),
             pop_at: Vec::new(),
@@ -90,7 +90,7 @@ impl ItemTable {
     /// The row of `key`, if present.
     #[inline]
     pub fn row(&self, key: u64) -> Option<Row> {
-        self.index.get(&key).copied()
+        self.index.get(key)
     }
 
     /// The key of the item in `row`.
@@ -101,7 +101,7 @@ impl ItemTable {
 
     /// Whether `key` has a row.
     pub fn contains(&self, key: u64) -> bool {
-        self.index.contains_key(&key)
+        self.index.get(key).is_some()
     }
 
     /// Adds `key` with features `features` and starting embedding `e0` (zero bias, no
@@ -128,7 +128,7 @@ impl ItemTable {
 
     /// Removes `key`; `false` when it was not present. The last row moves into its place.
     pub fn remove(&mut self, key: u64) -> bool {
-        let Some(row) = self.index.remove(&key) else {
+        let Some(row) = self.index.remove(key) else {
             return false;
         };
         let (row, last) = (row as usize, self.keys.len() - 1);
@@ -163,6 +163,12 @@ impl ItemTable {
     pub fn scoring_row(&self, row: Row) -> &[f32] {
         let s = self.stride;
         &self.rows[row as usize * s..(row as usize + 1) * s]
+    }
+
+    /// Starts loading `key`'s slot of the index, ahead of a `row(key)` (see `KeyIndex`).
+    #[inline]
+    pub fn prefetch_key(&self, key: u64) {
+        self.index.prefetch(key);
     }
 
     /// Hints the CPU to start loading a scoring row (a no-op where there is no prefetch).

@@ -9,6 +9,7 @@ pub mod cooccur;
 pub mod features;
 pub mod global;
 pub mod items;
+pub mod keyindex;
 pub mod math;
 pub mod policy;
 pub mod reward;

@@ -264,12 +264,17 @@ impl Learner {
     }
 
     /// The logits of `candidates` (key, inline features) under the prepared query, into `out`.
-    /// Two passes: the first finds (or admits) every candidate's row and starts loading it, so
-    /// the second computes dot products over rows already on their way into the cache.
+    /// See the passes below: every candidate's memory is requested before any is used.
     pub fn logits<'a, I>(&mut self, candidates: I, out: &mut Vec<f32>)
     where
         I: Iterator<Item = (u64, Option<&'a Arc<ItemFeatures>>)> + Clone,
     {
+        // Three passes: start loading every candidate's index slot, then find (or admit)
+        // each row and start loading it, then take the dot products, so that the cache
+        // misses of a large catalog overlap instead of queueing.
+        for (key, _) in candidates.clone() {
+            self.global.items.prefetch_key(key);
+        }
         let mut rows = std::mem::take(&mut self.rows);
         rows.clear();
         rows.extend(
