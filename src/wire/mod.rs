@@ -21,6 +21,7 @@
 //! assert_eq!(event.kind, EventType::Builtin(EventKind::Click));
 //! ```
 
+mod experiment;
 mod json;
 mod parse;
 mod reply;
@@ -81,11 +82,19 @@ pub enum OpKind {
     Subscribe,
     /// `unsubscribe`: stop pushing a user's updates (WebSocket only).
     Unsubscribe,
+    /// `create_experiment`: start an experiment.
+    CreateExperiment,
+    /// `stop_experiment`: stop an experiment.
+    StopExperiment,
+    /// `experiment_results`: an experiment's arms, lifts and status.
+    ExperimentResults,
+    /// `experiments`: every experiment and the audit trail.
+    Experiments,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 16] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -98,6 +107,10 @@ impl OpKind {
         OpKind::Batch,
         OpKind::Subscribe,
         OpKind::Unsubscribe,
+        OpKind::CreateExperiment,
+        OpKind::StopExperiment,
+        OpKind::ExperimentResults,
+        OpKind::Experiments,
     ];
 
     /// The op's wire name.
@@ -115,6 +128,10 @@ impl OpKind {
             OpKind::Batch => "batch",
             OpKind::Subscribe => "subscribe",
             OpKind::Unsubscribe => "unsubscribe",
+            OpKind::CreateExperiment => "create_experiment",
+            OpKind::StopExperiment => "stop_experiment",
+            OpKind::ExperimentResults => "experiment_results",
+            OpKind::Experiments => "experiments",
         }
     }
 
@@ -225,6 +242,24 @@ pub enum Op {
     Subscribe(String),
     /// Stop pushing a user's updates.
     Unsubscribe(String),
+    /// Start an experiment.
+    CreateExperiment {
+        /// Its definition, as the config file spells it.
+        experiment: Box<crate::config::ExperimentConfig>,
+        /// Why, for the audit trail.
+        reason: String,
+    },
+    /// Stop an experiment.
+    StopExperiment {
+        /// The experiment.
+        name: String,
+        /// Why, for the audit trail.
+        reason: String,
+    },
+    /// An experiment's results.
+    ExperimentResults(String),
+    /// Every experiment and the audit trail.
+    Experiments,
 }
 
 impl Op {
@@ -243,6 +278,10 @@ impl Op {
             Op::Batch(_) => OpKind::Batch,
             Op::Subscribe(_) => OpKind::Subscribe,
             Op::Unsubscribe(_) => OpKind::Unsubscribe,
+            Op::CreateExperiment { .. } => OpKind::CreateExperiment,
+            Op::StopExperiment { .. } => OpKind::StopExperiment,
+            Op::ExperimentResults(_) => OpKind::ExperimentResults,
+            Op::Experiments => OpKind::Experiments,
         }
     }
 }
