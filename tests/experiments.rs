@@ -339,3 +339,51 @@ fn experiments_start_from_the_config_file() {
         "{err}"
     );
 }
+
+#[test]
+fn a_promoted_arm_serves_everyone_but_the_holdout() {
+    let clock = ManualClock::new(T0);
+    let engine = engine(&clock);
+    engine.upsert_item(ItemSpec::new("x")).unwrap();
+    let mut spec = two_controls("promo");
+    spec.holdout = 0.2;
+    engine.create_experiment(spec, "").unwrap();
+    let wrong_arm = engine.promote_experiment("promo", "c", "");
+    assert_eq!(field_of(wrong_arm.unwrap_err()), "arm");
+    assert_eq!(
+        engine
+            .promote_experiment("nope", "a", "")
+            .unwrap_err()
+            .code(),
+        "unknown_experiment"
+    );
+    engine.promote_experiment("promo", "b", "b won").unwrap();
+    let mut held_out = 0;
+    for u in 0..500 {
+        let d = engine
+            .decide(DecideRequest::new(format!("p{u}"), ["x"], 1))
+            .unwrap();
+        match d.experiment {
+            Some(arm) => assert_eq!(&*arm.arm, "b"),
+            None => held_out += 1,
+        }
+    }
+    assert!(
+        (60..140).contains(&held_out),
+        "{held_out} of 500 held out at 20%"
+    );
+    let r = engine.experiment_results("promo").unwrap();
+    assert_eq!(
+        (r.status, r.promoted.as_deref()),
+        (Status::Promoted, Some("b"))
+    );
+    let last = engine.experiment_audit().pop().unwrap();
+    assert_eq!(
+        (last.version, last.action, last.arm.as_deref()),
+        (2, "promoted", Some("b"))
+    );
+    engine.stop_experiment("promo", "").unwrap();
+    let stopped = engine.promote_experiment("promo", "a", "");
+    assert_eq!(field_of(stopped.unwrap_err()), "name");
+    engine.shutdown();
+}

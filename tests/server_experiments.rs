@@ -55,6 +55,22 @@ fn experiment_ops_round_trip_over_tcp() {
         "no look yet: {r}"
     );
 
+    let r = c.call(r#"{"op":"promote_experiment","name":"ranker","arm":"greedy","reason":"won"}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let r = c.call(r#"{"op":"experiment_results","name":"ranker"}"#);
+    assert_eq!(
+        (
+            r["experiment"]["status"].as_str(),
+            r["experiment"]["promoted"].as_str()
+        ),
+        (Some("promoted"), Some("greedy")),
+        "{r}"
+    );
+    let r = c.call(r#"{"op":"promote_experiment","name":"ranker","arm":"nope"}"#);
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("`arm`"),
+        "{r}"
+    );
     let r = c.call(r#"{"op":"stop_experiment","name":"ranker","reason":"done"}"#);
     assert_eq!(r["was_running"], true, "{r}");
     let r = c.call(r#"{"op":"experiments"}"#);
@@ -76,9 +92,11 @@ fn experiment_ops_round_trip_over_tcp() {
         audit,
         [
             (1, "created".into(), "launch".into()),
-            (2, "stopped".into(), "done".into())
+            (2, "promoted".into(), "won".into()),
+            (3, "stopped".into(), "done".into())
         ]
     );
+    assert_eq!(r["audit"][1]["arm"], "greedy", "{r}");
 
     let r = c.call(r#"{"op":"experiment_results","name":"nope"}"#);
     assert_eq!(r["error"]["code"], "unknown_experiment", "{r}");

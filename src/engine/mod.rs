@@ -617,6 +617,14 @@ impl Engine {
         self.inner.experiments.stop(name, now, reason)
     }
 
+    /// Promotes `arm`: every user the experiment takes (all but its holdout) gets it from now
+    /// on. Refused for an unknown experiment, a stopped one (field `name`) or an unknown arm
+    /// (field `arm`).
+    pub fn promote_experiment(&self, name: &str, arm: &str, reason: &str) -> Result<(), Error> {
+        let now = self.inner.clock.now_ms();
+        self.inner.experiments.promote(name, arm, now, reason)
+    }
+
     /// An experiment's definition and whether it runs.
     pub fn experiment(&self, name: &str) -> Result<(ExperimentSpec, bool), Error> {
         let (live, running) = self.found(name)?;

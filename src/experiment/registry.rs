@@ -6,7 +6,7 @@
 //! **It assigns and judges; it counts nothing.** Counters live in the shards
 //! (`experiment::tally`); `results` turns their merged copy into lifts, intervals and a status.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -32,6 +32,21 @@ pub struct Live {
     /// One sequential test per arm against the first (index 0 unused), kept across reads so
     /// the p-value is the running minimum and the interval the running intersection.
     tests: Mutex<Vec<Sequential>>,
+    /// The promoted arm's index (`NOT_PROMOTED`: none): every user the experiment takes gets
+    /// it. Written under the registry's book lock, read by decisions without one.
+    promoted: AtomicU32,
+}
+
+const NOT_PROMOTED: u32 = u32::MAX;
+
+impl Live {
+    /// The promoted arm, if one was.
+    pub fn promoted(&self) -> Option<u16> {
+        match self.promoted.load(Ordering::Acquire) {
+            NOT_PROMOTED => None,
+            arm => Some(arm as u16),
+        }
+    }
 }
 
 /// The experiment and arm a decision falls in.
@@ -87,8 +102,8 @@ impl Running {
             };
             let live = self.live.iter().find(|l| *l.name == *split.name())?;
             return Some(Chosen {
+                arm: live.promoted().unwrap_or(arm as u16),
                 experiment: live.clone(),
-                arm: arm as u16,
             });
         }
         None
@@ -104,8 +119,10 @@ pub struct AuditEntry {
     pub ts_ms: u64,
     /// The experiment.
     pub experiment: String,
-    /// `created` or `stopped`.
+    /// `created`, `promoted` or `stopped`.
     pub action: &'static str,
+    /// The arm promoted, for `promoted`.
+    pub arm: Option<String>,
     /// The caller's reason (may be empty).
     pub reason: String,
 }
@@ -158,12 +175,13 @@ impl Registry {
             name: Arc::from(spec.name.as_str()),
             spec,
             tests: Mutex::new(tests),
+            promoted: AtomicU32::new(NOT_PROMOTED),
         });
         let mut candidate: Vec<Arc<Live>> = running(&book);
         candidate.push(live.clone());
         let snapshot = build(&candidate, Some((&live.name, split)))?;
         book.all.push((live.clone(), true));
-        record(&mut book, ts_ms, &live.spec.name, "created", reason);
+        record(&mut book, ts_ms, &live.spec.name, ("created", None), reason);
         self.publish(snapshot);
         Ok(())
     }
@@ -178,9 +196,31 @@ impl Registry {
             return Ok(false);
         }
         let snapshot = build(&running(&book), None)?;
-        record(&mut book, ts_ms, name, "stopped", reason);
+        record(&mut book, ts_ms, name, ("stopped", None), reason);
         self.publish(snapshot);
         Ok(true)
+    }
+
+    /// Promotes an arm of a running experiment: from now on every user the experiment takes
+    /// (all but the holdout) gets it. Counting goes on; the status becomes `promoted`.
+    pub fn promote(&self, name: &str, arm: &str, ts_ms: u64, reason: &str) -> Result<(), Error> {
+        use crate::error::Problem;
+        let mut book = self.book.lock();
+        let Some((live, running)) = book.all.iter().find(|(l, _)| l.spec.name == name) else {
+            return Err(Error::UnknownExperiment(name.to_string()));
+        };
+        if !running {
+            let why = "the experiment is stopped".to_string();
+            return Err(Error::invalid("name", Problem::Rejected(why)));
+        }
+        let Some(index) = live.spec.arms.iter().position(|a| a.name == arm) else {
+            let why = format!("`{arm}` is not an arm of `{name}`");
+            return Err(Error::invalid("arm", Problem::Rejected(why)));
+        };
+        live.promoted.store(index as u32, Ordering::Release);
+        let arm = Some(arm.to_string());
+        record(&mut book, ts_ms, name, ("promoted", arm), reason);
+        Ok(())
     }
 
     fn publish(&self, snapshot: Running) {
@@ -214,13 +254,20 @@ fn running(book: &Book) -> Vec<Arc<Live>> {
         .collect()
 }
 
-fn record(book: &mut Book, ts_ms: u64, experiment: &str, action: &'static str, reason: &str) {
+fn record(
+    book: &mut Book,
+    ts_ms: u64,
+    experiment: &str,
+    (action, arm): (&'static str, Option<String>),
+    reason: &str,
+) {
     let version = book.audit.len() as u64 + 1;
     book.audit.push(AuditEntry {
         version,
         ts_ms,
         experiment: experiment.to_string(),
         action,
+        arm,
         reason: reason.to_string(),
     });
 }
@@ -264,6 +311,9 @@ pub enum Status {
     Significant,
     /// The arms' exposures do not match their shares: the results are not to be trusted.
     SrmAlarm,
+    /// An arm was promoted: it serves everyone the experiment takes, so the arms' shares no
+    /// longer hold and the counts go on only for the record.
+    Promoted,
 }
 
 impl Status {
@@ -273,6 +323,7 @@ impl Status {
             Status::Collecting => "collecting",
             Status::Significant => "significant",
             Status::SrmAlarm => "srm_alarm",
+            Status::Promoted => "promoted",
         }
     }
 }
@@ -310,6 +361,8 @@ pub struct ExperimentResults {
     pub metric: &'static str,
     /// Collecting, significant or SRM alarm.
     pub status: Status,
+    /// The promoted arm, if one was.
+    pub promoted: Option<String>,
     /// The sample-ratio check's p-value over exposed users (`None` while none).
     pub srm_p_value: Option<f64>,
     /// The arms, baseline first.
@@ -346,7 +399,12 @@ impl Live {
         let total: f64 = spec.arms.iter().map(|a| a.weight).sum();
         let shares: Vec<f64> = spec.arms.iter().map(|a| a.weight / total).collect();
         let srm = SampleRatio::check(&users, &shares);
-        let status = if srm.as_ref().is_some_and(|s| s.alarm()) {
+        let promoted = self
+            .promoted()
+            .map(|a| spec.arms[usize::from(a)].name.clone());
+        let status = if promoted.is_some() {
+            Status::Promoted
+        } else if srm.as_ref().is_some_and(|s| s.alarm()) {
             Status::SrmAlarm
         } else if arms.iter().any(|a| a.significant) {
             Status::Significant
@@ -358,6 +416,7 @@ impl Live {
             running,
             metric: spec.metric.name(),
             status,
+            promoted,
             srm_p_value: srm.map(|s| s.p_value),
             arms,
         }

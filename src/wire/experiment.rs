@@ -142,6 +142,11 @@ pub(super) fn results(out: &mut Vec<u8>, r: &ExperimentResults) {
     write_str(out, r.metric);
     out.extend_from_slice(b",\"status\":");
     write_str(out, r.status.name());
+    out.extend_from_slice(b",\"promoted\":");
+    match &r.promoted {
+        Some(arm) => write_str(out, arm),
+        None => out.extend_from_slice(b"null"),
+    }
     out.extend_from_slice(b",\"srm_p_value\":");
     optional(out, r.srm_p_value);
     out.extend_from_slice(b",\"arms\":[");
@@ -234,6 +239,10 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
         write_str(out, &a.experiment);
         out.extend_from_slice(b",\"action\":");
         write_str(out, a.action);
+        if let Some(arm) = &a.arm {
+            out.extend_from_slice(b",\"arm\":");
+            write_str(out, arm);
+        }
         out.extend_from_slice(b",\"reason\":");
         write_str(out, &a.reason);
         out.push(b'}');

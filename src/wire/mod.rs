@@ -86,6 +86,8 @@ pub enum OpKind {
     CreateExperiment,
     /// `stop_experiment`: stop an experiment.
     StopExperiment,
+    /// `promote_experiment`: give one arm to everyone an experiment takes.
+    PromoteExperiment,
     /// `experiment_results`: an experiment's arms, lifts and status.
     ExperimentResults,
     /// `experiments`: every experiment and the audit trail.
@@ -94,7 +96,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 16] = [
+    pub const ALL: [OpKind; 17] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -109,6 +111,7 @@ impl OpKind {
         OpKind::Unsubscribe,
         OpKind::CreateExperiment,
         OpKind::StopExperiment,
+        OpKind::PromoteExperiment,
         OpKind::ExperimentResults,
         OpKind::Experiments,
     ];
@@ -130,6 +133,7 @@ impl OpKind {
             OpKind::Unsubscribe => "unsubscribe",
             OpKind::CreateExperiment => "create_experiment",
             OpKind::StopExperiment => "stop_experiment",
+            OpKind::PromoteExperiment => "promote_experiment",
             OpKind::ExperimentResults => "experiment_results",
             OpKind::Experiments => "experiments",
         }
@@ -256,6 +260,15 @@ pub enum Op {
         /// Why, for the audit trail.
         reason: String,
     },
+    /// Promote an arm of an experiment.
+    PromoteExperiment {
+        /// The experiment.
+        name: String,
+        /// The arm.
+        arm: String,
+        /// Why, for the audit trail.
+        reason: String,
+    },
     /// An experiment's results.
     ExperimentResults(String),
     /// Every experiment and the audit trail.
@@ -280,6 +293,7 @@ impl Op {
             Op::Unsubscribe(_) => OpKind::Unsubscribe,
             Op::CreateExperiment { .. } => OpKind::CreateExperiment,
             Op::StopExperiment { .. } => OpKind::StopExperiment,
+            Op::PromoteExperiment { .. } => OpKind::PromoteExperiment,
             Op::ExperimentResults(_) => OpKind::ExperimentResults,
             Op::Experiments => OpKind::Experiments,
         }

@@ -207,6 +207,7 @@ struct Fields<'t, 'i> {
     experiment: Option<Json<'t, 'i>>,
     name: Option<Json<'t, 'i>>,
     reason: Option<Json<'t, 'i>>,
+    arm: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -233,6 +234,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "experiment" => &mut f.experiment,
             "name" => &mut f.name,
             "reason" => &mut f.reason,
+            "arm" => &mut f.arm,
             _ => continue,
         };
         *slot = Some(val);
@@ -310,6 +312,11 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         },
         OpKind::StopExperiment => Op::StopExperiment {
             name: required(f.name, "name")?.to_string(),
+            reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
+        },
+        OpKind::PromoteExperiment => Op::PromoteExperiment {
+            name: required(f.name, "name")?.to_string(),
+            arm: required(f.arm, "arm")?.to_string(),
             reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
         },
         OpKind::ExperimentResults => Op::ExperimentResults(required(f.name, "name")?.to_string()),

@@ -53,6 +53,8 @@ pub enum Reply {
     Unsubscribed,
     /// An experiment was created.
     ExperimentCreated,
+    /// An arm was promoted.
+    ExperimentPromoted,
     /// An experiment was stopped (`was_running`: it ran until now).
     ExperimentStopped {
         /// Whether it was running.
@@ -158,7 +160,9 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
             out.extend_from_slice(b"\"ok\":true,\"subscription\":");
             write_u64(out, *subscription);
         }
-        Reply::Unsubscribed | Reply::ExperimentCreated => out.extend_from_slice(b"\"ok\":true"),
+        Reply::Unsubscribed | Reply::ExperimentCreated | Reply::ExperimentPromoted => {
+            out.extend_from_slice(b"\"ok\":true")
+        }
         Reply::ExperimentStopped { was_running } => {
             out.extend_from_slice(b"\"ok\":true,\"was_running\":");
             write_bool(out, *was_running);

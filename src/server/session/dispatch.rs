@@ -77,6 +77,12 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             Ok(was_running) => Reply::ExperimentStopped { was_running },
             Err(e) => failed(e),
         },
+        Op::PromoteExperiment { name, arm, reason } => {
+            match engine.promote_experiment(&name, &arm, &reason) {
+                Ok(()) => Reply::ExperimentPromoted,
+                Err(e) => failed(e),
+            }
+        }
         Op::ExperimentResults(name) => {
             let engine = engine.clone();
             match blocking(move || engine.experiment_results(&name)).await {
