@@ -149,12 +149,8 @@ pub(super) fn results(out: &mut Vec<u8>, r: &ExperimentResults) {
     }
     out.extend_from_slice(b",\"srm_p_value\":");
     optional(out, r.srm_p_value);
-    out.extend_from_slice(b",\"arms\":[");
-    for (i, a) in r.arms.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'{');
+    out.extend_from_slice(b",\"arms\":");
+    objects(out, &r.arms, |out, a| {
         key(out, "name");
         write_str(out, &a.name);
         out.extend_from_slice(b",\"policy\":");
@@ -181,20 +177,28 @@ pub(super) fn results(out: &mut Vec<u8>, r: &ExperimentResults) {
         write_f64(out, a.p_value);
         out.extend_from_slice(b",\"significant\":");
         write_bool(out, a.significant);
+    });
+    out.push(b'}');
+}
+
+/// `[{…},{…}]`: each element's fields written by `fields`, between its braces.
+fn objects<T>(out: &mut Vec<u8>, all: &[T], mut fields: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, x) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        fields(out, x);
         out.push(b'}');
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
 }
 
 /// `"experiments":[…],"audit":[…]`: the reply of `experiments`.
 pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[AuditEntry]) {
     key(out, "experiments");
-    out.push(b'[');
-    for (i, (spec, running)) in all.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'{');
+    objects(out, all, |out, (spec, running)| {
         key(out, "name");
         write_str(out, &spec.name);
         out.extend_from_slice(b",\"running\":");
@@ -205,12 +209,8 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
         write_f64(out, spec.holdout);
         out.extend_from_slice(b",\"metric\":");
         write_str(out, spec.metric.name());
-        out.extend_from_slice(b",\"arms\":[");
-        for (j, arm) in spec.arms.iter().enumerate() {
-            if j > 0 {
-                out.push(b',');
-            }
-            out.push(b'{');
+        out.extend_from_slice(b",\"arms\":");
+        objects(out, &spec.arms, |out, arm| {
             key(out, "name");
             write_str(out, &arm.name);
             out.extend_from_slice(b",\"weight\":");
@@ -221,16 +221,10 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
                 out.extend_from_slice(b",\"epsilon\":");
                 write_f64(out, f64::from(e));
             }
-            out.push(b'}');
-        }
-        out.extend_from_slice(b"]}");
-    }
-    out.extend_from_slice(b"],\"audit\":[");
-    for (i, a) in audit.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'{');
+        });
+    });
+    out.extend_from_slice(b",\"audit\":");
+    objects(out, audit, |out, a| {
         key(out, "version");
         write_u64(out, a.version);
         out.extend_from_slice(b",\"ts\":");
@@ -245,7 +239,5 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
         }
         out.extend_from_slice(b",\"reason\":");
         write_str(out, &a.reason);
-        out.push(b'}');
-    }
-    out.push(b']');
+    });
 }
