@@ -309,6 +309,17 @@ pub struct Decision {
     pub id: DecisionId,
     /// The placements, best first.
     pub items: Vec<Placement>,
+    /// The experiment and arm whose policy ranked them, if the user is in one.
+    pub experiment: Option<ExperimentArm>,
+}
+
+/// The experiment and arm a decision was made under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExperimentArm {
+    /// The experiment's name.
+    pub experiment: std::sync::Arc<str>,
+    /// The arm's name.
+    pub arm: std::sync::Arc<str>,
 }
 
 /// Decayed per-user signal statistics and counters, as exported.
@@ -524,6 +535,8 @@ pub enum LogRecord {
         placements: Vec<LoggedPlacement>,
         /// A hash of the engine configuration that made it.
         config_version: u64,
+        /// The experiment and arm it was made under, if any.
+        experiment: Option<ExperimentArm>,
     },
     /// An outcome was attributed to a placement.
     Outcome {

@@ -90,6 +90,86 @@ pub struct Config {
     pub data_dir: Option<String>,
     /// How the write-ahead log reaches the disk, and how often shards checkpoint.
     pub durability: DurabilityConfig,
+    /// Experiments started with the engine (`[[experiments]]`).
+    pub experiments: Vec<ExperimentConfig>,
+}
+
+/// One experiment as the config file (and the wire) spell it; `to_spec` checks it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Unique name.
+    pub name: String,
+    /// Assignment salt (default: the name).
+    pub salt: Option<String>,
+    /// Share of users held out, in `[0, 1)`.
+    pub holdout: f64,
+    /// The layer (default: the default layer `""`).
+    pub layer: String,
+    /// Buckets `[start, end)` claimed in the layer (default: all 10,000).
+    pub buckets: Option<[u32; 2]>,
+    /// `click_through` (default), `conversion_rate`, `mean_reward` or `mean_dwell`.
+    pub metric: Option<String>,
+    /// Guardrail metrics, by name.
+    pub guardrails: Vec<String>,
+    /// The arms, baseline first.
+    pub arms: Vec<ArmConfig>,
+    /// τ of the relative lift's test (default 0.2).
+    pub tau: Option<f64>,
+    /// α of the test (default 0.05).
+    pub alpha: Option<f64>,
+}
+
+/// One arm as the config file spells it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArmConfig {
+    /// Unique within the experiment.
+    pub name: String,
+    /// Positive weight (default 1).
+    pub weight: Option<f64>,
+    /// `nudge`, `global`, `popularity` or `control`.
+    pub policy: String,
+    /// ε for a `nudge` arm.
+    pub epsilon: Option<f64>,
+}
+
+impl ExperimentConfig {
+    /// The checked definition; the error names the field at fault.
+    pub fn to_spec(&self) -> Result<crate::experiment::ExperimentSpec, crate::error::Error> {
+        use crate::error::Error;
+        use crate::experiment::{ArmPolicy, ArmSpec, ExperimentSpec, Metric};
+        let mut arms = Vec::with_capacity(self.arms.len());
+        for arm in &self.arms {
+            let policy = ArmPolicy::parse(&arm.policy, arm.epsilon)
+                .map_err(|p| Error::invalid("arms.policy", p))?;
+            arms.push(ArmSpec {
+                name: arm.name.clone(),
+                weight: arm.weight.unwrap_or(1.0),
+                policy,
+            });
+        }
+        let mut spec = ExperimentSpec::new(&self.name, arms);
+        if let Some(salt) = &self.salt {
+            spec.salt = salt.clone();
+        }
+        spec.holdout = self.holdout;
+        spec.layer = self.layer.clone();
+        if let Some([start, end]) = self.buckets {
+            spec.buckets = start..end;
+        }
+        if let Some(metric) = &self.metric {
+            spec.metric = Metric::parse(metric).map_err(|p| Error::invalid("metric", p))?;
+        }
+        for g in &self.guardrails {
+            let metric = Metric::parse(g).map_err(|p| Error::invalid("guardrails", p))?;
+            spec.guardrails.push(metric);
+        }
+        spec.tau = self.tau.unwrap_or(spec.tau);
+        spec.alpha = self.alpha.unwrap_or(spec.alpha);
+        spec.check()?;
+        Ok(spec)
+    }
 }
 
 impl Default for Config {
@@ -119,6 +199,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             data_dir: None,
             durability: DurabilityConfig::default(),
+            experiments: Vec::new(),
         }
     }
 }
@@ -634,6 +715,9 @@ impl Config {
             "at least 1",
         )?;
         self.server.validate()?;
+        for (i, e) in self.experiments.iter().enumerate() {
+            e.to_spec().map_err(|e| format!("experiments[{i}]: {e}"))?;
+        }
         Ok(())
     }
 }

@@ -54,6 +54,8 @@ pub enum Problem {
         /// The length that was given.
         got: usize,
     },
+    /// The value is refused for the reason the text gives (an experiment's definition).
+    Rejected(String),
 }
 
 impl fmt::Display for Problem {
@@ -69,6 +71,7 @@ impl fmt::Display for Problem {
             }
             Problem::UnknownEventType(name) => write!(f, "`{name}` is not a known event type"),
             Problem::TooMany { max } => write!(f, "has more than {max} elements"),
+            Problem::Rejected(why) => write!(f, "is refused: {why}"),
             Problem::Malformed(expected) => write!(f, "is malformed (expected {expected})"),
             Problem::TooEarly { min_ms } => write!(
                 f,
@@ -119,6 +122,13 @@ pub enum Error {
     /// The item is not in the catalog.
     #[error("unknown item `{0}`")]
     UnknownItem(String),
+    /// No experiment has this name.
+    #[error("unknown experiment `{0}`")]
+    UnknownExperiment(String),
+    /// An experiment with this name exists already (stopped ones too: names are not reused,
+    /// so results and the audit trail stay unambiguous).
+    #[error("experiment `{0}` exists already")]
+    ExperimentExists(String),
     /// A Segment route needs the write key (as the HTTP Basic user name) and did not get it.
     #[error("a valid write key is required as the HTTP Basic user name")]
     Unauthorized,
@@ -151,6 +161,8 @@ impl Error {
             Error::NotShown { .. } => ErrorCode::NotShown,
             Error::AlreadyRewarded { .. } => ErrorCode::AlreadyRewarded,
             Error::UnknownItem(_) => ErrorCode::UnknownItem,
+            Error::UnknownExperiment(_) => ErrorCode::UnknownExperiment,
+            Error::ExperimentExists(_) => ErrorCode::ExperimentExists,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::Unauthorized => ErrorCode::Unauthorized,
             Error::Unavailable(_) => ErrorCode::Unavailable,
@@ -179,6 +191,10 @@ pub enum ErrorCode {
     AlreadyRewarded,
     /// No such catalog item.
     UnknownItem,
+    /// No such experiment.
+    UnknownExperiment,
+    /// An experiment of that name exists already.
+    ExperimentExists,
     /// The engine or server is stopping.
     ShuttingDown,
     /// A Segment route without the configured write key.
@@ -201,7 +217,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index by it).
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::Busy,
         ErrorCode::UnknownDecision,
@@ -209,6 +225,8 @@ impl ErrorCode {
         ErrorCode::NotShown,
         ErrorCode::AlreadyRewarded,
         ErrorCode::UnknownItem,
+        ErrorCode::UnknownExperiment,
+        ErrorCode::ExperimentExists,
         ErrorCode::ShuttingDown,
         ErrorCode::Unauthorized,
         ErrorCode::Unavailable,
@@ -246,6 +264,8 @@ impl ErrorCode {
             ErrorCode::NotShown => ("not_shown", 409),
             ErrorCode::AlreadyRewarded => ("already_rewarded", 409),
             ErrorCode::UnknownItem => ("unknown_item", 404),
+            ErrorCode::UnknownExperiment => ("unknown_experiment", 404),
+            ErrorCode::ExperimentExists => ("experiment_exists", 409),
             ErrorCode::ShuttingDown => ("shutting_down", 503),
             ErrorCode::Unauthorized => ("unauthorized", 401),
             ErrorCode::Unavailable => ("unavailable", 503),

@@ -14,8 +14,8 @@
 //! Beside that path: `persist` (the data directory, per-shard write-ahead logs and their
 //! binary format), `api` (request and reply types), `config`, `catalog`, `clock`, `ids`,
 //! `error`, `rng`, and `sync` (the one-shot reply channel, the only `unsafe` code).
-//! `experiment` holds the statistics of A/B tests (sticky assignment, always-valid
-//! sequential tests) as pure functions; the decision path does not call it yet.
+//! `experiment` holds A/B/n tests (issue 13): definitions, the registry the engine assigns
+//! each decision's arm from, the per-arm tallies shards keep, and the always-valid statistics.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -55,6 +55,7 @@ pub mod sync;
 #[cfg(feature = "server")]
 pub mod wire;
 
+pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
@@ -64,4 +65,5 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, ErrorCode, Problem, StartError};
+pub use experiment::{ArmPolicy, ArmSpec, ExperimentResults, ExperimentSpec, Metric, Status};
 pub use ids::{DecisionId, ItemId, ShardId, UserId};

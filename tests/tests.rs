@@ -9,6 +9,8 @@ mod cli;
 mod durability;
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
+// Issue 13: experiments as data, sticky arms through `decide`, attribution, results, SRM.
+mod experiments;
 // Learning from a plain event stream: co-occurrence, negatives, impressions, previews, import.
 mod event_stream;
 // Properties of the model's math, policies and hashing (proptest).
@@ -27,6 +29,9 @@ mod server_tcp;
 // The HTTP front end: every route, and /metrics as Prometheus text.
 #[cfg(feature = "server")]
 mod server_http;
+// Issue 13 over the wire: the experiment ops on TCP and the `/v1/experiments` routes.
+#[cfg(feature = "server")]
+mod server_experiments;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
 #[cfg(feature = "server")]
 mod server_ws;

@@ -37,6 +37,9 @@ pub struct UserActor {
     /// The items this user engaged with last, newest first (keys; the co-occurrence
     /// component's votes).
     pub recent: RecentItems,
+    /// The experiment (its id + 1; 0: none) this user was last counted as exposed to, so a
+    /// resident user counts once per experiment.
+    pub exposed_to: u32,
 }
 
 impl UserActor {
@@ -53,6 +56,7 @@ impl UserActor {
             decisions: 0,
             open: Vec::new(),
             recent: RecentItems::default(),
+            exposed_to: 0,
         }
     }
 

@@ -24,6 +24,7 @@ use crate::catalog::Catalog;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, FsyncPolicy, OnFull, PolicyKind};
 use crate::error::{Error, Problem, StartError};
+use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec, Registry};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
 use crate::persist::{DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
@@ -63,6 +64,8 @@ struct Inner {
     log_counters: Vec<Arc<LogCounters>>,
     /// Records replayed at start, and how long recovery took (ms).
     recovery: (u64, u64),
+    /// The experiments; a decision reads its snapshot to find the user's arm.
+    experiments: Registry,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -224,7 +227,15 @@ impl EngineBuilder {
             item_embedding_init: cfg.model.item_embedding_init,
         };
         let on_full = cfg.on_full;
+        let experiments = Registry::default();
+        for e in &cfg.experiments {
+            let spec = e.to_spec().map_err(|e| StartError::Config(e.to_string()))?;
+            experiments
+                .create(spec, clock.now_ms(), "config")
+                .map_err(|e| StartError::Config(format!("experiments: {e}")))?;
+        }
         let inner = Arc::new(Inner {
+            experiments,
             spin: Config::spin(cfg.reply_spin_us),
             cfg,
             space,
@@ -480,7 +491,10 @@ impl Engine {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
         match validate::decide(&inner.cfg, &inner.space, request, now, inner.logging) {
-            Ok(req) => self.submit(self.shard_of(&req.user), |r| Msg::Decide(req, r)),
+            Ok(mut req) => {
+                req.arm = inner.experiments.assign(req.user.as_str());
+                self.submit(self.shard_of(&req.user), |r| Msg::Decide(req, r))
+            }
             Err(e) => Pending::failed(e),
         }
     }
@@ -671,6 +685,79 @@ impl Engine {
     pub fn tick(&self) -> Result<(), Error> {
         let now = self.inner.clock.now_ms();
         self.broadcast(|r| Msg::Advance(now, r), ()).wait()
+    }
+
+    /// Starts an experiment; refused, with nothing changed, if the definition is invalid
+    /// (the error names the field), the name is taken, or its buckets overlap a running
+    /// experiment's in its layer. Decisions from now on fall in its arms.
+    pub fn create_experiment(&self, spec: ExperimentSpec, reason: &str) -> Result<(), Error> {
+        let now = self.inner.clock.now_ms();
+        self.inner.experiments.create(spec, now, reason)
+    }
+
+    /// Stops an experiment: its users go back to the configured policy, its counters stay
+    /// readable. Returns whether it was running.
+    pub fn stop_experiment(&self, name: &str, reason: &str) -> Result<bool, Error> {
+        let now = self.inner.clock.now_ms();
+        self.inner.experiments.stop(name, now, reason)
+    }
+
+    /// Promotes `arm`: every user the experiment takes (all but its holdout) gets it from now
+    /// on. Refused for an unknown experiment, a stopped one (field `name`) or an unknown arm
+    /// (field `arm`).
+    pub fn promote_experiment(&self, name: &str, arm: &str, reason: &str) -> Result<(), Error> {
+        let now = self.inner.clock.now_ms();
+        self.inner.experiments.promote(name, arm, now, reason)
+    }
+
+    /// An experiment's definition and whether it runs.
+    pub fn experiment(&self, name: &str) -> Result<(ExperimentSpec, bool), Error> {
+        let (live, running) = self.found(name)?;
+        Ok((live.spec.clone(), running))
+    }
+
+    /// Every experiment (stopped ones too), in creation order, and whether each runs.
+    pub fn experiments(&self) -> Vec<(ExperimentSpec, bool)> {
+        let all = self.inner.experiments.list();
+        all.into_iter()
+            .map(|(l, on)| (l.spec.clone(), on))
+            .collect()
+    }
+
+    /// Every change to the experiments, oldest first.
+    pub fn experiment_audit(&self) -> Vec<AuditEntry> {
+        self.inner.experiments.audit()
+    }
+
+    /// The arm `user` falls in now (`None`: held out, in no running experiment, or in
+    /// another experiment of an earlier layer), without deciding anything.
+    pub fn experiment_arm(&self, name: &str, user: &str) -> Result<Option<String>, Error> {
+        self.found(name)?;
+        let user = UserId::new(user)?;
+        let chosen = self.inner.experiments.assign(user.as_str());
+        Ok(chosen
+            .filter(|c| *c.experiment.name == *name)
+            .map(|c| c.reply().arm.to_string()))
+    }
+
+    /// The experiment's results now: every shard's counters summed, each arm against the
+    /// first by the always-valid test, the sample-ratio check, the status.
+    pub fn experiment_results(&self, name: &str) -> Result<ExperimentResults, Error> {
+        let (live, running) = self.found(name)?;
+        let mut arms = vec![crate::experiment::ArmTally::default(); live.spec.arms.len()];
+        for part in self.broadcast(|r| Msg::ExperimentTally(live.id, r)) {
+            for (sum, tally) in arms.iter_mut().zip(part.wait()?) {
+                sum.merge(&tally);
+            }
+        }
+        Ok(live.results(running, &arms))
+    }
+
+    fn found(&self, name: &str) -> Result<(Arc<crate::experiment::registry::Live>, bool), Error> {
+        self.inner
+            .experiments
+            .get(name)
+            .ok_or_else(|| Error::UnknownExperiment(name.to_string()))
     }
 
     /// Counters of every shard and the catalog.

@@ -226,6 +226,7 @@ pub fn decide(
         }
     }
     Ok(ValidDecide {
+        arm: None,
         user,
         n: req.n.min(candidates.len()),
         candidates,

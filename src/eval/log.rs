@@ -178,8 +178,9 @@ pub fn to_json(record: &LogRecord) -> Value {
             candidates,
             placements,
             config_version,
+            experiment,
         } => {
-            json!({
+            let mut line = json!({
                 "type": "decision",
                 "ts": ts_ms,
                 "decision": decision.to_string(),
@@ -190,7 +191,11 @@ pub fn to_json(record: &LogRecord) -> Value {
                     "item": p.item, "score": p.score, "propensity": p.propensity
                 })).collect::<Vec<_>>(),
                 "config_version": format!("{config_version:016x}"),
-            })
+            });
+            if let Some(arm) = experiment {
+                line["experiment"] = json!({"name": &*arm.experiment, "arm": &*arm.arm});
+            }
+            line
         }
         LogRecord::Outcome {
             ts_ms,
@@ -304,6 +309,12 @@ pub fn parse_line(line: &str) -> Result<LogRecord, String> {
                 candidates: strings(&v, "candidates")?,
                 placements,
                 config_version: u64::from_str_radix(&version, 16).map_err(|e| e.to_string())?,
+                experiment: v.get("experiment").and_then(|e| {
+                    Some(crate::api::ExperimentArm {
+                        experiment: e.get("name")?.as_str()?.into(),
+                        arm: e.get("arm")?.as_str()?.into(),
+                    })
+                }),
             })
         }
         "outcome" => {
@@ -368,6 +379,7 @@ mod tests {
                 propensity: 0.25,
             }],
             config_version: 0xabc,
+            experiment: None,
         }
     }
 

@@ -11,16 +11,26 @@
 //! - `srm`: the sample-ratio-mismatch check, a χ² test of the arms' exposure counts against
 //!   the shares the assignment promised.
 //!
-//! **This module owns no state and reads no clock**; it knows nothing of the engine, the wire
-//! or decisions. Not here yet, by design of the first step: experiments as data (create, update,
-//! stop, audit trail), attribution of decisions and outcomes to arms on the hot path, and
-//! rollout. The formulas and their limits are in
+//! - `spec`: an experiment as data (arms with weights and policies, salt, holdout, layer,
+//!   metric), checked once, naming the field at fault.
+//! - `registry`: the engine's experiments, the snapshot a decision reads to find its arm, the
+//!   audit trail, and `Live::results` (lifts, intervals, SRM, status).
+//! - `tally`: the per-arm counters a shard keeps for the decisions it made, merged on read.
+//!
+//! **No module here reads a clock, touches user state or knows the wire**: the engine stamps
+//! times, the shard counts, the wire parses. The formulas and their limits are in
 //! `docs/experiments.md`.
 
 pub mod assign;
+pub mod registry;
+pub mod spec;
 pub mod srm;
 pub mod stats;
+pub mod tally;
 
 pub use assign::{Assignment, Layer, Split, SplitError, LAYER_BUCKETS};
+pub use registry::{ArmResult, AuditEntry, Chosen, ExperimentResults, Registry, Status};
+pub use spec::{ArmPolicy, ArmSpec, ExperimentSpec, Metric};
 pub use srm::{SampleRatio, SRM_ALPHA};
 pub use stats::{Effect, Estimate, Mixture, Moments, Sequential, DEFAULT_MIN_COUNT};
+pub use tally::{ArmTag, ArmTally, Earned, Tallies};

@@ -431,6 +431,8 @@ impl<'a> Dec<'a> {
         let ts_ms = self.u64()?;
         let flags = self.u8()?;
         Ok(ValidDecide {
+            // Arms are assigned by the engine's registry, which the log does not record.
+            arm: None,
             user,
             candidates,
             n,

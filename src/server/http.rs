@@ -116,6 +116,18 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route(web::delete().to(delete_user))
                 .default_service(only("GET, DELETE")),
         )
+        .service(
+            web::resource("/v1/experiments")
+                .route(web::get().to(list_experiments))
+                .route(web::post().to(create_experiment))
+                .default_service(only("GET, POST")),
+        )
+        .service(
+            web::resource("/v1/experiments/{name}")
+                .route(web::get().to(experiment_results))
+                .route(web::delete().to(stop_experiment))
+                .default_service(only("GET, DELETE")),
+        )
         .service(get("/v1/stats", web::get().to(stats)))
         .service(get("/v1/ws", web::get().to(ws::handler)))
         .service(get("/livez", web::get().to(live)))
@@ -264,6 +276,28 @@ async fn get_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpRespo
 
 async fn delete_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
     url_op(shared, Op::Forget(id.into_inner())).await
+}
+
+async fn list_experiments(shared: web::Data<Shared>) -> HttpResponse {
+    url_op(shared, Op::Experiments).await
+}
+
+async fn create_experiment(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    one_op(shared, body, OpKind::CreateExperiment).await
+}
+
+async fn experiment_results(shared: web::Data<Shared>, name: web::Path<String>) -> HttpResponse {
+    url_op(shared, Op::ExperimentResults(name.into_inner())).await
+}
+
+/// `DELETE /v1/experiments/{name}` stops it (stopped experiments stay readable); no reason
+/// can be given on this route, `stop_experiment` in a body takes one.
+async fn stop_experiment(shared: web::Data<Shared>, name: web::Path<String>) -> HttpResponse {
+    let op = Op::StopExperiment {
+        name: name.into_inner(),
+        reason: String::new(),
+    };
+    url_op(shared, op).await
 }
 
 async fn stats(shared: web::Data<Shared>) -> HttpResponse {

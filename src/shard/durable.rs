@@ -340,6 +340,7 @@ mod tests {
         assert!(err.to_string().contains("No space left"), "{err}");
         let (tx, rx) = oneshot::channel();
         let req = ValidDecide {
+            arm: None,
             user,
             candidates: Vec::new(),
             n: 0,

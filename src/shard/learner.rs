@@ -257,6 +257,27 @@ impl Learner {
         Some(row)
     }
 
+    /// The popularity feature `log1p(pop_i(t))` of each key at `ts_ms` (0 for an item never
+    /// counted, or with popularity off), less a hair per position so that equals keep the
+    /// caller's order: the `popularity` arm's ranking.
+    pub fn popularity_logits(
+        &mut self,
+        keys: impl Iterator<Item = u64>,
+        ts_ms: u64,
+        out: &mut Vec<f32>,
+    ) {
+        let tau = self.global.popularity_tau(ts_ms);
+        let on = self.global.popularity_on();
+        out.clear();
+        for (i, key) in keys.enumerate() {
+            let f = match self.global.items.row(key) {
+                Some(row) if on => self.global.item_popularity(row, tau),
+                _ => 0.0,
+            };
+            out.push(f - i as f32 * 1e-6);
+        }
+    }
+
     /// `b_i + β·pop_i + ⟨q, x_i⟩` of a resolved row: one dot product.
     #[inline]
     pub fn logit_row(&self, row: Row) -> f32 {

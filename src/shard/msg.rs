@@ -63,6 +63,8 @@ pub struct ValidDecide {
     pub track: bool,
     /// The context as given, kept only when the decision log is on.
     pub raw_context: Option<crate::api::Context>,
+    /// The experiment arm the user falls in, assigned by the engine.
+    pub arm: Option<crate::experiment::Chosen>,
 }
 
 /// An explicit reward that passed validation.
@@ -105,6 +107,8 @@ pub enum Msg {
     Subscribe(UserId, u64, Arc<dyn UpdateSink>, Reply<()>),
     /// Stop pushing to the subscription with this id.
     Unsubscribe(UserId, u64, Reply<()>),
+    /// A copy of this shard's counters of one experiment's arms.
+    ExperimentTally(u32, Reply<Vec<crate::experiment::ArmTally>>),
     /// Reply once every earlier message has been handled.
     Barrier(Reply<()>),
     /// The timer: passivate idle users, mix the global model. It does not move the shard's

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::experiment::{ArmTag, Earned};
 use crate::ids::{DecisionId, ShardId};
 use crate::model::global::KeyMap;
 use crate::model::{ItemFeatures, SparseVec};
@@ -45,6 +46,8 @@ pub struct Open {
     pub context: SparseVec,
     /// Placements, best slot first.
     pub placements: Vec<Placed>,
+    /// The experiment arm the decision was made under, and what it earned so far.
+    pub arm: Option<(ArmTag, Earned)>,
 }
 
 /// Why a decision could not be found.

@@ -14,7 +14,9 @@ use crate::api::{
     Placement, ShardStats, UserExport, UserUpdate,
 };
 use crate::config::Config;
+use crate::config::{ExplorationConfig, PolicyKind};
 use crate::error::Error;
+use crate::experiment::{ArmPolicy, ArmTag, Earned, Tallies};
 use crate::ids::{ShardId, UserId};
 use crate::model::global::Mixer;
 use crate::model::global::Pulled;
@@ -129,6 +131,8 @@ pub struct Shard {
     config_version: u64,
     /// The write-ahead log, when the engine has a data directory.
     pub(super) wal: Option<Wal>,
+    /// Per-arm counters of the experiments this shard's decisions fell in.
+    tallies: Tallies,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -169,6 +173,7 @@ impl Shard {
             log: None,
             config_version,
             wal: None,
+            tallies: Tallies::default(),
         }
     }
 
@@ -254,6 +259,7 @@ impl Shard {
                 self.subscriptions.remove(user.key(), sub);
                 reply.send(());
             }
+            Msg::ExperimentTally(experiment, reply) => reply.send(self.tallies.get(experiment)),
             Msg::Barrier(reply) => {
                 // Publish first, so that `flush` followed by `stats` is exact.
                 self.publish();
@@ -558,6 +564,9 @@ impl Shard {
             let total = (placed.reward.unwrap_or(0.0) + r).clamp(0.0, 1.0);
             placed.reward = Some(total);
             let inline = placed.inline.clone();
+            if let Some((tag, earned)) = &mut open.arm {
+                earn(&mut self.tallies, *tag, earned, ev.kind, ev.value);
+            }
             if let Some(log) = &self.log {
                 log.record(LogRecord::Outcome {
                     ts_ms: ev.ts_ms,
@@ -605,13 +614,31 @@ impl Shard {
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
-        let context = self.learner.full_context(&req.context, user);
-        self.learner.prepare_query(user, &context, req.ts_ms);
+        let arm = req.arm.as_ref().map(|c| (c.tag(), c.policy()));
+        let policy = arm.map_or(ArmPolicy::Nudge { epsilon: None }, |(_, p)| p);
+        // The `global` arm scores for a user the engine knows nothing about.
+        let blank =
+            (policy == ArmPolicy::Global).then(|| UserActor::new(req.user.clone(), req.ts_ms, dim));
+        let scored = blank.as_ref().unwrap_or(user);
+        let context = self.learner.full_context(&req.context, scored);
         let mut logits = Vec::with_capacity(req.candidates.len());
         let candidates = req.candidates.iter().map(|c| (c.key, c.inline.as_ref()));
-        self.learner.logits(candidates, &mut logits);
+        match policy {
+            ArmPolicy::Popularity => {
+                let keys = req.candidates.iter().map(|c| c.key);
+                self.learner.popularity_logits(keys, req.ts_ms, &mut logits);
+            }
+            ArmPolicy::Control => logits.extend((0..req.candidates.len()).map(|i| -(i as f32))),
+            ArmPolicy::Nudge { .. } | ArmPolicy::Global => {
+                self.learner.prepare_query(scored, &context, req.ts_ms);
+                self.learner.logits(candidates, &mut logits);
+            }
+        }
+        let exploration = arm_exploration(&self.learner.cfg.exploration, policy);
         let slots = policy::place(
-            &self.learner.cfg.exploration,
+            exploration
+                .as_ref()
+                .unwrap_or(&self.learner.cfg.exploration),
             &logits,
             req.n,
             &mut self.learner.rng,
@@ -622,7 +649,7 @@ impl Shard {
             let c = &req.candidates[slot.index];
             let explain = req.explain.then(|| {
                 self.learner
-                    .explain(user, &context, c.key, c.inline.as_ref())
+                    .explain(scored, &context, c.key, c.inline.as_ref())
             });
             items.push(Placement {
                 item: c.id.clone(),
@@ -649,10 +676,20 @@ impl Shard {
             return Ok(Decision {
                 id: crate::ids::DecisionId::UNTRACKED,
                 items,
+                experiment: req.arm.as_ref().map(|c| c.reply()),
             });
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
         let user_key = user.id.key();
+        if let Some((tag, _)) = arm {
+            let tally = self.tallies.arm(tag);
+            tally.decisions += 1;
+            if user.exposed_to != tag.experiment + 1 {
+                user.exposed_to = tag.experiment + 1;
+                tally.users += 1;
+            }
+        }
+        let experiment = req.arm.as_ref().map(|c| c.reply());
         let open = Open {
             user_key,
             created_ms: req.ts_ms,
@@ -660,6 +697,7 @@ impl Shard {
             ignored_at_ms: req.ts_ms + self.learner.cfg.attribution.ignored_after_s * 1000,
             context,
             placements: placed,
+            arm: arm.map(|(tag, _)| (tag, Earned::default())),
         };
         let logged_context = req.raw_context.clone();
         let max_open = self.learner.cfg.attribution.max_open_per_user;
@@ -680,6 +718,7 @@ impl Shard {
                     })
                     .collect(),
                 config_version: self.config_version,
+                experiment: experiment.clone(),
             });
         }
         self.subscriptions
@@ -688,7 +727,11 @@ impl Shard {
         if let Some(evicted) = evicted {
             self.drop_user(evicted);
         }
-        Ok(Decision { id, items })
+        Ok(Decision {
+            id,
+            items,
+            experiment,
+        })
     }
 
     /// Closes the decisions `PendingDecisions::open_for` pushed out.
@@ -715,6 +758,7 @@ impl Shard {
             expires_ms: ev.ts_ms + self.learner.cfg.attribution.window_s * 1000,
             ignored_at_ms: ev.ts_ms + self.learner.cfg.attribution.ignored_after_s * 1000,
             context,
+            arm: None,
             placements: vec![Placed {
                 key,
                 id: ev
@@ -797,6 +841,15 @@ impl Shard {
     /// Closes a decision: ignored placements in the top `k` train with the default reward.
     fn close(&mut self, id: u64, open: Open, now_ms: u64) {
         self.stats.decisions_expired_total += 1;
+        if let Some((tag, earned)) = open.arm {
+            let reward: f64 = open
+                .placements
+                .iter()
+                .map(|p| f64::from(p.reward.unwrap_or(0.0)))
+                .sum();
+            let value = earned.value(tag.metric, reward);
+            self.tallies.arm(tag).metric.add(value);
+        }
         if let Some(log) = &self.log {
             let unrewarded = open
                 .placements
@@ -959,6 +1012,42 @@ impl Shard {
 /// Trains the top-`k` placements of `open` that have had no outcome and have not trained as
 /// ignored yet with the default reward, and pushes the user's state away from them (as shown
 /// at the decision's time); returns the steps taken.
+/// The exploration an arm's policy ranks with, when it is not the configured one: none for
+/// `control` and `popularity` (their order is the arm), ε-greedy at the arm's ε for `nudge`
+/// with an override.
+fn arm_exploration(configured: &ExplorationConfig, policy: ArmPolicy) -> Option<ExplorationConfig> {
+    let greedy = |epsilon: f32| ExplorationConfig {
+        policy: if epsilon > 0.0 {
+            PolicyKind::EpsilonGreedy
+        } else {
+            PolicyKind::Greedy
+        },
+        epsilon,
+        temperature: configured.temperature,
+    };
+    match policy {
+        ArmPolicy::Nudge { epsilon: None } | ArmPolicy::Global => None,
+        ArmPolicy::Nudge { epsilon: Some(e) } => Some(greedy(e)),
+        ArmPolicy::Control | ArmPolicy::Popularity => Some(greedy(0.0)),
+    }
+}
+
+/// Counts an outcome attributed to a decision made under an experiment arm.
+fn earn(tallies: &mut Tallies, tag: ArmTag, earned: &mut Earned, kind: EventKind, value: f64) {
+    match kind {
+        EventKind::Click => {
+            earned.clicks += 1;
+            tallies.arm(tag).clicks += 1;
+        }
+        EventKind::Conversion => {
+            earned.conversions += 1;
+            tallies.arm(tag).conversions += 1;
+        }
+        EventKind::Dwell => earned.dwell_s += value,
+        _ => {}
+    }
+}
+
 fn train_ignored(learner: &mut Learner, user: &mut UserActor, open: &mut Open, now_ms: u64) -> u64 {
     let cfg = learner.cfg.clone();
     let rho = cfg.state_signal.ignored;

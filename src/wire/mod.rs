@@ -21,6 +21,7 @@
 //! assert_eq!(event.kind, EventType::Builtin(EventKind::Click));
 //! ```
 
+mod experiment;
 mod json;
 mod parse;
 mod reply;
@@ -81,11 +82,21 @@ pub enum OpKind {
     Subscribe,
     /// `unsubscribe`: stop pushing a user's updates (WebSocket only).
     Unsubscribe,
+    /// `create_experiment`: start an experiment.
+    CreateExperiment,
+    /// `stop_experiment`: stop an experiment.
+    StopExperiment,
+    /// `promote_experiment`: give one arm to everyone an experiment takes.
+    PromoteExperiment,
+    /// `experiment_results`: an experiment's arms, lifts and status.
+    ExperimentResults,
+    /// `experiments`: every experiment and the audit trail.
+    Experiments,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 12] = [
+    pub const ALL: [OpKind; 17] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -98,6 +109,11 @@ impl OpKind {
         OpKind::Batch,
         OpKind::Subscribe,
         OpKind::Unsubscribe,
+        OpKind::CreateExperiment,
+        OpKind::StopExperiment,
+        OpKind::PromoteExperiment,
+        OpKind::ExperimentResults,
+        OpKind::Experiments,
     ];
 
     /// The op's wire name.
@@ -115,6 +131,11 @@ impl OpKind {
             OpKind::Batch => "batch",
             OpKind::Subscribe => "subscribe",
             OpKind::Unsubscribe => "unsubscribe",
+            OpKind::CreateExperiment => "create_experiment",
+            OpKind::StopExperiment => "stop_experiment",
+            OpKind::PromoteExperiment => "promote_experiment",
+            OpKind::ExperimentResults => "experiment_results",
+            OpKind::Experiments => "experiments",
         }
     }
 
@@ -228,6 +249,33 @@ pub enum Op {
     Subscribe(String),
     /// Stop pushing a user's updates.
     Unsubscribe(String),
+    /// Start an experiment.
+    CreateExperiment {
+        /// Its definition, as the config file spells it.
+        experiment: Box<crate::config::ExperimentConfig>,
+        /// Why, for the audit trail.
+        reason: String,
+    },
+    /// Stop an experiment.
+    StopExperiment {
+        /// The experiment.
+        name: String,
+        /// Why, for the audit trail.
+        reason: String,
+    },
+    /// Promote an arm of an experiment.
+    PromoteExperiment {
+        /// The experiment.
+        name: String,
+        /// The arm.
+        arm: String,
+        /// Why, for the audit trail.
+        reason: String,
+    },
+    /// An experiment's results.
+    ExperimentResults(String),
+    /// Every experiment and the audit trail.
+    Experiments,
 }
 
 impl Op {
@@ -246,6 +294,11 @@ impl Op {
             Op::Batch(_) => OpKind::Batch,
             Op::Subscribe(_) => OpKind::Subscribe,
             Op::Unsubscribe(_) => OpKind::Unsubscribe,
+            Op::CreateExperiment { .. } => OpKind::CreateExperiment,
+            Op::StopExperiment { .. } => OpKind::StopExperiment,
+            Op::PromoteExperiment { .. } => OpKind::PromoteExperiment,
+            Op::ExperimentResults(_) => OpKind::ExperimentResults,
+            Op::Experiments => OpKind::Experiments,
         }
     }
 }

@@ -205,6 +205,10 @@ struct Fields<'t, 'i> {
     attrs: Option<Json<'t, 'i>>,
     vector: Option<Json<'t, 'i>>,
     ops: Option<Json<'t, 'i>>,
+    experiment: Option<Json<'t, 'i>>,
+    name: Option<Json<'t, 'i>>,
+    reason: Option<Json<'t, 'i>>,
+    arm: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -229,6 +233,10 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "attrs" => &mut f.attrs,
             "vector" => &mut f.vector,
             "ops" => &mut f.ops,
+            "experiment" => &mut f.experiment,
+            "name" => &mut f.name,
+            "reason" => &mut f.reason,
+            "arm" => &mut f.arm,
             _ => continue,
         };
         *slot = Some(val);
@@ -300,6 +308,21 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         OpKind::Unsubscribe => Op::Unsubscribe(required(f.user, "user")?.to_string()),
         OpKind::Ping => Op::Ping,
         OpKind::Stats => Op::Stats,
+        OpKind::CreateExperiment => Op::CreateExperiment {
+            experiment: Box::new(super::experiment::experiment(f.experiment)?),
+            reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
+        },
+        OpKind::StopExperiment => Op::StopExperiment {
+            name: required(f.name, "name")?.to_string(),
+            reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
+        },
+        OpKind::PromoteExperiment => Op::PromoteExperiment {
+            name: required(f.name, "name")?.to_string(),
+            arm: required(f.arm, "arm")?.to_string(),
+            reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
+        },
+        OpKind::ExperimentResults => Op::ExperimentResults(required(f.name, "name")?.to_string()),
+        OpKind::Experiments => Op::Experiments,
         OpKind::Batch if nested => return Err(WireError::NestedBatch),
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;
@@ -502,7 +525,10 @@ fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
 /// default left in) and seconds given for milliseconds both fall before it.
 pub const MIN_TS_MS: u64 = 946_684_800_000;
 
-fn string<'i>(v: Option<Json<'_, 'i>>, field: &'static str) -> Result<Option<&'i str>, WireError> {
+pub(super) fn string<'i>(
+    v: Option<Json<'_, 'i>>,
+    field: &'static str,
+) -> Result<Option<&'i str>, WireError> {
     match v {
         None => Ok(None),
         Some(v) if v.value_type() == ValueType::Null => Ok(None),

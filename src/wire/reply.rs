@@ -51,6 +51,22 @@ pub enum Reply {
     },
     /// A subscription was closed.
     Unsubscribed,
+    /// An experiment was created.
+    ExperimentCreated,
+    /// An arm was promoted.
+    ExperimentPromoted,
+    /// An experiment was stopped (`was_running`: it ran until now).
+    ExperimentStopped {
+        /// Whether it was running.
+        was_running: bool,
+    },
+    /// An experiment's results.
+    ExperimentResults(Box<crate::experiment::ExperimentResults>),
+    /// Every experiment, whether it runs, and the audit trail.
+    Experiments(
+        Vec<(crate::experiment::ExperimentSpec, bool)>,
+        Vec<crate::experiment::AuditEntry>,
+    ),
     /// The request failed.
     Failed(WireError),
 }
@@ -149,7 +165,15 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
             out.extend_from_slice(b"\"ok\":true,\"subscription\":");
             write_u64(out, *subscription);
         }
-        Reply::Unsubscribed => out.extend_from_slice(b"\"ok\":true"),
+        Reply::Unsubscribed | Reply::ExperimentCreated | Reply::ExperimentPromoted => {
+            out.extend_from_slice(b"\"ok\":true")
+        }
+        Reply::ExperimentStopped { was_running } => {
+            out.extend_from_slice(b"\"ok\":true,\"was_running\":");
+            write_bool(out, *was_running);
+        }
+        Reply::ExperimentResults(r) => super::experiment::results(out, r),
+        Reply::Experiments(all, audit) => super::experiment::list(out, all, audit),
         Reply::Failed(_) => unreachable!("handled above"),
     }
     out.push(b'}');
@@ -192,6 +216,13 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
         out.push(b'}');
     }
     out.push(b']');
+    if let Some(arm) = &d.experiment {
+        out.extend_from_slice(b",\"experiment\":{\"name\":");
+        write_str(out, &arm.experiment);
+        out.extend_from_slice(b",\"arm\":");
+        write_str(out, &arm.arm);
+        out.push(b'}');
+    }
 }
 
 fn item(out: &mut Vec<u8>, s: &ItemSpec) {
@@ -431,6 +462,7 @@ mod tests {
                 propensity: 0.95,
                 explain: None,
             }],
+            experiment: None,
         };
         write_reply(&mut out, &ReqId::Int(2), &Reply::Decided(d));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -61,6 +61,35 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             Ok(existed) => Reply::Forgot { existed },
             Err(e) => failed(e),
         },
+        // Experiment changes take the registry's lock for a moment; results wait for every
+        // shard's counters (through the queues, like `stats` of a user).
+        Op::CreateExperiment { experiment, reason } => {
+            match experiment
+                .to_spec()
+                .and_then(|s| engine.create_experiment(s, &reason))
+            {
+                Ok(()) => Reply::ExperimentCreated,
+                Err(e) => failed(e),
+            }
+        }
+        Op::StopExperiment { name, reason } => match engine.stop_experiment(&name, &reason) {
+            Ok(was_running) => Reply::ExperimentStopped { was_running },
+            Err(e) => failed(e),
+        },
+        Op::PromoteExperiment { name, arm, reason } => {
+            match engine.promote_experiment(&name, &arm, &reason) {
+                Ok(()) => Reply::ExperimentPromoted,
+                Err(e) => failed(e),
+            }
+        }
+        Op::ExperimentResults(name) => {
+            let engine = engine.clone();
+            match blocking(move || engine.experiment_results(&name)).await {
+                Ok(r) => Reply::ExperimentResults(Box::new(r)),
+                Err(e) => failed(e),
+            }
+        }
+        Op::Experiments => Reply::Experiments(engine.experiments(), engine.experiment_audit()),
         Op::Ping => Reply::Pong,
         Op::Stats => Reply::Stats(Box::new(engine.stats())),
         Op::Batch(_) => Reply::Failed(WireError::NestedBatch),

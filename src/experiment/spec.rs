@@ -1,0 +1,228 @@
+//! What an experiment is, as data: its arms (each a decision policy with a weight), its salt,
+//! holdout and layer, the metric it is judged on. `ExperimentSpec::check` validates a
+//! definition once, naming the field at fault; the registry only ever holds checked ones.
+//!
+//! **Plain values, no serde**: the config file and the wire parse their own text into these
+//! (`config::ExperimentConfig::to_spec`), so both refuse the same input with the same error.
+
+use std::ops::Range;
+
+use crate::error::{Error, Problem};
+use crate::experiment::assign::{Split, LAYER_BUCKETS};
+
+/// Most arms one experiment may have.
+pub const MAX_ARMS: usize = 16;
+
+/// Longest experiment, arm, salt or layer name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// How an arm ranks a decision's candidates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ArmPolicy {
+    /// nudge as configured, optionally with its own exploration ε.
+    Nudge {
+        /// ε of ε-greedy for this arm (the configured exploration policy otherwise).
+        epsilon: Option<f32>,
+    },
+    /// nudge's global model only: no personal weights, state or user features.
+    Global,
+    /// The candidates by decayed popularity (the caller's order among equals).
+    Popularity,
+    /// The caller's order, untouched.
+    Control,
+}
+
+impl ArmPolicy {
+    /// Parses a policy name; `epsilon` is only accepted with `nudge`.
+    pub fn parse(name: &str, epsilon: Option<f64>) -> Result<ArmPolicy, Problem> {
+        let policy = match name {
+            "nudge" => {
+                if let Some(e) = epsilon {
+                    if !(0.0..=1.0).contains(&e) {
+                        return Err(Problem::OutOfRange { min: 0.0, max: 1.0 });
+                    }
+                }
+                return Ok(ArmPolicy::Nudge {
+                    epsilon: epsilon.map(|e| e as f32),
+                });
+            }
+            "global" => ArmPolicy::Global,
+            "popularity" => ArmPolicy::Popularity,
+            "control" => ArmPolicy::Control,
+            _ => return Err(Problem::Malformed("nudge, global, popularity or control")),
+        };
+        match epsilon {
+            Some(_) => Err(Problem::Malformed("epsilon only with policy nudge")),
+            None => Ok(policy),
+        }
+    }
+
+    /// The policy's name as the wire spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArmPolicy::Nudge { .. } => "nudge",
+            ArmPolicy::Global => "global",
+            ArmPolicy::Popularity => "popularity",
+            ArmPolicy::Control => "control",
+        }
+    }
+}
+
+/// The metric an experiment is judged on, one value per closed decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Metric {
+    /// 1 if any placement was clicked, else 0.
+    ClickThrough,
+    /// 1 if any placement converted, else 0.
+    Conversion,
+    /// The composite reward the placements earned, summed (each in 0..=1).
+    MeanReward,
+    /// Seconds of dwell attributed to the placements.
+    MeanDwell,
+}
+
+impl Metric {
+    /// Every metric, in wire order.
+    pub const ALL: [Metric; 4] = [
+        Metric::ClickThrough,
+        Metric::Conversion,
+        Metric::MeanReward,
+        Metric::MeanDwell,
+    ];
+
+    /// The metric's name as the wire spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::ClickThrough => "click_through",
+            Metric::Conversion => "conversion_rate",
+            Metric::MeanReward => "mean_reward",
+            Metric::MeanDwell => "mean_dwell",
+        }
+    }
+
+    /// Parses a metric name.
+    pub fn parse(name: &str) -> Result<Metric, Problem> {
+        Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .ok_or(Problem::Malformed(
+                "click_through, conversion_rate, mean_reward or mean_dwell",
+            ))
+    }
+}
+
+/// One arm: a name, a weight (shares are proportional to weights), a policy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArmSpec {
+    /// Unique within the experiment.
+    pub name: String,
+    /// Positive and finite.
+    pub weight: f64,
+    /// How the arm ranks.
+    pub policy: ArmPolicy,
+}
+
+/// An experiment's definition. The first arm is the baseline every other arm is compared to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentSpec {
+    /// Unique among the engine's experiments.
+    pub name: String,
+    /// Hashed with the user id to assign arms; a new salt re-randomizes everyone.
+    pub salt: String,
+    /// The share of users held out (served the configured policy, not counted), in `[0, 1)`.
+    pub holdout: f64,
+    /// The layer (mutual exclusion) and the bucket range claimed there; experiments without
+    /// one share the default layer `""`, claiming all of it unless `buckets` says otherwise.
+    pub layer: String,
+    /// The buckets claimed in the layer, within `0..LAYER_BUCKETS`.
+    pub buckets: Range<u32>,
+    /// The arms, baseline first.
+    pub arms: Vec<ArmSpec>,
+    /// The primary metric.
+    pub metric: Metric,
+    /// Guardrail metrics, reported beside the primary one.
+    pub guardrails: Vec<Metric>,
+    /// The mixing scale τ of the relative lift's test (a fraction, e.g. 0.2).
+    pub tau: f64,
+    /// The test's level α.
+    pub alpha: f64,
+}
+
+impl ExperimentSpec {
+    /// A definition with defaults: salt = name, no holdout, the whole default layer,
+    /// click-through, τ = 0.2, α = 0.05.
+    pub fn new(name: &str, arms: Vec<ArmSpec>) -> ExperimentSpec {
+        ExperimentSpec {
+            name: name.to_string(),
+            salt: name.to_string(),
+            holdout: 0.0,
+            layer: String::new(),
+            buckets: 0..LAYER_BUCKETS,
+            arms,
+            metric: Metric::ClickThrough,
+            guardrails: Vec::new(),
+            tau: 0.2,
+            alpha: 0.05,
+        }
+    }
+
+    /// Checks the definition and builds its split; the error names the field at fault.
+    pub fn check(&self) -> Result<Split, Error> {
+        name("name", &self.name)?;
+        name("salt", &self.salt)?;
+        if self.layer.len() > MAX_NAME_BYTES {
+            let max = MAX_NAME_BYTES;
+            return Err(Error::invalid("layer", Problem::TooLong { max }));
+        }
+        if self.arms.len() > MAX_ARMS {
+            return Err(Error::invalid("arms", Problem::TooMany { max: MAX_ARMS }));
+        }
+        for arm in &self.arms {
+            name("arms.name", &arm.name)?;
+        }
+        let (start, end) = (self.buckets.start, self.buckets.end);
+        if start >= end || end > LAYER_BUCKETS {
+            let max = f64::from(LAYER_BUCKETS);
+            return Err(Error::invalid(
+                "buckets",
+                Problem::OutOfRange { min: 0.0, max },
+            ));
+        }
+        for (field, x, ok) in [
+            ("tau", self.tau, self.tau > 0.0),
+            ("alpha", self.alpha, self.alpha > 0.0 && self.alpha < 1.0),
+        ] {
+            if !(x.is_finite() && ok) {
+                let max = if field == "tau" { f64::MAX } else { 1.0 };
+                return Err(Error::invalid(field, Problem::OutOfRange { min: 0.0, max }));
+            }
+        }
+        let arms: Vec<(&str, f64)> = self
+            .arms
+            .iter()
+            .map(|a| (a.name.as_str(), a.weight))
+            .collect();
+        Split::new(&self.name, &self.salt, &arms, self.holdout).map_err(|e| {
+            use crate::experiment::assign::SplitError as S;
+            let field = match e {
+                S::NoArms => "arms",
+                S::BadWeight { .. } => "arms.weight",
+                S::DuplicateArm { .. } => "arms.name",
+                S::BadHoldout(_) => "holdout",
+                _ => "buckets",
+            };
+            Error::invalid(field, Problem::Rejected(e.to_string()))
+        })
+    }
+}
+
+fn name(field: &'static str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(field, Problem::Empty));
+    }
+    if value.len() > MAX_NAME_BYTES {
+        let max = MAX_NAME_BYTES;
+        return Err(Error::invalid(field, Problem::TooLong { max }));
+    }
+    Ok(())
+}

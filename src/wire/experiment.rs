@@ -1,0 +1,243 @@
+//! The experiment ops' JSON: the `experiment` object of `create_experiment` (read into the
+//! same `ExperimentConfig` the config file's `[[experiments]]` fills, so both refuse the same
+//! input alike) and the replies of `create_experiment`, `stop_experiment`,
+//! `experiment_results` and `experiments`.
+//!
+//! Unlike a request's top level, an experiment object refuses unknown keys: a misspelt
+//! `holdout` must not silently start an experiment without one.
+
+use simd_json::prelude::*;
+use simd_json::tape::Value as Json;
+use simd_json::ValueType;
+
+use super::json::{key, write_bool, write_f64, write_str, write_u64};
+use super::parse::{number, string};
+use super::WireError;
+use crate::config::{ArmConfig, ExperimentConfig};
+use crate::error::{Error, Problem};
+use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec};
+
+fn bad(field: &'static str, problem: Problem) -> WireError {
+    WireError::Engine(Error::invalid(field, problem))
+}
+
+fn num(v: Json<'_, '_>, field: &'static str) -> Result<f64, WireError> {
+    number(v).ok_or_else(|| bad(field, Problem::Malformed("a number")))
+}
+
+/// Reads an `experiment` object.
+pub(super) fn experiment(v: Option<Json<'_, '_>>) -> Result<ExperimentConfig, WireError> {
+    let v = v.ok_or_else(|| bad("experiment", Problem::Missing))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("experiment", Problem::Malformed("an object")))?;
+    let mut e = ExperimentConfig::default();
+    for (k, val) in obj.iter() {
+        match k {
+            "name" => e.name = string(Some(val), "name")?.unwrap_or_default().to_string(),
+            "salt" => e.salt = string(Some(val), "salt")?.map(str::to_string),
+            "layer" => e.layer = string(Some(val), "layer")?.unwrap_or_default().to_string(),
+            "metric" => e.metric = string(Some(val), "metric")?.map(str::to_string),
+            "holdout" => e.holdout = num(val, "holdout")?,
+            "tau" => e.tau = Some(num(val, "tau")?),
+            "alpha" => e.alpha = Some(num(val, "alpha")?),
+            "buckets" => {
+                let pair = val.as_array().filter(|a| a.len() == 2);
+                let pair =
+                    pair.ok_or_else(|| bad("buckets", Problem::Malformed("[start, end]")))?;
+                let mut ends = [0u32; 2];
+                for (slot, b) in ends.iter_mut().zip(pair.iter()) {
+                    let b = num(b, "buckets")?;
+                    if !(0.0..=f64::from(u32::MAX)).contains(&b) {
+                        return Err(bad("buckets", Problem::Malformed("[start, end]")));
+                    }
+                    *slot = b as u32;
+                }
+                e.buckets = Some(ends);
+            }
+            "guardrails" => {
+                let list = val
+                    .as_array()
+                    .ok_or_else(|| bad("guardrails", Problem::Malformed("an array of names")))?;
+                for g in list.iter() {
+                    let g = string(Some(g), "guardrails")?.unwrap_or_default();
+                    e.guardrails.push(g.to_string());
+                }
+            }
+            "arms" => {
+                let list = val
+                    .as_array()
+                    .ok_or_else(|| bad("arms", Problem::Malformed("an array of arms")))?;
+                for a in list.iter() {
+                    e.arms.push(arm(a)?);
+                }
+            }
+            _ => {
+                return Err(bad(
+                    "experiment",
+                    Problem::Rejected(format!("unknown key `{k}`")),
+                ))
+            }
+        }
+    }
+    Ok(e)
+}
+
+fn arm(v: Json<'_, '_>) -> Result<ArmConfig, WireError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("arms", Problem::Malformed("an object")))?;
+    let mut a = ArmConfig::default();
+    for (k, val) in obj.iter() {
+        match k {
+            "name" => {
+                a.name = string(Some(val), "arms.name")?
+                    .unwrap_or_default()
+                    .to_string()
+            }
+            "policy" => {
+                a.policy = string(Some(val), "arms.policy")?
+                    .unwrap_or_default()
+                    .to_string()
+            }
+            "weight" => a.weight = Some(num(val, "arms.weight")?),
+            "epsilon" if val.value_type() != ValueType::Null => {
+                a.epsilon = Some(num(val, "arms.epsilon")?)
+            }
+            "epsilon" => {}
+            _ => return Err(bad("arms", Problem::Rejected(format!("unknown key `{k}`")))),
+        }
+    }
+    Ok(a)
+}
+
+fn interval(out: &mut Vec<u8>, (low, high): (f64, f64)) {
+    if low.is_finite() && high.is_finite() {
+        out.push(b'[');
+        write_f64(out, low);
+        out.push(b',');
+        write_f64(out, high);
+        out.push(b']');
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn optional(out: &mut Vec<u8>, v: Option<f64>) {
+    match v {
+        Some(v) => write_f64(out, v),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// `"experiment":{…}`: the results of `experiment_results`.
+pub(super) fn results(out: &mut Vec<u8>, r: &ExperimentResults) {
+    key(out, "experiment");
+    out.push(b'{');
+    key(out, "name");
+    write_str(out, &r.name);
+    out.extend_from_slice(b",\"running\":");
+    write_bool(out, r.running);
+    out.extend_from_slice(b",\"metric\":");
+    write_str(out, r.metric);
+    out.extend_from_slice(b",\"status\":");
+    write_str(out, r.status.name());
+    out.extend_from_slice(b",\"promoted\":");
+    match &r.promoted {
+        Some(arm) => write_str(out, arm),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"srm_p_value\":");
+    optional(out, r.srm_p_value);
+    out.extend_from_slice(b",\"arms\":");
+    objects(out, &r.arms, |out, a| {
+        key(out, "name");
+        write_str(out, &a.name);
+        out.extend_from_slice(b",\"policy\":");
+        write_str(out, a.policy);
+        let t = &a.tally;
+        for (name, v) in [
+            ("users", t.users),
+            ("decisions", t.decisions),
+            ("clicks", t.clicks),
+            ("conversions", t.conversions),
+            ("observations", t.metric.count),
+        ] {
+            out.push(b',');
+            key(out, name);
+            write_u64(out, v);
+        }
+        out.extend_from_slice(b",\"mean\":");
+        optional(out, a.mean);
+        out.extend_from_slice(b",\"lift\":");
+        optional(out, a.lift);
+        out.extend_from_slice(b",\"interval\":");
+        interval(out, a.interval);
+        out.extend_from_slice(b",\"p_value\":");
+        write_f64(out, a.p_value);
+        out.extend_from_slice(b",\"significant\":");
+        write_bool(out, a.significant);
+    });
+    out.push(b'}');
+}
+
+/// `[{…},{…}]`: each element's fields written by `fields`, between its braces.
+fn objects<T>(out: &mut Vec<u8>, all: &[T], mut fields: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, x) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        fields(out, x);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// `"experiments":[…],"audit":[…]`: the reply of `experiments`.
+pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[AuditEntry]) {
+    key(out, "experiments");
+    objects(out, all, |out, (spec, running)| {
+        key(out, "name");
+        write_str(out, &spec.name);
+        out.extend_from_slice(b",\"running\":");
+        write_bool(out, *running);
+        out.extend_from_slice(b",\"layer\":");
+        write_str(out, &spec.layer);
+        out.extend_from_slice(b",\"holdout\":");
+        write_f64(out, spec.holdout);
+        out.extend_from_slice(b",\"metric\":");
+        write_str(out, spec.metric.name());
+        out.extend_from_slice(b",\"arms\":");
+        objects(out, &spec.arms, |out, arm| {
+            key(out, "name");
+            write_str(out, &arm.name);
+            out.extend_from_slice(b",\"weight\":");
+            write_f64(out, arm.weight);
+            out.extend_from_slice(b",\"policy\":");
+            write_str(out, arm.policy.name());
+            if let crate::experiment::ArmPolicy::Nudge { epsilon: Some(e) } = arm.policy {
+                out.extend_from_slice(b",\"epsilon\":");
+                write_f64(out, f64::from(e));
+            }
+        });
+    });
+    out.extend_from_slice(b",\"audit\":");
+    objects(out, audit, |out, a| {
+        key(out, "version");
+        write_u64(out, a.version);
+        out.extend_from_slice(b",\"ts\":");
+        write_u64(out, a.ts_ms);
+        out.extend_from_slice(b",\"experiment\":");
+        write_str(out, &a.experiment);
+        out.extend_from_slice(b",\"action\":");
+        write_str(out, a.action);
+        if let Some(arm) = &a.arm {
+            out.extend_from_slice(b",\"arm\":");
+            write_str(out, arm);
+        }
+        out.extend_from_slice(b",\"reason\":");
+        write_str(out, &a.reason);
+    });
+}

@@ -1,0 +1,202 @@
+//! Issue 13 over real sockets: the experiment ops on TCP (create, decide names the arm,
+//! results, list and audit, stop) and the `/v1/experiments` routes on HTTP, with their errors.
+
+use crate::server_support::{http, start, Lines};
+
+const CREATE: &str = r#"{"op":"create_experiment","id":1,"reason":"launch","experiment":{"name":"ranker","salt":"s1","holdout":0.1,"metric":"click_through","arms":[{"name":"control","policy":"control"},{"name":"greedy","policy":"nudge","epsilon":0,"weight":2}]}}"#;
+
+#[test]
+fn experiment_ops_round_trip_over_tcp() {
+    let (engine, server) = start(|_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    assert_eq!(c.call(r#"{"op":"item","item":"a"}"#)["ok"], true);
+    assert_eq!(c.call(r#"{"op":"item","item":"b"}"#)["ok"], true);
+    let r = c.call(CREATE);
+    assert_eq!(
+        (r["id"].as_i64(), r["ok"].as_bool()),
+        (Some(1), Some(true)),
+        "{r}"
+    );
+    let again = c.call(CREATE);
+    assert_eq!(again["error"]["code"], "experiment_exists", "{again}");
+
+    let mut in_arms = 0;
+    for u in 0..50 {
+        let line = format!(r#"{{"op":"decide","user":"u{u}","candidates":["a","b"],"n":1}}"#);
+        let d = c.call(&line);
+        let arm = engine.experiment_arm("ranker", &format!("u{u}")).unwrap();
+        match arm {
+            Some(arm) => {
+                assert_eq!(d["experiment"]["name"], "ranker", "{d}");
+                assert_eq!(d["experiment"]["arm"], arm.as_str(), "{d}");
+                in_arms += 1;
+            }
+            None => assert!(d.get("experiment").is_none(), "held out: {d}"),
+        }
+    }
+    assert!(in_arms > 30, "{in_arms} of 50 outside the 10% holdout");
+
+    let r = c.call(r#"{"op":"experiment_results","name":"ranker"}"#);
+    let e = &r["experiment"];
+    assert_eq!(
+        (e["status"].as_str(), e["metric"].as_str()),
+        (Some("collecting"), Some("click_through")),
+        "{r}"
+    );
+    let arms = e["arms"].as_array().unwrap();
+    assert_eq!(
+        (arms[0]["name"].as_str(), arms[1]["policy"].as_str()),
+        (Some("control"), Some("nudge"))
+    );
+    let decisions: u64 = arms.iter().map(|a| a["decisions"].as_u64().unwrap()).sum();
+    assert_eq!(decisions, in_arms);
+    assert!(
+        arms[1]["interval"].is_null() && arms[1]["lift"].is_null(),
+        "no look yet: {r}"
+    );
+
+    let r = c.call(r#"{"op":"promote_experiment","name":"ranker","arm":"greedy","reason":"won"}"#);
+    assert_eq!(r["ok"], true, "{r}");
+    let r = c.call(r#"{"op":"experiment_results","name":"ranker"}"#);
+    assert_eq!(
+        (
+            r["experiment"]["status"].as_str(),
+            r["experiment"]["promoted"].as_str()
+        ),
+        (Some("promoted"), Some("greedy")),
+        "{r}"
+    );
+    let r = c.call(r#"{"op":"promote_experiment","name":"ranker","arm":"nope"}"#);
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("`arm`"),
+        "{r}"
+    );
+    let r = c.call(r#"{"op":"stop_experiment","name":"ranker","reason":"done"}"#);
+    assert_eq!(r["was_running"], true, "{r}");
+    let r = c.call(r#"{"op":"experiments"}"#);
+    assert_eq!(r["experiments"][0]["running"], false, "{r}");
+    assert_eq!(r["experiments"][0]["arms"][1]["epsilon"], 0.0, "{r}");
+    let audit: Vec<_> = r["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["version"].as_u64().unwrap(),
+                a["action"].as_str().unwrap().to_string(),
+                a["reason"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        audit,
+        [
+            (1, "created".into(), "launch".into()),
+            (2, "promoted".into(), "won".into()),
+            (3, "stopped".into(), "done".into())
+        ]
+    );
+    assert_eq!(r["audit"][1]["arm"], "greedy", "{r}");
+
+    let r = c.call(r#"{"op":"experiment_results","name":"nope"}"#);
+    assert_eq!(r["error"]["code"], "unknown_experiment", "{r}");
+    server.shutdown();
+    engine.shutdown();
+}
+
+#[test]
+fn bad_experiments_are_bad_requests_naming_the_field() {
+    let (engine, server) = start(|_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    let cases = [
+        (
+            r#"{"name":"x","arms":[{"name":"a","policy":"magic"}]}"#,
+            "arms.policy",
+        ),
+        (
+            r#"{"name":"x","arms":[{"name":"a","policy":"nudge","weight":-1}]}"#,
+            "arms.weight",
+        ),
+        (
+            r#"{"name":"x","arms":[{"name":"a","policy":"nudge"},{"name":"a","policy":"global"}]}"#,
+            "arms.name",
+        ),
+        (
+            r#"{"name":"x","metric":"joy","arms":[{"name":"a","policy":"nudge"}]}"#,
+            "metric",
+        ),
+        (
+            r#"{"name":"x","holdotu":0.5,"arms":[{"name":"a","policy":"nudge"}]}"#,
+            "experiment",
+        ),
+        (
+            r#"{"name":"x","buckets":[10,5],"arms":[{"name":"a","policy":"nudge"}]}"#,
+            "buckets",
+        ),
+        (r#""x""#, "experiment"),
+    ];
+    for (experiment, field) in cases {
+        let line = format!(r#"{{"op":"create_experiment","experiment":{experiment}}}"#);
+        let r = c.call(&line);
+        assert_eq!(r["error"]["code"], "bad_request", "{line}: {r}");
+        let message = r["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{field}`")), "{line}: {message}");
+    }
+    let r = c.call(r#"{"op":"create_experiment"}"#);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`experiment`"),
+        "{r}"
+    );
+    assert!(engine.experiments().is_empty(), "nothing was created");
+    server.shutdown();
+    engine.shutdown();
+}
+
+#[test]
+fn experiment_routes_over_http() {
+    let (engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    let body = br#"{"experiment":{"name":"web","arms":[{"name":"a","policy":"control"},{"name":"b","policy":"popularity"}]}}"#;
+    let r = http(addr, "POST", "/v1/experiments", &[], body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http(addr, "POST", "/v1/experiments", &[], body);
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (409, Some("experiment_exists"))
+    );
+    let r = http(addr, "GET", "/v1/experiments/web", &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["experiment"]["arms"][1]["policy"], "popularity");
+    let r = http(addr, "GET", "/v1/experiments", &[], b"");
+    assert_eq!(r.json()["experiments"][0]["name"], "web");
+    let r = http(addr, "GET", "/v1/experiments/other", &[], b"");
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (404, Some("unknown_experiment"))
+    );
+    let r = http(addr, "DELETE", "/v1/experiments/web", &[], b"");
+    assert_eq!(
+        (r.status, r.json()["was_running"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        r.text()
+    );
+    let r = http(addr, "PUT", "/v1/experiments/web", &[], b"");
+    assert_eq!(r.status, 405);
+    let r = http(
+        addr,
+        "POST",
+        "/v1/experiments",
+        &[],
+        br#"{"experiment":{"name":"y","arms":[]}}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["code"].as_str()),
+        (400, Some("bad_request"))
+    );
+    server.shutdown();
+    engine.shutdown();
+}
