@@ -8,7 +8,9 @@
 //! - `wire`: encodes ops as nudge's JSON and parses replies (`redis`: the Lua and RESP form);
 //! - `client`: connections to each target, split into sending and receiving halves;
 //! - `driver`: the open- or closed-loop schedule, one writer and one reader task per connection;
-//! - `report`: percentile tables, rates, errors, validity, the JSON summary.
+//! - `report`: percentile tables, rates, errors, validity, the JSON summary;
+//! - `timeline`: the same per interval, with the server's RSS, as a CSV (the soak run), and
+//!   `plot`, which draws it.
 //!
 //! Beside that path: `floor` (the loopback echo round trip a ping-pong is read against),
 //! `stall` (pauses a process mid-run for the self-test), `serve` (the
@@ -20,10 +22,12 @@ pub mod client;
 pub mod crash;
 pub mod driver;
 pub mod floor;
+pub mod plot;
 pub mod redis;
 pub mod report;
 pub mod serve;
 pub mod stall;
+pub mod timeline;
 pub mod wire;
 pub mod workload;
 pub mod zipf;
