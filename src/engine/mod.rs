@@ -548,14 +548,18 @@ impl Engine {
         self.submit_forget(id).await
     }
 
-    /// Pushes `user`'s updates to `sink` after each of their events, until `unsubscribe`.
-    /// Returns the subscription's id.
+    /// Pushes `user`'s updates to `sink` after each of their events, until `unsubscribe`;
+    /// when the engine holds state for the user, the first update (cause `Subscribed`) is
+    /// pushed at once. Returns the subscription's id.
     pub fn subscribe(&self, user: &str, sink: Arc<dyn UpdateSink>) -> Result<u64, Error> {
         let user = UserId::new(user)?;
         let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
         let shard = self.shard_of(&user);
-        self.submit_with(shard, OnFull::Wait, |r| Msg::Subscribe(user, id, sink, r))
-            .wait()?;
+        let now_ms = self.inner.clock.now_ms();
+        self.submit_with(shard, OnFull::Wait, |r| {
+            Msg::Subscribe(user, id, sink, now_ms, r)
+        })
+        .wait()??;
         Ok(id)
     }
 
