@@ -478,9 +478,10 @@ impl Stats {
 pub struct UserUpdate {
     /// The user.
     pub user: String,
-    /// The event that caused it.
-    pub cause: EventKind,
-    /// Event time (Unix ms).
+    /// What caused it: an event, or a new subscription (its first update).
+    pub cause: UpdateCause,
+    /// Event time (Unix ms); for a new subscription, the engine's time when it opened (or
+    /// the user's last event, if that is later).
     pub ts_ms: u64,
     /// The user's new top items among their last decision's candidates (item, score).
     pub top: Vec<(String, f32)>,
@@ -488,6 +489,26 @@ pub struct UserUpdate {
     pub signals: SignalSummary,
     /// Engagement fell by at least half since the previous push.
     pub engagement_drop: bool,
+}
+
+/// What caused a `UserUpdate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateCause {
+    /// An event of the user.
+    Event(EventKind),
+    /// The subscription opened: its first update, the user's state as it is (sent only when
+    /// the engine holds state for the user).
+    Subscribed,
+}
+
+impl UpdateCause {
+    /// The wire name: the event's kind, or `subscribed`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpdateCause::Event(kind) => kind.name(),
+            UpdateCause::Subscribed => "subscribed",
+        }
+    }
 }
 
 /// Where the engine delivers `UserUpdate`s; must not block (drop instead).

@@ -59,7 +59,7 @@ pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    ScoreParts, ShardStats, SignalSummary, Stats, UpdateSink, UserExport, UserUpdate,
+    ScoreParts, ShardStats, SignalSummary, Stats, UpdateCause, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind};

@@ -202,15 +202,24 @@ fn a_panic_in_one_message_answers_internal_and_leaves_the_shard_and_other_users_
             .unwrap();
     }
     let before = engine.user("bystander").unwrap().unwrap();
+    let internal = |err: Error| {
+        match &err {
+            Error::Internal(text) => assert!(text.contains("injected"), "{text}"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+        assert_eq!(err.code(), "internal");
+    };
+    // `boom` has state, so subscribing pushes at once (issue 16): that push panics, and the
+    // subscribe answers `internal`, its user reset.
+    internal(engine.subscribe("boom", Arc::new(Boom)).unwrap_err());
+    assert!(engine.user("boom").unwrap().is_none());
+    // Now without state, the subscription opens quietly; the next event's push panics.
     engine.subscribe("boom", Arc::new(Boom)).unwrap();
-    let err = engine
-        .ingest(Event::new("boom", EventKind::Click).item("i0"))
-        .unwrap_err();
-    match &err {
-        Error::Internal(text) => assert!(text.contains("injected"), "{text}"),
-        other => panic!("expected an internal error, got {other:?}"),
-    }
-    assert_eq!(err.code(), "internal");
+    internal(
+        engine
+            .ingest(Event::new("boom", EventKind::Click).item("i0"))
+            .unwrap_err(),
+    );
     // The shard serves on; the bystander is untouched, bit for bit.
     assert_eq!(engine.user("bystander").unwrap().unwrap(), before);
     let d = engine
@@ -229,7 +238,7 @@ fn a_panic_in_one_message_answers_internal_and_leaves_the_shard_and_other_users_
     let boom = engine.user("boom").unwrap().unwrap();
     assert_eq!(boom.events_by_kind[EventKind::Click as usize], 1);
     let stats = engine.stats();
-    assert_eq!(stats.total().panics_total, 1);
+    assert_eq!(stats.total().panics_total, 2);
     assert!(
         !stats.total().failed,
         "a per-message panic does not fail the shard"

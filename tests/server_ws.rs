@@ -307,12 +307,46 @@ fn issue16_oversized_handshake_refused() {
     server.shutdown();
 }
 
+/// Sends an `impression` event of `user` (whom this socket follows) after everything sent so
+/// far and returns every frame that arrives before its push, split into replies and pushes.
+/// Pushes leave a socket's queue in order, so every push caused before it has arrived. (A
+/// `ping` is no such barrier: its reply is not ordered with pushes.)
+async fn until_impression_push(ws: &mut Ws, user: &str) -> (Vec<Value>, Vec<Value>) {
+    let barrier = format!(
+        r#"{{"op":"event","id":"barrier","user":"{user}","type":"impression","item":"boots"}}"#
+    );
+    ws.send(Message::Text(barrier)).await.unwrap();
+    let (mut replies, mut pushes) = (Vec::new(), Vec::new());
+    let mut barrier_acked = false;
+    loop {
+        let v = next_json(ws).await;
+        if v.get("push").is_some() {
+            if v["cause"] == "impression" && v["user"] == user {
+                // Its reply may come before or after its push; wait for both.
+                while !barrier_acked {
+                    let r = next_json(ws).await;
+                    barrier_acked = r["id"] == "barrier";
+                    if !barrier_acked {
+                        replies.push(r);
+                    }
+                }
+                return (replies, pushes);
+            }
+            pushes.push(v);
+        } else if v["id"] == "barrier" {
+            barrier_acked = true;
+        } else {
+            replies.push(v);
+        }
+    }
+}
+
 /// Issue 16: subscribing twice to one user answers the same subscription and pushes each
-/// update once; a new subscription ranks the user's last decision at once (its `top` is not
-/// empty until the next `decide`).
+/// update once: the subscription's first update (at once, ranking the user's last decision,
+/// so its `top` is not empty until the next `decide`) and then the event's, each once.
 #[test]
 fn issue16_subscribe_twice_pushes_once() {
-    let (engine, server) = start(|_| {});
+    let (_engine, server) = start(|_| {});
     let addr = server.http_addr().unwrap();
     runtime().block_on(async {
         let mut ws = connect(addr).await;
@@ -324,38 +358,107 @@ fn issue16_subscribe_twice_pushes_once() {
         )
         .await;
         assert!(d["decision"].is_string(), "{d}");
-        let first = call(&mut ws, r#"{"op":"subscribe","user":"u1"}"#).await;
-        let second = call(&mut ws, r#"{"op":"subscribe","user":"u1"}"#).await;
-        assert_eq!(
-            first["subscription"], second["subscription"],
-            "{first} {second}"
-        );
-        let ack = call(
-            &mut ws,
+        for text in [
+            r#"{"op":"subscribe","id":"s1","user":"u1"}"#,
+            r#"{"op":"subscribe","id":"s2","user":"u1"}"#,
             r#"{"op":"event","id":"e","user":"u1","type":"click","item":"boots"}"#,
+        ] {
+            ws.send(Message::Text(text.into())).await.unwrap();
+        }
+        let (replies, pushes) = until_impression_push(&mut ws, "u1").await;
+        let ids: Vec<&str> = replies.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["s1", "s2", "e"], "{replies:?}");
+        assert_eq!(
+            replies[0]["subscription"], replies[1]["subscription"],
+            "{replies:?}"
+        );
+        let causes: Vec<&str> = pushes
+            .iter()
+            .map(|p| p["cause"].as_str().unwrap())
+            .collect();
+        assert_eq!(causes, ["subscribed", "click"], "{pushes:?}");
+        for push in &pushes {
+            let top = push["top"].as_array().unwrap();
+            assert_eq!(top.len(), 2, "the last decision, ranked: {push}");
+        }
+    });
+    server.shutdown();
+}
+
+/// Issue 16 item 6: a new subscription pushes the user's current top at once, ranked from
+/// their state over their last decision's placements (a dashboard opened after the user's
+/// activity sees it without waiting for their next event); a user the engine holds no state
+/// for gets no first push.
+#[test]
+fn issue16_subscribe_pushes_the_current_top_at_once() {
+    let (engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    runtime().block_on(async {
+        let mut app = connect(addr).await;
+        for item in ["boots", "scarf", "hat"] {
+            call(&mut app, &format!(r#"{{"op":"item","item":"{item}"}}"#)).await;
+        }
+        let d = call(
+            &mut app,
+            r#"{"op":"decide","user":"u7","candidates":["boots","scarf","hat"],"n":2}"#,
         )
         .await;
-        let mut pushes: Vec<Value> = Vec::new();
-        if ack.get("push").is_some() {
-            pushes.push(ack);
-        }
-        // Every push of that event is queued once the shards have handled it.
-        engine.flush().unwrap();
-        ws.send(Message::Text(r#"{"op":"ping","id":"p"}"#.into()))
-            .await
-            .unwrap();
-        loop {
-            let v = next_json(&mut ws).await;
-            if v["id"] == "p" {
-                break;
+        let mut shown: Vec<&str> = d["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["item"].as_str().unwrap())
+            .collect();
+        assert_eq!(shown.len(), 2, "{d}");
+        let click = format!(
+            r#"{{"op":"event","user":"u7","type":"click","item":"{}"}}"#,
+            shown[0]
+        );
+        assert_eq!(call(&mut app, &click).await["ok"], true);
+
+        // A dashboard on another socket subscribes after the fact: the push comes at once,
+        // before any further event of the user.
+        let mut dashboard = connect(addr).await;
+        let before = engine.now_ms();
+        let text = r#"{"op":"subscribe","id":1,"user":"u7"}"#;
+        dashboard.send(Message::Text(text.into())).await.unwrap();
+        let (mut reply, mut push) = (None, None);
+        while reply.is_none() || push.is_none() {
+            let v = next_json(&mut dashboard).await;
+            match v.get("push") {
+                Some(_) => push = Some(v),
+                None => reply = Some(v),
             }
-            if v.get("push").is_some() {
-                pushes.push(v);
-            }
         }
-        assert_eq!(pushes.len(), 1, "{pushes:?}");
-        let top = pushes[0]["top"].as_array().unwrap();
-        assert_eq!(top.len(), 2, "the last decision, ranked: {}", pushes[0]);
+        let (reply, push) = (reply.unwrap(), push.unwrap());
+        assert_eq!(
+            (reply["id"].as_i64(), reply["ok"].as_bool()),
+            (Some(1), Some(true))
+        );
+        assert_eq!(push["push"], "user_update", "{push}");
+        assert_eq!(push["user"], "u7", "{push}");
+        assert_eq!(push["cause"], "subscribed", "{push}");
+        assert_eq!(push["engagement_drop"], false, "{push}");
+        assert_eq!(push["dropped"], 0, "{push}");
+        assert!(push["ts"].as_u64().unwrap() >= before, "{push}");
+        assert!(push["signals"].is_object(), "{push}");
+        let mut top: Vec<&str> = push["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["item"].as_str().unwrap())
+            .collect();
+        top.sort_unstable();
+        shown.sort_unstable();
+        assert_eq!(top, shown, "the placements of the last decision: {push}");
+
+        // A user with no state: the subscription opens and pushes nothing until an event.
+        let text = r#"{"op":"subscribe","id":2,"user":"nobody"}"#;
+        dashboard.send(Message::Text(text.into())).await.unwrap();
+        let (replies, pushes) = until_impression_push(&mut dashboard, "u7").await;
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0]["ok"], true, "{replies:?}");
+        assert!(pushes.is_empty(), "no state, no first push: {pushes:?}");
     });
     server.shutdown();
 }

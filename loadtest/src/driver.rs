@@ -17,6 +17,7 @@ use tokio::time::{sleep_until, timeout_at};
 use crate::client::{self, Receiver, Sender, Target};
 use crate::report::{OpKind, RunResult};
 use crate::stall::{self, StallSpec};
+use crate::timeline::{Recorder, Timeline, TimelineSpec};
 use crate::wire::Reply;
 use crate::workload::{Board, Generator, GeneratorStats, Op, Workload, WorkloadConfig};
 
@@ -62,6 +63,8 @@ pub struct RunSpec {
     pub drain_timeout: Duration,
     /// Events per request: consecutive events are sent as one batch (1: no batching).
     pub batch: u32,
+    /// Write per-interval percentiles, rate and RSS to a CSV file (the soak run).
+    pub timeline: Option<TimelineSpec>,
 }
 
 impl RunSpec {
@@ -80,16 +83,19 @@ impl RunSpec {
             late_threshold: Duration::from_millis(1),
             drain_timeout: Duration::from_secs(10),
             batch: 1,
+            timeline: None,
         }
     }
 }
 
-/// Counters the progress line reads.
+/// Counters the progress line and the timeline read.
 #[derive(Default)]
-struct Progress {
+pub(crate) struct Progress {
     sent: AtomicU64,
     done: AtomicU64,
-    errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    /// Measured sends that left later than the late threshold.
+    pub(crate) late: AtomicU64,
 }
 
 /// One request waiting for its reply.
@@ -184,6 +190,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
         hard_deadline: start + spec.warmup + spec.duration + spec.drain_timeout,
     };
     let progress = Arc::new(Progress::default());
+    let mut timeline = spec.timeline.clone().map(Timeline::create).transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut writers = Vec::new();
     let mut readers = Vec::new();
@@ -213,6 +220,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
             board,
             permits,
             progress.clone(),
+            timeline.as_mut().map(Timeline::recorder),
             stop_rx.clone(),
         );
         readers.push(tokio::spawn(reader));
@@ -224,6 +232,10 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
         .stall
         .clone()
         .map(|s| tokio::spawn(stall::run(s, window.measure_from)));
+    let timeline = timeline.map(|t| {
+        let run = t.run(progress.clone(), window.measure_from, window.end);
+        tokio::spawn(run)
+    });
     let mut writer_results = Vec::new();
     for w in writers {
         writer_results.push(w.await?);
@@ -249,6 +261,9 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
         Some(s) => Some(s.await??),
         None => None,
     };
+    if let Some(t) = timeline {
+        t.await??;
+    }
     merge(spec, writer_results, reader_results, stall_report)
 }
 
@@ -404,6 +419,7 @@ impl ConnWriter {
                     lag_hist.saturating_record(lag.as_nanos().max(1) as u64);
                     if lag > self.spec.late_threshold {
                         result.late += 1;
+                        self.progress.late.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 let op = self.next_request();
@@ -499,6 +515,7 @@ async fn read_replies(
     board: Arc<Board>,
     permits: Option<Arc<Semaphore>>,
     progress: Arc<Progress>,
+    timeline: Option<Recorder>,
     mut stop: watch::Receiver<bool>,
 ) -> ReaderResult {
     let mut r = ReaderResult::empty();
@@ -570,7 +587,11 @@ async fn read_replies(
         r.ok[k] += 1;
         if f.measured {
             r.completed_measured += 1;
-            r.corrected[k].saturating_record((now - f.intended).as_nanos().max(1) as u64);
+            let corrected_ns = (now - f.intended).as_nanos().max(1) as u64;
+            r.corrected[k].saturating_record(corrected_ns);
+            if let Some(t) = &timeline {
+                t.record(k, corrected_ns);
+            }
             r.uncorrected[k].saturating_record((now - f.sent).as_nanos().max(1) as u64);
         }
     }

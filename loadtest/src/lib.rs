@@ -9,7 +9,9 @@
 //! - `client`: connections to each target, split into sending and receiving halves (`http`:
 //!   the project's one HTTP/1.1 client codec, which nudge's server tests use too);
 //! - `driver`: the open- or closed-loop schedule, one writer and one reader task per connection;
-//! - `report`: percentile tables, rates, errors, validity, the JSON summary.
+//! - `report`: percentile tables, rates, errors, validity, the JSON summary;
+//! - `timeline`: the same per interval, with the server's RSS, as a CSV (the soak run), and
+//!   `plot`, which draws it.
 //!
 //! Beside that path: `floor` (the loopback echo round trip a ping-pong is read against),
 //! `stall` (pauses a process mid-run for the self-test), `serve` (the
@@ -22,10 +24,12 @@ pub mod crash;
 pub mod driver;
 pub mod floor;
 pub mod http;
+pub mod plot;
 pub mod redis;
 pub mod report;
 pub mod serve;
 pub mod stall;
+pub mod timeline;
 pub mod wire;
 pub mod workload;
 pub mod zipf;

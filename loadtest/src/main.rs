@@ -52,6 +52,17 @@ enum Command {
     /// Crash loop: serve from a data directory as a child, drive pipelined events, SIGKILL the
     /// child at random moments, restart it on the same directory and check what survived.
     Crash(loadtest::crash::CrashArgs),
+    /// Draw a timeline CSV (`--timeline`) as a PNG: RSS, latency percentiles and rate over time.
+    Plot {
+        /// The timeline CSV.
+        timeline: PathBuf,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The figure's title.
+        #[arg(long, default_value = "loadtest timeline")]
+        title: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -144,6 +155,21 @@ struct RunArgs {
     /// child's echo server is used without asking.
     #[arg(long)]
     floor: Option<SocketAddr>,
+    /// Write one CSV row per interval: each op's corrected p50/p99/p99.9/max of that interval,
+    /// the achieved rate, errors, late sends and the server's RSS (`loadtest plot` draws it).
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// The timeline's interval, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    timeline_interval_s: f64,
+    /// Whose RSS the timeline samples (default: the --spawn-child server, else this process,
+    /// which holds the engine with --target embedded or --spawn-server).
+    #[arg(long)]
+    rss_pid: Option<u32>,
+    /// Pin the --spawn-child server to these CPUs (`taskset -c LIST`), e.g. 0 while the
+    /// harness runs under `taskset -c 1`.
+    #[arg(long, requires = "spawn_child")]
+    child_cpus: Option<String>,
 }
 
 /// The loopback floor with the bytes of the workload's first request.
@@ -162,6 +188,24 @@ async fn measure_floor(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Plot {
+        timeline,
+        out,
+        title,
+    }) = &cli.command
+    {
+        let drawn = std::fs::read_to_string(timeline)
+            .with_context(|| format!("reading {}", timeline.display()))
+            .and_then(|text| loadtest::timeline::parse(&text))
+            .and_then(|rows| loadtest::plot::draw(&rows, title, out));
+        return match drawn {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest plot: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(Command::Crash(args)) = &cli.command {
         return match loadtest::crash::run(args) {
             Ok(report) => {
@@ -261,7 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     let mut child = None;
     let mut in_process = None;
     let endpoints = if args.spawn_child {
-        let c = loadtest::serve::Child::spawn(args.shards)?;
+        let c = loadtest::serve::Child::spawn(args.shards, args.child_cpus.as_deref())?;
         let ep = c.endpoints.clone();
         child = Some(c);
         Some(ep)
@@ -326,6 +370,20 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     spec.progress = args.progress || args.duration + args.warmup >= 10.0;
     spec.late_threshold = Duration::from_secs_f64(args.late_us / 1e6);
     spec.batch = args.batch.max(1);
+    if let Some(path) = &args.timeline {
+        let interval = Duration::try_from_secs_f64(args.timeline_interval_s)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--timeline-interval-s must be a positive number of seconds")?;
+        spec.timeline = Some(loadtest::timeline::TimelineSpec {
+            path: path.clone(),
+            interval,
+            rss_pid: args
+                .rss_pid
+                .or(child.as_ref().map(|c| c.pid()))
+                .or(Some(std::process::id())),
+        });
+    }
     let result = driver::run(&spec).await?;
     let mut summary = result.summary();
     print!("{}", summary.table());

@@ -64,10 +64,10 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts this executable's `serve` mode.
-    pub fn spawn(shards: usize) -> anyhow::Result<Child> {
+    /// Starts this executable's `serve` mode, pinned to `cpus` (a `taskset -c` list) if given.
+    pub fn spawn(shards: usize, cpus: Option<&str>) -> anyhow::Result<Child> {
         let exe = std::env::current_exe().context("finding the harness's own executable")?;
-        Child::spawn_exe(&exe, shards)
+        Child::start(&exe, shards, &[], cpus)
     }
 
     /// Starts `exe serve` and waits for its `listening` line.
@@ -78,7 +78,26 @@ impl Child {
     /// Starts `exe serve` with `extra` arguments (`--data-dir`, `--fsync`) and waits for its
     /// `listening` line.
     pub fn spawn_with(exe: &Path, shards: usize, extra: &[String]) -> anyhow::Result<Child> {
-        let mut child = Command::new(exe)
+        Child::start(exe, shards, extra, None)
+    }
+
+    /// `spawn_with`, run through `taskset -c cpus` when given (taskset execs the server, so
+    /// the child's pid is the server's, for `--stall-ms` and the timeline's RSS).
+    fn start(
+        exe: &Path,
+        shards: usize,
+        extra: &[String],
+        cpus: Option<&str>,
+    ) -> anyhow::Result<Child> {
+        let mut command = match cpus {
+            Some(list) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(list).arg(exe);
+                c
+            }
+            None => Command::new(exe),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--shards")
             .arg(shards.to_string())

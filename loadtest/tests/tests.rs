@@ -10,5 +10,7 @@ mod floor;
 mod server;
 /// The stall self-test against a pausable child server.
 mod stall;
+/// The timeline (`--timeline`, the soak run) and its plot.
+mod timeline;
 /// The workload: determinism for a seed, the shape of the stream.
 mod workload;

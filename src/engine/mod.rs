@@ -644,14 +644,18 @@ impl Engine {
         self.submit_forget(id).await
     }
 
-    /// Pushes `user`'s updates to `sink` after each of their events, until `unsubscribe`.
-    /// Returns the subscription's id.
+    /// Pushes `user`'s updates to `sink` after each of their events, until `unsubscribe`;
+    /// when the engine holds state for the user, the first update (cause `Subscribed`) is
+    /// pushed at once. Returns the subscription's id.
     pub fn subscribe(&self, user: &str, sink: Arc<dyn UpdateSink>) -> Result<u64, Error> {
         let user = UserId::new(user)?;
         let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
         let shard = self.shard_of(&user);
-        self.submit_with(shard, OnFull::Wait, |r| Msg::Subscribe(user, id, sink, r))
-            .wait()?;
+        let now_ms = self.inner.clock.now_ms();
+        self.submit_with(shard, OnFull::Wait, |r| {
+            Msg::Subscribe(user, id, sink, now_ms, r)
+        })
+        .wait()??;
         Ok(id)
     }
 
@@ -743,14 +747,50 @@ impl Engine {
     /// The experiment's results now: every shard's counters summed, each arm against the
     /// first by the always-valid test, the sample-ratio check, the status.
     pub fn experiment_results(&self, name: &str) -> Result<ExperimentResults, Error> {
-        let (live, running) = self.found(name)?;
+        let (live, running, parts) = self.submit_tallies(name)?;
         let mut arms = vec![crate::experiment::ArmTally::default(); live.spec.arms.len()];
-        for part in self.broadcast(|r| Msg::ExperimentTally(live.id, r)) {
+        for part in parts {
             for (sum, tally) in arms.iter_mut().zip(part.wait()?) {
                 sum.merge(&tally);
             }
         }
         Ok(live.results(running, &arms))
+    }
+
+    /// `experiment_results`, as a future.
+    pub async fn experiment_results_async(&self, name: &str) -> Result<ExperimentResults, Error> {
+        let (live, running, parts) = self.submit_tallies(name)?;
+        let mut arms = vec![crate::experiment::ArmTally::default(); live.spec.arms.len()];
+        for part in parts {
+            for (sum, tally) in arms.iter_mut().zip(part.await?) {
+                sum.merge(&tally);
+            }
+        }
+        Ok(live.results(running, &arms))
+    }
+
+    /// Asks every shard for its counters of the experiment `name`.
+    #[allow(clippy::type_complexity)]
+    fn submit_tallies(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            Arc<crate::experiment::registry::Live>,
+            bool,
+            Vec<Pending<Vec<crate::experiment::ArmTally>>>,
+        ),
+        Error,
+    > {
+        let (live, running) = self.found(name)?;
+        let parts = (0..self.shard_count())
+            .map(|s| {
+                self.submit_with(ShardId(s as u16), OnFull::Wait, |r| {
+                    Msg::ExperimentTally(live.id, r)
+                })
+            })
+            .collect();
+        Ok((live, running, parts))
     }
 
     fn found(&self, name: &str) -> Result<(Arc<crate::experiment::registry::Live>, bool), Error> {

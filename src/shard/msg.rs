@@ -103,8 +103,15 @@ pub enum Msg {
     User(UserId, Reply<Option<UserExport>>),
     /// Erase one user.
     Forget(UserId, Reply<bool>),
-    /// Push this user's updates to a sink until unsubscribed.
-    Subscribe(UserId, u64, Arc<dyn UpdateSink>, Reply<()>),
+    /// Push this user's updates to a sink until unsubscribed, the first one at once (ranked
+    /// at the engine's time, Unix ms) when the user has state.
+    Subscribe(
+        UserId,
+        u64,
+        Arc<dyn UpdateSink>,
+        u64,
+        Reply<Result<(), Error>>,
+    ),
     /// Stop pushing to the subscription with this id.
     Unsubscribe(UserId, u64, Reply<()>),
     /// A copy of this shard's counters of one experiment's arms.

@@ -1,5 +1,5 @@
-//! A shard's subscriptions: which sinks want a user's updates, and what each re-ranks after
-//! the user's events (the candidates and `n` of the user's latest decision).
+//! A shard's subscriptions: which sinks want a user's updates, and what each re-ranks when it
+//! opens and after the user's events (the candidates and `n` of the user's latest decision).
 //!
 //! It owns only the subscriptions; the shard hands it the learner and the user to rank with.
 
@@ -21,6 +21,24 @@ struct Subscription {
     /// The last decision's candidates and its `n`, to re-rank after each event.
     candidates: Vec<SubscribedCandidate>,
     n: usize,
+}
+
+impl Subscription {
+    /// This subscription's top items, with the learner's query already prepared for the user.
+    fn rank(&self, learner: &mut Learner, logits: &mut Vec<f32>) -> Due {
+        let candidates = self.candidates.iter().map(|(k, _, f)| (*k, f.as_ref()));
+        learner.logits(candidates, logits);
+        let top = policy::top_n(logits, self.n, &mut Vec::new())
+            .into_iter()
+            .map(|i| {
+                (
+                    self.candidates[i].1.clone(),
+                    Learner::probability(logits[i]),
+                )
+            })
+            .collect();
+        (self.sink.clone(), top)
+    }
 }
 
 /// Subscriptions by user key.
@@ -92,17 +110,23 @@ impl Subscriptions {
         };
         let context = learner.full_context(&SparseVec::default(), user);
         learner.prepare_query(user, &context, ts_ms);
-        let mut due = Vec::with_capacity(subs.len());
         let mut logits = Vec::new();
-        for s in subs {
-            let candidates = s.candidates.iter().map(|(k, _, f)| (*k, f.as_ref()));
-            learner.logits(candidates, &mut logits);
-            let top = policy::top_n(&logits, s.n, &mut Vec::new())
-                .into_iter()
-                .map(|i| (s.candidates[i].1.clone(), Learner::probability(logits[i])))
-                .collect();
-            due.push((s.sink.clone(), top));
-        }
-        due
+        subs.iter().map(|s| s.rank(learner, &mut logits)).collect()
+    }
+
+    /// Ranks subscription `id`'s candidates alone (its first update), or `None` if the user
+    /// has no such subscription.
+    pub fn rank_one(
+        &self,
+        learner: &mut Learner,
+        user: &UserActor,
+        ts_ms: u64,
+        id: u64,
+    ) -> Option<Due> {
+        let subs = self.by_user.get(&user.id.key())?;
+        let s = subs.iter().find(|s| s.id == id)?;
+        let context = learner.full_context(&SparseVec::default(), user);
+        learner.prepare_query(user, &context, ts_ms);
+        Some(s.rank(learner, &mut Vec::new()))
     }
 }

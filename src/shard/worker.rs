@@ -11,7 +11,7 @@ use std::sync::Arc;
 use crate::actor::UserActor;
 use crate::api::{
     Ack, Decision, DecisionLog, EventKind, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource,
-    Placement, ShardStats, UserExport, UserUpdate,
+    Placement, ShardStats, UpdateCause, UserExport, UserUpdate,
 };
 use crate::config::Config;
 use crate::config::{ExplorationConfig, PolicyKind};
@@ -250,10 +250,15 @@ impl Shard {
                 let found = self.forget(&id);
                 self.ack(reply, found, |_, found| found);
             }
-            Msg::Subscribe(user, sub, sink, reply) => {
+            Msg::Subscribe(user, sub, sink, now_ms, reply) => {
                 let latest = self.last_decision_candidates(&user);
                 self.subscriptions.add(user.key(), sub, sink, latest);
-                reply.send(());
+                // The sink is an embedder's code: a panic in it is this request's.
+                let pushed = self.guarded(Some(user.key()), |shard| {
+                    shard.push_current(&user, sub, now_ms);
+                    Ok(())
+                });
+                reply.send(pushed);
             }
             Msg::Unsubscribe(user, sub, reply) => {
                 self.subscriptions.remove(user.key(), sub);
@@ -985,6 +990,31 @@ impl Shard {
         (candidates, n)
     }
 
+    /// A new subscription's first update (issue 16): the user's current state ranked over
+    /// the subscription's candidates, pushed at once rather than after their next event.
+    /// Nothing is pushed for a user the engine holds no state for. Ranked at the engine's
+    /// time or the user's last event, whichever is later; no state changes.
+    fn push_current(&mut self, user: &UserId, sub: u64, now_ms: u64) {
+        let Some(actor) = self.users.get(user) else {
+            return;
+        };
+        let ts_ms = now_ms.max(actor.last_ms);
+        let ranked = self
+            .subscriptions
+            .rank_one(&mut self.learner, actor, ts_ms, sub);
+        let Some((sink, top)) = ranked else {
+            return;
+        };
+        sink.push(UserUpdate {
+            user: user.as_str().to_string(),
+            cause: UpdateCause::Subscribed,
+            ts_ms,
+            top,
+            signals: actor.signals.summary(&self.learner.cfg.hygiene),
+            engagement_drop: false,
+        });
+    }
+
     fn push_update(&mut self, ev: &ValidEvent) {
         let Some(user) = self.users.get(&ev.user) else {
             return;
@@ -999,7 +1029,7 @@ impl Shard {
         for (sink, top) in updates {
             sink.push(UserUpdate {
                 user: ev.user.as_str().to_string(),
-                cause: ev.kind,
+                cause: UpdateCause::Event(ev.kind),
                 ts_ms: ev.ts_ms,
                 top,
                 signals: summary.clone(),

@@ -82,13 +82,10 @@ async fn single(engine: &Engine, op: Op) -> Reply {
                 Err(e) => failed(e),
             }
         }
-        Op::ExperimentResults(name) => {
-            let engine = engine.clone();
-            match blocking(move || engine.experiment_results(&name)).await {
-                Ok(r) => Reply::ExperimentResults(Box::new(r)),
-                Err(e) => failed(e),
-            }
-        }
+        Op::ExperimentResults(name) => match engine.experiment_results_async(&name).await {
+            Ok(r) => Reply::ExperimentResults(Box::new(r)),
+            Err(e) => failed(e),
+        },
         Op::Experiments => Reply::Experiments(engine.experiments(), engine.experiment_audit()),
         Op::Ping => Reply::Pong,
         Op::Stats => Reply::Stats(Box::new(engine.stats())),
