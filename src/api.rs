@@ -585,7 +585,7 @@ pub enum LogRecord {
     },
 }
 
-/// Where the engine writes its decision log. Called on shard threads: must never block
+/// Where the engine writes its decision log. Called by whichever thread runs a shard: must never block
 /// (a bounded writer drops and counts instead).
 pub trait DecisionLog: Send + Sync + 'static {
     /// Takes one record.

@@ -6,7 +6,7 @@
 //! - `wire`: (with the `server` feature) the JSON protocol and the TCP, WebSocket and HTTP
 //!   front ends; the only code that knows JSON;
 //! - `engine`: the embeddable API (`Engine`): validates input at the boundary, routes it;
-//! - `shard`: shard threads, their bounded inboxes and run loop; each owns its users;
+//! - `shard`: shards (each a lock and a bounded queue, run by whichever thread holds it) and their handlers; each owns its users;
 //! - `actor`: one user's state, signal hygiene and the lazy decay;
 //! - `model`: feature hashing, the score, item co-occurrence, Adam/AdaGrad, exploration,
 //!   global replicas.

@@ -45,7 +45,7 @@ struct ServeArgs {
     /// Address of the HTTP/WebSocket front end ("" turns it off).
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
-    /// Shard threads (0: one per core).
+    /// Shards: partitions of the users, each run by one thread at a time (0: one per core).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
     /// Tokio worker threads of the TCP front end (0: one per core).

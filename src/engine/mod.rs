@@ -108,7 +108,7 @@ impl EngineBuilder {
         self.config = config;
         self
     }
-    /// Sets the number of shard threads (0: one per core).
+    /// Sets the number of shards, the partitions of users each run by one thread at a time (0: one per core).
     pub fn shards(mut self, n: usize) -> Self {
         self.config.shards = n;
         self

@@ -36,7 +36,7 @@ use crate::api::{UpdateSink, UserUpdate};
 use crate::wire::{write_push, write_reply, Parser, WireError};
 use actix_web::http::StatusCode;
 
-/// A socket's bounded queue of pushes: the engine's shard threads push, the socket's task
+/// A socket's bounded queue of pushes: the thread that runs the shard pushes, the socket's task
 /// drains. Never blocks a shard: when full, the oldest update is dropped and counted.
 pub(super) struct PushQueue {
     queue: Mutex<VecDeque<UserUpdate>>,
