@@ -385,3 +385,46 @@ fn work_a_holder_leaves_queued_is_finished_by_the_sweeper() {
     assert_eq!(engine.stats().total().events_total, 101);
     assert_eq!(engine.stats().shards[0].inbox_depth, 0);
 }
+
+#[test]
+fn subscribe_async_behind_a_busy_shard_leaves_its_executor_free() {
+    let clock = ManualClock::new(T0 + 3_600_000);
+    let engine = engine(&clock, 1);
+    engine.upsert_item(ItemSpec::new("a")).unwrap();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel();
+    engine
+        .subscribe("held", Arc::new(Gate::new(entered_tx, release_rx)))
+        .unwrap();
+    let blocker = {
+        let engine = engine.clone();
+        std::thread::spawn(move || engine.ingest(Event::new("held", EventKind::Click).item("a")))
+    };
+    entered_rx.recv().unwrap();
+    // One executor thread: the subscription queues behind the held shard, and a timer task on
+    // the same thread must still run (the old session waited for the shard on that thread).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    // Released from another thread, so a blocking subscribe fails this test instead of hanging.
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        release_tx.send(()).unwrap();
+    });
+    let (subscribed, timer_ran_first) = rt.block_on(async {
+        let sink: Arc<dyn nudge::UpdateSink> = Arc::new(Recorder::default());
+        let subscribing = {
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.subscribe_async("other", sink).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let timer_ran_first = !subscribing.is_finished();
+        (subscribing.await.unwrap(), timer_ran_first)
+    });
+    assert!(timer_ran_first, "the timer ran while the subscription waited for the shard");
+    let id = subscribed.expect("the subscription is registered once the shard is free");
+    releaser.join().unwrap();
+    blocker.join().unwrap().unwrap();
+    engine.unsubscribe("other", id).unwrap();
+}

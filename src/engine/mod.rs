@@ -648,15 +648,37 @@ impl Engine {
     /// when the engine holds state for the user, the first update (cause `Subscribed`) is
     /// pushed at once. Returns the subscription's id.
     pub fn subscribe(&self, user: &str, sink: Arc<dyn UpdateSink>) -> Result<u64, Error> {
+        let (id, pending) = self.submit_subscribe(user, sink)?;
+        pending.wait()??;
+        Ok(id)
+    }
+
+    /// `subscribe`, as a future.
+    pub async fn subscribe_async(
+        &self,
+        user: &str,
+        sink: Arc<dyn UpdateSink>,
+    ) -> Result<u64, Error> {
+        let (id, pending) = self.submit_subscribe(user, sink)?;
+        pending.await??;
+        Ok(id)
+    }
+
+    /// Sends a subscription to the user's shard: its id at once (a session records it before
+    /// the shard has answered), and the shard's answer.
+    pub fn submit_subscribe(
+        &self,
+        user: &str,
+        sink: Arc<dyn UpdateSink>,
+    ) -> Result<(u64, Pending<Result<(), Error>>), Error> {
         let user = UserId::new(user)?;
         let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
         let shard = self.shard_of(&user);
         let now_ms = self.inner.clock.now_ms();
-        self.submit_with(shard, OnFull::Wait, |r| {
+        let pending = self.submit_with(shard, OnFull::Wait, |r| {
             Msg::Subscribe(user, id, sink, now_ms, r)
-        })
-        .wait()??;
-        Ok(id)
+        });
+        Ok((id, pending))
     }
 
     /// Ends a subscription.

@@ -126,13 +126,7 @@ impl Session {
                 Err(e) => self.ready(id, OpKind::Event, Reply::Failed(e.into()), started),
             },
             Op::Ping => self.ready(id, OpKind::Ping, Reply::Pong, started),
-            Op::Subscribe(user) => {
-                let reply = match self.subscribe(user) {
-                    Ok(subscription) => Reply::Subscribed { subscription },
-                    Err(e) => Reply::Failed(e),
-                };
-                self.ready(id, OpKind::Subscribe, reply, started);
-            }
+            Op::Subscribe(user) => self.subscribe(id, user, started),
             Op::Unsubscribe(user) => self.unsubscribe(id, user, started),
             op => {
                 let kind = op.kind();
@@ -235,19 +229,39 @@ impl Session {
     }
 
     /// Subscribes this session to `user`'s updates, or answers the subscription it already
-    /// has: subscribing twice must not push every update twice. `engine.subscribe` only
-    /// enqueues a message (waiting only if that inbox is full), so it runs inline.
-    fn subscribe(&mut self, user: String) -> Result<u64, WireError> {
+    /// has: subscribing twice must not push every update twice. The subscription's id is
+    /// recorded at once (a second `subscribe` in the same pipeline finds it, and closing the
+    /// session ends it); the reply waits, in its place, for the shard to have registered it.
+    fn subscribe(&mut self, id: ReqId, user: String, started: Instant) {
         let Some(pushes) = &mut self.pushes else {
             let why = "subscriptions are available on WebSocket only";
-            return Err(WireError::Unsupported(why));
+            let reply = Reply::Failed(WireError::Unsupported(why));
+            return self.ready(id, OpKind::Subscribe, reply, started);
         };
-        if let Some(&(_, open)) = pushes.open.iter().find(|(u, _)| *u == user) {
-            return Ok(open);
+        if let Some(&(_, subscription)) = pushes.open.iter().find(|(u, _)| *u == user) {
+            return self.ready(
+                id,
+                OpKind::Subscribe,
+                Reply::Subscribed { subscription },
+                started,
+            );
         }
-        let id = self.shared.engine.subscribe(&user, pushes.sink.clone())?;
-        pushes.open.push((user, id));
-        Ok(id)
+        match self
+            .shared
+            .engine
+            .submit_subscribe(&user, pushes.sink.clone())
+        {
+            Ok((subscription, pending)) => {
+                pushes.open.push((user, subscription));
+                self.push(id, OpKind::Subscribe, started, async move {
+                    match pending.await {
+                        Ok(Ok(())) => Reply::Subscribed { subscription },
+                        Ok(Err(e)) | Err(e) => Reply::Failed(e.into()),
+                    }
+                });
+            }
+            Err(e) => self.ready(id, OpKind::Subscribe, Reply::Failed(e.into()), started),
+        }
     }
 
     /// Closes this session's subscriptions to `user`, in its place.
