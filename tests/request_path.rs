@@ -422,7 +422,10 @@ fn subscribe_async_behind_a_busy_shard_leaves_its_executor_free() {
         let timer_ran_first = !subscribing.is_finished();
         (subscribing.await.unwrap(), timer_ran_first)
     });
-    assert!(timer_ran_first, "the timer ran while the subscription waited for the shard");
+    assert!(
+        timer_ran_first,
+        "the timer ran while the subscription waited for the shard"
+    );
     let id = subscribed.expect("the subscription is registered once the shard is free");
     releaser.join().unwrap();
     blocker.join().unwrap().unwrap();
