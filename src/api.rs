@@ -382,6 +382,8 @@ pub struct UserExport {
 pub struct ShardStats {
     /// Users resident in memory.
     pub resident_users: u64,
+    /// Decisions open for attribution (each waits for its outcomes until its window ends).
+    pub open_decisions: u64,
     /// Messages waiting in the inbox.
     pub inbox_depth: u64,
     /// Events accepted.
@@ -455,6 +457,7 @@ impl Stats {
         let mut t = ShardStats::default();
         for s in &self.shards {
             t.resident_users += s.resident_users;
+            t.open_decisions += s.open_decisions;
             t.inbox_depth += s.inbox_depth;
             t.events_total += s.events_total;
             t.decisions_total += s.decisions_total;

@@ -814,6 +814,27 @@ fn idle_users_are_passivated_on_tick() {
 }
 
 #[test]
+fn stats_count_open_decisions_until_their_window_closes() {
+    let clock = ManualClock::new(T0);
+    let engine = engine_with(&clock, |c| c.attribution.window_s = 60);
+    let items = catalog(&engine);
+    for user in ["o1", "o2", "o3"] {
+        engine
+            .decide(DecideRequest::new(user, items.iter().cloned(), 2))
+            .unwrap();
+    }
+    engine.flush().unwrap();
+    let total = engine.stats().total();
+    assert_eq!(total.open_decisions, 3);
+    assert_eq!(total.decisions_expired_total, 0);
+    clock.advance_ms(61_000);
+    engine.tick().unwrap();
+    let total = engine.stats().total();
+    assert_eq!(total.open_decisions, 0, "every window has closed");
+    assert_eq!(total.decisions_expired_total, 3);
+}
+
+#[test]
 fn global_learning_reaches_users_on_other_shards_after_mixing() {
     let clock = ManualClock::new(T0);
     // A mix interval far beyond the test's wall time: only the explicit ticks below mix.

@@ -191,6 +191,10 @@ fn metrics_are_prometheus_text_and_count_what_happened() {
         get(r#"nudge_resident_users{shard="0"}"#) + get(r#"nudge_resident_users{shard="1"}"#)
             >= 3.0
     );
+    // Three decisions, none of whose windows can have closed yet.
+    let open =
+        get(r#"nudge_open_decisions{shard="0"}"#) + get(r#"nudge_open_decisions{shard="1"}"#);
+    assert!((1.0..=3.0).contains(&open), "open decisions {open}");
     for name in [
         "nudge_outliers_filtered_total",
         "nudge_rewards_attributed_total",

@@ -383,7 +383,7 @@ type ShardGauge = (
 );
 
 fn render_engine(out: &mut String, stats: &Stats) {
-    let per_shard: [ShardGauge; 2] = [
+    let per_shard: [ShardGauge; 3] = [
         (
             "nudge_shard_inbox_depth",
             "Messages waiting in each shard's inbox.",
@@ -393,6 +393,11 @@ fn render_engine(out: &mut String, stats: &Stats) {
             "nudge_resident_users",
             "Users resident in each shard's memory.",
             |s| s.resident_users,
+        ),
+        (
+            "nudge_open_decisions",
+            "Decisions open for attribution in each shard.",
+            |s| s.open_decisions,
         ),
     ];
     for (name, help, get) in per_shard {

@@ -43,7 +43,7 @@ const PASSIVATION_BUDGET: usize = 4096;
 /// writer; readers see values at most one batch old.
 #[derive(Debug, Default)]
 pub struct Counters {
-    values: [AtomicU64; 13],
+    values: [AtomicU64; 14],
 }
 
 impl Counters {
@@ -62,6 +62,7 @@ impl Counters {
             s.mixes_total,
             s.panics_total,
             s.duplicates_total,
+            s.open_decisions,
         ];
         for (i, (slot, x)) in self.values.iter().zip(v).enumerate() {
             // Slot 8 (`busy_total`) is counted by callers, not published by the shard.
@@ -97,6 +98,7 @@ impl Counters {
             mixes_total: v[10],
             panics_total: v[11],
             duplicates_total: v[12],
+            open_decisions: v[13],
             failed: false,
         }
     }
@@ -460,6 +462,7 @@ impl Shard {
     /// Publishes the counters for readers.
     pub fn publish(&mut self) {
         self.stats.resident_users = self.users.len() as u64;
+        self.stats.open_decisions = self.pending.len() as u64;
         self.counters.publish(&self.stats);
     }
 

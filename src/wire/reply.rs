@@ -324,6 +324,7 @@ fn signals(out: &mut Vec<u8>, s: &SignalSummary) {
 fn shard_stats(out: &mut Vec<u8>, s: &ShardStats) {
     let parts = [
         ("resident_users", s.resident_users),
+        ("open_decisions", s.open_decisions),
         ("inbox_depth", s.inbox_depth),
         ("events_total", s.events_total),
         ("decisions_total", s.decisions_total),
