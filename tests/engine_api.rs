@@ -408,14 +408,14 @@ fn event_aliases_resolve_to_built_in_kinds() {
 }
 
 /// Holds the shard thread inside a push until released, so the inbox can be filled for sure.
-pub(crate) struct Gate {
+struct Gate {
     entered: Mutex<Option<mpsc::Sender<()>>>,
     release: Mutex<mpsc::Receiver<()>>,
 }
 
 impl Gate {
     /// Signals `entered` on the first push, then blocks it until `release` receives.
-    pub(crate) fn new(entered: mpsc::Sender<()>, release: mpsc::Receiver<()>) -> Self {
+    fn new(entered: mpsc::Sender<()>, release: mpsc::Receiver<()>) -> Self {
         Gate {
             entered: Mutex::new(Some(entered)),
             release: Mutex::new(release),
@@ -433,6 +433,39 @@ impl UpdateSink for Gate {
     }
 }
 
+/// Another thread holding a user's shard: it ingests one click by the user and stops inside
+/// the push of a `Gate` subscribed to them until released, so callers queue behind it.
+pub(crate) struct HeldShard {
+    release: mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<Result<nudge::Ack, Error>>,
+}
+
+impl HeldShard {
+    /// Returns once another thread holds `user`'s shard (its click is on `item`).
+    pub(crate) fn hold(engine: &Engine, user: &str, item: &str) -> HeldShard {
+        let (entered_tx, entered_rx) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        engine
+            .subscribe(user, Arc::new(Gate::new(entered_tx, release_rx)))
+            .unwrap();
+        let holder = {
+            let engine = engine.clone();
+            let click = Event::new(user, EventKind::Click).item(item);
+            std::thread::spawn(move || engine.ingest(click))
+        };
+        entered_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the holder reached the gate");
+        HeldShard { release, holder }
+    }
+
+    /// Lets the holder finish; the result of its click.
+    pub(crate) fn release(self) -> Result<nudge::Ack, Error> {
+        self.release.send(()).unwrap();
+        self.holder.join().unwrap()
+    }
+}
+
 #[test]
 fn a_flood_beyond_inbox_capacity_gets_busy_not_a_panic() {
     let clock = ManualClock::new(T0);
@@ -440,15 +473,7 @@ fn a_flood_beyond_inbox_capacity_gets_busy_not_a_panic() {
         c.shards = 1;
         c.inbox_capacity = 8;
     });
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    let gate = Arc::new(Gate::new(entered_tx, release_rx));
-    engine.subscribe("held", gate).unwrap();
-    let blocker = {
-        let engine = engine.clone();
-        std::thread::spawn(move || engine.ingest(Event::new("held", EventKind::Click).item("a")))
-    };
-    entered_rx.recv().unwrap();
+    let held = HeldShard::hold(&engine, "held", "a");
     let fast = engine.clone().on_full(OnFull::Fail);
     let mut senders = Vec::new();
     let (mut busy, mut queued) = (0, 0);
@@ -483,8 +508,7 @@ fn a_flood_beyond_inbox_capacity_gets_busy_not_a_panic() {
         20 - 8,
         "exactly the calls beyond the capacity are refused at once"
     );
-    release_tx.send(()).unwrap();
-    blocker.join().unwrap().unwrap();
+    held.release().unwrap();
     let results: Vec<_> = senders.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(
         results

@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::engine_api::Gate;
+use crate::engine_api::HeldShard;
 use nudge::{
     Config, DecideRequest, Engine, Error, Event, EventKind, ItemSpec, ManualClock, PolicyKind,
     UpdateSink, UserUpdate,
@@ -262,16 +262,7 @@ fn an_async_caller_waiting_on_a_busy_shard_is_woken_not_spinning() {
     let clock = ManualClock::new(T0 + 3_600_000);
     let engine = engine(&clock, 1);
     engine.upsert_item(ItemSpec::new("a")).unwrap();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    engine
-        .subscribe("held", Arc::new(Gate::new(entered_tx, release_rx)))
-        .unwrap();
-    let blocker = {
-        let engine = engine.clone();
-        std::thread::spawn(move || engine.ingest(Event::new("held", EventKind::Click).item("a")))
-    };
-    entered_rx.recv().unwrap();
+    let held = HeldShard::hold(&engine, "held", "a");
     // The shard is held: an async ingest queues, and its task must sleep until woken.
     let (done_tx, done_rx) = mpsc::channel();
     let waiter = {
@@ -297,8 +288,7 @@ fn an_async_caller_waiting_on_a_busy_shard_is_woken_not_spinning() {
         done_rx.try_recv().is_err(),
         "the queued call cannot finish while the shard is held"
     );
-    release_tx.send(()).unwrap();
-    blocker.join().unwrap().unwrap();
+    held.release().unwrap();
     let (result, cpu) = waiter.join().unwrap();
     result.unwrap();
     // Spinning or yielding in a loop would burn the whole 400 ms; sleeping costs almost none.
@@ -354,16 +344,7 @@ fn work_a_holder_leaves_queued_is_finished_by_the_sweeper() {
         .build()
         .unwrap();
     engine.upsert_item(ItemSpec::new("a")).unwrap();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    engine
-        .subscribe("held", Arc::new(Gate::new(entered_tx, release_rx)))
-        .unwrap();
-    let holder = {
-        let engine = engine.clone();
-        std::thread::spawn(move || engine.ingest(Event::new("held", EventKind::Click).item("a")))
-    };
-    entered_rx.recv().unwrap();
+    let held = HeldShard::hold(&engine, "held", "a");
     // 100 callers queue behind the holder; it will drain 4 of them, the sweeper the rest.
     let queued: Vec<_> = (0..100)
         .map(|i| {
@@ -376,8 +357,7 @@ fn work_a_holder_leaves_queued_is_finished_by_the_sweeper() {
     while engine.stats().shards[0].inbox_depth < 100 {
         std::thread::sleep(Duration::from_millis(1));
     }
-    release_tx.send(()).unwrap();
-    holder.join().unwrap().unwrap();
+    held.release().unwrap();
     for q in queued {
         q.join().unwrap().unwrap();
     }
@@ -391,16 +371,7 @@ fn subscribe_async_behind_a_busy_shard_leaves_its_executor_free() {
     let clock = ManualClock::new(T0 + 3_600_000);
     let engine = engine(&clock, 1);
     engine.upsert_item(ItemSpec::new("a")).unwrap();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    engine
-        .subscribe("held", Arc::new(Gate::new(entered_tx, release_rx)))
-        .unwrap();
-    let blocker = {
-        let engine = engine.clone();
-        std::thread::spawn(move || engine.ingest(Event::new("held", EventKind::Click).item("a")))
-    };
-    entered_rx.recv().unwrap();
+    let held = HeldShard::hold(&engine, "held", "a");
     // One executor thread: the subscription queues behind the held shard, and a timer task on
     // the same thread must still run (the old session waited for the shard on that thread).
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -410,7 +381,7 @@ fn subscribe_async_behind_a_busy_shard_leaves_its_executor_free() {
     // Released from another thread, so a blocking subscribe fails this test instead of hanging.
     let releaser = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(300));
-        release_tx.send(()).unwrap();
+        held.release()
     });
     let (subscribed, timer_ran_first) = rt.block_on(async {
         let sink: Arc<dyn nudge::UpdateSink> = Arc::new(Recorder::default());
@@ -427,7 +398,6 @@ fn subscribe_async_behind_a_busy_shard_leaves_its_executor_free() {
         "the timer ran while the subscription waited for the shard"
     );
     let id = subscribed.expect("the subscription is registered once the shard is free");
-    releaser.join().unwrap();
-    blocker.join().unwrap().unwrap();
+    releaser.join().unwrap().unwrap();
     engine.unsubscribe("other", id).unwrap();
 }

@@ -395,24 +395,12 @@ fn remove_then_mix() {
 /// now, acknowledged or refused.
 #[test]
 fn issue11_shutdown_answers_every_line_already_read() {
-    use crate::engine_api::Gate;
+    use crate::engine_api::HeldShard;
     use std::collections::BTreeSet;
-    use std::sync::{mpsc, Arc};
 
     let engine = nudge::Engine::builder().shards(1).seed(2).build().unwrap();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (release_tx, release_rx) = mpsc::channel();
-    engine
-        .subscribe("held", Arc::new(Gate::new(entered_tx, release_rx)))
-        .unwrap();
     // Another caller holds the only shard, so the connection's requests queue behind it.
-    let holder = {
-        let engine = engine.clone();
-        std::thread::spawn(move || {
-            engine.ingest(nudge::Event::new("held", nudge::EventKind::Click).item("a"))
-        })
-    };
-    entered_rx.recv_timeout(READ_TIMEOUT).unwrap();
+    let held = HeldShard::hold(&engine, "held", "a");
     let (_engine, server) = crate::server_support::serve(engine, |c| c.max_in_flight = 4);
     let mut stream = TcpStream::connect(server.tcp_addr().unwrap()).unwrap();
     stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
@@ -429,8 +417,7 @@ fn issue11_shutdown_answers_every_line_already_read() {
     // Stop the server while the lines wait, then release the shard.
     let stopping = std::thread::spawn(move || server.shutdown());
     std::thread::sleep(Duration::from_millis(200));
-    release_tx.send(()).unwrap();
-    holder.join().unwrap().unwrap();
+    held.release().unwrap();
     let mut replies = String::new();
     let _ = stream.read_to_string(&mut replies);
     stopping.join().unwrap();
