@@ -378,7 +378,7 @@ pub struct UserExport {
 }
 
 /// Counters of one shard.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ShardStats {
     /// Users resident in memory.
     pub resident_users: u64,
@@ -449,6 +449,26 @@ pub struct DurabilityStats {
     /// Whether every log's last write succeeded (`false`: state changes are refused with
     /// `unavailable` until writes succeed again).
     pub writable: bool,
+    /// Checkpoints committed in this run.
+    pub checkpoints_total: u64,
+    /// Checkpoints that failed in this run (their log is kept).
+    pub checkpoint_failures_total: u64,
+    /// How long the last checkpoint's transaction took, in milliseconds.
+    pub last_checkpoint_ms: u64,
+    /// Bytes the last checkpoint wrote.
+    pub last_checkpoint_bytes: u64,
+    /// When the last checkpoint committed (Unix ms; 0: none in this run).
+    pub last_checkpoint_unix_ms: u64,
+    /// Users in the store (every shard).
+    pub stored_users: u64,
+    /// Users moved out of memory (resident cap, idle timer).
+    pub passivations_total: u64,
+    /// Users loaded from the store on first touch.
+    pub loads_total: u64,
+    /// Users the checkpoints wrote, and erased users they deleted.
+    pub users_written_total: u64,
+    /// Erased users the checkpoints deleted from the store.
+    pub users_deleted_total: u64,
 }
 
 impl Stats {

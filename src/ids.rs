@@ -47,7 +47,7 @@ pub(crate) fn validate_id(field: &'static str, s: &str) -> Result<(), Error> {
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         pub struct $name {
             text: Box<str>,
             key: u64,

@@ -60,6 +60,9 @@ struct ServeArgs {
     /// When the write-ahead log is fsynced: always, everysec (default) or no.
     #[arg(long, value_name = "POLICY")]
     fsync: Option<String>,
+    /// Seconds between checkpoints of the data directory (default 60).
+    #[arg(long, value_name = "S")]
+    checkpoint_interval_s: Option<u64>,
     /// On corruption in the middle of a log, keep the valid prefix and move the rest aside
     /// instead of refusing to start.
     #[arg(long)]
@@ -110,6 +113,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = Some(dir);
+    }
+    if let Some(s) = args.checkpoint_interval_s {
+        config.durability.checkpoint_interval_s = s;
     }
     // `nudge serve` is durable out of the box; an embedded engine is in memory unless told.
     config

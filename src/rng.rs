@@ -14,7 +14,7 @@ pub fn splitmix64(state: &mut u64) -> u64 {
 }
 
 /// xoshiro256++: fast, small-state, statistically strong.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Rng {
     s: [u64; 4],
 }

@@ -155,9 +155,18 @@ fn same(got: &[String], want: &[String], what: &str) {
     }
 }
 
+/// How an engine stops before a restart: `shutdown` checkpoints, so the restart restores the
+/// store and replays nothing; `shutdown_without_checkpoint` leaves the log to replay.
+fn stop(engine: Engine, checkpoint: bool) {
+    if checkpoint {
+        engine.shutdown();
+    } else {
+        engine.shutdown_without_checkpoint();
+    }
+}
+
 #[test]
 fn a_restart_replays_to_the_state_of_a_run_that_never_stopped() {
-    let dir = tempfile::tempdir().unwrap();
     // The run that never stops (in memory).
     let clock = ManualClock::new(T0);
     let straight = open(None, &clock, 1).unwrap();
@@ -165,45 +174,52 @@ fn a_restart_replays_to_the_state_of_a_run_that_never_stopped() {
     expected.extend(workload(&straight, &clock, 2, 300));
     let expected_exports = without_ids(&exports(&straight));
     straight.shutdown();
-    // The same inputs with a restart in the middle.
-    let clock = ManualClock::new(T0);
-    let first = open(Some(dir.path()), &clock, 1).unwrap();
-    let mut got = workload(&first, &clock, 1, 300);
-    let before = bits(&exports(&first));
-    first.shutdown();
-    drop(first);
-    let second = open(Some(dir.path()), &clock, 1).unwrap();
-    same(&bits(&exports(&second)), &before, "state after the restart");
-    got.extend(workload(&second, &clock, 2, 300));
-    same(&got, &expected, "decisions after the restart");
-    same(
-        &without_ids(&exports(&second)),
-        &expected_exports,
-        "final state",
-    );
+    for checkpoint in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        // The same inputs with a restart in the middle.
+        let clock = ManualClock::new(T0);
+        let first = open(Some(dir.path()), &clock, 1).unwrap();
+        let mut got = workload(&first, &clock, 1, 300);
+        let before = bits(&exports(&first));
+        stop(first, checkpoint);
+        let second = open(Some(dir.path()), &clock, 1).unwrap();
+        let replayed = second.stats().durability.unwrap().recovered_records;
+        // After a checkpoint only the restart's own `Start` record is left to replay.
+        assert_eq!(replayed <= 1, checkpoint, "{replayed} records replayed");
+        same(&bits(&exports(&second)), &before, "state after the restart");
+        got.extend(workload(&second, &clock, 2, 300));
+        same(&got, &expected, "decisions after the restart");
+        same(
+            &without_ids(&exports(&second)),
+            &expected_exports,
+            "final state",
+        );
+    }
 }
 
 #[test]
 fn several_shards_replay_their_mixes_exactly() {
-    let dir = tempfile::tempdir().unwrap();
+    for checkpoint in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let engine = open(Some(dir.path()), &clock, 2).unwrap();
+        workload(&engine, &clock, 3, 400);
+        // Let the shards' timers mix the replicas a few times.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        workload(&engine, &clock, 4, 200);
+        let before = bits(&exports(&engine));
+        let items = engine.stats().catalog_items;
+        assert!(items > 0);
+        stop(engine, checkpoint);
+        let engine = open(Some(dir.path()), &clock, 2).unwrap();
+        same(&bits(&exports(&engine)), &before, "state after the restart");
+        assert_eq!(engine.stats().catalog_items, items);
+        let d = engine.stats().durability.expect("durable");
+        assert_eq!(d.fsync, "everysec");
+        assert_eq!(d.recovered_records > 2, !checkpoint);
+        assert_eq!(d.data_dir, dir.path().display().to_string());
+    }
     let clock = ManualClock::new(T0);
-    let engine = open(Some(dir.path()), &clock, 2).unwrap();
-    workload(&engine, &clock, 3, 400);
-    // Let the shards' timers mix the replicas a few times.
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    workload(&engine, &clock, 4, 200);
-    let before = bits(&exports(&engine));
-    let items = engine.stats().catalog_items;
-    assert!(items > 0);
-    engine.shutdown();
-    drop(engine);
-    let engine = open(Some(dir.path()), &clock, 2).unwrap();
-    same(&bits(&exports(&engine)), &before, "state after the restart");
-    assert_eq!(engine.stats().catalog_items, items);
-    let d = engine.stats().durability.expect("durable");
-    assert_eq!(d.fsync, "everysec");
-    assert!(d.recovered_records > 0);
-    assert_eq!(d.data_dir, dir.path().display().to_string());
     assert!(open(None, &clock, 2).unwrap().stats().durability.is_none());
 }
 
@@ -226,7 +242,7 @@ fn segments_roll_at_the_size_limit_and_replay_in_order() {
         let engine = build();
         workload(&engine, &clock, 9, 300);
         let before = bits(&exports(&engine));
-        engine.shutdown();
+        engine.shutdown_without_checkpoint();
         drop(engine);
         let segments = std::fs::read_dir(dir.path().join("wal/shard-000"))
             .unwrap()
@@ -255,7 +271,7 @@ fn a_torn_tail_is_cut_at_the_last_valid_record() {
     let engine = open(Some(dir.path()), &clock, 1).unwrap();
     workload(&engine, &clock, 5, 200);
     let before = bits(&exports(&engine));
-    engine.shutdown();
+    engine.shutdown_without_checkpoint();
     drop(engine);
     // A crash mid-write: a frame that promises 300 bytes, and 20 of them.
     let file = segment(dir.path(), 0);
@@ -290,7 +306,7 @@ fn a_flipped_byte_mid_log_refuses_to_start_unless_repair() {
     let clock = ManualClock::new(T0);
     let engine = open(Some(dir.path()), &clock, 1).unwrap();
     workload(&engine, &clock, 7, 300);
-    engine.shutdown();
+    engine.shutdown_without_checkpoint();
     drop(engine);
     let file = segment(dir.path(), 0);
     let mut bytes = std::fs::read(&file).unwrap();

@@ -7,6 +7,8 @@ mod cli;
 // Durability (issue 11): restart and crash recovery, the log's faults, the directory lock.
 #[cfg(feature = "cli")]
 mod durability;
+
+mod checkpoints;
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
 // Issue 13: experiments as data, sticky arms through `decide`, attribution, results, SRM.

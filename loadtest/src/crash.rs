@@ -53,6 +53,10 @@ pub struct CrashArgs {
     /// The executable to serve with (default: this harness's own `serve` mode).
     #[arg(long)]
     pub exe: Option<PathBuf>,
+    /// Seconds between the server's checkpoints: short, so that kills land during
+    /// checkpoints and restarts recover from a checkpoint plus the log after it.
+    #[arg(long, default_value_t = 1)]
+    pub checkpoint_interval_s: u64,
 }
 
 /// Parses an fsync policy name.
@@ -160,6 +164,8 @@ pub fn run(args: &CrashArgs) -> anyhow::Result<Report> {
         dir.display().to_string(),
         "--fsync".to_string(),
         args.fsync.clone(),
+        "--checkpoint-interval-s".to_string(),
+        args.checkpoint_interval_s.to_string(),
     ];
     let mut rng = Rng::new(args.seed);
     let mut ledger = Ledger {

@@ -48,6 +48,9 @@ enum Command {
         /// The write-ahead log's fsync policy with --data-dir: always, everysec or no.
         #[arg(long, default_value = "everysec")]
         fsync: String,
+        /// Seconds between checkpoints with --data-dir.
+        #[arg(long, default_value_t = 60)]
+        checkpoint_interval_s: u64,
     },
     /// Crash loop: serve from a data directory as a child, drive pipelined events, SIGKILL the
     /// child at random moments, restart it on the same directory and check what survived.
@@ -227,11 +230,12 @@ fn main() -> ExitCode {
         exit_on_stdin_eof,
         data_dir,
         fsync,
+        checkpoint_interval_s,
     }) = cli.command
     {
         let durable = match (&data_dir, loadtest::crash::fsync_policy(&fsync)) {
             (None, _) => Ok(None),
-            (Some(dir), Ok(policy)) => Ok(Some((dir.as_path(), policy))),
+            (Some(dir), Ok(policy)) => Ok(Some((dir.as_path(), policy, checkpoint_interval_s))),
             (Some(_), Err(e)) => Err(e),
         };
         let served =

@@ -176,11 +176,14 @@ impl InProcess {
     /// `start`, keeping state in a data directory with an fsync policy when given.
     pub fn start_durable(
         shards: usize,
-        durable: Option<(&Path, nudge::FsyncPolicy)>,
+        durable: Option<(&Path, nudge::FsyncPolicy, u64)>,
     ) -> anyhow::Result<InProcess> {
         let mut builder = nudge::Engine::builder().shards(shards);
-        if let Some((dir, fsync)) = durable {
-            builder = builder.data_dir(dir).fsync(fsync);
+        if let Some((dir, fsync, checkpoint_s)) = durable {
+            builder = builder
+                .data_dir(dir)
+                .fsync(fsync)
+                .checkpoint_interval_s(checkpoint_s);
         }
         InProcess::start_with(builder.build()?)
     }
@@ -212,7 +215,7 @@ impl InProcess {
 pub fn serve_child(
     shards: usize,
     exit_on_stdin_eof: bool,
-    durable: Option<(&Path, nudge::FsyncPolicy)>,
+    durable: Option<(&Path, nudge::FsyncPolicy, u64)>,
 ) -> anyhow::Result<()> {
     let mut server = InProcess::start_durable(shards, durable)?;
     // The loopback floor's echo server runs in this process, so it shares the server's pinning.

@@ -9,7 +9,7 @@ use crate::config::HygieneConfig;
 use crate::model::math::decay_factor;
 
 /// An exponentially decayed mean and variance (West's weighted incremental algorithm).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DecayedStat {
     weight: f32,
     mean: f32,
@@ -55,7 +55,7 @@ impl DecayedStat {
 }
 
 /// A user's decayed signal statistics and counters.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Signals {
     dwell: DecayedStat,
     conversion: DecayedStat,

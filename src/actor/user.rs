@@ -14,7 +14,7 @@ use crate::model::math::{axpy, decay_factor};
 use crate::model::score::{PersonalModel, PersonalView};
 
 /// One user's state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct UserActor {
     /// The user's id.
     pub id: UserId,

@@ -27,7 +27,8 @@ use crate::error::{Error, Problem, StartError};
 use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec, Registry};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
-use crate::persist::{DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
+use crate::persist::{store, Checkpointer, DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
+use crate::shard::checkpoint::Checkpoints;
 use crate::shard::msg::{Reply, ValidEvent};
 use crate::shard::{Counters, Msg, Shard, ShardCell, Sweeper};
 use crate::sync::oneshot;
@@ -54,6 +55,8 @@ struct Inner {
     parallel: bool,
     /// Set by `shutdown`: new calls fail with `ShuttingDown`.
     closing: AtomicBool,
+    /// Set by `shutdown_without_checkpoint`.
+    skip_checkpoint: AtomicBool,
     spin: Duration,
     next_subscription: AtomicU64,
     /// Whether shards write a decision log (decide keeps the raw context for it).
@@ -62,6 +65,8 @@ struct Inner {
     data: Option<DataDir>,
     /// Each shard's write-ahead log counters, when durable.
     log_counters: Vec<Arc<LogCounters>>,
+    /// The thread writing checkpoints to the store, when durable.
+    checkpointer: Option<Arc<Checkpointer>>,
     /// Records replayed at start, and how long recovery took (ms).
     recovery: (u64, u64),
     /// The experiments; a decision reads its snapshot to find the user's arm.
@@ -95,6 +100,11 @@ impl EngineBuilder {
     /// Sets the write-ahead log's fsync policy.
     pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
         self.config.durability.fsync = policy;
+        self
+    }
+    /// Seconds between checkpoints (`durability.checkpoint_interval_s`).
+    pub fn checkpoint_interval_s(mut self, seconds: u64) -> Self {
+        self.config.durability.checkpoint_interval_s = seconds;
         self
     }
     /// On corruption in the middle of a log, keeps the valid prefix and moves the rest aside
@@ -174,6 +184,7 @@ impl EngineBuilder {
         let catalog = Catalog::default();
         let mut log_counters = Vec::new();
         let mut recovered_records = 0;
+        let mut checkpointer = None;
         if let Some(data) = &data {
             let opts = SegmentOptions {
                 fsync: cfg.durability.fsync,
@@ -183,14 +194,26 @@ impl EngineBuilder {
             let logs = (0..n)
                 .map(|i| data.shard_log(i as u16, opts.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
+            let store = Arc::new(data.store()?);
+            if let (Some(mixer), Some(bytes)) = (&mixer, store.master()?) {
+                mixer.restore(store::decode(&bytes, store.path(), "the master model")?);
+            }
+            let every = Duration::from_secs(cfg.durability.checkpoint_interval_s);
+            let spawned = Checkpointer::spawn(store, n)?;
+            let mut checkpoints: Vec<_> = (0..n)
+                .map(|i| Some(Checkpoints::new(spawned.clone(), i as u16, every)))
+                .collect();
+            checkpointer = Some(spawned);
             // Every shard replays its own log, all at once.
             let fsync = cfg.durability.fsync;
             let recovered: Vec<_> = std::thread::scope(|scope| {
                 let running: Vec<_> = shards
                     .iter_mut()
                     .zip(logs)
-                    .map(|(shard, log)| {
-                        scope.spawn(move || shard.recover(log, fsync, first_sequence))
+                    .zip(&mut checkpoints)
+                    .map(|((shard, log), c)| {
+                        let c = c.take();
+                        scope.spawn(move || shard.recover(log, fsync, first_sequence, c))
                     })
                     .collect();
                 running.into_iter().map(|t| t.join()).collect()
@@ -246,10 +269,12 @@ impl EngineBuilder {
             sweeper,
             parallel: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
             closing: AtomicBool::new(false),
+            skip_checkpoint: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
             logging: self.log.is_some(),
             data,
             log_counters,
+            checkpointer,
             recovery: (
                 recovered_records,
                 recovery_started.elapsed().as_millis() as u64,
@@ -705,6 +730,24 @@ impl Engine {
         self.broadcast(Msg::Barrier, ()).wait()
     }
 
+    /// Checkpoints every shard now (users changed since the last checkpoint, each shard's
+    /// state, the master model) and deletes the log it covers; returns once all committed.
+    /// In memory it does nothing. The timer checkpoints every
+    /// `durability.checkpoint_interval_s` and shutdown does too; this is for operators
+    /// (before a backup, after an erasure that must reach the disk now) and tests.
+    pub fn checkpoint(&self) -> Result<(), Error> {
+        let failures: Vec<String> = (0..self.shard_count())
+            .map(|s| self.submit_with(ShardId(s as u16), OnFull::Wait, Msg::Checkpoint))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .filter_map(|p| p.wait().ok().flatten())
+            .collect();
+        match failures.first() {
+            Some(e) => Err(Error::Unavailable(format!("checkpoint: {e}"))),
+            None => Ok(()),
+        }
+    }
+
     /// Moves every shard's event time to the engine's current time (expiry and ignored
     /// placements, which otherwise follow the times of the messages a shard handles), and runs
     /// the timer's work (passivation, mixing) now instead of at the next timer tick.
@@ -868,6 +911,7 @@ impl Engine {
                     .iter()
                     .all(|c| !c.failing.load(Ordering::Relaxed)),
                 recovery_ms: inner.recovery.1,
+                ..store_stats(inner.checkpointer.as_deref())
             }
         });
         Stats {
@@ -882,6 +926,37 @@ impl Engine {
     pub fn shutdown(&self) {
         self.inner.shutdown();
     }
+
+    /// `shutdown`, but without the final checkpoint: the data directory is left as a crash
+    /// right after the last write would leave it (its log written and fsynced, the store at
+    /// the last periodic checkpoint), so the next start replays the log. For recovery tests,
+    /// and for an operator who wants the fastest stop.
+    pub fn shutdown_without_checkpoint(&self) {
+        self.inner.skip_checkpoint.store(true, Ordering::Release);
+        self.inner.shutdown();
+    }
+}
+
+/// The store's figures for `stats` (zeros in memory).
+fn store_stats(checkpointer: Option<&Checkpointer>) -> DurabilityStats {
+    let Some(c) = checkpointer else {
+        return DurabilityStats::default();
+    };
+    let n = c.store().counters();
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    DurabilityStats {
+        checkpoints_total: get(&n.checkpoints_total),
+        checkpoint_failures_total: get(&n.failures_total),
+        last_checkpoint_ms: get(&n.last_checkpoint_ms),
+        last_checkpoint_bytes: get(&n.last_checkpoint_bytes),
+        last_checkpoint_unix_ms: get(&n.last_checkpoint_unix_ms),
+        stored_users: c.store().user_count().unwrap_or(0),
+        passivations_total: get(&n.passivations_total),
+        loads_total: get(&n.loads_total),
+        users_written_total: get(&n.users_written_total),
+        users_deleted_total: get(&n.users_deleted_total),
+        ..DurabilityStats::default()
+    }
 }
 
 impl Inner {
@@ -892,8 +967,12 @@ impl Inner {
         if let Some(timer) = self.timer.lock().take() {
             timer.stop();
         }
+        let checkpoint = !self.skip_checkpoint.load(Ordering::Acquire);
         for cell in &self.cells {
-            cell.close();
+            cell.close(checkpoint);
+        }
+        if let Some(c) = &self.checkpointer {
+            c.stop();
         }
     }
 }

@@ -69,7 +69,7 @@ impl ArmPolicy {
 }
 
 /// The metric an experiment is judged on, one value per closed decision.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Metric {
     /// 1 if any placement was clicked, else 0.
     ClickThrough,

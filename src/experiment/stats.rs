@@ -19,7 +19,7 @@
 
 /// Running count, sum and sum of squares of one arm's metric. Merging is adding, so each shard
 /// keeps its own and a reader sums them in any order.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Moments {
     /// Observations.
     pub count: u64,

@@ -12,7 +12,7 @@ use crate::experiment::spec::Metric;
 use crate::experiment::stats::Moments;
 
 /// The experiment and arm a decision was made under, carried by its open record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ArmTag {
     /// The experiment's id (`Registry` numbers them).
     pub experiment: u32,
@@ -23,7 +23,7 @@ pub struct ArmTag {
 }
 
 /// What the placements of one decision earned while it was open.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Earned {
     /// Clicks attributed.
     pub clicks: u32,
@@ -46,7 +46,7 @@ impl Earned {
 }
 
 /// One arm's counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ArmTally {
     /// Users exposed (counted at a user's first decision in the experiment while resident:
     /// a user evicted and seen again counts again).
@@ -73,7 +73,7 @@ impl ArmTally {
 }
 
 /// A shard's tallies of every experiment it has seen.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Tallies {
     arms: HashMap<u32, Vec<ArmTally>>,
 }

@@ -30,7 +30,7 @@ pub const RECENT_ITEMS: usize = 8;
 pub const SCORED_NEIGHBOURS: usize = 64;
 
 /// A user's latest distinct items, newest first (`len` of them valid).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecentItems {
     keys: [u64; RECENT_ITEMS],
     len: u8,
@@ -70,7 +70,7 @@ impl RecentItems {
 }
 
 /// One item's neighbour list.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Neighbours {
     /// Interactions of the item itself (`n_i`).
     count: f32,
@@ -99,19 +99,32 @@ pub type Engagement = (u64, RecentItems);
 pub const MAX_OUTBOX: usize = 1 << 16;
 
 /// Per-item bounded co-occurrence counts of one shard.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct CoOccurrence {
+    #[serde(skip)]
     capacity: usize,
+    #[serde(skip)]
     recency: f32,
     lists: KeyMap<Neighbours>,
     /// Engagements counted here since the last mix, for the other shards (`None`: nothing to
     /// share with).
     outbox: Option<Vec<Engagement>>,
     /// Scratch of a prepared user: neighbour key → summed weight (before `1/√n_i`).
+    #[serde(skip)]
     prepared: KeyMap<f32>,
 }
 
 impl CoOccurrence {
+    /// Takes a checkpoint's counts, keeping this run's capacity and recency weight.
+    pub fn adopt(&mut self, saved: CoOccurrence) {
+        *self = CoOccurrence {
+            capacity: self.capacity,
+            recency: self.recency,
+            prepared: std::mem::take(&mut self.prepared),
+            ..saved
+        };
+    }
+
     /// Counts keeping `capacity` neighbours per item (0: off), recent items weighted `recency^a`.
     pub fn new(capacity: usize, recency: f32) -> Self {
         CoOccurrence {

@@ -15,7 +15,7 @@ use crate::model::math::{normalize, scale};
 use crate::rng::splitmix64;
 
 /// A sparse vector of hashed features: `(index, value)` pairs, indices below `d`.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SparseVec {
     /// The non-zero entries (an index may repeat; entries add up).
     pub entries: Vec<(u32, f32)>,
@@ -33,7 +33,7 @@ impl SparseVec {
 }
 
 /// One item's fixed features, shared (behind `Arc`) by the catalog and every shard.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ItemFeatures {
     /// The item's id.
     pub id: ItemId,

@@ -66,7 +66,7 @@ fn log_sub_exp(a: f64, b: f64) -> f64 {
     a + (-(b - a).exp()).ln_1p()
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct ItemDelta {
     bias: f32,
     embedding: Box<[f32]>,
@@ -83,10 +83,13 @@ impl ItemDelta {
     }
 }
 
-/// A shard's replica of the global model.
-#[derive(Debug)]
+/// A shard's replica of the global model. A checkpoint stores its learned part; the fields
+/// marked `skip` come from the configuration (`adopt`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct GlobalReplica {
+    #[serde(skip)]
     dim: usize,
+    #[serde(skip)]
     learning_rate: f32,
     /// `g`: what everyone likes.
     pub g: Vec<f32>,
@@ -100,12 +103,14 @@ pub struct GlobalReplica {
     pub state_w: Vec<f32>,
     state_w_acc: Vec<f32>,
     state_w_delta: Vec<f32>,
+    #[serde(skip)]
     state_learning_rate: f32,
     /// `β`, the learned weight of the popularity feature `log1p(pop_i)`.
     pub pop_w: f32,
     pop_w_acc: f32,
     pop_w_delta: f32,
     /// `ln 2 / H` of the item popularity (per second); 0 when popularity is off.
+    #[serde(skip)]
     pop_rate: f64,
     /// The popularity clock of the latest outcome counted: popularity is read at no later
     /// clock than this, so a quiet night or an old import does not decay it to nothing.
@@ -114,6 +119,7 @@ pub struct GlobalReplica {
     pub co_w: f32,
     co_w_acc: f32,
     co_w_delta: f32,
+    #[serde(skip)]
     co_learning_rate: f32,
     /// Items this shard knows: catalog copies and learned parameters.
     pub items: ItemTable,
@@ -122,6 +128,18 @@ pub struct GlobalReplica {
 }
 
 impl GlobalReplica {
+    /// Takes a checkpoint's learned parameters, keeping this run's width and learning rates.
+    pub fn adopt(&mut self, saved: GlobalReplica) {
+        *self = GlobalReplica {
+            dim: self.dim,
+            learning_rate: self.learning_rate,
+            state_learning_rate: self.state_learning_rate,
+            pop_rate: self.pop_rate,
+            co_learning_rate: self.co_learning_rate,
+            ..saved
+        };
+    }
+
     /// An untrained replica of width `dim`.
     pub fn new(dim: usize, learning_rate: f32) -> Self {
         GlobalReplica {
@@ -510,15 +528,16 @@ fn add_into(target: &mut [f32], delta: &[f32]) {
     }
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct MasterItem {
     bias: f32,
     embedding: Box<[f32]>,
     pop_log: f64,
 }
 
-#[derive(Debug)]
-struct Master {
+/// The master's contents (a checkpoint stores them).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Master {
     g: Vec<f32>,
     big_g: Vec<f32>,
     state_w: Vec<f32>,
@@ -568,6 +587,19 @@ impl Mixer {
                 pending: vec![HashSet::new(); shards],
                 engagements: vec![Vec::new(); shards],
             }),
+        }
+    }
+
+    /// A copy of the master (for a checkpoint).
+    pub fn snapshot(&self) -> Master {
+        self.master.lock().clone()
+    }
+
+    /// Replaces the master with a checkpoint's copy (at recovery, before any mix).
+    pub fn restore(&self, saved: Master) {
+        let mut master = self.master.lock();
+        if saved.pending.len() == master.pending.len() && saved.g.len() == master.g.len() {
+            *master = saved;
         }
     }
 

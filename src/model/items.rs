@@ -20,7 +20,7 @@ use crate::model::keyindex::KeyIndex;
 pub type Row = u32;
 
 /// A shard's items: catalog copies and learned parameters, one row each.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ItemTable {
     dim: usize,
     stride: usize,

@@ -8,7 +8,7 @@
 //! following entries back (no tombstones), and the table keeps at most half its slots full.
 
 /// A slot: a key and its row; `row == EMPTY` marks a free slot.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 struct Slot {
     key: u64,
     row: u32,
@@ -19,7 +19,7 @@ const EMPTY: u32 = u32::MAX;
 const FREE: Slot = Slot { key: 0, row: EMPTY };
 
 /// A `u64 → u32` index (rows below `u32::MAX`).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct KeyIndex {
     slots: Vec<Slot>,
     len: usize,

@@ -165,6 +165,9 @@ pub trait ShardLog: Send {
     fn deferred_sync(&mut self) -> Result<(Position, DeferredSync), PersistError>;
     /// The position after the last appended record.
     fn end(&self) -> Position;
+    /// Starts a new segment at the end (unless the current one is empty) and returns the end:
+    /// a checkpoint at that position can then drop every older segment whole.
+    fn roll(&mut self) -> Result<Position, PersistError>;
     /// Drops whatever lies wholly before `position` (a checkpoint covers it).
     fn discard_before(&mut self, position: Position) -> Result<(), PersistError>;
     /// The log's counters.
@@ -532,6 +535,14 @@ impl ShardLog for SegmentLog {
 
     fn end(&self) -> Position {
         self.base() + self.len
+    }
+
+    fn roll(&mut self) -> Result<Position, PersistError> {
+        let end = self.end();
+        if self.len > HEADER_BYTES {
+            self.start_segment(end)?;
+        }
+        Ok(end)
     }
 
     fn discard_before(&mut self, position: Position) -> Result<(), PersistError> {

@@ -9,14 +9,17 @@
 //! DIR/LOCK                         flock held by the serving process; holds its pid
 //! DIR/nudge.meta                   format version, shard count and model width, checked on start
 //! DIR/wal/shard-007/<pos>.wal      shard 7's log segments, named by their first position
+//! DIR/store.redb                   checkpoints: users, each shard's state and log position
 //! ```
 //!
 //! This module owns the on-disk format and file handling. It does not decide what is logged or
-//! when (`shard` does), and core types never derive serde: `codec` encodes them by hand.
+//! when (`shard` does). Log records are encoded by hand (`codec`: a stable, documented format
+//! another log can carry); checkpoint values are the core types' serde form (`store`).
 
 pub mod codec;
 pub mod lock;
 pub mod log;
+pub mod store;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ pub use log::{
     Batch, DeferredSync, LogCounters, Position, ReplayReport, SegmentLog, SegmentOptions, ShardLog,
     FSYNC_BUCKETS_US,
 };
+pub use store::{Checkpointer, Committed, Job, Store, StoreCounters, UserWrite};
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +129,11 @@ impl DataDir {
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Opens the checkpoint store.
+    pub fn store(&self) -> Result<Store, PersistError> {
+        Store::open(&self.path)
     }
 
     /// Opens shard `shard`'s log (read at its `replay`).

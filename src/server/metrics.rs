@@ -502,9 +502,53 @@ fn render_durability(out: &mut String, stats: &Stats) {
             "Time spent in fsyncs of the write-ahead logs.",
             d.fsync_us_total as f64 / 1e6,
         ),
+        (
+            "nudge_checkpoints_total",
+            "Checkpoints committed to the store.",
+            d.checkpoints_total as f64,
+        ),
+        (
+            "nudge_checkpoint_failures_total",
+            "Checkpoints that failed (their log is kept).",
+            d.checkpoint_failures_total as f64,
+        ),
+        (
+            "nudge_passivations_total",
+            "Users moved out of memory by the resident cap or the idle timer.",
+            d.passivations_total as f64,
+        ),
+        (
+            "nudge_store_loads_total",
+            "Users loaded from the store on first touch.",
+            d.loads_total as f64,
+        ),
     ];
-    for (name, help, v) in counters {
-        header(out, name, help, "counter");
+    let gauges = [
+        (
+            "nudge_last_checkpoint_seconds",
+            "Duration of the last checkpoint.",
+            d.last_checkpoint_ms as f64 / 1e3,
+        ),
+        (
+            "nudge_last_checkpoint_bytes",
+            "Bytes written by the last checkpoint.",
+            d.last_checkpoint_bytes as f64,
+        ),
+        (
+            "nudge_last_checkpoint_timestamp_seconds",
+            "When the last checkpoint committed (Unix time; 0: none in this run).",
+            d.last_checkpoint_unix_ms as f64 / 1e3,
+        ),
+        (
+            "nudge_stored_users",
+            "Users in the store.",
+            d.stored_users as f64,
+        ),
+    ];
+    let series = (counters.iter().map(|&(n, h, v)| (n, h, "counter", v)))
+        .chain(gauges.iter().map(|&(n, h, v)| (n, h, "gauge", v)));
+    for (name, help, kind, v) in series {
+        header(out, name, help, kind);
         let _ = writeln!(out, "{name} {v}");
     }
     let name = "nudge_log_fsync_seconds";

@@ -305,14 +305,14 @@ impl ShardCell {
         self.failed.load(Ordering::Acquire)
     }
 
-    /// Runs everything queued, writes and fsyncs the log, and refuses messages from now on
-    /// (they are dropped, so their callers see `ShuttingDown`).
-    pub fn close(&self) {
+    /// Runs everything queued, checkpoints (if `checkpoint`), writes and fsyncs the log, and
+    /// refuses messages from now on (they are dropped, so their callers see `ShuttingDown`).
+    pub fn close(&self, checkpoint: bool) {
         let mut core = self.core.lock();
         while let Ok(msg) = self.rx.try_recv() {
             core.run(msg);
         }
-        core.shard.close_log();
+        core.shard.close_log(checkpoint);
         core.closed = true;
         // Anything queued while closing is dropped, with the usual unlock handshake.
         self.run_locked(core, None, Drainer::Sweeper);

@@ -29,6 +29,7 @@ use crate::persist::codec::{self, Record};
 use crate::persist::{
     Batch, DeferredSync, LogCounters, PersistError, Position, ReplayReport, ShardLog,
 };
+use crate::shard::checkpoint::Checkpoints;
 use crate::shard::worker::{Replayed, Shard};
 
 /// A reply held until the batch that covers it is durable; called with the write's error,
@@ -185,6 +186,16 @@ impl Wal {
         }
     }
 
+    /// Starts a new log segment at the end; returns that position (a checkpoint's).
+    pub fn roll(&mut self) -> Result<Position, PersistError> {
+        self.log.roll()
+    }
+
+    /// Deletes the log segments a committed checkpoint covers.
+    pub fn discard_before(&mut self, position: Position) -> Result<(), PersistError> {
+        self.log.discard_before(position)
+    }
+
     /// Writes everything, lets the syncer send what it holds, and fsyncs (shutdown).
     pub fn close(&mut self) {
         self.commit(true);
@@ -206,9 +217,20 @@ impl Shard {
         mut log: Box<dyn ShardLog>,
         policy: FsyncPolicy,
         next_sequence: u64,
+        checkpoints: Option<Checkpoints>,
     ) -> Result<Recovered, PersistError> {
+        // The last checkpoint's state, then the log from its position.
+        let mut from = 0;
+        if let Some(c) = checkpoints {
+            let store = c.store().clone();
+            self.attach_store(c);
+            if let Some((position, state)) = store.shard(self.id().0)? {
+                self.restore_state(&state, store.path())?;
+                from = position;
+            }
+        }
         let decision_log = self.take_decision_log();
-        let report = log.replay(0, &mut |bytes| {
+        let report = log.replay(from, &mut |bytes| {
             self.replay(codec::decode(bytes)?);
             Ok(())
         })?;
@@ -306,6 +328,9 @@ mod tests {
         fn end(&self) -> Position {
             0
         }
+        fn roll(&mut self) -> Result<Position, PersistError> {
+            Ok(0)
+        }
         fn discard_before(&mut self, _position: Position) -> Result<(), PersistError> {
             Ok(())
         }
@@ -319,7 +344,7 @@ mod tests {
         let cfg = Arc::new(Config::default());
         let mut shard = Shard::new(ShardId(0), cfg, 1, None, Arc::new(Counters::default()));
         shard
-            .recover(Box::new(FullDisk), FsyncPolicy::Everysec, 1)
+            .recover(Box::new(FullDisk), FsyncPolicy::Everysec, 1, None)
             .unwrap();
         let user = UserId::new("u").unwrap();
         let (tx, rx) = oneshot::channel();

@@ -7,9 +7,11 @@
 //! by the engine's timer thread through the same path.
 
 pub mod cell;
+pub mod checkpoint;
 pub mod durable;
 pub mod learner;
 pub mod msg;
+pub mod passive;
 pub mod pending;
 pub mod seen;
 pub mod subscriptions;

@@ -118,6 +118,9 @@ pub enum Msg {
     ExperimentTally(u32, Reply<Vec<crate::experiment::ArmTally>>),
     /// Reply once every earlier message has been handled.
     Barrier(Reply<()>),
+    /// Checkpoint now and wait for it to commit (`Engine::checkpoint`); replies whether it
+    /// failed.
+    Checkpoint(Reply<Option<String>>),
     /// The timer: passivate idle users, mix the global model. It does not move the shard's
     /// event time, so expiry stays a function of the messages alone (replay is exact).
     Tick(u64),

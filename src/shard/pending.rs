@@ -13,7 +13,7 @@ use crate::model::global::KeyMap;
 use crate::model::{ItemFeatures, SparseVec};
 
 /// One placement of an open decision.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Placed {
     /// The item's key.
     pub key: u64,
@@ -32,7 +32,7 @@ pub struct Placed {
 }
 
 /// An open decision.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Open {
     /// The user's key.
     pub user_key: u64,
@@ -59,19 +59,40 @@ pub enum Missing {
     NeverIssued,
 }
 
-/// The open decisions of one shard.
+/// The open decisions of one shard. A checkpoint stores the decisions and the numbering;
+/// the fields marked `skip` belong to this run (`adopt`).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct PendingDecisions {
+    #[serde(skip, default = "unset_shard")]
     shard: ShardId,
+    #[serde(skip)]
     first_sequence: u64,
     next_sequence: u64,
     open: KeyMap<Open>,
     by_expiry: VecDeque<(u64, u64)>,
     /// `(ignored_at_ms, id)` in the order decisions were opened.
     by_ignored: VecDeque<(u64, u64)>,
+    #[serde(skip)]
     cap: usize,
 }
 
+/// The placeholder a decoded checkpoint carries until `adopt` names the shard.
+fn unset_shard() -> ShardId {
+    ShardId(u16::MAX)
+}
+
 impl PendingDecisions {
+    /// Takes a checkpoint's open decisions and numbering, keeping this run's shard, first
+    /// sequence and cap.
+    pub fn adopt(&mut self, saved: PendingDecisions) {
+        *self = PendingDecisions {
+            shard: self.shard,
+            first_sequence: self.first_sequence,
+            cap: self.cap,
+            ..saved
+        };
+    }
+
     /// An empty set for `shard`, numbering decisions from `first_sequence`.
     pub fn new(shard: ShardId, first_sequence: u64, cap: usize) -> Self {
         PendingDecisions {
@@ -182,6 +203,12 @@ impl PendingDecisions {
     /// Removes a decision.
     pub fn remove(&mut self, id: u64) -> Option<Open> {
         self.open.remove(&id)
+    }
+
+    /// Removes every open decision of the user with this key (an erasure of a user who is
+    /// not in memory: its own list of open decisions is not at hand). O(open decisions).
+    pub fn remove_user(&mut self, user_key: u64) {
+        self.open.retain(|_, o| o.user_key != user_key);
     }
 
     /// The next open decision whose placements count as ignored by `now_ms`.

@@ -10,16 +10,28 @@ use std::collections::VecDeque;
 use crate::model::global::KeyMap;
 
 /// Recently applied event ids of one shard.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SeenEvents {
     /// id → the time of the event that carried it.
     times: KeyMap<u64>,
     /// Ids in the order they were first seen, with their times, for forgetting.
     order: VecDeque<(u64, u64)>,
+    #[serde(skip)]
     window_ms: u64,
+    #[serde(skip)]
     capacity: usize,
 }
 
 impl SeenEvents {
+    /// Takes a checkpoint's remembered ids, keeping this run's window and capacity.
+    pub fn adopt(&mut self, saved: SeenEvents) {
+        *self = SeenEvents {
+            window_ms: self.window_ms,
+            capacity: self.capacity,
+            ..saved
+        };
+    }
+
     /// Remembers ids for `window_s` seconds of event time, at most `capacity` of them.
     pub fn new(window_s: u64, capacity: usize) -> Self {
         SeenEvents {

@@ -24,9 +24,11 @@ use crate::model::policy;
 use crate::model::reward::{is_clear_outcome, popularity_counts, state_signal, training_reward};
 use crate::model::ItemFeatures;
 use crate::persist::codec;
+use crate::shard::checkpoint::Checkpoints;
 use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
+use crate::shard::passive::Passive;
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
 use crate::shard::seen::SeenEvents;
 use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
@@ -116,25 +118,27 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// One shard's state.
 pub struct Shard {
     id: ShardId,
-    users: Users,
-    pending: PendingDecisions,
-    learner: Learner,
-    mixer: Option<Arc<Mixer>>,
+    pub(super) users: Users,
+    pub(super) pending: PendingDecisions,
+    pub(super) learner: Learner,
+    pub(super) mixer: Option<Arc<Mixer>>,
     subscriptions: Subscriptions,
     /// Recently applied event ids (idempotency).
-    seen: SeenEvents,
-    stats: ShardStats,
+    pub(super) seen: SeenEvents,
+    pub(super) stats: ShardStats,
     counters: Arc<Counters>,
-    next_mix_ms: u64,
+    pub(super) next_mix_ms: u64,
     /// The shard's event time: the latest time of any message it handled (see `advance_to`).
-    event_ms: u64,
+    pub(super) event_ms: u64,
     log: Option<Arc<dyn DecisionLog>>,
     /// Hash of the configuration, stamped on logged decisions.
     config_version: u64,
     /// The write-ahead log, when the engine has a data directory.
     pub(super) wal: Option<Wal>,
     /// Per-arm counters of the experiments this shard's decisions fell in.
-    tallies: Tallies,
+    pub(super) tallies: Tallies,
+    /// Checkpoints to the store, when the engine has a data directory.
+    pub(super) checkpoints: Option<Checkpoints>,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -161,7 +165,7 @@ impl Shard {
         let seen = SeenEvents::new(cfg.event_id_window_s, cfg.event_id_capacity);
         Shard {
             id,
-            users: Users::new(cfg.max_users_per_shard),
+            users: Users::new(cfg.max_users_per_shard, Passive::default(), seed),
             pending: PendingDecisions::new(id, first_sequence, MAX_OPEN_PER_SHARD),
             learner: Learner::new(cfg, seed, mixer.is_some()),
             mixer,
@@ -176,6 +180,7 @@ impl Shard {
             config_version,
             wal: None,
             tallies: Tallies::default(),
+            checkpoints: None,
         }
     }
 
@@ -267,6 +272,7 @@ impl Shard {
                 reply.send(());
             }
             Msg::ExperimentTally(experiment, reply) => reply.send(self.tallies.get(experiment)),
+            Msg::Checkpoint(reply) => reply.send(self.checkpoint_now().err()),
             Msg::Barrier(reply) => {
                 // Publish first, so that `flush` followed by `stats` is exact.
                 self.publish();
@@ -292,6 +298,7 @@ impl Shard {
                 if let (Some(wal), true) = (&mut self.wal, changed) {
                     wal.record(|out| codec::tick(out, now_ms, mix.as_ref()), false);
                 }
+                self.checkpoint_step();
             }
             Msg::Advance(now_ms, reply) => {
                 self.log_input(|out| codec::advance(out, now_ms));
@@ -346,11 +353,8 @@ impl Shard {
                 );
                 self.stats.panics_total += 1;
                 if let Some(key) = user {
-                    if let Some(actor) = self.users.remove_key(key) {
-                        for d in &actor.open {
-                            self.pending.remove(*d);
-                        }
-                    }
+                    // Reset everywhere, the store included: a poisoned state must not load.
+                    self.erase_key(key);
                     self.subscriptions.drop_user(key);
                 }
                 Err(Error::Internal(message))
@@ -407,8 +411,13 @@ impl Shard {
         self.publish();
     }
 
-    /// Writes and fsyncs everything logged (shutdown).
-    pub fn close_log(&mut self) {
+    /// Checkpoints (if `checkpoint`), then writes and fsyncs everything logged (shutdown).
+    pub fn close_log(&mut self, checkpoint: bool) {
+        if checkpoint {
+            if let Err(e) = self.checkpoint_now() {
+                error!("checkpoint of shard {} at shutdown: {e}", self.id.0);
+            }
+        }
         if let Some(wal) = &mut self.wal {
             wal.close();
         }
@@ -492,9 +501,7 @@ impl Shard {
         }
         self.advance_to(ev.ts_ms);
         let dim = self.learner.space.dim;
-        let (user, evicted) =
-            self.users
-                .get_or_insert(&ev.user, ev.ts_ms, dim, &mut self.learner.rng);
+        let user = self.users.get_or_insert(&ev.user, ev.ts_ms, dim)?;
         let cfg = &*self.learner.cfg;
         user.advance(ev.ts_ms, &cfg.model);
         user.signals.advance(ev.ts_ms, &cfg.hygiene);
@@ -532,9 +539,7 @@ impl Shard {
                 }
             }
         }
-        if let Some(evicted) = evicted {
-            self.drop_user(evicted);
-        }
+        self.settle_evictions();
         if self.subscriptions.watched(ev.user.key()) {
             self.push_update(&ev);
         }
@@ -616,9 +621,7 @@ impl Shard {
     pub fn on_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
         self.advance_to(req.ts_ms);
         let dim = self.learner.space.dim;
-        let (user, evicted) =
-            self.users
-                .get_or_insert(&req.user, req.ts_ms, dim, &mut self.learner.rng);
+        let user = self.users.get_or_insert(&req.user, req.ts_ms, dim)?;
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
@@ -678,9 +681,7 @@ impl Shard {
         self.stats.decisions_total += 1;
         if !req.track {
             // A preview: ranked like any decision, but nothing is opened, logged or learned.
-            if let Some(evicted) = evicted {
-                self.drop_user(evicted);
-            }
+            self.settle_evictions();
             return Ok(Decision {
                 id: crate::ids::DecisionId::UNTRACKED,
                 items,
@@ -732,9 +733,7 @@ impl Shard {
         self.subscriptions
             .on_decision(user_key, &req.candidates, req.n);
         self.close_early(closing, req.ts_ms);
-        if let Some(evicted) = evicted {
-            self.drop_user(evicted);
-        }
+        self.settle_evictions();
         Ok(Decision {
             id,
             items,
@@ -896,9 +895,8 @@ impl Shard {
         let idle_s = self.learner.cfg.idle_evict_after_s;
         if idle_s > 0 {
             let cutoff = now_ms.saturating_sub(idle_s * 1000);
-            for user in self.users.passivate_idle(cutoff, PASSIVATION_BUDGET) {
-                self.drop_user(user);
-            }
+            self.users.passivate_idle(cutoff, PASSIVATION_BUDGET);
+            self.settle_evictions();
         }
         let shard = self.id.0 as usize;
         let pulled = match (replayed, &self.mixer) {
@@ -926,16 +924,19 @@ impl Shard {
         pulled
     }
 
-    /// Forgets an evicted user's open decisions and counts the eviction.
-    fn drop_user(&mut self, user: UserActor) {
-        for id in &user.open {
-            self.pending.remove(*id);
+    /// Counts the users moved out of memory, and closes the open decisions of those dropped
+    /// (without a store; with one, a passivated user's decisions stay open).
+    fn settle_evictions(&mut self) {
+        let (evicted, dropped_open) = self.users.take_evictions();
+        self.stats.evictions_total += evicted;
+        for id in dropped_open {
+            self.pending.remove(id);
         }
-        self.stats.evictions_total += 1;
     }
 
-    fn export(&self, id: &UserId) -> Option<UserExport> {
-        let user = self.users.get(id)?;
+    fn export(&mut self, id: &UserId) -> Option<UserExport> {
+        self.users.load(id);
+        let user = self.users.peek(id)?;
         let open_decisions = user
             .open
             .iter()
@@ -965,22 +966,32 @@ impl Shard {
         })
     }
 
+    /// Erases a user everywhere: memory, open decisions, and (at the next checkpoint) the
+    /// store. True if the user existed.
     pub(super) fn forget(&mut self, id: &UserId) -> bool {
-        match self.users.remove(id) {
+        self.erase_key(id.key())
+    }
+
+    fn erase_key(&mut self, key: u64) -> bool {
+        let (resident, found) = self.users.erase(key);
+        match resident {
             Some(user) => {
                 for d in &user.open {
                     self.pending.remove(*d);
                 }
-                true
             }
-            None => false,
+            // Not in memory: its decisions are found by key.
+            None if found => self.pending.remove_user(key),
+            None => {}
         }
+        found
     }
 
     /// What a new subscription ranks until the user's next decision: the placements of their
     /// latest open decision (a decision's other candidates are not kept), or nothing.
-    fn last_decision_candidates(&self, user: &UserId) -> (Vec<SubscribedCandidate>, usize) {
-        let latest = self.users.get(user).and_then(|u| u.open.last().copied());
+    fn last_decision_candidates(&mut self, user: &UserId) -> (Vec<SubscribedCandidate>, usize) {
+        self.users.load(user);
+        let latest = self.users.peek(user).and_then(|u| u.open.last().copied());
         let Some(open) = latest.and_then(|id| self.pending.get(id)) else {
             return (Vec::new(), 0);
         };
@@ -998,7 +1009,8 @@ impl Shard {
     /// Nothing is pushed for a user the engine holds no state for. Ranked at the engine's
     /// time or the user's last event, whichever is later; no state changes.
     fn push_current(&mut self, user: &UserId, sub: u64, now_ms: u64) {
-        let Some(actor) = self.users.get(user) else {
+        self.users.load(user);
+        let Some(actor) = self.users.peek(user) else {
             return;
         };
         let ts_ms = now_ms.max(actor.last_ms);
@@ -1019,7 +1031,7 @@ impl Shard {
     }
 
     fn push_update(&mut self, ev: &ValidEvent) {
-        let Some(user) = self.users.get(&ev.user) else {
+        let Some(user) = self.users.peek(&ev.user) else {
             return;
         };
         let summary = user.signals.summary(&self.learner.cfg.hygiene);

@@ -376,6 +376,16 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
                 ("fsync_us_total", d.fsync_us_total),
                 ("recovered_records", d.recovered_records),
                 ("recovery_ms", d.recovery_ms),
+                ("checkpoints_total", d.checkpoints_total),
+                ("checkpoint_failures_total", d.checkpoint_failures_total),
+                ("last_checkpoint_ms", d.last_checkpoint_ms),
+                ("last_checkpoint_bytes", d.last_checkpoint_bytes),
+                ("last_checkpoint_unix_ms", d.last_checkpoint_unix_ms),
+                ("stored_users", d.stored_users),
+                ("passivations_total", d.passivations_total),
+                ("loads_total", d.loads_total),
+                ("users_written_total", d.users_written_total),
+                ("users_deleted_total", d.users_deleted_total),
             ] {
                 out.push(b',');
                 key(out, name);

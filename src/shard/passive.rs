@@ -1,0 +1,131 @@
+//! The users of a shard that are not in memory: the passivated users a checkpoint has not
+//! stored yet (kept encoded), the erasures it has not applied yet, and the store behind them.
+//!
+//! A user leaves memory (the resident cap, the idle timer) without losing anything: if the
+//! store does not already hold its latest state, its encoded state waits here until the next
+//! checkpoint writes it. A user missing from memory is looked up here first, then in the
+//! store. Entries are numbered (`gen`) so that a committed checkpoint removes exactly what it
+//! wrote. Without a store (an in-memory engine) nothing is parked: an evicted user is dropped,
+//! as it always was in memory.
+
+use std::sync::Arc;
+
+use tracing::error;
+
+use crate::actor::UserActor;
+use crate::error::Error;
+use crate::model::global::KeyMap;
+use crate::persist::store::{self, Store, UserWrite};
+
+/// Users out of memory, and the store.
+#[derive(Default)]
+pub struct Passive {
+    store: Option<Arc<Store>>,
+    /// Passivated users the store does not hold yet: key → (gen, encoded state).
+    parked: KeyMap<(u64, Vec<u8>)>,
+    /// Erased users the store may still hold: key → gen.
+    erased: KeyMap<u64>,
+    /// The last number given to an entry.
+    gen: u64,
+}
+
+impl Passive {
+    /// A tier backed by `store` (none: in memory).
+    pub fn new(store: Option<Arc<Store>>) -> Self {
+        Passive {
+            store,
+            ..Passive::default()
+        }
+    }
+
+    /// Whether a checkpoint store backs this tier.
+    pub fn has_store(&self) -> bool {
+        self.store.is_some()
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        self.gen += 1;
+        self.gen
+    }
+
+    /// Keeps an evicted user's encoded state until a checkpoint stores it (it replaces
+    /// whatever the store holds, so a pending erasure of an earlier life is moot).
+    pub fn park(&mut self, key: u64, encoded: Vec<u8>) {
+        let gen = self.next_gen();
+        self.erased.remove(&key);
+        self.parked.insert(key, (gen, encoded));
+    }
+
+    /// Counts a user moved out of memory.
+    pub fn count_passivation(&self) {
+        if let Some(s) = &self.store {
+            s.counters()
+                .passivations_total
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the user out of this tier: its parked state (then `true`: the store does not
+    /// hold it yet), or the store's. An erased user is not found. A store that cannot be read
+    /// is an error (the caller must not create the user afresh over a stored one).
+    pub fn take(&mut self, key: u64) -> Result<Option<(UserActor, bool)>, Error> {
+        if let Some((_, bytes)) = self.parked.remove(&key) {
+            let user = store::decode(&bytes, std::path::Path::new("(memory)"), "a parked user")
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            return Ok(Some((user, true)));
+        }
+        if self.erased.contains_key(&key) {
+            return Ok(None);
+        }
+        match &self.store {
+            Some(s) => s.user(key).map(|u| u.map(|u| (u, false))).map_err(|e| {
+                error!("loading a user: {e}");
+                Error::Unavailable(e.to_string())
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// Erases the user from this tier (and, at the next checkpoint, from the store); true if
+    /// it was here or stored.
+    pub fn erase(&mut self, key: u64) -> bool {
+        let parked = self.parked.remove(&key).is_some();
+        let stored = match &self.store {
+            Some(s) if !self.erased.contains_key(&key) => s.has_user(key).unwrap_or_else(|e| {
+                error!("erasing a user: {e}");
+                // Unknown: erase it to be safe.
+                true
+            }),
+            _ => false,
+        };
+        if self.store.is_some() {
+            let gen = self.next_gen();
+            self.erased.insert(key, gen);
+        }
+        parked || stored
+    }
+
+    /// What a checkpoint starting now must write besides the resident users: every erasure,
+    /// then every parked user. Returns them with the number that `committed` takes back.
+    pub fn for_checkpoint(&self) -> (Vec<UserWrite>, u64) {
+        let mut out: Vec<UserWrite> = self.erased.keys().map(|&k| (k, None)).collect();
+        out.extend(self.parked.iter().map(|(&k, (_, v))| (k, Some(v.clone()))));
+        (out, self.gen)
+    }
+
+    /// A checkpoint that took entries up to `gen` committed: they are in the store now.
+    pub fn committed(&mut self, gen: u64) {
+        self.parked.retain(|_, (g, _)| *g > gen);
+        self.erased.retain(|_, g| *g > gen);
+    }
+
+    /// Parked users (encoded, out of memory).
+    pub fn parked_len(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Bytes held by parked users.
+    pub fn parked_bytes(&self) -> usize {
+        self.parked.values().map(|(_, v)| v.len() + 24).sum()
+    }
+}

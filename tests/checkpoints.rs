@@ -1,0 +1,231 @@
+//! Checkpoints and passivation (issue 11, items 3–6): the store behind the log. Real files in
+//! temporary directories. A checkpoint deletes the log it covers and recovery starts from it;
+//! an evicted user leaves memory and comes back equal; an erased user's id is nowhere in the
+//! data directory after the next checkpoint; a damaged store refuses to start, naming it.
+
+use std::path::Path;
+
+use nudge::{
+    Config, DecideRequest, Engine, Event, EventKind, FsyncPolicy, ItemSpec, ManualClock, UserExport,
+};
+
+const T0: u64 = 1_732_200_000_000;
+
+fn engine(dir: &Path, clock: &ManualClock, shards: usize, cap: usize) -> Engine {
+    let mut cfg = Config {
+        shards,
+        seed: 11,
+        max_users_per_shard: cap,
+        ..Config::default()
+    };
+    cfg.durability.fsync = FsyncPolicy::No;
+    Engine::builder()
+        .config(cfg)
+        .clock(clock.clone())
+        .data_dir(dir)
+        .build()
+        .unwrap()
+}
+
+/// A few events and a decision for each of `users` users named `prefix-N`.
+fn teach(engine: &Engine, clock: &ManualClock, prefix: &str, users: usize) {
+    teach_with(engine, clock, prefix, users, true)
+}
+
+/// `teach`, with or without the decisions (an open decision goes on training its user as
+/// its placements count as ignored, in memory or not).
+fn teach_with(engine: &Engine, clock: &ManualClock, prefix: &str, users: usize, decide: bool) {
+    for i in 0..8 {
+        engine
+            .upsert_item(ItemSpec::new(format!("item-{i}")).attr("category", format!("c{}", i % 3)))
+            .unwrap();
+    }
+    for u in 0..users {
+        let user = format!("{prefix}-{u}");
+        for k in 0..3 {
+            clock.advance_ms(500);
+            let item = format!("item-{}", (u + k) % 8);
+            engine
+                .ingest(Event::new(&user, EventKind::Click).item(&item))
+                .unwrap();
+        }
+        if !decide {
+            continue;
+        }
+        let items: Vec<String> = (0..8).map(|i| format!("item-{i}")).collect();
+        engine.decide(DecideRequest::new(&user, items, 3)).unwrap();
+    }
+}
+
+fn export(engine: &Engine, user: &str) -> String {
+    let u: UserExport = engine.user(user).unwrap().expect(user);
+    format!("{u:?}")
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir.join("wal")).unwrap() {
+        for f in std::fs::read_dir(shard.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_checkpoint_deletes_the_log_it_covers_and_recovery_starts_from_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut cfg_segments = None;
+    {
+        let e = engine(dir.path(), &clock, 2, 1000);
+        teach(&e, &clock, "a", 40);
+        let before = segments(dir.path());
+        e.checkpoint().unwrap();
+        let after = segments(dir.path());
+        // Each shard's older segments are gone; a fresh one (its header) is left.
+        assert!(
+            after.iter().all(|p| !before.contains(p)),
+            "{before:?} {after:?}"
+        );
+        assert_eq!(after.len(), 2);
+        teach(&e, &clock, "b", 10);
+        cfg_segments.replace(export(&e, "a-3") + &export(&e, "b-7"));
+        e.shutdown_without_checkpoint();
+    }
+    let e = engine(dir.path(), &clock, 2, 1000);
+    let replayed = e.stats().durability.unwrap().recovered_records;
+    // Only what came after the checkpoint (10 users × 4 inputs and the restarts' records)
+    // is replayed; the 40 users before it come from the store.
+    assert!((40..80).contains(&replayed), "{replayed} records replayed");
+    assert_eq!(
+        cfg_segments.unwrap(),
+        export(&e, "a-3") + &export(&e, "b-7")
+    );
+    let d = e.stats().durability.unwrap();
+    assert!(
+        d.checkpoints_total == 0,
+        "a fresh run has not checkpointed yet"
+    );
+    // The users of the checkpoint; the ten after it were replayed from the log into memory.
+    assert_eq!(d.stored_users, 40);
+}
+
+#[test]
+fn an_evicted_user_leaves_memory_and_comes_back_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = engine(dir.path(), &clock, 1, 8);
+    teach_with(&e, &clock, "u", 8, false);
+    let before: Vec<String> = (0..8).map(|u| export(&e, &format!("u-{u}"))).collect();
+    // Twenty more users push the first eight out of memory (the resident cap is 8).
+    teach(&e, &clock, "v", 20);
+    let s = e.stats().total();
+    assert!(s.resident_users <= 8 && s.evictions_total >= 20, "{s:?}");
+    for (u, want) in before.iter().enumerate() {
+        assert_eq!(
+            &export(&e, &format!("u-{u}")),
+            want,
+            "u-{u} after passivation"
+        );
+    }
+    // The same after a checkpoint has stored them and a restart emptied memory.
+    e.checkpoint().unwrap();
+    e.shutdown();
+    drop(e);
+    let e = engine(dir.path(), &clock, 1, 8);
+    assert_eq!(e.stats().total().resident_users, 0, "users load lazily");
+    for (u, want) in before.iter().enumerate() {
+        assert_eq!(
+            &export(&e, &format!("u-{u}")),
+            want,
+            "u-{u} after a restart"
+        );
+    }
+    assert!(e.stats().durability.unwrap().loads_total >= 8);
+}
+
+/// Every byte of every file under `dir`.
+fn everything(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out
+}
+
+fn holding<'a>(files: &'a [(std::path::PathBuf, Vec<u8>)], needle: &[u8]) -> Vec<&'a Path> {
+    files
+        .iter()
+        .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        .map(|(p, _)| p.as_path())
+        .collect()
+}
+
+#[test]
+fn an_erased_user_is_nowhere_in_the_data_directory_after_the_next_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = engine(dir.path(), &clock, 2, 4);
+    teach(&e, &clock, "keep", 12);
+    teach(&e, &clock, "erase-me-4f1c9", 1);
+    // Stored, evicted and written again: the user is in the store and the log.
+    e.checkpoint().unwrap();
+    teach(&e, &clock, "erase-me-4f1c9", 1);
+    teach(&e, &clock, "later", 12);
+    let id = b"erase-me-4f1c9-0";
+    assert!(!holding(&everything(dir.path()), id).is_empty());
+    assert!(e.forget("erase-me-4f1c9-0").unwrap());
+    e.checkpoint().unwrap();
+    let files = everything(dir.path());
+    assert_eq!(holding(&files, id), Vec::<&Path>::new(), "the id is gone");
+    let d = e.stats().durability.unwrap();
+    assert_eq!((d.users_deleted_total, d.stored_users), (1, 24), "{d:?}");
+    assert!(e.user("erase-me-4f1c9-0").unwrap().is_none());
+    assert!(e.user("keep-3").unwrap().is_some());
+    // And it stays gone after a crash-like stop and a restart.
+    e.shutdown_without_checkpoint();
+    drop(e);
+    let e = engine(dir.path(), &clock, 2, 4);
+    assert!(e.user("erase-me-4f1c9-0").unwrap().is_none());
+    assert!(e.user("later-5").unwrap().is_some());
+}
+
+#[test]
+fn a_damaged_store_refuses_to_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = engine(dir.path(), &clock, 1, 1000);
+    teach(&e, &clock, "u", 30);
+    e.shutdown();
+    drop(e);
+    let path = dir.path().join("store.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    // Overwrite the file's header: redb's magic number and its god byte.
+    for b in &mut bytes[..64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let mut cfg = Config {
+        shards: 1,
+        ..Config::default()
+    };
+    cfg.durability.fsync = FsyncPolicy::No;
+    let err = Engine::builder()
+        .config(cfg)
+        .clock(clock.clone())
+        .data_dir(dir.path())
+        .build()
+        .err()
+        .expect("started on a damaged store")
+        .to_string();
+    assert!(err.contains("store.redb"), "{err}");
+}
