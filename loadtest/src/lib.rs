@@ -8,7 +8,8 @@
 //! - `wire`: encodes ops as nudge's JSON and parses replies (`redis`: the Lua and RESP form);
 //! - `client`: connections to each target, split into sending and receiving halves (`http`:
 //!   the project's one HTTP/1.1 client codec, which nudge's server tests use too);
-//! - `driver`: the open- or closed-loop schedule, one writer and one reader task per connection;
+//! - `driver`: the open- or closed-loop run, one writer and one reader task per connection
+//!   (`pace`: the open loop's schedule and the thread that wakes the writers when sends are due);
 //! - `report`: percentile tables, rates, errors, validity, the JSON summary;
 //! - `timeline`: the same per interval, with the server's RSS, as a CSV (the soak run), and
 //!   `plot`, which draws it.
@@ -24,6 +25,7 @@ pub mod crash;
 pub mod driver;
 pub mod floor;
 pub mod http;
+pub mod pace;
 pub mod plot;
 pub mod redis;
 pub mod report;
