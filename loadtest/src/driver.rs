@@ -4,7 +4,7 @@
 //! Per connection, one writer task generates, encodes and sends; one reader task matches
 //! replies to requests in order and records latencies. In the open loop the writers sleep
 //! until `pace`'s thread says requests are due, then send every due request at once. It owns
-//! the run's phases (catalog, warm-up, measured window, drain) and the bookkeeping;
+//! the run's phases (catalog, prefill, warm-up, measured window, drain) and the bookkeeping;
 //! the schedule's arithmetic, the workload, the framing and the report live elsewhere.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,6 +18,7 @@ use tokio::time::{sleep_until, timeout_at};
 
 use crate::client::{self, Receiver, Sender, Target};
 use crate::pace::{Due, Pacer, Schedule};
+use crate::probe::Probe;
 use crate::report::{OpKind, RunResult};
 use crate::stall::{self, StallSpec};
 use crate::timeline::{Recorder, Timeline, TimelineSpec};
@@ -60,6 +61,10 @@ pub struct RunSpec {
     pub workload: WorkloadConfig,
     /// Load the catalog before the run.
     pub load_catalog: bool,
+    /// Before the run (and its warm-up), send one event per user so that every user is
+    /// resident when the measured window starts (a soak's memory then shows growth, not
+    /// users arriving).
+    pub prefill: bool,
     /// Pause a process mid-run (the stall self-test).
     pub stall: Option<StallSpec>,
     /// Print a progress line every second (to stderr).
@@ -88,6 +93,7 @@ impl RunSpec {
             warmup: Duration::ZERO,
             workload,
             load_catalog: true,
+            prefill: false,
             stall: None,
             progress: false,
             late_threshold: Duration::from_millis(1),
@@ -189,6 +195,15 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
     if spec.load_catalog {
         client::load_catalog(&spec.target, &workload).await?;
     }
+    if spec.prefill {
+        let began = Instant::now();
+        let refused = client::prefill(&spec.target, &workload).await?;
+        eprintln!(
+            "prefill: one event for each of {} users in {:.1} s, {refused} refused",
+            spec.workload.users,
+            began.elapsed().as_secs_f64()
+        );
+    }
     let mut conns = Vec::with_capacity(spec.connections as usize);
     for _ in 0..spec.connections {
         conns.push(client::connect(&spec.target).await?);
@@ -215,6 +230,9 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
     };
     let progress = Arc::new(Progress::default());
     let mut timeline = spec.timeline.clone().map(Timeline::create).transpose()?;
+    if let Some(t) = &mut timeline {
+        t.set_probe(Probe::connect(&spec.target).await?);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut writers = Vec::new();
     let mut readers = Vec::new();

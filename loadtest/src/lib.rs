@@ -12,7 +12,7 @@
 //!   (`pace`: the open loop's schedule and the thread that wakes the writers when sends are due);
 //! - `report`: percentile tables, rates, errors, validity, the JSON summary;
 //! - `timeline`: the same per interval, with the server's RSS, as a CSV (the soak run), and
-//!   `plot`, which draws it.
+//!   `plot`, which draws it (`probe`: the server's resident users and open decisions beside it).
 //!
 //! Beside that path: `floor` (the loopback echo round trip a ping-pong is read against),
 //! `stall` (pauses a process mid-run for the self-test), `serve` (the
@@ -27,6 +27,7 @@ pub mod floor;
 pub mod http;
 pub mod pace;
 pub mod plot;
+pub mod probe;
 pub mod redis;
 pub mod report;
 pub mod serve;

@@ -114,6 +114,10 @@ struct RunArgs {
     /// Do not load the catalog first (it is already there).
     #[arg(long)]
     no_catalog: bool,
+    /// Before the run, send one event per user (batches of 256) so every user is resident
+    /// when it starts (a soak's memory then shows growth, not users arriving).
+    #[arg(long)]
+    prefill: bool,
     /// Write the JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -370,6 +374,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     spec.duration = Duration::from_secs_f64(args.duration);
     spec.warmup = Duration::from_secs_f64(args.warmup);
     spec.load_catalog = !args.no_catalog;
+    spec.prefill = args.prefill;
     spec.pace_tick = Duration::try_from_secs_f64(args.tick_us / 1e6)
         .context("--tick-us must be a non-negative number of µs")?;
     spec.stall = stall;
