@@ -424,6 +424,45 @@ async fn read_scalar(
     })
 }
 
+/// Events per request of the prefill (a batch op; Redis, which has none: one per request).
+const PREFILL_BATCH: u32 = 256;
+
+/// Sends one event per user (`Workload::prefill_event`), pipelined on one connection, so that
+/// every user is resident before the run (`--prefill`). Returns the events the target refused.
+pub async fn prefill(target: &Target, w: &Workload) -> anyhow::Result<u64> {
+    let per_request = match target {
+        Target::Redis(_) => 1,
+        _ => PREFILL_BATCH,
+    };
+    let users = w.cfg.users;
+    let requests = users.div_ceil(per_request);
+    let (mut tx, mut rx) = connect(target).await?;
+    let reader = tokio::spawn(async move {
+        let mut refused = 0u64;
+        for _ in 0..requests {
+            refused += match rx.recv().await? {
+                Reply::Batch { errors, .. } => errors.len() as u64,
+                Reply::Error(_) => per_request as u64,
+                Reply::Ack | Reply::Decision(_) => 0,
+            };
+        }
+        anyhow::Ok(refused)
+    });
+    let mut buf = Vec::new();
+    for (k, first) in (0..users).step_by(per_request as usize).enumerate() {
+        let last = first.saturating_add(per_request).min(users);
+        let op = match per_request {
+            1 => Op::Event(w.prefill_event(first)),
+            _ => Op::Batch((first..last).map(|u| w.prefill_event(u)).collect()),
+        };
+        tx.send(std::slice::from_ref(&op), 1 + k as u64, w, &mut buf)
+            .await?;
+    }
+    let refused = reader.await??;
+    tx.close().await;
+    Ok(refused)
+}
+
 /// Loads the catalog of `w` into the target, pipelined on one connection.
 pub async fn load_catalog(target: &Target, w: &Workload) -> anyhow::Result<()> {
     if let Target::Embedded(engine) = target {

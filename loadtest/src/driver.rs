@@ -1,9 +1,11 @@
-//! The schedule: runs the workload against a target, open loop (a constant-rate schedule;
+//! The run: drives the workload against a target, open loop (a constant-rate schedule;
 //! latency counted from each request's *intended* send time, wrk2's correction for
 //! coordinated omission) or closed loop (`pipeline` requests in flight per connection).
 //! Per connection, one writer task generates, encodes and sends; one reader task matches
-//! replies to requests in order and records latencies. It owns timing and bookkeeping; the
-//! workload, the framing and the report live elsewhere.
+//! replies to requests in order and records latencies. In the open loop the writers sleep
+//! until `pace`'s thread says requests are due, then send every due request at once. It owns
+//! the run's phases (catalog, prefill, warm-up, measured window, drain) and the bookkeeping;
+//! the schedule's arithmetic, the workload, the framing and the report live elsewhere.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,8 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::{sleep_until, timeout_at};
 
 use crate::client::{self, Receiver, Sender, Target};
+use crate::pace::{Due, Pacer, Schedule};
+use crate::probe::Probe;
 use crate::report::{OpKind, RunResult};
 use crate::stall::{self, StallSpec};
 use crate::timeline::{Recorder, Timeline, TimelineSpec};
@@ -36,6 +40,10 @@ pub enum Load {
     },
 }
 
+/// The pacer's default tick: well under the default late threshold (1 ms), and at 20k
+/// requests/s still four requests per wake rather than one.
+pub const DEFAULT_PACE_TICK: Duration = Duration::from_micros(200);
+
 /// Everything a run needs.
 #[derive(Clone, Debug)]
 pub struct RunSpec {
@@ -53,6 +61,10 @@ pub struct RunSpec {
     pub workload: WorkloadConfig,
     /// Load the catalog before the run.
     pub load_catalog: bool,
+    /// Before the run (and its warm-up), send one event per user so that every user is
+    /// resident when the measured window starts (a soak's memory then shows growth, not
+    /// users arriving).
+    pub prefill: bool,
     /// Pause a process mid-run (the stall self-test).
     pub stall: Option<StallSpec>,
     /// Print a progress line every second (to stderr).
@@ -65,6 +77,9 @@ pub struct RunSpec {
     pub batch: u32,
     /// Write per-interval percentiles, rate and RSS to a CSV file (the soak run).
     pub timeline: Option<TimelineSpec>,
+    /// Open loop: the pacer wakes at most once per tick; requests due within one tick leave
+    /// together (see `pace`).
+    pub pace_tick: Duration,
 }
 
 impl RunSpec {
@@ -78,12 +93,14 @@ impl RunSpec {
             warmup: Duration::ZERO,
             workload,
             load_catalog: true,
+            prefill: false,
             stall: None,
             progress: false,
             late_threshold: Duration::from_millis(1),
             drain_timeout: Duration::from_secs(10),
             batch: 1,
             timeline: None,
+            pace_tick: DEFAULT_PACE_TICK,
         }
     }
 }
@@ -178,6 +195,15 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
     if spec.load_catalog {
         client::load_catalog(&spec.target, &workload).await?;
     }
+    if spec.prefill {
+        let began = Instant::now();
+        let refused = client::prefill(&spec.target, &workload).await?;
+        eprintln!(
+            "prefill: one event for each of {} users in {:.1} s, {refused} refused",
+            spec.workload.users,
+            began.elapsed().as_secs_f64()
+        );
+    }
     let mut conns = Vec::with_capacity(spec.connections as usize);
     for _ in 0..spec.connections {
         conns.push(client::connect(&spec.target).await?);
@@ -189,8 +215,24 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
         end: start + spec.warmup + spec.duration,
         hard_deadline: start + spec.warmup + spec.duration + spec.drain_timeout,
     };
+    let pacer = match spec.load {
+        Load::Open { rate } => {
+            let schedule = Schedule::new(rate, spec.connections, window.end - window.start);
+            let tick = spec.pace_tick;
+            Some(Pacer::start(
+                schedule,
+                spec.connections,
+                window.start,
+                tick,
+            )?)
+        }
+        Load::Closed { .. } => None,
+    };
     let progress = Arc::new(Progress::default());
     let mut timeline = spec.timeline.clone().map(Timeline::create).transpose()?;
+    if let Some(t) = &mut timeline {
+        t.set_probe(Probe::connect(&spec.target).await?);
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut writers = Vec::new();
     let mut readers = Vec::new();
@@ -212,6 +254,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
             stash: None,
             window,
             progress: progress.clone(),
+            due: pacer.as_ref().map(|p| p.due(c as u32)),
         };
         writers.push(tokio::spawn(w.run()));
         let reader = read_replies(
@@ -240,6 +283,7 @@ pub async fn run(spec: &RunSpec) -> anyhow::Result<RunResult> {
     for w in writers {
         writer_results.push(w.await?);
     }
+    drop(pacer);
     let stopper = tokio::spawn(async move {
         sleep_until(window.hard_deadline.into()).await;
         let _ = stop_tx.send(true);
@@ -331,6 +375,8 @@ struct ConnWriter {
     stash: Option<Op>,
     window: Window,
     progress: Arc<Progress>,
+    /// Open loop: when this connection's requests are due (the pacer's count).
+    due: Option<Due>,
 }
 
 /// Most requests written in one go.
@@ -370,7 +416,7 @@ impl ConnWriter {
             ..Default::default()
         };
         let outcome = match self.spec.load {
-            Load::Open { rate } => self.open_loop(rate, &mut result).await,
+            Load::Open { .. } => self.open_loop(&mut result).await,
             Load::Closed { .. } => self.closed_loop(&mut result).await,
         };
         if let Err(e) = outcome {
@@ -381,39 +427,22 @@ impl ConnWriter {
         result
     }
 
-    async fn open_loop(&mut self, rate: f64, result: &mut WriterResult) -> anyhow::Result<()> {
-        let conns = self.spec.connections as f64;
-        let interval = 1.0 / rate;
-        let (start, conn) = (self.window.start, self.conn as f64);
-        let intended =
-            |i: u64| start + Duration::from_secs_f64((i as f64 * conns + conn) * interval);
+    async fn open_loop(&mut self, result: &mut WriterResult) -> anyhow::Result<()> {
+        let due = self.due.take().expect("an open loop has a pacer");
+        let total = due.total();
         let (mut i, mut next_id) = (0u64, 1u64);
         let (mut ops, mut flights, mut buf) = (Vec::new(), Vec::new(), Vec::new());
         let lag_hist = result.send_lag_ns.as_mut().expect("set by run");
-        loop {
-            let due = intended(i);
-            if due >= self.window.end {
-                return Ok(());
-            }
+        while i < total {
+            // Sleeps (no spinning) until the pacer says a request is due; then sends every
+            // request due by now, each timed from its own intended send time.
+            let due_now = due.more_than(i).await;
             let now = Instant::now();
-            if due > now {
-                // Sleep while far ahead; closer than the timer's resolution, yield (a busy wait
-                // that still lets this core's reader tasks run), so sends leave on time.
-                if due - now > Duration::from_millis(2) {
-                    sleep_until((due - Duration::from_millis(1)).into()).await;
-                } else {
-                    tokio::task::yield_now().await;
-                }
-                continue;
-            }
             ops.clear();
-            while ops.len() < MAX_BATCH {
-                let due = intended(i);
-                if due > now || due >= self.window.end {
-                    break;
-                }
-                let lag = now - due;
-                let measured = due >= self.window.measure_from;
+            while i < due_now && ops.len() < MAX_BATCH {
+                let intended = due.intended(i);
+                let lag = now.saturating_duration_since(intended);
+                let measured = intended >= self.window.measure_from;
                 if measured {
                     result.sent_measured += 1;
                     lag_hist.saturating_record(lag.as_nanos().max(1) as u64);
@@ -426,7 +455,7 @@ impl ConnWriter {
                 let (kind, session) = kind_of(&op);
                 flights.push(InFlight {
                     kind,
-                    intended: due,
+                    intended,
                     sent: now,
                     session,
                     measured,
@@ -437,6 +466,7 @@ impl ConnWriter {
             self.send(&mut ops, &mut flights, &mut next_id, &mut buf)
                 .await?;
         }
+        Ok(())
     }
 
     async fn closed_loop(&mut self, result: &mut WriterResult) -> anyhow::Result<()> {

@@ -117,6 +117,10 @@ struct RunArgs {
     /// Do not load the catalog first (it is already there).
     #[arg(long)]
     no_catalog: bool,
+    /// Before the run, send one event per user (batches of 256) so every user is resident
+    /// when it starts (a soak's memory then shows growth, not users arriving).
+    #[arg(long)]
+    prefill: bool,
     /// Write the JSON summary here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -129,6 +133,10 @@ struct RunArgs {
     /// A send this many µs behind schedule counts as late (open loop).
     #[arg(long, default_value_t = 1000.0)]
     late_us: f64,
+    /// Open loop: the pacer wakes at most once per this many µs; requests due within one
+    /// tick leave together.
+    #[arg(long, default_value_t = 200.0)]
+    tick_us: f64,
     /// Print a progress line every second (default: on for runs of 10 s or more).
     #[arg(long)]
     progress: bool,
@@ -370,6 +378,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     spec.duration = Duration::from_secs_f64(args.duration);
     spec.warmup = Duration::from_secs_f64(args.warmup);
     spec.load_catalog = !args.no_catalog;
+    spec.prefill = args.prefill;
+    spec.pace_tick = Duration::try_from_secs_f64(args.tick_us / 1e6)
+        .context("--tick-us must be a non-negative number of µs")?;
     spec.stall = stall;
     spec.progress = args.progress || args.duration + args.warmup >= 10.0;
     spec.late_threshold = Duration::from_secs_f64(args.late_us / 1e6);

@@ -1,8 +1,9 @@
 //! The timeline (`--timeline FILE.csv`, for soak runs): one CSV row per interval of the
 //! measured window with each op's corrected latency percentiles *of that interval alone*
 //! (fresh HdrHistograms per interval, latency from the intended send time as in the report),
-//! the achieved rate, errors, late sends, and a process's resident memory (`VmRSS` from
-//! `/proc/PID/status`). A reply counts in the interval it arrived in, so a stall shows where
+//! the achieved rate, errors, late sends, a process's resident memory (`VmRSS` from
+//! `/proc/PID/status`), and the server's resident users and open decisions (`probe`), which
+//! account for that memory. A reply counts in the interval it arrived in, so a stall shows where
 //! it was felt. Rows are written and flushed as each interval closes, so a long run's file
 //! can be read (and plotted) while it runs.
 //!
@@ -20,6 +21,7 @@ use anyhow::{bail, Context as _};
 use hdrhistogram::Histogram;
 
 use crate::driver::{histogram, Progress};
+use crate::probe::Probe;
 use crate::report::OpKind;
 
 /// What to record and where.
@@ -89,6 +91,10 @@ pub struct Row {
     pub late_sends: u64,
     /// The sampled process's resident memory at the interval's end.
     pub rss_bytes: Option<u64>,
+    /// The server's resident users at the interval's end (`None`: not asked, or no answer).
+    pub resident_users: Option<u64>,
+    /// The server's open decisions at the interval's end.
+    pub open_decisions: Option<u64>,
     /// Per op kind, in `OpKind::ALL` order.
     pub ops: Vec<OpRow>,
 }
@@ -97,7 +103,8 @@ const OP_COLUMNS: [&str; 5] = ["count", "p50_us", "p99_us", "p999_us", "max_us"]
 
 /// The CSV header line (no newline).
 pub fn header() -> String {
-    let mut h = String::from("t_s,rate_per_s,errors,late_sends,rss_bytes");
+    let mut h =
+        String::from("t_s,rate_per_s,errors,late_sends,rss_bytes,resident_users,open_decisions");
     for op in OpKind::ALL.map(OpKind::name) {
         for col in OP_COLUMNS {
             let _ = write!(h, ",{op}_{col}");
@@ -109,10 +116,16 @@ pub fn header() -> String {
 impl Row {
     /// The row as a CSV line (no newline); an op with no replies has empty percentiles.
     pub fn csv(&self) -> String {
-        let rss = self.rss_bytes.map_or(String::new(), |b| b.to_string());
+        let cell = |v: Option<u64>| v.map_or(String::new(), |b| b.to_string());
         let mut s = format!(
-            "{:.3},{:.1},{},{},{rss}",
-            self.t_s, self.rate_per_s, self.errors, self.late_sends
+            "{:.3},{:.1},{},{},{},{},{}",
+            self.t_s,
+            self.rate_per_s,
+            self.errors,
+            self.late_sends,
+            cell(self.rss_bytes),
+            cell(self.resident_users),
+            cell(self.open_decisions),
         );
         for op in &self.ops {
             if op.count == 0 {
@@ -129,7 +142,8 @@ impl Row {
     }
 }
 
-/// Parses a timeline CSV (as written by `header` and `Row::csv`), columns found by name.
+/// Parses a timeline CSV (as written by `header` and `Row::csv`), columns found by name;
+/// `resident_users` and `open_decisions` may be absent (files written before they existed).
 pub fn parse(text: &str) -> anyhow::Result<Vec<Row>> {
     let mut lines = text.lines();
     let head: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
@@ -145,6 +159,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Row>> {
         col("late_sends")?,
         col("rss_bytes")?,
     );
+    let (users, decisions) = (col("resident_users").ok(), col("open_decisions").ok());
     let mut op_cols = Vec::new();
     for op in OpKind::ALL.map(OpKind::name) {
         let mut cols = [0; 5];
@@ -172,6 +187,12 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Row>> {
                     .with_context(|| format!("timeline line {}: `{c}` is not a number", n + 2)),
             }
         };
+        let count = |c: Option<usize>| -> anyhow::Result<Option<u64>> {
+            match c.filter(|&c| !cells[c].is_empty()) {
+                Some(c) => Ok(Some(num(c)? as u64)),
+                None => Ok(None),
+            }
+        };
         let ops = op_cols
             .iter()
             .map(|c| {
@@ -189,10 +210,9 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Row>> {
             rate_per_s: num(rate)?,
             errors: num(errors)? as u64,
             late_sends: num(late)? as u64,
-            rss_bytes: (!cells[rss].is_empty())
-                .then(|| num(rss))
-                .transpose()?
-                .map(|b| b as u64),
+            rss_bytes: count(Some(rss))?,
+            resident_users: count(users)?,
+            open_decisions: count(decisions)?,
             ops,
         });
     }
@@ -208,10 +228,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The running timeline: the readers' recorders and the file.
+/// The running timeline: the readers' recorders, the server's probe and the file.
 pub struct Timeline {
     spec: TimelineSpec,
     intervals: Vec<Arc<Mutex<Interval>>>,
+    probe: Option<Probe>,
     out: std::io::BufWriter<std::fs::File>,
 }
 
@@ -231,8 +252,14 @@ impl Timeline {
         Ok(Timeline {
             spec,
             intervals: Vec::new(),
+            probe: None,
             out,
         })
+    }
+
+    /// Samples the server's counters through `probe` at each interval's end.
+    pub fn set_probe(&mut self, probe: Option<Probe>) {
+        self.probe = probe;
     }
 
     /// A new reader's recorder.
@@ -272,13 +299,19 @@ impl Timeline {
                 }
             }
             let (e, l) = counters(&progress);
-            let row = row(
+            let server = match &mut self.probe {
+                Some(p) => p.sample().await,
+                None => None,
+            };
+            let mut row = row(
                 &merged,
                 (close - from, close - last),
                 e - errors,
                 l - late,
                 &self.spec,
             );
+            row.resident_users = server.map(|s| s.resident_users);
+            row.open_decisions = server.map(|s| s.open_decisions);
             (errors, late, last) = (e, l, close);
             writeln!(self.out, "{}", row.csv())?;
             self.out.flush()?;
@@ -321,6 +354,8 @@ fn row(
         errors,
         late_sends,
         rss_bytes: spec.rss_pid.and_then(rss_bytes),
+        resident_users: None,
+        open_decisions: None,
         ops,
     }
 }

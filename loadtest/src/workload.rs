@@ -192,6 +192,20 @@ impl Workload {
         (mix(self.cfg.seed, 2, user as u64) % 3) as usize
     }
 
+    /// The one event that makes `user` resident before a run (`--prefill`): a scroll, which
+    /// names no item. Not an impression: an impression that names no decision opens an
+    /// implicit one, which would stay open for the attribution window and count in the
+    /// server's memory as if the run had made it.
+    pub fn prefill_event(&self, user: u32) -> EventOp {
+        EventOp {
+            user,
+            kind: EventKind::Scroll,
+            item: None,
+            value: Some(0.5),
+            decision: None,
+        }
+    }
+
     /// The user's favourite category.
     pub fn favourite(&self, user: u32) -> u32 {
         (mix(self.cfg.seed, 3, user as u64) % self.categories as u64) as u32

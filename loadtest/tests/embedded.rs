@@ -92,3 +92,19 @@ async fn batches_acknowledge_every_event() {
     );
     engine.shutdown();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefill_makes_every_user_resident_before_the_run() {
+    let engine = Engine::builder().shards(2).seed(1).build().unwrap();
+    let mut spec = spec(&engine, Load::Closed { pipeline: 4 });
+    spec.prefill = true;
+    spec.duration = Duration::from_millis(200);
+    let summary = driver::run(&spec).await.unwrap().summary();
+    assert!(summary.errors.is_empty(), "errors: {:?}", summary.errors);
+    engine.flush().unwrap();
+    let total = engine.stats().total();
+    // One event per user, then the run's own events; nobody evicted at this size.
+    assert_eq!(total.resident_users, 5_000);
+    assert_eq!(total.events_total, summary.acked_events_total + 5_000);
+    engine.shutdown();
+}

@@ -88,3 +88,39 @@ async fn batched_tcp_and_http_counts_match() {
     run_against(|s| Target::Tcp(s.endpoints.tcp), 16).await;
     run_against(|s| Target::Http(s.endpoints.http), 16).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefill_over_tcp_then_the_probe_reads_the_servers_counters() {
+    let engine = nudge::Engine::builder().shards(2).seed(1).build().unwrap();
+    let server = tokio::task::spawn_blocking(move || InProcess::start_with(engine))
+        .await
+        .unwrap()
+        .unwrap();
+    let w = loadtest::workload::Workload::new(workload()).unwrap();
+    let tcp = Target::Tcp(server.endpoints.tcp);
+    loadtest::client::load_catalog(&tcp, &w).await.unwrap();
+    assert_eq!(loadtest::client::prefill(&tcp, &w).await.unwrap(), 0);
+    // Every shard has published its counters.
+    server.engine.flush().unwrap();
+    let expected = Some(loadtest::probe::ServerCounters {
+        resident_users: 5_000,
+        open_decisions: 0,
+    });
+    for target in [tcp, Target::Http(server.endpoints.http)] {
+        let mut probe = loadtest::probe::Probe::connect(&target)
+            .await
+            .unwrap()
+            .expect("TCP and HTTP can be asked");
+        // Twice on one connection: the probe's connection stays usable.
+        assert_eq!(probe.sample().await, expected, "{target:?}");
+        assert_eq!(probe.sample().await, expected, "{target:?}");
+    }
+    let ws = Target::Ws(format!("ws://{}/v1/ws", server.endpoints.http));
+    assert!(loadtest::probe::Probe::connect(&ws)
+        .await
+        .unwrap()
+        .is_none());
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+}

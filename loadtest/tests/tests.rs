@@ -6,6 +6,8 @@ mod crash;
 mod embedded;
 /// The loopback floor's echo server and its announcement.
 mod floor;
+/// The open loop's schedule: due counts, connections' shares, the pacer's wake times.
+mod pace;
 /// Short runs against nudge's server in process, over TCP, WebSocket and HTTP.
 mod server;
 /// The stall self-test against a pausable child server.

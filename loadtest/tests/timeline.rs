@@ -58,6 +58,12 @@ async fn timeline_has_a_sane_row_per_interval_and_plots() {
             row.rate_per_s
         );
         let rss = row.rss_bytes.expect("this process's RSS is readable");
+        // The embedded engine's counters, sampled at the row's end.
+        let users = row
+            .resident_users
+            .expect("the engine's counters are sampled");
+        assert!(users > 0 && users <= 5_000, "row {n}: {users} users");
+        assert!(row.open_decisions.is_some(), "row {n}\n{text}");
         assert!(rss > 4 << 20 && rss < 64 << 30, "row {n}: rss {rss}");
         let event = &row.ops[0];
         assert!(event.count > 0, "row {n}: no events\n{text}");
