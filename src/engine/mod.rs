@@ -102,6 +102,12 @@ impl EngineBuilder {
         self.config.durability.fsync = policy;
         self
     }
+    /// Most users each shard keeps in memory (`max_users_per_shard`); with a data directory
+    /// the others wait in the store.
+    pub fn max_users_per_shard(mut self, n: usize) -> Self {
+        self.config.max_users_per_shard = n;
+        self
+    }
     /// Seconds between checkpoints (`durability.checkpoint_interval_s`).
     pub fn checkpoint_interval_s(mut self, seconds: u64) -> Self {
         self.config.durability.checkpoint_interval_s = seconds;

@@ -43,8 +43,8 @@ const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const SHARDS: TableDefinition<u16, &[u8]> = TableDefinition::new("shards");
 const MASTER: TableDefinition<u8, &[u8]> = TableDefinition::new("master");
 
-/// A user record to write (`Some`) or delete (`None`), by the user's key.
-pub type UserWrite = (u64, Option<Vec<u8>>);
+/// A user record to write (`Some`, encoded) or delete (`None`), by the user's key.
+pub type UserWrite = (u64, Option<Arc<[u8]>>);
 
 /// Encodes a value as the store keeps it: the format byte, then postcard.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
@@ -533,7 +533,7 @@ fn write_users(store: &Store, o: &mut Open, users: Vec<UserWrite>) -> Result<(),
             Some(v) => {
                 o.bytes += v.len() as u64 + 8;
                 o.written += 1;
-                table.insert(key, v.as_slice()).map_err(|e| store.err(e))?;
+                table.insert(key, &*v).map_err(|e| store.err(e))?;
             }
             None => {
                 if table.remove(key).map_err(|e| store.err(e))?.is_some() {

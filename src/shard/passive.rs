@@ -17,12 +17,17 @@ use crate::error::Error;
 use crate::model::global::KeyMap;
 use crate::persist::store::{self, Store, UserWrite};
 
+/// What one parked user costs besides its encoded bytes (map entry, `Arc` header).
+const PARKED_OVERHEAD: usize = 48;
+
 /// Users out of memory, and the store.
 #[derive(Default)]
 pub struct Passive {
     store: Option<Arc<Store>>,
     /// Passivated users the store does not hold yet: key → (gen, encoded state).
-    parked: KeyMap<(u64, Vec<u8>)>,
+    parked: KeyMap<(u64, Arc<[u8]>)>,
+    /// Bytes of the parked states.
+    parked_bytes: usize,
     /// Erased users the store may still hold: key → gen.
     erased: KeyMap<u64>,
     /// The last number given to an entry.
@@ -50,10 +55,19 @@ impl Passive {
 
     /// Keeps an evicted user's encoded state until a checkpoint stores it (it replaces
     /// whatever the store holds, so a pending erasure of an earlier life is moot).
-    pub fn park(&mut self, key: u64, encoded: Vec<u8>) {
+    pub fn park(&mut self, key: u64, encoded: Arc<[u8]>) {
         let gen = self.next_gen();
         self.erased.remove(&key);
-        self.parked.insert(key, (gen, encoded));
+        self.parked_bytes += encoded.len() + PARKED_OVERHEAD;
+        if let Some((_, old)) = self.parked.insert(key, (gen, encoded)) {
+            self.parked_bytes -= old.len() + PARKED_OVERHEAD;
+        }
+    }
+
+    fn unpark(&mut self, key: u64) -> Option<Arc<[u8]>> {
+        let (_, bytes) = self.parked.remove(&key)?;
+        self.parked_bytes -= bytes.len() + PARKED_OVERHEAD;
+        Some(bytes)
     }
 
     /// Counts a user moved out of memory.
@@ -69,7 +83,7 @@ impl Passive {
     /// hold it yet), or the store's. An erased user is not found. A store that cannot be read
     /// is an error (the caller must not create the user afresh over a stored one).
     pub fn take(&mut self, key: u64) -> Result<Option<(UserActor, bool)>, Error> {
-        if let Some((_, bytes)) = self.parked.remove(&key) {
+        if let Some(bytes) = self.unpark(key) {
             let user = store::decode(&bytes, std::path::Path::new("(memory)"), "a parked user")
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
             return Ok(Some((user, true)));
@@ -89,7 +103,7 @@ impl Passive {
     /// Erases the user from this tier (and, at the next checkpoint, from the store); true if
     /// it was here or stored.
     pub fn erase(&mut self, key: u64) -> bool {
-        let parked = self.parked.remove(&key).is_some();
+        let parked = self.unpark(key).is_some();
         let stored = match &self.store {
             Some(s) if !self.erased.contains_key(&key) => s.has_user(key).unwrap_or_else(|e| {
                 error!("erasing a user: {e}");
@@ -115,7 +129,15 @@ impl Passive {
 
     /// A checkpoint that took entries up to `gen` committed: they are in the store now.
     pub fn committed(&mut self, gen: u64) {
-        self.parked.retain(|_, (g, _)| *g > gen);
+        let mut freed = 0;
+        self.parked.retain(|_, (g, v)| {
+            let keep = *g > gen;
+            if !keep {
+                freed += v.len() + PARKED_OVERHEAD;
+            }
+            keep
+        });
+        self.parked_bytes -= freed;
         self.erased.retain(|_, g| *g > gen);
     }
 
@@ -124,8 +146,8 @@ impl Passive {
         self.parked.len()
     }
 
-    /// Bytes held by parked users.
+    /// Bytes held by parked users (kept as they come and go: read on every tick).
     pub fn parked_bytes(&self) -> usize {
-        self.parked.values().map(|(_, v)| v.len() + 24).sum()
+        self.parked_bytes
     }
 }

@@ -13,6 +13,8 @@
 //! (copy-on-write), so the checkpoint is the shard's state at one log position although no
 //! drain waits for more than a slice.
 
+use std::sync::Arc;
+
 use hashbrown::HashTable;
 
 use crate::actor::UserActor;
@@ -142,7 +144,8 @@ impl Users {
         if self.passive.has_store() {
             if self.marks[i] & OWED != 0 {
                 let user = &self.slab[i];
-                self.copied.push((user.id.key(), Some(store::encode(user))));
+                self.copied
+                    .push((user.id.key(), Some(store::encode(user).into())));
                 self.owed -= 1;
             }
             self.marks[i] = DIRTY;
@@ -224,11 +227,11 @@ impl Users {
             self.dropped_open.extend_from_slice(&user.open);
             return;
         }
-        let encoded = (mark != 0 || self.checkpointing).then(|| store::encode(&user));
+        let encoded: Option<Arc<[u8]>> =
+            (mark != 0 || self.checkpointing).then(|| store::encode(&user).into());
         if mark & OWED != 0 {
             self.owed -= 1;
-            self.copied
-                .push((user.id.key(), encoded.as_ref().map(|e| e.to_vec())));
+            self.copied.push((user.id.key(), encoded.clone()));
         }
         if let Some(e) = encoded {
             self.passive.park(user.id.key(), e);
@@ -318,7 +321,7 @@ impl Users {
             let i = self.copy_cursor;
             if self.marks[i] & OWED != 0 {
                 let user = &self.slab[i];
-                out.push((user.id.key(), Some(store::encode(user))));
+                out.push((user.id.key(), Some(store::encode(user).into())));
                 self.marks[i] &= !OWED;
                 self.owed -= 1;
                 left -= 1;
@@ -361,7 +364,6 @@ impl Users {
 mod tests {
     use super::*;
     use crate::persist::store::Store;
-    use std::sync::Arc;
 
     fn id(s: &str) -> UserId {
         UserId::new(s).unwrap()
