@@ -127,7 +127,9 @@ fn bounded(n: usize, cap: usize) {
     }
     for u in (0..total).step_by(total / 16) {
         let user = format!("user-{u:08}");
-        let x = e.user(&user).unwrap().expect("every user exports");
+        let Some(x) = e.user(&user).unwrap() else {
+            panic!("{user} does not export: {:?}", e.stats().durability);
+        };
         assert_eq!(x.events_by_kind[EventKind::Click as usize], 1, "{user}");
     }
     println!("  16 sampled users of all quarters export with their click");

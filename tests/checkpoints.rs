@@ -229,3 +229,49 @@ fn a_damaged_store_refuses_to_start_naming_it() {
         .to_string();
     assert!(err.contains("store.redb"), "{err}");
 }
+
+#[test]
+fn users_streamed_through_a_small_cap_while_checkpoints_run_all_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config {
+        shards: 2,
+        seed: 3,
+        max_users_per_shard: 20,
+        ..Config::default()
+    };
+    cfg.durability.fsync = FsyncPolicy::No;
+    cfg.durability.checkpoint_interval_s = 1;
+    let e = Engine::builder()
+        .config(cfg)
+        .data_dir(dir.path())
+        .build()
+        .unwrap();
+    e.upsert_item(ItemSpec::new("item")).unwrap();
+    // About four seconds of new users, so that timer checkpoints begin, copy and commit
+    // while users are evicted and parked.
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < std::time::Duration::from_secs(4) {
+        let batch = (n..n + 50)
+            .map(|u| Event::new(format!("s-{u}"), EventKind::Click).item("item"))
+            .collect();
+        for r in e.ingest_batch(batch) {
+            r.unwrap();
+        }
+        n += 50;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let d = e.stats().durability.unwrap();
+    assert!(d.checkpoints_total >= 2, "{d:?}");
+    let missing: Vec<usize> = (0..n)
+        .filter(|u| e.user(&format!("s-{u}")).unwrap().is_none())
+        .collect();
+    assert_eq!(
+        missing.len(),
+        0,
+        "of {n} users, {} missing {:?}… {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        e.stats().durability
+    );
+}

@@ -99,8 +99,9 @@ pub struct StoreCounters {
 
 /// The checkpoint store.
 pub struct Store {
-    /// Readers and the checkpointer share it; compaction takes it alone.
-    db: RwLock<Database>,
+    /// Readers and the checkpointer share it; `rewrite` swaps it (a reader of the old one
+    /// keeps it open until it is done).
+    db: RwLock<Arc<Database>>,
     path: PathBuf,
     counters: Arc<StoreCounters>,
 }
@@ -124,7 +125,7 @@ impl Store {
             what: format!("the checkpoint store cannot be opened: {e}"),
         })?;
         let store = Store {
-            db: RwLock::new(db),
+            db: RwLock::new(Arc::new(db)),
             path,
             counters: Arc::default(),
         };
@@ -157,43 +158,30 @@ impl Store {
         }
     }
 
-    /// The stored user with this key, as of the last committed checkpoint.
-    pub fn user(&self, key: u64) -> Result<Option<UserActor>, PersistError> {
-        // The guard outlives the transaction: compaction waits for no reader.
-        let db = self.db.read();
+    /// A reader of the stored users as of the last committed checkpoint. It keeps seeing
+    /// that snapshot: a shard keeps one between its own checkpoints (its users change in the
+    /// store only through them), which makes a load one B-tree lookup.
+    pub fn users(self: &Arc<Store>) -> Result<UserReader, PersistError> {
+        let db = self.db.read().clone();
         let txn = db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(USERS).map_err(|e| self.err(e))?;
-        let Some(v) = table.get(key).map_err(|e| self.err(e))? else {
-            return Ok(None);
-        };
-        let user = decode(v.value(), &self.path, "a user record")?;
-        self.counters.loads_total.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(user))
-    }
-
-    /// Whether a user with this key is stored.
-    pub fn has_user(&self, key: u64) -> Result<bool, PersistError> {
-        // The guard outlives the transaction: compaction waits for no reader.
-        let db = self.db.read();
-        let txn = db.begin_read().map_err(|e| self.err(e))?;
-        let table = txn.open_table(USERS).map_err(|e| self.err(e))?;
-        Ok(table.get(key).map_err(|e| self.err(e))?.is_some())
+        Ok(UserReader {
+            store: self.clone(),
+            db,
+            table,
+        })
     }
 
     /// Stored users (all shards).
     pub fn user_count(&self) -> Result<u64, PersistError> {
-        // The guard outlives the transaction: compaction waits for no reader.
-        let db = self.db.read();
-        let txn = db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db.read().begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(USERS).map_err(|e| self.err(e))?;
         table.len().map_err(|e| self.err(e))
     }
 
     /// Shard `shard`'s last checkpoint: the log position it covers and its state.
     pub fn shard(&self, shard: u16) -> Result<Option<(Position, Vec<u8>)>, PersistError> {
-        // The guard outlives the transaction: compaction waits for no reader.
-        let db = self.db.read();
-        let txn = db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db.read().begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(SHARDS).map_err(|e| self.err(e))?;
         let Some(v) = table.get(shard).map_err(|e| self.err(e))? else {
             return Ok(None);
@@ -208,9 +196,7 @@ impl Store {
 
     /// The master copy of the global model, as of the latest checkpoint.
     pub fn master(&self) -> Result<Option<Vec<u8>>, PersistError> {
-        // The guard outlives the transaction: compaction waits for no reader.
-        let db = self.db.read();
-        let txn = db.begin_read().map_err(|e| self.err(e))?;
+        let txn = self.db.read().begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(MASTER).map_err(|e| self.err(e))?;
         let found = table.get(0u8).map_err(|e| self.err(e))?;
         Ok(found.map(|v| v.value().to_vec()))
@@ -240,9 +226,44 @@ impl Store {
         if let Some(dir) = self.path.parent() {
             crate::persist::log::sync_dir(dir);
         }
-        // The old file (already unlinked by the rename) closes here.
-        *db = fresh;
+        // The old file (already unlinked by the rename) closes once its last reader is done.
+        *db = Arc::new(fresh);
         Ok(())
+    }
+}
+
+/// A snapshot of the stored users (`Store::users`).
+pub struct UserReader {
+    store: Arc<Store>,
+    /// The file it reads (kept open across a `rewrite`).
+    db: Arc<Database>,
+    table: redb::ReadOnlyTable<u64, &'static [u8]>,
+}
+
+impl UserReader {
+    /// Whether it still reads the store's current file (false after a `rewrite`).
+    pub fn is_current(&self) -> bool {
+        Arc::ptr_eq(&self.db, &self.store.db.read())
+    }
+
+    /// The stored user with this key.
+    pub fn get(&self, key: u64) -> Result<Option<UserActor>, PersistError> {
+        let s = &self.store;
+        let Some(v) = self.table.get(key).map_err(|e| s.err(e))? else {
+            return Ok(None);
+        };
+        let user = decode(v.value(), &s.path, "a user record")?;
+        s.counters.loads_total.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(user))
+    }
+
+    /// Whether a user with this key is stored.
+    pub fn has(&self, key: u64) -> Result<bool, PersistError> {
+        Ok(self
+            .table
+            .get(key)
+            .map_err(|e| self.store.err(e))?
+            .is_some())
     }
 }
 

@@ -15,7 +15,8 @@ use tracing::error;
 use crate::actor::UserActor;
 use crate::error::Error;
 use crate::model::global::KeyMap;
-use crate::persist::store::{self, Store, UserWrite};
+use crate::persist::store::{self, Store, UserReader, UserWrite};
+use crate::persist::PersistError;
 
 /// What one parked user costs besides its encoded bytes (map entry, `Arc` header).
 const PARKED_OVERHEAD: usize = 48;
@@ -24,6 +25,9 @@ const PARKED_OVERHEAD: usize = 48;
 #[derive(Default)]
 pub struct Passive {
     store: Option<Arc<Store>>,
+    /// A snapshot of the stored users, kept until this shard's next checkpoint commits (the
+    /// only thing that changes its users in the store).
+    reader: Option<UserReader>,
     /// Passivated users the store does not hold yet: key → (gen, encoded state).
     parked: KeyMap<(u64, Arc<[u8]>)>,
     /// Bytes of the parked states.
@@ -91,27 +95,46 @@ impl Passive {
         if self.erased.contains_key(&key) {
             return Ok(None);
         }
-        match &self.store {
-            Some(s) => s.user(key).map(|u| u.map(|u| (u, false))).map_err(|e| {
-                error!("loading a user: {e}");
-                Error::Unavailable(e.to_string())
-            }),
-            None => Ok(None),
+        let found = match self.reader() {
+            Ok(Some(r)) => r.get(key),
+            Ok(None) => return Ok(None),
+            Err(e) => Err(e),
+        };
+        found.map(|u| u.map(|u| (u, false))).map_err(|e| {
+            error!("loading a user: {e}");
+            self.reader = None;
+            Error::Unavailable(e.to_string())
+        })
+    }
+
+    /// The snapshot reader, opened if needed (`None` without a store).
+    fn reader(&mut self) -> Result<Option<&UserReader>, PersistError> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        if !self.reader.as_ref().is_some_and(UserReader::is_current) {
+            self.reader = Some(store.users()?);
         }
+        Ok(self.reader.as_ref())
     }
 
     /// Erases the user from this tier (and, at the next checkpoint, from the store); true if
     /// it was here or stored.
     pub fn erase(&mut self, key: u64) -> bool {
         let parked = self.unpark(key).is_some();
-        let stored = match &self.store {
-            Some(s) if !self.erased.contains_key(&key) => s.has_user(key).unwrap_or_else(|e| {
-                error!("erasing a user: {e}");
-                // Unknown: erase it to be safe.
-                true
-            }),
-            _ => false,
-        };
+        let stored = !self.erased.contains_key(&key)
+            && match self.reader() {
+                Ok(Some(r)) => r.has(key).unwrap_or_else(|e| {
+                    error!("erasing a user: {e}");
+                    // Unknown: erase it to be safe.
+                    true
+                }),
+                Ok(None) => false,
+                Err(e) => {
+                    error!("erasing a user: {e}");
+                    true
+                }
+            };
         if self.store.is_some() {
             let gen = self.next_gen();
             self.erased.insert(key, gen);
@@ -139,6 +162,8 @@ impl Passive {
         });
         self.parked_bytes -= freed;
         self.erased.retain(|_, g| *g > gen);
+        // What it stored is seen from the next snapshot on.
+        self.reader = None;
     }
 
     /// Parked users (encoded, out of memory).

@@ -45,7 +45,8 @@ pub struct Users {
     evict_rng: Rng,
     /// Users out of memory.
     passive: Passive,
-    /// Whether a checkpoint is in progress (evicted users are then parked even if clean).
+    /// Whether a checkpoint began and its commit is not known yet (evicted users are then
+    /// parked even if clean: the store may not hold what the checkpoint copied).
     checkpointing: bool,
     /// Users owed to the checkpoint and not copied yet.
     owed: usize,
@@ -328,8 +329,9 @@ impl Users {
             }
             self.copy_cursor += 1;
         }
+        // Done copying, but `checkpointing` stays set until the commit is known: a user the
+        // checkpoint copied is not in the store before that, so leaving memory it is parked.
         if self.owed == 0 && out.is_empty() {
-            self.checkpointing = false;
             return None;
         }
         Some(out)
@@ -348,6 +350,7 @@ impl Users {
 
     /// A checkpoint that began with entries up to `gen` committed.
     pub fn committed(&mut self, gen: u64) {
+        self.checkpointing = false;
         self.passive.committed(gen);
     }
 
@@ -471,5 +474,24 @@ mod tests {
             .collect();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].0, id("u0").key());
+    }
+
+    #[test]
+    fn a_user_copied_by_an_uncommitted_checkpoint_is_parked_when_it_leaves_memory() {
+        let (_dir, mut users) = with_store(10);
+        for i in 0..10 {
+            users.get_or_insert(&id(&format!("u{i}")), 1, 8).unwrap();
+        }
+        users.begin_checkpoint();
+        while users.copy_owed(100).is_some() {}
+        // Every user is copied (clean) but the checkpoint has not committed: the store does
+        // not hold them yet, so evicting them must park them.
+        for i in 0..10 {
+            users.get_or_insert(&id(&format!("w{i}")), 2, 8).unwrap();
+        }
+        assert_eq!(users.passive().parked_len(), 10);
+        for i in 0..10 {
+            assert!(users.load(&id(&format!("u{i}"))), "u{i}");
+        }
     }
 }
