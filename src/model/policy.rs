@@ -182,6 +182,84 @@ fn rebase(temperature: f32, logits: &[f32], taken: &[bool], weights: &mut [f64])
     }
 }
 
+/// A constraint on placements that earlier slots can tighten (a rule's cap per attribute
+/// value): before each slot, only the candidates it allows are eligible.
+pub trait Constraint {
+    /// Whether candidate `i` may take the next slot.
+    fn allows(&self, i: usize) -> bool;
+    /// Records that candidate `i` took a slot.
+    fn take(&mut self, i: usize);
+}
+
+/// `place`, under a constraint: each slot is drawn by the same policy from the candidates not
+/// placed yet that `constraint` allows, and its propensity is the policy's probability over
+/// exactly those, so it stays the probability of that choice given the earlier slots. Fewer
+/// than `n` slots come back when the constraint leaves no one eligible. `O(n·K)`; used only
+/// when a decision has a constraint.
+pub fn place_constrained(
+    cfg: &ExplorationConfig,
+    logits: &[f32],
+    n: usize,
+    rng: &mut Rng,
+    constraint: &mut dyn Constraint,
+) -> Vec<Slot> {
+    let k = logits.len();
+    let mut taken = vec![false; k];
+    let mut live = Vec::with_capacity(k);
+    let mut slots = Vec::with_capacity(n.min(k));
+    for _ in 0..n.min(k) {
+        live.clear();
+        live.extend((0..k).filter(|&i| !taken[i] && constraint.allows(i)));
+        // Ties go to the lower index, as in `top_n`.
+        let Some(best) = live
+            .iter()
+            .copied()
+            .reduce(|b, i| if logits[i] > logits[b] { i } else { b })
+        else {
+            break;
+        };
+        let (index, propensity) = match cfg.policy {
+            PolicyKind::Greedy => (best, 1.0),
+            PolicyKind::EpsilonGreedy => {
+                let epsilon = cfg.epsilon;
+                let explore = (rng.next_f64() as f32) < epsilon;
+                let index = if explore {
+                    live[rng.below(live.len())]
+                } else {
+                    best
+                };
+                let uniform = epsilon / live.len() as f32;
+                let p = if index == best {
+                    1.0 - epsilon + uniform
+                } else {
+                    uniform
+                };
+                (index, p)
+            }
+            PolicyKind::Softmax => {
+                let max = logits[best];
+                let weight = |i: usize| (((logits[i] - max) / cfg.temperature) as f64).exp();
+                let total: f64 = live.iter().map(|&i| weight(i)).sum();
+                let target = rng.next_f64() * total;
+                let mut acc = 0.0;
+                let index = live
+                    .iter()
+                    .copied()
+                    .find(|&i| {
+                        acc += weight(i);
+                        acc > target
+                    })
+                    .unwrap_or(live[live.len() - 1]);
+                (index, (weight(index) / total) as f32)
+            }
+        };
+        taken[index] = true;
+        constraint.take(index);
+        slots.push(Slot { index, propensity });
+    }
+    slots
+}
+
 /// The exact slot-1 probability of every candidate under the policy (for tests and
 /// off-policy evaluation).
 pub fn first_slot_distribution(cfg: &ExplorationConfig, logits: &[f32]) -> Vec<f64> {

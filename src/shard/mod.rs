@@ -11,6 +11,7 @@ pub mod durable;
 pub mod learner;
 pub mod msg;
 pub mod pending;
+mod ruled;
 pub mod seen;
 pub mod subscriptions;
 pub mod users;

@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::actor::features::FeatureView;
 use crate::actor::UserActor;
 use crate::api::{
     Ack, Decision, DecisionLog, EventKind, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource,
@@ -28,6 +29,7 @@ use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
+use crate::shard::ruled;
 use crate::shard::seen::SeenEvents;
 use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
 use crate::shard::users::Users;
@@ -43,7 +45,7 @@ const PASSIVATION_BUDGET: usize = 4096;
 /// writer; readers see values at most one batch old.
 #[derive(Debug, Default)]
 pub struct Counters {
-    values: [AtomicU64; 14],
+    values: [AtomicU64; 16],
 }
 
 impl Counters {
@@ -63,6 +65,8 @@ impl Counters {
             s.panics_total,
             s.duplicates_total,
             s.open_decisions,
+            s.rules_fired_total,
+            s.rule_errors_total,
         ];
         for (i, (slot, x)) in self.values.iter().zip(v).enumerate() {
             // Slot 8 (`busy_total`) is counted by callers, not published by the shard.
@@ -99,6 +103,8 @@ impl Counters {
             panics_total: v[11],
             duplicates_total: v[12],
             open_decisions: v[13],
+            rules_fired_total: v[14],
+            rule_errors_total: v[15],
             failed: false,
         }
     }
@@ -500,6 +506,9 @@ impl Shard {
         user.signals.advance(ev.ts_ms, &cfg.hygiene);
         user.events_by_kind[ev.kind as usize] += 1;
         let outlier = user.signals.observe(ev.kind, ev.value, &cfg.hygiene);
+        let idle_s = cfg.features.session_idle_s;
+        let facts = ev.facts.as_deref();
+        (user.features).observe(ev.kind, ev.value, ev.ts_ms, facts, idle_s);
         let rho = state_signal(&cfg.state_signal, ev.kind, ev.value);
         let reward = training_reward(&cfg.reward, ev.kind, ev.value);
         self.stats.events_total += 1;
@@ -622,6 +631,12 @@ impl Shard {
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
+        let experiment = req.arm.as_ref().map(|c| c.reply());
+        (user.features).set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
+        if req.rules.is_some() {
+            // Reads at the decision's time become loads.
+            user.features.advance(req.ts_ms);
+        }
         let arm = req.arm.as_ref().map(|c| (c.tag(), c.policy()));
         let policy = arm.map_or(ArmPolicy::Nudge { epsilon: None }, |(_, p)| p);
         // The `global` arm scores for a user the engine knows nothing about.
@@ -643,14 +658,25 @@ impl Shard {
             }
         }
         let exploration = arm_exploration(&self.learner.cfg.exploration, policy);
-        let slots = policy::place(
-            exploration
-                .as_ref()
-                .unwrap_or(&self.learner.cfg.exploration),
-            &logits,
-            req.n,
-            &mut self.learner.rng,
-        );
+        let exploration = exploration.as_ref();
+        let exploration = exploration.unwrap_or(&self.learner.cfg.exploration);
+        let ruled = req.rules.as_deref().map(|rules| {
+            let (cfg, items) = (&self.learner.cfg, &self.learner.global.items);
+            ruled::apply(rules, cfg, items, user, &req, experiment.as_ref(), &logits)
+        });
+        let rng = &mut self.learner.rng;
+        let slots = match &ruled {
+            Some(applied) => applied.place(exploration, &logits, req.n, rng),
+            None => policy::place(exploration, &logits, req.n, rng),
+        };
+        let (triggers, rules) = match ruled {
+            Some(applied) => {
+                self.stats.rules_fired_total += applied.fired;
+                self.stats.rule_errors_total += applied.errors;
+                (applied.triggers, applied.effects)
+            }
+            None => Default::default(),
+        };
         let mut items = Vec::with_capacity(slots.len());
         let mut placed = Vec::with_capacity(slots.len());
         for slot in &slots {
@@ -684,7 +710,9 @@ impl Shard {
             return Ok(Decision {
                 id: crate::ids::DecisionId::UNTRACKED,
                 items,
-                experiment: req.arm.as_ref().map(|c| c.reply()),
+                experiment,
+                triggers,
+                rules,
             });
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
@@ -697,7 +725,6 @@ impl Shard {
                 tally.users += 1;
             }
         }
-        let experiment = req.arm.as_ref().map(|c| c.reply());
         let open = Open {
             user_key,
             created_ms: req.ts_ms,
@@ -739,6 +766,8 @@ impl Shard {
             id,
             items,
             experiment,
+            triggers,
+            rules,
         })
     }
 
@@ -961,6 +990,14 @@ impl Shard {
             state: user.state().to_vec(),
             personal_weights: user.weights().to_vec(),
             signals: user.signals.summary(&self.cfg().hygiene),
+            features: FeatureView {
+                features: &user.features,
+                signals: &user.signals,
+                hygiene: &self.cfg().hygiene,
+                session_idle_s: self.cfg().features.session_idle_s,
+                now_ms: user.last_ms,
+            }
+            .all(),
             open_decisions,
         })
     }
