@@ -519,6 +519,12 @@ mod tests {
     }
 
     #[test]
+    fn the_features_cost_a_user_152_bytes() {
+        // docs/features.md quotes this figure; a new field changes both.
+        assert_eq!(std::mem::size_of::<LiveFeatures>(), 152);
+    }
+
+    #[test]
     fn names_round_trip_and_are_unique() {
         for f in Feature::ALL {
             assert_eq!(Feature::from_name(f.name()), Some(f));

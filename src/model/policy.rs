@@ -339,6 +339,57 @@ mod tests {
             .all(|s| s.propensity > 0.99 && s.propensity <= 1.0));
     }
 
+    /// At most one item of each parity: the constraint a cap on a two-valued attribute makes.
+    struct OnePerParity([bool; 2]);
+
+    impl Constraint for OnePerParity {
+        fn allows(&self, i: usize) -> bool {
+            !self.0[i % 2]
+        }
+        fn take(&mut self, i: usize) {
+            self.0[i % 2] = true;
+        }
+    }
+
+    #[test]
+    fn a_constraint_narrows_each_slot_and_its_propensity() {
+        let logits = [0.3, 1.0, 0.2, 0.9, -0.5];
+        for policy in [
+            PolicyKind::Greedy,
+            PolicyKind::EpsilonGreedy,
+            PolicyKind::Softmax,
+        ] {
+            let cfg = ExplorationConfig {
+                policy,
+                epsilon: 0.4,
+                temperature: 0.5,
+            };
+            let mut rng = Rng::new(9);
+            for _ in 0..200 {
+                let slots =
+                    place_constrained(&cfg, &logits, 4, &mut rng, &mut OnePerParity([false; 2]));
+                // Two parities, so two slots, one of each.
+                assert_eq!(slots.len(), 2, "{slots:?}");
+                assert_ne!(slots[0].index % 2, slots[1].index % 2);
+                // The first slot is unconstrained: the plain policy's exact probability.
+                let first = first_slot_distribution(&cfg, &logits)[slots[0].index];
+                assert!(
+                    (slots[0].propensity as f64 - first).abs() < 1e-5,
+                    "{policy:?}"
+                );
+                // The second is drawn among the other parity alone.
+                let live: Vec<usize> = (0..5).filter(|i| i % 2 != slots[0].index % 2).collect();
+                let sub: Vec<f32> = live.iter().map(|&i| logits[i]).collect();
+                let at = live.iter().position(|&i| i == slots[1].index).unwrap();
+                let second = first_slot_distribution(&cfg, &sub)[at];
+                assert!(
+                    (slots[1].propensity as f64 - second).abs() < 1e-5,
+                    "{policy:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn no_item_is_placed_twice() {
         for policy in [PolicyKind::EpsilonGreedy, PolicyKind::Softmax] {

@@ -508,7 +508,8 @@ impl Shard {
         let outlier = user.signals.observe(ev.kind, ev.value, &cfg.hygiene);
         let idle_s = cfg.features.session_idle_s;
         let facts = ev.facts.as_deref();
-        (user.features).observe(ev.kind, ev.value, ev.ts_ms, facts, idle_s);
+        user.features
+            .observe(ev.kind, ev.value, ev.ts_ms, facts, idle_s);
         let rho = state_signal(&cfg.state_signal, ev.kind, ev.value);
         let reward = training_reward(&cfg.reward, ev.kind, ev.value);
         self.stats.events_total += 1;
@@ -632,7 +633,8 @@ impl Shard {
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
         let experiment = req.arm.as_ref().map(|c| c.reply());
-        (user.features).set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
+        user.features
+            .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
         if req.rules.is_some() {
             // Reads at the decision's time become loads.
             user.features.advance(req.ts_ms);
