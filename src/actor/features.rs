@@ -526,6 +526,10 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_are_unique() {
+        // Rules index a snapshot of every feature by `Feature as usize`.
+        for (i, f) in Feature::ALL.into_iter().enumerate() {
+            assert_eq!(f as usize, i, "{}", f.name());
+        }
         for f in Feature::ALL {
             assert_eq!(Feature::from_name(f.name()), Some(f));
         }

@@ -22,7 +22,7 @@ use crate::api::RuleEffect;
 use crate::config::ExplorationConfig;
 use crate::model::policy::{self, Constraint, Slot};
 use crate::rng::Rng;
-use crate::rules::expr::{Env, EvalError, ItemView};
+use crate::rules::expr::{Env, EvalError, Features, ItemView};
 use crate::rules::{Action, Rule, RuleSet};
 
 /// The candidates of a decision, as rules read them.
@@ -80,8 +80,9 @@ impl RuleSet {
     ) -> Applied {
         let mut out = Applied::default();
         let mut matched = Vec::new();
+        let features = Features::new(decision.user);
         let env = Env {
-            user: &decision.user,
+            user: &features,
             ctx: decision.ctx,
             item: None,
         };
@@ -99,7 +100,7 @@ impl RuleSet {
             let fires = rule.when.as_ref().map_or(Ok(true), |c| c.eval(&env));
             let result = match fires {
                 Ok(false) => continue,
-                Ok(true) => choose(rule, decision, candidates, &mut matched),
+                Ok(true) => choose(rule, &env, candidates, &mut matched),
                 Err(e) => Err(e),
             };
             match result {
@@ -126,7 +127,7 @@ impl RuleSet {
 /// missing attribute fails the whole rule: nothing it chose is applied.
 fn choose(
     rule: &Rule,
-    decision: &DecisionView<'_>,
+    env: &Env<'_, '_>,
     candidates: &dyn Candidates,
     matched: &mut Vec<usize>,
 ) -> Result<(), EvalError> {
@@ -138,8 +139,8 @@ fn choose(
         let chosen = match &rule.items {
             None => Ok(true),
             Some(cond) => cond.eval(&Env {
-                user: &decision.user,
-                ctx: decision.ctx,
+                user: env.user,
+                ctx: env.ctx,
                 item: Some(candidates.item(i)),
             }),
         };

@@ -6,6 +6,8 @@
 //! value, a context value that is not a number. An item without the attribute a condition
 //! reads is not an error: the item does not match.
 
+use std::cell::Cell;
+
 use crate::actor::features::{Feature, FeatureView, Value};
 use crate::rules::syntax::BinOp;
 
@@ -101,9 +103,9 @@ pub struct ItemView<'a> {
 
 /// What a condition reads: the user's features, the context and, for item-level conditions,
 /// one candidate.
-pub struct Env<'a> {
-    /// The user's live features at the decision's time.
-    pub user: &'a FeatureView<'a>,
+pub struct Env<'a, 'f> {
+    /// The user's live features at the decision's time, each read once per decision.
+    pub user: &'a Features<'f>,
     /// The decision's context, as given.
     pub ctx: &'a [(String, String)],
     /// The candidate, for item-level conditions.
@@ -112,7 +114,37 @@ pub struct Env<'a> {
 
 type R<T> = Result<T, EvalError>;
 
-impl Env<'_> {
+/// A user's features for one decision: each is read from the actor the first time a rule
+/// asks for it and remembered (indexed by `Feature`, declared in `Feature::ALL`'s order), so
+/// fifty rules reading one feature compute it once.
+pub struct Features<'a> {
+    view: FeatureView<'a>,
+    memo: [Cell<Option<Value<'a>>>; Feature::ALL.len()],
+}
+
+impl<'a> Features<'a> {
+    /// Nothing read yet.
+    pub fn new(view: FeatureView<'a>) -> Self {
+        Features {
+            view,
+            memo: Default::default(),
+        }
+    }
+
+    fn get(&self, f: Feature) -> Value<'a> {
+        let slot = &self.memo[f as usize];
+        match slot.get() {
+            Some(v) => v,
+            None => {
+                let v = self.view.get(f);
+                slot.set(Some(v));
+                v
+            }
+        }
+    }
+}
+
+impl Env<'_, '_> {
     fn ctx(&self, key: &str) -> R<&str> {
         self.ctx
             .iter()
@@ -127,7 +159,7 @@ impl Env<'_> {
 }
 
 impl Num {
-    fn eval(&self, env: &Env<'_>) -> R<f64> {
+    fn eval(&self, env: &Env<'_, '_>) -> R<f64> {
         Ok(match self {
             Num::Lit(x) => *x,
             Num::User(f) => match env.user.get(*f) {
@@ -161,7 +193,7 @@ impl Str {
     }
 
     /// The value (an attribute's first value).
-    fn eval<'e>(&'e self, env: &'e Env<'_>) -> R<&'e str> {
+    fn eval<'e>(&'e self, env: &'e Env<'_, '_>) -> R<&'e str> {
         match self {
             Str::Lit(s) => Ok(s),
             Str::User(f) => match env.user.get(*f) {
@@ -177,7 +209,7 @@ impl Str {
     }
 
     /// Whether any value satisfies `test` (an attribute may have several values).
-    fn any(&self, env: &Env<'_>, test: impl Fn(&str) -> bool) -> R<bool> {
+    fn any(&self, env: &Env<'_, '_>, test: impl Fn(&str) -> bool) -> R<bool> {
         match self {
             Str::Item(key) => {
                 let mut values = attr_values(env.item()?, key).peekable();
@@ -211,7 +243,7 @@ fn order<T: PartialOrd>(op: BinOp, a: T, b: T) -> bool {
 
 impl Cond {
     /// Evaluates the condition.
-    pub fn eval(&self, env: &Env<'_>) -> R<bool> {
+    pub fn eval(&self, env: &Env<'_, '_>) -> R<bool> {
         Ok(match self {
             Cond::Lit(b) => *b,
             Cond::Not(a) => !a.eval(env)?,
