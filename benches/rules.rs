@@ -16,7 +16,7 @@ use nudge::actor::features::{FeatureView, LiveFeatures};
 use nudge::actor::Signals;
 use nudge::config::HygieneConfig;
 use nudge::rules::expr::ItemView;
-use nudge::rules::{Candidates, DecisionView, RuleSet};
+use nudge::rules::{Candidates, DecisionView, ItemMatches, RuleSet};
 use nudge::{DecideRequest, Engine, Event, EventKind, ItemSpec, PolicyKind, RuleConfig};
 
 #[global_allocator]
@@ -69,6 +69,9 @@ impl Candidates for Items {
             attrs: &self.0[i].1,
         }
     }
+    fn key(&self, i: usize) -> Option<u64> {
+        Some(i as u64)
+    }
 }
 
 fn apply(c: &mut Criterion) {
@@ -107,8 +110,12 @@ fn apply(c: &mut Criterion) {
             arm: None,
             explain: false,
         };
+        let mut remembered = ItemMatches::default();
         group.bench_function(format!("apply_50_rules_{firing}_fire"), |b| {
-            b.iter(|| black_box(set.apply(&decision, &items, black_box(&logits))))
+            b.iter(|| {
+                let logits = black_box(&logits);
+                black_box(set.apply(&decision, &items, logits, &mut remembered))
+            })
         });
     }
     group.finish();

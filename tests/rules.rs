@@ -332,3 +332,25 @@ fn rules_load_from_the_config_file_and_a_bad_one_refuses_to_start() {
         "{err}"
     );
 }
+
+#[test]
+fn an_upserted_item_is_matched_by_its_new_attributes() {
+    let clock = ManualClock::new(T0);
+    let engine = engine(&clock, |_| {});
+    let mut exclude = rule("no-winter", "exclude");
+    exclude.items = Some("item.category == 'winter'".into());
+    engine.set_rules(&[exclude]).unwrap();
+    let d = decide(&engine, "u", 5);
+    assert!(!placed(&d).contains(&"scarf"), "{:?}", placed(&d));
+    // Shards remember item-only matches per item; an upsert must make them forget.
+    let scarf = ItemSpec::new("scarf").attr("category", "summer");
+    engine.upsert_item(scarf).unwrap();
+    let d = decide(&engine, "u", 5);
+    assert!(placed(&d).contains(&"scarf"), "{:?}", placed(&d));
+    assert!(!placed(&d).contains(&"coat"), "{:?}", placed(&d));
+    // An inline candidate is matched by its own attributes, never by what was remembered.
+    let inline = ItemSpec::new("coat").attr("category", "summer");
+    let req = DecideRequest::new("u", [nudge::Candidate::Inline(inline)], 1);
+    assert_eq!(engine.decide(req).unwrap().items.len(), 1);
+    engine.shutdown();
+}

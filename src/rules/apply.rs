@@ -35,6 +35,82 @@ pub trait Candidates {
     }
     /// Candidate `i`'s id and attributes.
     fn item(&self, i: usize) -> ItemView<'_>;
+    /// Candidate `i`'s key when its attributes are the catalog's (so they stay the same until
+    /// the item is upserted again); `None` for an item given inline.
+    fn key(&self, i: usize) -> Option<u64>;
+}
+
+/// What each item-only `items` condition (`Cond::item_only`) said about each item, one bit
+/// per such rule, for one rule set version: a shard keeps it across decisions so that a
+/// firing rule costs a bit test per candidate. At most one entry per item key the shard has
+/// seen as a candidate; an upserted or removed item is forgotten (`forget`).
+#[derive(Debug, Default)]
+pub struct ItemMatches {
+    version: u64,
+    bits: HashMap<u64, Box<[u64]>>,
+}
+
+impl ItemMatches {
+    /// Forgets what is known of item `key` (its attributes changed).
+    pub fn forget(&mut self, key: u64) {
+        self.bits.remove(&key);
+    }
+
+    /// Every candidate's bits for one decision (one probe each), computing an item's bits
+    /// on first sight; inline candidates have none.
+    fn for_decision(
+        &mut self,
+        set: &RuleSet,
+        env: &Env<'_, '_>,
+        candidates: &dyn Candidates,
+    ) -> Known {
+        let words = (set.remembered as usize).div_ceil(64);
+        let mut known = Known {
+            words,
+            cached: vec![false; candidates.len()],
+            bits: vec![0; words * candidates.len()],
+        };
+        for i in 0..candidates.len() {
+            let Some(key) = candidates.key(i) else {
+                continue;
+            };
+            let bits = self.bits.entry(key).or_insert_with(|| {
+                let item = Env {
+                    user: env.user,
+                    ctx: env.ctx,
+                    item: Some(candidates.item(i)),
+                };
+                let mut bits = vec![0u64; words];
+                for rule in &set.rules {
+                    if let (Some(b), Some(cond)) = (rule.remembered, &rule.items) {
+                        // Item-only: the only error is a missing attribute, which is no match.
+                        if cond.eval(&item) == Ok(true) {
+                            bits[b as usize / 64] |= 1 << (b % 64);
+                        }
+                    }
+                }
+                bits.into_boxed_slice()
+            });
+            known.cached[i] = true;
+            known.bits[i * words..(i + 1) * words].copy_from_slice(bits);
+        }
+        known
+    }
+}
+
+/// One decision's copy of its candidates' remembered bits.
+struct Known {
+    words: usize,
+    cached: Vec<bool>,
+    bits: Vec<u64>,
+}
+
+impl Known {
+    /// Whether candidate `i`'s bit `bit` is set; `None` when the candidate has no bits.
+    fn get(&self, i: usize, bit: u32) -> Option<bool> {
+        let word = self.bits[i * self.words + bit as usize / 64];
+        self.cached[i].then_some(word & (1 << (bit % 64)) != 0)
+    }
 }
 
 /// A decision as rules see it.
@@ -77,9 +153,15 @@ impl RuleSet {
         decision: &DecisionView<'_>,
         candidates: &dyn Candidates,
         logits: &[f32],
+        remembered: &mut ItemMatches,
     ) -> Applied {
+        if remembered.version != self.version {
+            remembered.bits.clear();
+            remembered.version = self.version;
+        }
         let mut out = Applied::default();
         let mut matched = Vec::new();
+        let mut known = None;
         let features = Features::new(decision.user);
         let env = Env {
             user: &features,
@@ -100,7 +182,10 @@ impl RuleSet {
             let fires = rule.when.as_ref().map_or(Ok(true), |c| c.eval(&env));
             let result = match fires {
                 Ok(false) => continue,
-                Ok(true) => choose(rule, &env, candidates, &mut matched),
+                Ok(true) => {
+                    let memo = (self, &mut *remembered, &mut known);
+                    choose(rule, &env, candidates, memo, &mut matched)
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -129,20 +214,25 @@ fn choose(
     rule: &Rule,
     env: &Env<'_, '_>,
     candidates: &dyn Candidates,
+    (set, remembered, known): (&RuleSet, &mut ItemMatches, &mut Option<Known>),
     matched: &mut Vec<usize>,
 ) -> Result<(), EvalError> {
     matched.clear();
     if !rule.kind.takes_items() {
         return Ok(());
     }
+    if rule.remembered.is_some() && known.is_none() {
+        *known = Some(remembered.for_decision(set, env, candidates));
+    }
+    let known = known.as_ref();
     for i in 0..candidates.len() {
-        let chosen = match &rule.items {
-            None => Ok(true),
-            Some(cond) => cond.eval(&Env {
-                user: env.user,
-                ctx: env.ctx,
-                item: Some(candidates.item(i)),
-            }),
+        let chosen = match (&rule.items, rule.remembered, known) {
+            (None, _, _) => Ok(true),
+            (Some(cond), Some(bit), Some(known)) => match known.get(i, bit) {
+                Some(hit) => Ok(hit),
+                None => cond.eval(&env.with_item(candidates.item(i))),
+            },
+            (Some(cond), _, _) => cond.eval(&env.with_item(candidates.item(i))),
         };
         match chosen {
             Ok(true) => matched.push(i),

@@ -144,7 +144,19 @@ impl<'a> Features<'a> {
     }
 }
 
-impl Env<'_, '_> {
+impl<'a, 'f> Env<'a, 'f> {
+    /// The same decision, reading candidate `item`.
+    pub fn with_item<'b>(&self, item: ItemView<'b>) -> Env<'b, 'f>
+    where
+        'a: 'b,
+    {
+        Env {
+            user: self.user,
+            ctx: self.ctx,
+            item: Some(item),
+        }
+    }
+
     fn ctx(&self, key: &str) -> R<&str> {
         self.ctx
             .iter()
@@ -266,17 +278,29 @@ impl Cond {
         })
     }
 
-    /// Whether the condition reads a candidate (it is item-level).
-    pub fn reads_item(&self) -> bool {
-        let s = Str::is_item;
-        match self {
-            Cond::Lit(_) | Cond::Num(..) | Cond::InNum(..) => false,
-            Cond::Not(a) => a.reads_item(),
-            Cond::And(a, b) | Cond::Or(a, b) | Cond::Bool(_, a, b) => {
-                a.reads_item() || b.reads_item()
+    /// Whether the condition reads nothing but the candidate and literals, and cannot fail
+    /// but for a missing attribute (no division): its value is a function of the item alone,
+    /// which a shard may remember per item (`apply::ItemMatches`).
+    pub fn item_only(&self) -> bool {
+        fn num(n: &Num) -> bool {
+            match n {
+                Num::Lit(_) => true,
+                Num::User(_) | Num::Ctx(_) => false,
+                Num::Neg(a) => num(a),
+                Num::Arith(op, a, b) => *op != BinOp::Div && num(a) && num(b),
             }
-            Cond::Str(_, a, b) => s(a) || s(b),
+        }
+        let s = |x: &Str| !matches!(x, Str::User(_) | Str::Ctx(_));
+        match self {
+            Cond::Lit(_) => true,
+            Cond::Not(a) => a.item_only(),
+            Cond::And(a, b) | Cond::Or(a, b) | Cond::Bool(_, a, b) => {
+                a.item_only() && b.item_only()
+            }
+            Cond::Num(_, a, b) => num(a) && num(b),
+            Cond::Str(_, a, b) => s(a) && s(b),
             Cond::InStr(a, _) => s(a),
+            Cond::InNum(a, _) => num(a),
         }
     }
 }

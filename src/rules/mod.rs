@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::config::RuleConfig;
 use expr::Cond;
 
-pub use apply::{Applied, Candidates, DecisionView};
+pub use apply::{Applied, Candidates, DecisionView, ItemMatches};
 
 /// Most rules in one set.
 pub const MAX_RULES: usize = 1000;
@@ -109,6 +109,8 @@ struct Rule {
     action: Action,
     /// Only for this `experiment/arm`.
     arm: Option<Box<str>>,
+    /// The rule's bit in `ItemMatches`, when its `items` depends on the item alone.
+    remembered: Option<u32>,
 }
 
 /// A rule refused: which one, which field, where in it, and why.
@@ -145,6 +147,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     /// The definitions as given, in the given order, with each rule's version.
     specs: Vec<(RuleConfig, u64)>,
+    /// How many rules have a bit in `ItemMatches`.
+    remembered: u32,
 }
 
 /// Two sets are equal when their versions and definitions are: the compiled rules follow.
@@ -195,10 +199,19 @@ impl RuleSet {
         }
         // Stable: equal priorities keep the list's order.
         rules.sort_by_key(|(priority, _)| std::cmp::Reverse(*priority));
+        let mut rules: Vec<Rule> = rules.into_iter().map(|(_, r)| r).collect();
+        let mut remembered = 0;
+        for rule in &mut rules {
+            if rule.items.as_ref().is_some_and(Cond::item_only) {
+                rule.remembered = Some(remembered);
+                remembered += 1;
+            }
+        }
         Ok(RuleSet {
             version,
-            rules: rules.into_iter().map(|(_, r)| r).collect(),
+            rules,
             specs: kept,
+            remembered,
         })
     }
 
@@ -335,6 +348,7 @@ fn compile_rule(index: usize, spec: &RuleConfig, version: u64) -> Result<Rule, R
         items,
         action,
         arm: spec.arm.as_deref().map(Into::into),
+        remembered: None,
     })
 }
 

@@ -5,10 +5,10 @@
 use crate::actor::features::FeatureView;
 use crate::actor::UserActor;
 use crate::api::ExperimentArm;
-use crate::config::Config;
 use crate::model::items::ItemTable;
 use crate::rules::expr::ItemView;
-use crate::rules::{Applied, Candidates, DecisionView, RuleSet};
+use crate::rules::{Applied, Candidates, DecisionView, ItemMatches, RuleSet};
+use crate::shard::learner::Learner;
 use crate::shard::msg::ValidDecide;
 
 /// A decision's candidates with their attributes.
@@ -33,19 +33,25 @@ impl Candidates for Ruled<'_> {
             attrs: features.map_or(&[][..], |f| &f.attrs[..]),
         }
     }
+
+    fn key(&self, i: usize) -> Option<u64> {
+        let c = &self.req.candidates[i];
+        c.inline.is_none().then_some(c.key)
+    }
 }
 
 /// Applies `rules` to the decision `req` for `user` (whose features are decayed to the
 /// decision's time), given the model's `logits`.
 pub(super) fn apply(
     rules: &RuleSet,
-    cfg: &Config,
-    items: &ItemTable,
+    learner: &Learner,
     user: &UserActor,
     req: &ValidDecide,
     arm: Option<&ExperimentArm>,
     logits: &[f32],
+    remembered: &mut ItemMatches,
 ) -> Applied {
+    let (cfg, items) = (&learner.cfg, &learner.global.items);
     let decision = DecisionView {
         user: FeatureView {
             features: &user.features,
@@ -58,5 +64,5 @@ pub(super) fn apply(
         arm: arm.map(|a| (&*a.experiment, &*a.arm)),
         explain: req.explain,
     };
-    rules.apply(&decision, &Ruled { req, items }, logits)
+    rules.apply(&decision, &Ruled { req, items }, logits, remembered)
 }

@@ -25,6 +25,7 @@ use crate::model::policy;
 use crate::model::reward::{is_clear_outcome, popularity_counts, state_signal, training_reward};
 use crate::model::ItemFeatures;
 use crate::persist::codec;
+use crate::rules::ItemMatches;
 use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
@@ -141,6 +142,8 @@ pub struct Shard {
     pub(super) wal: Option<Wal>,
     /// Per-arm counters of the experiments this shard's decisions fell in.
     tallies: Tallies,
+    /// What the rules' item-only conditions said about each catalog item (issue 14).
+    rule_matches: ItemMatches,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -182,6 +185,7 @@ impl Shard {
             config_version,
             wal: None,
             tallies: Tallies::default(),
+            rule_matches: ItemMatches::default(),
         }
     }
 
@@ -423,6 +427,7 @@ impl Shard {
 
     /// Removes a catalog item and its learned parameters.
     pub(super) fn remove_item(&mut self, key: u64) {
+        self.rule_matches.forget(key);
         self.learner.global.items.remove(key);
         self.learner.cooccurrence.remove(key);
         if let Some(m) = &self.mixer {
@@ -475,6 +480,7 @@ impl Shard {
     /// Adds or replaces one catalog item in this shard's view.
     pub fn on_upsert(&mut self, features: Arc<ItemFeatures>) {
         let key = features.id.key();
+        self.rule_matches.forget(key);
         let items = &mut self.learner.global.items;
         match items.row(key) {
             Some(row) => items.set_features(row, Some(features)),
@@ -663,8 +669,8 @@ impl Shard {
         let exploration = exploration.as_ref();
         let exploration = exploration.unwrap_or(&self.learner.cfg.exploration);
         let ruled = req.rules.as_deref().map(|rules| {
-            let (cfg, items) = (&self.learner.cfg, &self.learner.global.items);
-            ruled::apply(rules, cfg, items, user, &req, experiment.as_ref(), &logits)
+            let (remembered, arm) = (&mut self.rule_matches, experiment.as_ref());
+            ruled::apply(rules, &self.learner, user, &req, arm, &logits, remembered)
         });
         let rng = &mut self.learner.rng;
         let slots = match &ruled {
