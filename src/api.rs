@@ -311,6 +311,29 @@ pub struct Decision {
     pub items: Vec<Placement>,
     /// The experiment and arm whose policy ranked them, if the user is in one.
     pub experiment: Option<ExperimentArm>,
+    /// The triggers the decision's rules fired, in priority order.
+    pub triggers: Vec<std::sync::Arc<str>>,
+    /// With `explain`: each rule that fired (or failed at run time) and what it changed.
+    pub rules: Vec<RuleEffect>,
+}
+
+/// What one rule did to a decision (`explain`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleEffect {
+    /// The rule's name.
+    pub rule: std::sync::Arc<str>,
+    /// The rule's version (the rule set's version when its definition last changed).
+    pub version: u64,
+    /// Its action.
+    pub action: crate::rules::ActionKind,
+    /// The items it acted on (matched by `items`, or forced), in candidate order.
+    pub items: Vec<String>,
+    /// What a boost added to (negative: a bury took from) each item's logit.
+    pub by: Option<f32>,
+    /// The trigger it fired.
+    pub trigger: Option<std::sync::Arc<str>>,
+    /// Why it was skipped for this decision (a runtime error), if it was.
+    pub error: Option<&'static str>,
 }
 
 /// The experiment and arm a decision was made under.
@@ -373,6 +396,8 @@ pub struct UserExport {
     pub personal_weights: Vec<f32>,
     /// Decayed signal statistics.
     pub signals: SignalSummary,
+    /// The live features at `last_seen_ms`, in catalogue order (`docs/features.md`).
+    pub features: Vec<(crate::actor::Feature, crate::actor::features::FeatureValue)>,
     /// Open decisions.
     pub open_decisions: Vec<OpenDecision>,
 }
@@ -408,6 +433,10 @@ pub struct ShardStats {
     pub duplicates_total: u64,
     /// Messages whose handling panicked (each answered `internal`, its user's actor reset).
     pub panics_total: u64,
+    /// Rules that fired in decisions.
+    pub rules_fired_total: u64,
+    /// Rules skipped in a decision by a runtime error (division by zero, a missing value).
+    pub rule_errors_total: u64,
     /// Whether a panic escaped a shard-wide step (the timer, the log's commit), so that the
     /// shard's state may be inconsistent; `/readyz` reports not ready.
     pub failed: bool,
@@ -490,6 +519,8 @@ impl Stats {
             t.mixes_total += s.mixes_total;
             t.panics_total += s.panics_total;
             t.duplicates_total += s.duplicates_total;
+            t.rules_fired_total += s.rules_fired_total;
+            t.rule_errors_total += s.rule_errors_total;
             t.failed |= s.failed;
         }
         t

@@ -92,6 +92,57 @@ pub struct Config {
     pub durability: DurabilityConfig,
     /// Experiments started with the engine (`[[experiments]]`).
     pub experiments: Vec<ExperimentConfig>,
+    /// The live per-user features (`[features]`, issue 14).
+    pub features: FeaturesConfig,
+    /// Rules applied to every decision (`[[rules]]`, issue 14; `docs/rules.md`).
+    pub rules: Vec<RuleConfig>,
+}
+
+/// The live per-user features (`docs/features.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeaturesConfig {
+    /// A session ends after this many seconds (of event time) without an event.
+    pub session_idle_s: u64,
+}
+
+impl Default for FeaturesConfig {
+    fn default() -> Self {
+        FeaturesConfig {
+            session_idle_s: 1800,
+        }
+    }
+}
+
+/// One rule as the config file (`[[rules]]`) and the wire's `rules` op spell it; the rules
+/// module compiles a list of them into a rule set, or refuses it naming the rule, the field
+/// and the position of the error (`docs/rules.md`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name.
+    pub name: String,
+    /// Higher runs first (default 0; ties keep the list's order).
+    pub priority: i32,
+    /// The decision-level condition over `user.*` and `ctx.*` (default: always).
+    pub when: Option<String>,
+    /// `boost`, `bury`, `exclude`, `pin`, `cap`, `force` or `trigger`.
+    pub action: String,
+    /// The item-level condition over `item.*` (and `user.*`, `ctx.*`) choosing the items a
+    /// `boost`, `bury`, `exclude` or `pin` acts on (default: every candidate).
+    pub items: Option<String>,
+    /// What `boost` adds to (and `bury` takes from) a matching item's logit.
+    pub by: Option<f64>,
+    /// The attribute whose values `cap` counts.
+    pub attr: Option<String>,
+    /// Most items per value of `attr` in the placements (`cap`).
+    pub max: Option<u32>,
+    /// The item id `force` pins first.
+    pub item: Option<String>,
+    /// The trigger name `trigger` fires.
+    pub trigger: Option<String>,
+    /// Only for users in this experiment arm, `experiment/arm`.
+    pub arm: Option<String>,
 }
 
 /// One experiment as the config file (and the wire) spell it; `to_spec` checks it.
@@ -200,6 +251,8 @@ impl Default for Config {
             data_dir: None,
             durability: DurabilityConfig::default(),
             experiments: Vec::new(),
+            features: FeaturesConfig::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -718,6 +771,7 @@ impl Config {
         for (i, e) in self.experiments.iter().enumerate() {
             e.to_spec().map_err(|e| format!("experiments[{i}]: {e}"))?;
         }
+        crate::rules::RuleSet::compile(&self.rules, 1).map_err(|e| format!("rules: {e}"))?;
         Ok(())
     }
 }

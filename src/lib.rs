@@ -16,6 +16,8 @@
 //! `error`, `rng`, and `sync` (the one-shot reply channel, the only `unsafe` code).
 //! `experiment` holds A/B/n tests (issue 13): definitions, the registry the engine assigns
 //! each decision's arm from, the per-arm tallies shards keep, and the always-valid statistics.
+//! `rules` holds the rule language (a compiled CEL subset) and the actions a rule set applies
+//! in the decision path (issue 14); the live features rules read are the actor's.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -48,6 +50,7 @@ pub mod ids;
 pub mod model;
 pub mod persist;
 pub mod rng;
+pub mod rules;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod shard;
@@ -59,10 +62,11 @@ pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    ScoreParts, ShardStats, SignalSummary, Stats, UpdateCause, UpdateSink, UserExport, UserUpdate,
+    RuleEffect, ScoreParts, ShardStats, SignalSummary, Stats, UpdateCause, UpdateSink, UserExport,
+    UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, FsyncPolicy, OnFull, PolicyKind};
+pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, ErrorCode, Problem, StartError};
 pub use experiment::{ArmPolicy, ArmSpec, ExperimentResults, ExperimentSpec, Metric, Status};

@@ -17,6 +17,8 @@ mod experiments;
 mod event_stream;
 // Properties of the model's math, policies and hashing (proptest).
 mod model_props;
+// Issue 14: live features from hand-made events; rules compiled, applied, explained, reloaded.
+mod rules;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
@@ -34,6 +36,9 @@ mod server_http;
 // Issue 13 over the wire: the experiment ops on TCP and the `/v1/experiments` routes.
 #[cfg(feature = "server")]
 mod server_experiments;
+// Issue 14 over the wire: the `rules` and `features` ops, triggers and explain in replies.
+#[cfg(feature = "server")]
+mod server_rules;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
 #[cfg(feature = "server")]
 mod server_ws;

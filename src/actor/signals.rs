@@ -127,6 +127,23 @@ impl Signals {
         self.engagement as f64 * std::f64::consts::LN_2 / cfg.stats_half_life_s * 3600.0
     }
 
+    /// The factor that decays the counters from their time to `ts_ms` (1 for earlier times).
+    fn factor_at(&self, ts_ms: u64, cfg: &HygieneConfig) -> f64 {
+        let elapsed_s = ts_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        decay_factor(elapsed_s, cfg.stats_half_life_s) as f64
+    }
+
+    /// Decayed events per hour as of `ts_ms`, without moving the counters.
+    pub fn engagement_per_hour_at(&self, ts_ms: u64, cfg: &HygieneConfig) -> f64 {
+        self.engagement_per_hour(cfg) * self.factor_at(ts_ms, cfg)
+    }
+
+    /// Decayed clicks per hour as of `ts_ms`, without moving the counters.
+    pub fn clicks_per_hour_at(&self, ts_ms: u64, cfg: &HygieneConfig) -> f64 {
+        let per_hour = std::f64::consts::LN_2 / cfg.stats_half_life_s * 3600.0;
+        self.clicks as f64 * per_hour * self.factor_at(ts_ms, cfg)
+    }
+
     /// Decayed mean sentiment, 0 when none was seen.
     pub fn sentiment(&self) -> f32 {
         if self.sentiment_weight > 1e-6 {

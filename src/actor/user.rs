@@ -5,6 +5,7 @@
 //! An actor is owned by exactly one shard and touched only by that shard's thread; nothing here
 //! reads the clock.
 
+use crate::actor::features::LiveFeatures;
 use crate::actor::signals::Signals;
 use crate::config::ModelConfig;
 use crate::ids::UserId;
@@ -28,6 +29,8 @@ pub struct UserActor {
     pub steps: u32,
     /// Signal statistics and counters.
     pub signals: Signals,
+    /// The live features read by name (issue 14): windows, session, last facts, totals.
+    pub features: LiveFeatures,
     /// Events accepted, by `EventKind` index.
     pub events_by_kind: [u32; 8],
     /// Decisions made.
@@ -52,6 +55,7 @@ impl UserActor {
             vectors: vec![0.0; 4 * dim].into_boxed_slice(),
             steps: 0,
             signals: Signals::default(),
+            features: LiveFeatures::default(),
             events_by_kind: [0; 8],
             decisions: 0,
             open: Vec::new(),

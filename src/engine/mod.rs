@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::api::{
     Ack, DecideRequest, Decision, DecisionLog, DurabilityStats, Event, EventKind, ItemSpec, Stats,
@@ -28,6 +28,7 @@ use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec, Registry}
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::{FeatureSpace, Mixer};
 use crate::persist::{store, Checkpointer, DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
+use crate::rules::RuleSet;
 use crate::shard::checkpoint::Checkpoints;
 use crate::shard::msg::{Reply, ValidEvent};
 use crate::shard::{Counters, Msg, Shard, ShardCell, Sweeper};
@@ -71,6 +72,11 @@ struct Inner {
     recovery: (u64, u64),
     /// The experiments; a decision reads its snapshot to find the user's arm.
     experiments: Registry,
+    /// The rule set in force, replaced whole (`set_rules`); a decision takes one `Arc`
+    /// clone of it, so it sees the old set or the new one, never a mix.
+    rules: RwLock<Arc<RuleSet>>,
+    /// Whether the set in force has rules: while it has none, a decision skips the lock.
+    any_rules: AtomicBool,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -256,6 +262,12 @@ impl EngineBuilder {
             item_embedding_init: cfg.model.item_embedding_init,
         };
         let on_full = cfg.on_full;
+        // Validated with the configuration; compiled again here to keep.
+        let rules = match cfg.rules.is_empty() {
+            true => RuleSet::default(),
+            false => RuleSet::compile(&cfg.rules, 1)
+                .map_err(|e| StartError::Config(format!("rules: {e}")))?,
+        };
         let experiments = Registry::default();
         for e in &cfg.experiments {
             let spec = e.to_spec().map_err(|e| StartError::Config(e.to_string()))?;
@@ -265,6 +277,8 @@ impl EngineBuilder {
         }
         let inner = Arc::new(Inner {
             experiments,
+            any_rules: AtomicBool::new(!rules.is_empty()),
+            rules: RwLock::new(Arc::new(rules)),
             spin: Config::spin(cfg.reply_spin_us),
             cfg,
             space,
@@ -521,9 +535,16 @@ impl Engine {
     fn submit_decide(&self, request: DecideRequest) -> Pending<Result<Decision, Error>> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
-        match validate::decide(&inner.cfg, &inner.space, request, now, inner.logging) {
+        let rules = match inner.any_rules.load(Ordering::Acquire) {
+            true => Some(inner.rules.read().clone()).filter(|r| !r.is_empty()),
+            false => None,
+        };
+        // Rules read the context as given, so a decision under rules keeps it.
+        let keep_context = inner.logging || rules.is_some();
+        match validate::decide(&inner.cfg, &inner.space, request, now, keep_context) {
             Ok(mut req) => {
                 req.arm = inner.experiments.assign(req.user.as_str());
+                req.rules = rules;
                 self.submit(self.shard_of(&req.user), |r| Msg::Decide(req, r))
             }
             Err(e) => Pending::failed(e),
@@ -813,6 +834,28 @@ impl Engine {
         Ok(chosen
             .filter(|c| *c.experiment.name == *name)
             .map(|c| c.reply().arm.to_string()))
+    }
+
+    /// Replaces the rule set whole (hot reload) and returns the new set's version. A bad rule
+    /// refuses the whole update with `invalid` naming `rules` (the message names the rule, the
+    /// field and the position of the error) and the running set stays as it was. Decisions
+    /// already taken keep the set they started with.
+    pub fn set_rules(&self, rules: &[crate::config::RuleConfig]) -> Result<u64, Error> {
+        let mut current = self.inner.rules.write();
+        let next = current
+            .replaced_by(rules)
+            .map_err(|e| Error::invalid("rules", Problem::Rejected(e.to_string())))?;
+        let version = next.version();
+        self.inner
+            .any_rules
+            .store(!next.is_empty(), Ordering::Release);
+        *current = Arc::new(next);
+        Ok(version)
+    }
+
+    /// The rule set in force (its version, and each rule as given with its version).
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.inner.rules.read().clone()
     }
 
     /// The experiment's results now: every shard's counters summed, each arm against the

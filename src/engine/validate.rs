@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::actor::features::EventFacts;
 use crate::api::{Candidate, DecideRequest, Event, EventKind, ItemSpec};
 use crate::config::Config;
 use crate::error::{Error, Problem};
@@ -131,6 +132,7 @@ pub fn event(
         value,
         ts_ms: timestamp(cfg, ev.ts_ms, now_ms)?,
         context: context(cfg, space, &ev.context)?,
+        facts: EventFacts::of(&ev.context),
         decision: ev.decision,
     })
 }
@@ -235,6 +237,7 @@ pub fn decide(
         explain: req.explain,
         track: req.track,
         raw_context: keep_raw_context.then_some(req.context),
+        rules: None,
     })
 }
 

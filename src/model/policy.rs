@@ -182,6 +182,84 @@ fn rebase(temperature: f32, logits: &[f32], taken: &[bool], weights: &mut [f64])
     }
 }
 
+/// A constraint on placements that earlier slots can tighten (a rule's cap per attribute
+/// value): before each slot, only the candidates it allows are eligible.
+pub trait Constraint {
+    /// Whether candidate `i` may take the next slot.
+    fn allows(&self, i: usize) -> bool;
+    /// Records that candidate `i` took a slot.
+    fn take(&mut self, i: usize);
+}
+
+/// `place`, under a constraint: each slot is drawn by the same policy from the candidates not
+/// placed yet that `constraint` allows, and its propensity is the policy's probability over
+/// exactly those, so it stays the probability of that choice given the earlier slots. Fewer
+/// than `n` slots come back when the constraint leaves no one eligible. `O(n·K)`; used only
+/// when a decision has a constraint.
+pub fn place_constrained(
+    cfg: &ExplorationConfig,
+    logits: &[f32],
+    n: usize,
+    rng: &mut Rng,
+    constraint: &mut dyn Constraint,
+) -> Vec<Slot> {
+    let k = logits.len();
+    let mut taken = vec![false; k];
+    let mut live = Vec::with_capacity(k);
+    let mut slots = Vec::with_capacity(n.min(k));
+    for _ in 0..n.min(k) {
+        live.clear();
+        live.extend((0..k).filter(|&i| !taken[i] && constraint.allows(i)));
+        // Ties go to the lower index, as in `top_n`.
+        let Some(best) = live
+            .iter()
+            .copied()
+            .reduce(|b, i| if logits[i] > logits[b] { i } else { b })
+        else {
+            break;
+        };
+        let (index, propensity) = match cfg.policy {
+            PolicyKind::Greedy => (best, 1.0),
+            PolicyKind::EpsilonGreedy => {
+                let epsilon = cfg.epsilon;
+                let explore = (rng.next_f64() as f32) < epsilon;
+                let index = if explore {
+                    live[rng.below(live.len())]
+                } else {
+                    best
+                };
+                let uniform = epsilon / live.len() as f32;
+                let p = if index == best {
+                    1.0 - epsilon + uniform
+                } else {
+                    uniform
+                };
+                (index, p)
+            }
+            PolicyKind::Softmax => {
+                let max = logits[best];
+                let weight = |i: usize| (((logits[i] - max) / cfg.temperature) as f64).exp();
+                let total: f64 = live.iter().map(|&i| weight(i)).sum();
+                let target = rng.next_f64() * total;
+                let mut acc = 0.0;
+                let index = live
+                    .iter()
+                    .copied()
+                    .find(|&i| {
+                        acc += weight(i);
+                        acc > target
+                    })
+                    .unwrap_or(live[live.len() - 1]);
+                (index, (weight(index) / total) as f32)
+            }
+        };
+        taken[index] = true;
+        constraint.take(index);
+        slots.push(Slot { index, propensity });
+    }
+    slots
+}
+
 /// The exact slot-1 probability of every candidate under the policy (for tests and
 /// off-policy evaluation).
 pub fn first_slot_distribution(cfg: &ExplorationConfig, logits: &[f32]) -> Vec<f64> {
@@ -259,6 +337,57 @@ mod tests {
         assert!(slots
             .iter()
             .all(|s| s.propensity > 0.99 && s.propensity <= 1.0));
+    }
+
+    /// At most one item of each parity: the constraint a cap on a two-valued attribute makes.
+    struct OnePerParity([bool; 2]);
+
+    impl Constraint for OnePerParity {
+        fn allows(&self, i: usize) -> bool {
+            !self.0[i % 2]
+        }
+        fn take(&mut self, i: usize) {
+            self.0[i % 2] = true;
+        }
+    }
+
+    #[test]
+    fn a_constraint_narrows_each_slot_and_its_propensity() {
+        let logits = [0.3, 1.0, 0.2, 0.9, -0.5];
+        for policy in [
+            PolicyKind::Greedy,
+            PolicyKind::EpsilonGreedy,
+            PolicyKind::Softmax,
+        ] {
+            let cfg = ExplorationConfig {
+                policy,
+                epsilon: 0.4,
+                temperature: 0.5,
+            };
+            let mut rng = Rng::new(9);
+            for _ in 0..200 {
+                let slots =
+                    place_constrained(&cfg, &logits, 4, &mut rng, &mut OnePerParity([false; 2]));
+                // Two parities, so two slots, one of each.
+                assert_eq!(slots.len(), 2, "{slots:?}");
+                assert_ne!(slots[0].index % 2, slots[1].index % 2);
+                // The first slot is unconstrained: the plain policy's exact probability.
+                let first = first_slot_distribution(&cfg, &logits)[slots[0].index];
+                assert!(
+                    (slots[0].propensity as f64 - first).abs() < 1e-5,
+                    "{policy:?}"
+                );
+                // The second is drawn among the other parity alone.
+                let live: Vec<usize> = (0..5).filter(|i| i % 2 != slots[0].index % 2).collect();
+                let sub: Vec<f32> = live.iter().map(|&i| logits[i]).collect();
+                let at = live.iter().position(|&i| i == slots[1].index).unwrap();
+                let second = first_slot_distribution(&cfg, &sub)[at];
+                assert!(
+                    (slots[1].propensity as f64 - second).abs() < 1e-5,
+                    "{policy:?}"
+                );
+            }
+        }
     }
 
     #[test]

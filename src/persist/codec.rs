@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use crate::actor::features::EventFacts;
 use crate::api::EventKind;
 use crate::ids::{DecisionId, ItemId, UserId};
 use crate::model::cooccur::{RecentItems, RECENT_ITEMS};
@@ -28,6 +29,9 @@ mod tag {
     pub const ADVANCE: u8 = 9;
     /// An event with an idempotency key: `EVENT`'s fields, then the key's hash.
     pub const EVENT_WITH_ID: u8 = 10;
+    /// An event whose context named a device, location or hour (issue 14): `EVENT`'s
+    /// fields, a presence byte and the key's hash, then the facts.
+    pub const EVENT_WITH_FACTS: u8 = 11;
 }
 
 /// One decoded log record: an input the shard applied, in the order it applied them.
@@ -71,9 +75,10 @@ pub fn start(out: &mut Vec<u8>, next_sequence: u64) {
 
 /// `Event`.
 pub fn event(out: &mut Vec<u8>, ev: &ValidEvent) {
-    out.push(match ev.event_id {
-        Some(_) => tag::EVENT_WITH_ID,
-        None => tag::EVENT,
+    out.push(match (&ev.facts, ev.event_id) {
+        (Some(_), _) => tag::EVENT_WITH_FACTS,
+        (None, Some(_)) => tag::EVENT_WITH_ID,
+        (None, None) => tag::EVENT,
     });
     put_str(out, ev.user.as_str());
     out.push(ev.kind as u8);
@@ -90,7 +95,13 @@ pub fn event(out: &mut Vec<u8>, ev: &ValidEvent) {
     put_sparse(out, &ev.context);
     put_u64(out, ev.decision.map_or(0, |d| d.0));
     out.push(ev.decision.is_some() as u8);
-    if let Some(id) = ev.event_id {
+    if let Some(facts) = &ev.facts {
+        out.push(ev.event_id.is_some() as u8);
+        put_u64(out, ev.event_id.unwrap_or(0));
+        put_opt_str(out, facts.device.as_deref());
+        put_opt_str(out, facts.location.as_deref());
+        out.push(facts.hour.unwrap_or(u8::MAX));
+    } else if let Some(id) = ev.event_id {
         put_u64(out, id);
     }
 }
@@ -187,6 +198,18 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
             ev.event_id = Some(d.u64()?);
             Record::Event(ev)
         }
+        tag::EVENT_WITH_FACTS => {
+            let mut ev = d.event()?;
+            let has_id = d.u8()? != 0;
+            let id = d.u64()?;
+            ev.event_id = has_id.then_some(id);
+            ev.facts = Some(Box::new(EventFacts {
+                device: d.opt_string()?.map(Into::into),
+                location: d.opt_string()?.map(Into::into),
+                hour: Some(d.u8()?).filter(|h| *h < 24),
+            }));
+            Record::Event(ev)
+        }
         tag::DECIDE => {
             let req = d.decide()?;
             let n = d.len()?;
@@ -219,25 +242,41 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
     Ok(record)
 }
 
-fn put_u32(out: &mut Vec<u8>, x: u32) {
+/// A little-endian `u32`.
+pub fn put_u32(out: &mut Vec<u8>, x: u32) {
     out.extend_from_slice(&x.to_le_bytes());
 }
 
-fn put_u64(out: &mut Vec<u8>, x: u64) {
+/// A little-endian `u64`.
+pub fn put_u64(out: &mut Vec<u8>, x: u64) {
     out.extend_from_slice(&x.to_le_bytes());
 }
 
-fn put_f32(out: &mut Vec<u8>, x: f32) {
+/// A little-endian `f32`.
+pub fn put_f32(out: &mut Vec<u8>, x: f32) {
     out.extend_from_slice(&x.to_le_bytes());
 }
 
-fn put_f64(out: &mut Vec<u8>, x: f64) {
+/// A little-endian `f64`.
+pub fn put_f64(out: &mut Vec<u8>, x: f64) {
     out.extend_from_slice(&x.to_le_bytes());
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+/// A string: its `u32` length, then its bytes.
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
     put_u32(out, s.len() as u32);
     out.extend_from_slice(s.as_bytes());
+}
+
+/// An optional string: a presence byte, then the string.
+pub fn put_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(1);
+            put_str(out, s);
+        }
+        None => out.push(0),
+    }
 }
 
 fn put_f32s(out: &mut Vec<u8>, xs: &[f32]) {
@@ -313,6 +352,16 @@ pub struct Dec<'a> {
 }
 
 impl<'a> Dec<'a> {
+    /// A reader at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Dec { bytes, at: 0 }
+    }
+
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
         let Some(end) = end else {
@@ -323,29 +372,34 @@ impl<'a> Dec<'a> {
         Ok(s)
     }
 
-    fn u8(&mut self) -> Result<u8, String> {
+    /// A byte.
+    pub fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
     }
 
-    fn u32(&mut self) -> Result<u32, String> {
+    /// A little-endian `u32`.
+    pub fn u32(&mut self) -> Result<u32, String> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
 
-    fn u64(&mut self) -> Result<u64, String> {
+    /// A little-endian `u64`.
+    pub fn u64(&mut self) -> Result<u64, String> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
 
-    fn f32(&mut self) -> Result<f32, String> {
+    /// A little-endian `f32`.
+    pub fn f32(&mut self) -> Result<f32, String> {
         Ok(f32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
 
-    fn f64(&mut self) -> Result<f64, String> {
+    /// A little-endian `f64`.
+    pub fn f64(&mut self) -> Result<f64, String> {
         Ok(f64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
@@ -359,10 +413,19 @@ impl<'a> Dec<'a> {
         Ok(n)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    /// A string written by `put_str`.
+    pub fn string(&mut self) -> Result<String, String> {
         let n = self.len()?;
         let s = self.take(n)?;
         String::from_utf8(s.to_vec()).map_err(|_| "a string that is not UTF-8".to_string())
+    }
+
+    /// An optional string written by `put_opt_str`.
+    pub fn opt_string(&mut self) -> Result<Option<String>, String> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => self.string().map(Some),
+        }
     }
 
     fn f32s(&mut self) -> Result<Vec<f32>, String> {
@@ -411,6 +474,7 @@ impl<'a> Dec<'a> {
             context,
             decision,
             event_id: None,
+            facts: None,
         })
     }
 
@@ -441,6 +505,8 @@ impl<'a> Dec<'a> {
             explain: flags & 1 != 0,
             track: flags & 2 == 0,
             raw_context: None,
+            // Nor is the rule set (`docs/rules.md`, Replay).
+            rules: None,
         })
     }
 
@@ -516,12 +582,19 @@ mod tests {
 
     #[test]
     fn an_event_round_trips() {
+        let facts = EventFacts {
+            device: Some("mobile".into()),
+            location: None,
+            hour: Some(21),
+        };
         for event_id in [None, Some(99)] {
-            event_round_trips(event_id);
+            for facts in [None, Some(Box::new(facts.clone()))] {
+                event_round_trips(event_id, facts);
+            }
         }
     }
 
-    fn event_round_trips(event_id: Option<u64>) {
+    fn event_round_trips(event_id: Option<u64>, facts: Option<Box<EventFacts>>) {
         let ev = ValidEvent {
             event_id,
             user: UserId::new("u1").unwrap(),
@@ -533,6 +606,7 @@ mod tests {
                 entries: vec![(3, 0.5), (9, -0.5)],
             },
             decision: Some(DecisionId(42)),
+            facts,
         };
         let mut out = Vec::new();
         event(&mut out, &ev);
@@ -557,7 +631,7 @@ mod tests {
         /// Every tag followed by garbage decodes or fails cleanly.
         #[test]
         fn decoding_a_known_tag_with_garbage_never_panics(
-            tag in 1u8..=8,
+            tag in 1u8..=11,
             rest in proptest::collection::vec(0u8..=255, 0..128),
         ) {
             let mut bytes = vec![tag];

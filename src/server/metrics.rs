@@ -454,6 +454,16 @@ fn render_engine(out: &mut String, stats: &Stats) {
             t.duplicates_total,
         ),
         (
+            "nudge_rules_fired_total",
+            "Rules that fired in decisions.",
+            t.rules_fired_total,
+        ),
+        (
+            "nudge_rule_errors_total",
+            "Rules skipped in a decision by a runtime error (division by zero, a missing value).",
+            t.rule_errors_total,
+        ),
+        (
             "nudge_panics_total",
             "Messages whose handling panicked (answered `internal`, the user's actor reset).",
             t.panics_total,

@@ -357,6 +357,7 @@ mod tests {
             context: SparseVec::default(),
             decision: None,
             event_id: None,
+            facts: None,
         };
         shard.handle(Msg::Event(ev, tx));
         shard.end_batch();
@@ -374,6 +375,7 @@ mod tests {
             explain: false,
             track: true,
             raw_context: None,
+            rules: None,
         };
         shard.handle(Msg::Decide(req, tx));
         assert!(rx.wait(Duration::ZERO).unwrap().is_ok());

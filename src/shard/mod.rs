@@ -13,6 +13,7 @@ pub mod learner;
 pub mod msg;
 pub mod passive;
 pub mod pending;
+mod ruled;
 pub mod seen;
 pub mod subscriptions;
 pub mod users;

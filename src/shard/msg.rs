@@ -31,6 +31,9 @@ pub struct ValidEvent {
     pub decision: Option<DecisionId>,
     /// The hash of its idempotency key, if it has one.
     pub event_id: Option<u64>,
+    /// The context's device, location and hour, kept raw for the live features (`None`
+    /// when it named none of them).
+    pub facts: Option<Box<crate::actor::features::EventFacts>>,
 }
 
 /// One candidate of a validated decision.
@@ -65,6 +68,8 @@ pub struct ValidDecide {
     pub raw_context: Option<crate::api::Context>,
     /// The experiment arm the user falls in, assigned by the engine.
     pub arm: Option<crate::experiment::Chosen>,
+    /// The rule set in force when the engine took the request (`None`: no rules).
+    pub rules: Option<Arc<crate::rules::RuleSet>>,
 }
 
 /// An explicit reward that passed validation.

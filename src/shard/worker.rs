@@ -8,6 +8,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::actor::features::FeatureView;
 use crate::actor::UserActor;
 use crate::api::{
     Ack, Decision, DecisionLog, EventKind, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource,
@@ -24,12 +25,14 @@ use crate::model::policy;
 use crate::model::reward::{is_clear_outcome, popularity_counts, state_signal, training_reward};
 use crate::model::ItemFeatures;
 use crate::persist::codec;
+use crate::rules::ItemMatches;
 use crate::shard::checkpoint::Checkpoints;
 use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
 use crate::shard::passive::Passive;
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
+use crate::shard::ruled;
 use crate::shard::seen::SeenEvents;
 use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
 use crate::shard::users::Users;
@@ -45,7 +48,7 @@ const PASSIVATION_BUDGET: usize = 4096;
 /// writer; readers see values at most one batch old.
 #[derive(Debug, Default)]
 pub struct Counters {
-    values: [AtomicU64; 14],
+    values: [AtomicU64; 16],
 }
 
 impl Counters {
@@ -65,6 +68,8 @@ impl Counters {
             s.panics_total,
             s.duplicates_total,
             s.open_decisions,
+            s.rules_fired_total,
+            s.rule_errors_total,
         ];
         for (i, (slot, x)) in self.values.iter().zip(v).enumerate() {
             // Slot 8 (`busy_total`) is counted by callers, not published by the shard.
@@ -101,6 +106,8 @@ impl Counters {
             panics_total: v[11],
             duplicates_total: v[12],
             open_decisions: v[13],
+            rules_fired_total: v[14],
+            rule_errors_total: v[15],
             failed: false,
         }
     }
@@ -139,6 +146,8 @@ pub struct Shard {
     pub(super) tallies: Tallies,
     /// Checkpoints to the store, when the engine has a data directory.
     pub(super) checkpoints: Option<Checkpoints>,
+    /// What the rules' item-only conditions said about each catalog item (issue 14).
+    rule_matches: ItemMatches,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -181,6 +190,7 @@ impl Shard {
             wal: None,
             tallies: Tallies::default(),
             checkpoints: None,
+            rule_matches: ItemMatches::default(),
         }
     }
 
@@ -426,6 +436,7 @@ impl Shard {
 
     /// Removes a catalog item and its learned parameters.
     pub(super) fn remove_item(&mut self, key: u64) {
+        self.rule_matches.forget(key);
         self.learner.global.items.remove(key);
         self.learner.cooccurrence.remove(key);
         if let Some(m) = &self.mixer {
@@ -478,6 +489,7 @@ impl Shard {
     /// Adds or replaces one catalog item in this shard's view.
     pub fn on_upsert(&mut self, features: Arc<ItemFeatures>) {
         let key = features.id.key();
+        self.rule_matches.forget(key);
         let items = &mut self.learner.global.items;
         match items.row(key) {
             Some(row) => items.set_features(row, Some(features)),
@@ -507,6 +519,10 @@ impl Shard {
         user.signals.advance(ev.ts_ms, &cfg.hygiene);
         user.events_by_kind[ev.kind as usize] += 1;
         let outlier = user.signals.observe(ev.kind, ev.value, &cfg.hygiene);
+        let idle_s = cfg.features.session_idle_s;
+        let facts = ev.facts.as_deref();
+        user.features
+            .observe(ev.kind, ev.value, ev.ts_ms, facts, idle_s);
         let rho = state_signal(&cfg.state_signal, ev.kind, ev.value);
         let reward = training_reward(&cfg.reward, ev.kind, ev.value);
         self.stats.events_total += 1;
@@ -625,6 +641,13 @@ impl Shard {
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
+        let experiment = req.arm.as_ref().map(|c| c.reply());
+        user.features
+            .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
+        if req.rules.is_some() {
+            // Reads at the decision's time become loads.
+            user.features.advance(req.ts_ms);
+        }
         let arm = req.arm.as_ref().map(|c| (c.tag(), c.policy()));
         let policy = arm.map_or(ArmPolicy::Nudge { epsilon: None }, |(_, p)| p);
         // The `global` arm scores for a user the engine knows nothing about.
@@ -646,14 +669,25 @@ impl Shard {
             }
         }
         let exploration = arm_exploration(&self.learner.cfg.exploration, policy);
-        let slots = policy::place(
-            exploration
-                .as_ref()
-                .unwrap_or(&self.learner.cfg.exploration),
-            &logits,
-            req.n,
-            &mut self.learner.rng,
-        );
+        let exploration = exploration.as_ref();
+        let exploration = exploration.unwrap_or(&self.learner.cfg.exploration);
+        let ruled = req.rules.as_deref().map(|rules| {
+            let (remembered, arm) = (&mut self.rule_matches, experiment.as_ref());
+            ruled::apply(rules, &self.learner, user, &req, arm, &logits, remembered)
+        });
+        let rng = &mut self.learner.rng;
+        let slots = match &ruled {
+            Some(applied) => applied.place(exploration, &logits, req.n, rng),
+            None => policy::place(exploration, &logits, req.n, rng),
+        };
+        let (triggers, rules) = match ruled {
+            Some(applied) => {
+                self.stats.rules_fired_total += applied.fired;
+                self.stats.rule_errors_total += applied.errors;
+                (applied.triggers, applied.effects)
+            }
+            None => Default::default(),
+        };
         let mut items = Vec::with_capacity(slots.len());
         let mut placed = Vec::with_capacity(slots.len());
         for slot in &slots {
@@ -685,7 +719,9 @@ impl Shard {
             return Ok(Decision {
                 id: crate::ids::DecisionId::UNTRACKED,
                 items,
-                experiment: req.arm.as_ref().map(|c| c.reply()),
+                experiment,
+                triggers,
+                rules,
             });
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
@@ -698,7 +734,6 @@ impl Shard {
                 tally.users += 1;
             }
         }
-        let experiment = req.arm.as_ref().map(|c| c.reply());
         let open = Open {
             user_key,
             created_ms: req.ts_ms,
@@ -738,6 +773,8 @@ impl Shard {
             id,
             items,
             experiment,
+            triggers,
+            rules,
         })
     }
 
@@ -962,6 +999,14 @@ impl Shard {
             state: user.state().to_vec(),
             personal_weights: user.weights().to_vec(),
             signals: user.signals.summary(&self.cfg().hygiene),
+            features: FeatureView {
+                features: &user.features,
+                signals: &user.signals,
+                hygiene: &self.cfg().hygiene,
+                session_idle_s: self.cfg().features.session_idle_s,
+                now_ms: user.last_ms,
+            }
+            .all(),
             open_decisions,
         })
     }

@@ -10,7 +10,7 @@ use simd_json::prelude::*;
 use simd_json::tape::Value as Json;
 use simd_json::ValueType;
 
-use super::json::{key, write_bool, write_f64, write_str, write_u64};
+use super::json::{key, objects, write_bool, write_f64, write_str, write_u64};
 use super::parse::{number, string};
 use super::WireError;
 use crate::config::{ArmConfig, ExperimentConfig};
@@ -179,20 +179,6 @@ pub(super) fn results(out: &mut Vec<u8>, r: &ExperimentResults) {
         write_bool(out, a.significant);
     });
     out.push(b'}');
-}
-
-/// `[{…},{…}]`: each element's fields written by `fields`, between its braces.
-fn objects<T>(out: &mut Vec<u8>, all: &[T], mut fields: impl FnMut(&mut Vec<u8>, &T)) {
-    out.push(b'[');
-    for (i, x) in all.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'{');
-        fields(out, x);
-        out.push(b'}');
-    }
-    out.push(b']');
 }
 
 /// `"experiments":[…],"audit":[…]`: the reply of `experiments`.

@@ -106,6 +106,32 @@ pub fn write_f32s(out: &mut Vec<u8>, v: &[f32]) {
     out.push(b']');
 }
 
+/// `["a","b"]`: strings as a JSON array.
+pub(super) fn write_strs<'a>(out: &mut Vec<u8>, all: impl IntoIterator<Item = &'a str>) {
+    out.push(b'[');
+    for (i, s) in all.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, s);
+    }
+    out.push(b']');
+}
+
+/// `[{…},{…}]`: each element's fields written by `fields`, between its braces.
+pub(super) fn objects<T>(out: &mut Vec<u8>, all: &[T], mut fields: impl FnMut(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, x) in all.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'{');
+        fields(out, x);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

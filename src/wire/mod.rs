@@ -25,6 +25,7 @@ mod experiment;
 mod json;
 mod parse;
 mod reply;
+mod rules;
 mod segment;
 mod syntax;
 
@@ -92,11 +93,15 @@ pub enum OpKind {
     ExperimentResults,
     /// `experiments`: every experiment and the audit trail.
     Experiments,
+    /// `rules`: replace the rule set (with `rules`), or read it (without).
+    Rules,
+    /// `features`: a user's live features.
+    Features,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 17] = [
+    pub const ALL: [OpKind; 19] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -114,6 +119,8 @@ impl OpKind {
         OpKind::PromoteExperiment,
         OpKind::ExperimentResults,
         OpKind::Experiments,
+        OpKind::Rules,
+        OpKind::Features,
     ];
 
     /// The op's wire name.
@@ -136,6 +143,8 @@ impl OpKind {
             OpKind::PromoteExperiment => "promote_experiment",
             OpKind::ExperimentResults => "experiment_results",
             OpKind::Experiments => "experiments",
+            OpKind::Rules => "rules",
+            OpKind::Features => "features",
         }
     }
 
@@ -276,6 +285,10 @@ pub enum Op {
     ExperimentResults(String),
     /// Every experiment and the audit trail.
     Experiments,
+    /// Replace the rule set (`Some`), or read it (`None`).
+    Rules(Option<Vec<crate::config::RuleConfig>>),
+    /// A user's live features.
+    Features(String),
 }
 
 impl Op {
@@ -299,6 +312,8 @@ impl Op {
             Op::PromoteExperiment { .. } => OpKind::PromoteExperiment,
             Op::ExperimentResults(_) => OpKind::ExperimentResults,
             Op::Experiments => OpKind::Experiments,
+            Op::Rules(_) => OpKind::Rules,
+            Op::Features(_) => OpKind::Features,
         }
     }
 }

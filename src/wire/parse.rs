@@ -209,6 +209,7 @@ struct Fields<'t, 'i> {
     name: Option<Json<'t, 'i>>,
     reason: Option<Json<'t, 'i>>,
     arm: Option<Json<'t, 'i>>,
+    rules: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -237,6 +238,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "name" => &mut f.name,
             "reason" => &mut f.reason,
             "arm" => &mut f.arm,
+            "rules" => &mut f.rules,
             _ => continue,
         };
         *slot = Some(val);
@@ -323,6 +325,8 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         },
         OpKind::ExperimentResults => Op::ExperimentResults(required(f.name, "name")?.to_string()),
         OpKind::Experiments => Op::Experiments,
+        OpKind::Rules => Op::Rules(super::rules::rules(f.rules)?),
+        OpKind::Features => Op::Features(required(f.user, "user")?.to_string()),
         OpKind::Batch if nested => return Err(WireError::NestedBatch),
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;

@@ -67,6 +67,10 @@ pub enum Reply {
         Vec<(crate::experiment::ExperimentSpec, bool)>,
         Vec<crate::experiment::AuditEntry>,
     ),
+    /// The rule set in force (after a replacement, the new one).
+    Rules(std::sync::Arc<crate::rules::RuleSet>),
+    /// A user's live features (`None`: the engine holds nothing for them).
+    Features(Option<Vec<(crate::actor::Feature, crate::actor::features::FeatureValue)>>),
     /// The request failed.
     Failed(WireError),
 }
@@ -174,6 +178,14 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
         }
         Reply::ExperimentResults(r) => super::experiment::results(out, r),
         Reply::Experiments(all, audit) => super::experiment::list(out, all, audit),
+        Reply::Rules(set) => super::rules::set(out, set),
+        Reply::Features(features) => {
+            key(out, "features");
+            match features {
+                Some(f) => super::rules::features(out, f),
+                None => out.extend_from_slice(b"null"),
+            }
+        }
         Reply::Failed(_) => unreachable!("handled above"),
     }
     out.push(b'}');
@@ -223,6 +235,7 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
         write_str(out, &arm.arm);
         out.push(b'}');
     }
+    super::rules::decision(out, &d.triggers, &d.rules);
 }
 
 fn item(out: &mut Vec<u8>, s: &ItemSpec) {
@@ -272,6 +285,8 @@ fn user(out: &mut Vec<u8>, u: &UserExport) {
     write_f32s(out, &u.personal_weights);
     out.extend_from_slice(b",\"signals\":");
     signals(out, &u.signals);
+    out.extend_from_slice(b",\"features\":");
+    super::rules::features(out, &u.features);
     out.extend_from_slice(b",\"open_decisions\":[");
     for (i, d) in u.open_decisions.iter().enumerate() {
         if i > 0 {
@@ -335,6 +350,8 @@ fn shard_stats(out: &mut Vec<u8>, s: &ShardStats) {
         ("busy_total", s.busy_total),
         ("training_steps_total", s.training_steps_total),
         ("mixes_total", s.mixes_total),
+        ("rules_fired_total", s.rules_fired_total),
+        ("rule_errors_total", s.rule_errors_total),
     ];
     out.push(b'{');
     for (i, (name, v)) in parts.into_iter().enumerate() {
@@ -474,6 +491,8 @@ mod tests {
                 explain: None,
             }],
             experiment: None,
+            triggers: Vec::new(),
+            rules: Vec::new(),
         };
         write_reply(&mut out, &ReqId::Int(2), &Reply::Decided(d));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -87,6 +87,16 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             Err(e) => failed(e),
         },
         Op::Experiments => Reply::Experiments(engine.experiments(), engine.experiment_audit()),
+        // A replacement takes the rule set's lock for a moment; a bad rule changes nothing.
+        Op::Rules(Some(rules)) => match engine.set_rules(&rules) {
+            Ok(_) => Reply::Rules(engine.rules()),
+            Err(e) => failed(e),
+        },
+        Op::Rules(None) => Reply::Rules(engine.rules()),
+        Op::Features(id) => match engine.user_async(&id).await {
+            Ok(u) => Reply::Features(u.map(|u| u.features)),
+            Err(e) => failed(e),
+        },
         Op::Ping => Reply::Pong,
         Op::Stats => Reply::Stats(Box::new(engine.stats())),
         Op::Batch(_) => Reply::Failed(WireError::NestedBatch),

@@ -1,0 +1,306 @@
+//! The compiled form of a condition: a typed tree (numbers, strings and conditions are
+//! separate enums, so evaluation never boxes a value or checks a type) and its evaluation
+//! against one decision (`Env`).
+//!
+//! Runtime errors are cheap values: a division by zero, a feature or context key with no
+//! value, a context value that is not a number. An item without the attribute a condition
+//! reads is not an error: the item does not match.
+
+use std::cell::Cell;
+
+use crate::actor::features::{Feature, FeatureView, Value};
+use crate::rules::syntax::BinOp;
+
+/// A number-valued expression.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Num {
+    /// A literal.
+    Lit(f64),
+    /// A numeric live feature.
+    User(Feature),
+    /// A context value read as a number.
+    Ctx(Box<str>),
+    /// `-a`.
+    Neg(Box<Num>),
+    /// `a + b`, `a - b`, `a * b`, `a / b`.
+    Arith(BinOp, Box<Num>, Box<Num>),
+}
+
+/// A string-valued expression (strings only come from literals and variables).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Str {
+    /// A literal.
+    Lit(Box<str>),
+    /// A string live feature.
+    User(Feature),
+    /// A context value.
+    Ctx(Box<str>),
+    /// The candidate's id.
+    ItemId,
+    /// A candidate's attribute (all its values, when the key repeats).
+    Item(Box<str>),
+}
+
+/// A condition.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cond {
+    /// `true` or `false`.
+    Lit(bool),
+    /// `!a`.
+    Not(Box<Cond>),
+    /// `a && b` (short-circuit: `false && error` is false).
+    And(Box<Cond>, Box<Cond>),
+    /// `a || b` (short-circuit).
+    Or(Box<Cond>, Box<Cond>),
+    /// A comparison of numbers.
+    Num(BinOp, Num, Num),
+    /// A comparison of strings.
+    Str(BinOp, Str, Str),
+    /// `==` or `!=` of conditions.
+    Bool(BinOp, Box<Cond>, Box<Cond>),
+    /// `s in ["a", "b"]`.
+    InStr(Str, Box<[Box<str>]>),
+    /// `x in [1, 2]`.
+    InNum(Num, Box<[f64]>),
+}
+
+/// Why evaluating a rule failed for one decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvalError {
+    /// A division by zero.
+    DivisionByZero,
+    /// A live feature with no value yet (e.g. `last_device` before any device was seen).
+    MissingFeature(Feature),
+    /// A context key the decision did not give.
+    MissingContext,
+    /// A context value compared with a number is not a number.
+    NotANumber,
+    /// The candidate lacks the attribute (never counted: the item does not match).
+    MissingAttr,
+}
+
+impl EvalError {
+    /// A short description, as `explain` shows it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            EvalError::DivisionByZero => "division by zero",
+            EvalError::MissingFeature(_) => "a feature with no value",
+            EvalError::MissingContext => "a context key not given",
+            EvalError::NotANumber => "a context value that is not a number",
+            EvalError::MissingAttr => "an item attribute not given",
+        }
+    }
+}
+
+/// A candidate as a condition sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct ItemView<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Its attributes (a key may repeat).
+    pub attrs: &'a [(String, String)],
+}
+
+/// What a condition reads: the user's features, the context and, for item-level conditions,
+/// one candidate.
+pub struct Env<'a, 'f> {
+    /// The user's live features at the decision's time, each read once per decision.
+    pub user: &'a Features<'f>,
+    /// The decision's context, as given.
+    pub ctx: &'a [(String, String)],
+    /// The candidate, for item-level conditions.
+    pub item: Option<ItemView<'a>>,
+}
+
+type R<T> = Result<T, EvalError>;
+
+/// A user's features for one decision: each is read from the actor the first time a rule
+/// asks for it and remembered (indexed by `Feature`, declared in `Feature::ALL`'s order), so
+/// fifty rules reading one feature compute it once.
+pub struct Features<'a> {
+    view: FeatureView<'a>,
+    memo: [Cell<Option<Value<'a>>>; Feature::ALL.len()],
+}
+
+impl<'a> Features<'a> {
+    /// Nothing read yet.
+    pub fn new(view: FeatureView<'a>) -> Self {
+        Features {
+            view,
+            memo: Default::default(),
+        }
+    }
+
+    fn get(&self, f: Feature) -> Value<'a> {
+        let slot = &self.memo[f as usize];
+        match slot.get() {
+            Some(v) => v,
+            None => {
+                let v = self.view.get(f);
+                slot.set(Some(v));
+                v
+            }
+        }
+    }
+}
+
+impl<'a, 'f> Env<'a, 'f> {
+    /// The same decision, reading candidate `item`.
+    pub fn with_item<'b>(&self, item: ItemView<'b>) -> Env<'b, 'f>
+    where
+        'a: 'b,
+    {
+        Env {
+            user: self.user,
+            ctx: self.ctx,
+            item: Some(item),
+        }
+    }
+
+    fn ctx(&self, key: &str) -> R<&str> {
+        self.ctx
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .ok_or(EvalError::MissingContext)
+    }
+
+    fn item(&self) -> R<ItemView<'_>> {
+        self.item.ok_or(EvalError::MissingAttr)
+    }
+}
+
+impl Num {
+    fn eval(&self, env: &Env<'_, '_>) -> R<f64> {
+        Ok(match self {
+            Num::Lit(x) => *x,
+            Num::User(f) => match env.user.get(*f) {
+                Value::Num(x) => x,
+                _ => return Err(EvalError::MissingFeature(*f)),
+            },
+            Num::Ctx(key) => {
+                let v = env.ctx(key)?.trim().parse::<f64>();
+                v.ok()
+                    .filter(|x| x.is_finite())
+                    .ok_or(EvalError::NotANumber)?
+            }
+            Num::Neg(a) => -a.eval(env)?,
+            Num::Arith(op, a, b) => {
+                let (a, b) = (a.eval(env)?, b.eval(env)?);
+                match op {
+                    BinOp::Add => a + b,
+                    BinOp::Sub => a - b,
+                    BinOp::Mul => a * b,
+                    _ if b == 0.0 => return Err(EvalError::DivisionByZero),
+                    _ => a / b,
+                }
+            }
+        })
+    }
+}
+
+impl Str {
+    fn is_item(&self) -> bool {
+        matches!(self, Str::ItemId | Str::Item(_))
+    }
+
+    /// The value (an attribute's first value).
+    fn eval<'e>(&'e self, env: &'e Env<'_, '_>) -> R<&'e str> {
+        match self {
+            Str::Lit(s) => Ok(s),
+            Str::User(f) => match env.user.get(*f) {
+                Value::Str(s) => Ok(s),
+                _ => Err(EvalError::MissingFeature(*f)),
+            },
+            Str::Ctx(key) => env.ctx(key),
+            Str::ItemId => Ok(env.item()?.id),
+            Str::Item(key) => attr_values(env.item()?, key)
+                .next()
+                .ok_or(EvalError::MissingAttr),
+        }
+    }
+
+    /// Whether any value satisfies `test` (an attribute may have several values).
+    fn any(&self, env: &Env<'_, '_>, test: impl Fn(&str) -> bool) -> R<bool> {
+        match self {
+            Str::Item(key) => {
+                let mut values = attr_values(env.item()?, key).peekable();
+                if values.peek().is_none() {
+                    return Err(EvalError::MissingAttr);
+                }
+                Ok(values.any(test))
+            }
+            s => Ok(test(s.eval(env)?)),
+        }
+    }
+}
+
+fn attr_values<'a>(item: ItemView<'a>, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    item.attrs
+        .iter()
+        .filter(move |(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+fn order<T: PartialOrd>(op: BinOp, a: T, b: T) -> bool {
+    match op {
+        BinOp::Eq => a == b,
+        BinOp::Ne => a != b,
+        BinOp::Lt => a < b,
+        BinOp::Le => a <= b,
+        BinOp::Gt => a > b,
+        _ => a >= b,
+    }
+}
+
+impl Cond {
+    /// Evaluates the condition.
+    pub fn eval(&self, env: &Env<'_, '_>) -> R<bool> {
+        Ok(match self {
+            Cond::Lit(b) => *b,
+            Cond::Not(a) => !a.eval(env)?,
+            Cond::And(a, b) => a.eval(env)? && b.eval(env)?,
+            Cond::Or(a, b) => a.eval(env)? || b.eval(env)?,
+            Cond::Num(op, a, b) => order(*op, a.eval(env)?, b.eval(env)?),
+            Cond::Str(op @ (BinOp::Eq | BinOp::Ne), a, b) if a.is_item() || b.is_item() => {
+                // An attribute with several values equals a string when one of them does.
+                let (item, other) = if a.is_item() { (a, b) } else { (b, a) };
+                let want = other.eval(env)?;
+                item.any(env, |v| v == want)? == (*op == BinOp::Eq)
+            }
+            Cond::Str(op, a, b) => order(*op, a.eval(env)?, b.eval(env)?),
+            Cond::Bool(op, a, b) => (a.eval(env)? == b.eval(env)?) == (*op == BinOp::Eq),
+            Cond::InStr(s, list) => s.any(env, |v| list.iter().any(|x| **x == *v))?,
+            Cond::InNum(x, list) => {
+                let x = x.eval(env)?;
+                list.contains(&x)
+            }
+        })
+    }
+
+    /// Whether the condition reads nothing but the candidate and literals, and cannot fail
+    /// but for a missing attribute (no division): its value is a function of the item alone,
+    /// which a shard may remember per item (`apply::ItemMatches`).
+    pub fn item_only(&self) -> bool {
+        fn num(n: &Num) -> bool {
+            match n {
+                Num::Lit(_) => true,
+                Num::User(_) | Num::Ctx(_) => false,
+                Num::Neg(a) => num(a),
+                Num::Arith(op, a, b) => *op != BinOp::Div && num(a) && num(b),
+            }
+        }
+        let s = |x: &Str| !matches!(x, Str::User(_) | Str::Ctx(_));
+        match self {
+            Cond::Lit(_) => true,
+            Cond::Not(a) => a.item_only(),
+            Cond::And(a, b) | Cond::Or(a, b) | Cond::Bool(_, a, b) => {
+                a.item_only() && b.item_only()
+            }
+            Cond::Num(_, a, b) => num(a) && num(b),
+            Cond::Str(_, a, b) => s(a) && s(b),
+            Cond::InStr(a, _) => s(a),
+            Cond::InNum(a, _) => num(a),
+        }
+    }
+}
