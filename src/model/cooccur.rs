@@ -19,6 +19,8 @@
 //!
 //! This module owns counts and lookups; it knows nothing of users, the clock or the score.
 
+use multiversion::multiversion;
+
 use crate::model::global::KeyMap;
 
 /// How many of a user's latest distinct items vote (and count as co-occurring).
@@ -88,6 +90,86 @@ impl Neighbours {
     fn weight(&self, at: usize) -> f32 {
         self.counts[at] - self.errors[at]
     }
+
+    /// Counts one co-occurrence with `to` in a list of at most `cap` entries.
+    fn bump(&mut self, to: u64, cap: usize) {
+        if let Some(mut at) = find(&self.keys, to) {
+            self.counts[at] += 1.0;
+            // Keep the strongest first: one count up moves an entry at most past its equals.
+            while at > 0 && self.weight(at) > self.weight(at - 1) {
+                self.keys.swap(at, at - 1);
+                self.counts.swap(at, at - 1);
+                self.errors.swap(at, at - 1);
+                at -= 1;
+            }
+        } else if self.keys.len() < cap {
+            self.keys.push(to);
+            self.counts.push(1.0);
+            self.errors.push(0.0);
+        } else {
+            // Space-Saving: the least counted entry makes room, and its count carries over
+            // as the newcomer's overestimate.
+            let (at, min) =
+                self.counts
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::INFINITY),
+                        |(a, m), (i, &c)| {
+                            if c < m {
+                                (i, c)
+                            } else {
+                                (a, m)
+                            }
+                        },
+                    );
+            self.keys[at] = to;
+            self.counts[at] = min + 1.0;
+            self.errors[at] = min;
+        }
+    }
+}
+
+/// `Σ_a w_a·C(j_a, key)` of each key into `sums`, over the recent items' list heads
+/// `(w_a, head, list)`, in the recent items' order.
+#[multiversion(targets("x86_64+avx2"))]
+fn votes(heads: &[(f32, &[u64], Option<&Neighbours>)], keys: &[u64], sums: &mut [f32]) {
+    for (&key, sum) in keys.iter().zip(sums.iter_mut()) {
+        *sum = 0.0;
+        for &(wj, head, list) in heads {
+            let Some(list) = list else { continue };
+            if let Some(at) = position(head, key) {
+                let c = list.weight(at);
+                if c > 0.0 {
+                    *sum += wj * c;
+                }
+            }
+        }
+    }
+}
+
+/// [`position`], compiled for AVX2 too (64-bit lanes compare in one instruction there; the
+/// SSE2 baseline has no such compare and stays scalar).
+#[multiversion(targets("x86_64+avx2"))]
+fn find(keys: &[u64], key: u64) -> Option<usize> {
+    position(keys, key)
+}
+
+/// The position of `key` in `keys` (whose entries are distinct). Eight keys are compared at
+/// a time without an early exit, which the compiler turns into vector compares: most lookups
+/// (a sampled negative against a recent item's neighbours) miss and scan the whole list.
+#[inline]
+fn position(keys: &[u64], key: u64) -> Option<usize> {
+    let mut chunks = keys.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        if chunk.iter().fold(false, |hit, &k| hit | (k == key)) {
+            return chunk.iter().position(|&k| k == key).map(|i| base + i);
+        }
+        base += 8;
+    }
+    let rest = chunks.remainder();
+    rest.iter().position(|&k| k == key).map(|i| base + i)
 }
 
 /// One counted engagement: the item and the user's recent items before it. Shards exchange
@@ -187,50 +269,23 @@ impl CoOccurrence {
         if !self.is_on() || recent.contains(key) {
             return;
         }
-        self.lists.entry(key).or_default().count += 1.0;
+        let cap = self.capacity;
+        // `key`'s list and each recent item's are distinct lists (`key` is not recent), so
+        // bumping `key`'s first and then the others is the same as interleaving them; `key`'s
+        // list is looked up once.
+        let list = self.lists.entry(key).or_default();
+        list.count += 1.0;
         for &j in recent.as_slice() {
-            self.bump(key, j);
+            list.bump(j, cap);
+        }
+        for &j in recent.as_slice() {
             self.bump(j, key);
         }
     }
 
     fn bump(&mut self, from: u64, to: u64) {
         let cap = self.capacity;
-        let list = self.lists.entry(from).or_default();
-        if let Some(mut at) = list.keys.iter().position(|&k| k == to) {
-            list.counts[at] += 1.0;
-            // Keep the strongest first: one count up moves an entry at most past its equals.
-            while at > 0 && list.weight(at) > list.weight(at - 1) {
-                list.keys.swap(at, at - 1);
-                list.counts.swap(at, at - 1);
-                list.errors.swap(at, at - 1);
-                at -= 1;
-            }
-        } else if list.keys.len() < cap {
-            list.keys.push(to);
-            list.counts.push(1.0);
-            list.errors.push(0.0);
-        } else {
-            // Space-Saving: the least counted entry makes room, and its count carries over
-            // as the newcomer's overestimate.
-            let (at, min) =
-                list.counts
-                    .iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::INFINITY),
-                        |(a, m), (i, &c)| {
-                            if c < m {
-                                (i, c)
-                            } else {
-                                (a, m)
-                            }
-                        },
-                    );
-            list.keys[at] = to;
-            list.counts[at] = min + 1.0;
-            list.errors[at] = min;
-        }
+        self.lists.entry(from).or_default().bump(to, cap);
     }
 
     /// `co(u, key)` for one item: the same sum as [`Self::prepare`] builds, looked up in the
@@ -246,30 +301,29 @@ impl CoOccurrence {
     pub fn score_many(&self, keys: &[u64], recent: &RecentItems, out: &mut [f32]) {
         let mut heads: [(f32, &[u64], Option<&Neighbours>); RECENT_ITEMS] =
             [(0.0, &[], None); RECENT_ITEMS];
+        let mut found = 0;
         let mut w = 1.0;
-        for (slot, &j) in heads.iter_mut().zip(recent.as_slice()) {
+        for &j in recent.as_slice() {
             if let Some(list) = self.lists.get(&j) {
                 let head = &list.keys[..list.keys.len().min(SCORED_NEIGHBOURS)];
-                *slot = (w / list.count.max(1.0).sqrt(), head, Some(list));
+                heads[found] = (w / list.count.max(1.0).sqrt(), head, Some(list));
+                found += 1;
             }
             w *= self.recency;
         }
+        votes(&heads[..found], keys, out);
         for (&key, out) in keys.iter().zip(out.iter_mut()) {
-            *out = 0.0;
-            let Some(own) = self.lists.get(&key) else {
-                continue;
+            let sum = *out;
+            // The item's own list only when some recent item votes for it (a sampled
+            // negative seldom has a vote, and its list is a cache miss); `sum ≥ 0`, so a zero
+            // sum scores 0 either way.
+            *out = if sum == 0.0 {
+                0.0
+            } else {
+                self.lists
+                    .get(&key)
+                    .map_or(0.0, |own| sum / own.count.max(1.0).sqrt())
             };
-            let mut sum = 0.0;
-            for &(wj, head, list) in &heads {
-                let Some(list) = list else { continue };
-                if let Some(at) = head.iter().position(|&k| k == key) {
-                    let c = list.weight(at);
-                    if c > 0.0 {
-                        sum += wj * c;
-                    }
-                }
-            }
-            *out = sum / own.count.max(1.0).sqrt();
         }
     }
 

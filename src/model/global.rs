@@ -15,7 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
-use crate::model::adam::adagrad_step;
+use crate::model::adam::{adagrad_scalar, adagrad_step};
 use crate::model::cooccur::{Engagement, MAX_OUTBOX};
 use crate::model::features::SparseVec;
 use crate::model::items::{ItemTable, Row};
@@ -268,15 +268,14 @@ impl GlobalReplica {
         if self.learning_rate == 0.0 {
             return;
         }
-        use std::slice::from_mut as one;
         if co != 0.0 && self.co_learning_rate > 0.0 {
-            adagrad_step(
+            adagrad_scalar(
                 self.co_learning_rate,
-                one(&mut self.co_w),
-                one(&mut self.co_w_acc),
-                one(&mut self.co_w_delta),
+                &mut self.co_w,
+                &mut self.co_w_acc,
+                &mut self.co_w_delta,
                 err,
-                &[co],
+                co,
             );
             self.dense_dirty = true;
         }
@@ -292,13 +291,13 @@ impl GlobalReplica {
             self.dense_dirty = true;
         }
         if self.pop_rate > 0.0 && pop_feature != 0.0 {
-            adagrad_step(
+            adagrad_scalar(
                 self.learning_rate,
-                one(&mut self.pop_w),
-                one(&mut self.pop_w_acc),
-                one(&mut self.pop_w_delta),
+                &mut self.pop_w,
+                &mut self.pop_w_acc,
+                &mut self.pop_w_delta,
                 err,
-                &[pop_feature],
+                pop_feature,
             );
             self.dense_dirty = true;
         }
@@ -320,8 +319,39 @@ impl GlobalReplica {
     }
 
     /// One AdaGrad step on the global parameters for prediction error `err` of item `key` with
-    /// features `x`, context `c` and query vector `q` (`∂z/∂e_i`). The item must be present.
+    /// features `x`, context `c` and query vector `q` (`∂z/∂e_i`). An absent item trains only
+    /// the dense parameters.
     pub fn train(&mut self, key: u64, err: f32, x: &[f32], q: &[f32], c: &SparseVec) {
+        match self.items.row(key) {
+            Some(row) => self.train_row(key, row, err, x, q, c),
+            None => self.train_dense(err, x, c),
+        }
+    }
+
+    /// [`Self::train`] of the item `key` in `row`.
+    pub fn train_row(&mut self, key: u64, row: Row, err: f32, x: &[f32], q: &[f32], c: &SparseVec) {
+        debug_assert_eq!(self.items.row(key), Some(row));
+        let (d, lr) = (self.dim, self.learning_rate);
+        if lr == 0.0 {
+            return;
+        }
+        self.train_dense(err, x, c);
+        let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta::new(d));
+        let item = self.items.trainable(row);
+        adagrad_scalar(lr, item.bias, item.bias_acc, &mut delta.bias, err, 1.0);
+        adagrad_step(
+            lr,
+            item.embedding,
+            item.embedding_acc,
+            &mut delta.embedding,
+            err,
+            q,
+        );
+        self.items.refresh_x(row);
+    }
+
+    /// The AdaGrad steps on `g` and `G`.
+    fn train_dense(&mut self, err: f32, x: &[f32], c: &SparseVec) {
         let d = self.dim;
         let lr = self.learning_rate;
         if lr == 0.0 {
@@ -340,24 +370,6 @@ impl GlobalReplica {
             );
         }
         self.dense_dirty = true;
-        let Some(row) = self.items.row(key) else {
-            return;
-        };
-        let delta = self.dirty.entry(key).or_insert_with(|| ItemDelta::new(d));
-        let item = self.items.trainable(row);
-        *item.bias_acc += err * err;
-        let step = lr * err / (item.bias_acc.sqrt() + 1e-6);
-        *item.bias -= step;
-        delta.bias -= step;
-        adagrad_step(
-            lr,
-            item.embedding,
-            item.embedding_acc,
-            &mut delta.embedding,
-            err,
-            q,
-        );
-        self.items.refresh_x(row);
     }
 
     /// Folds this replica into the master and pulls back what other shards changed. Returns

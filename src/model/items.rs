@@ -174,25 +174,18 @@ impl ItemTable {
     /// Hints the CPU to start loading a scoring row (a no-op where there is no prefetch).
     #[inline]
     pub fn prefetch(&self, row: Row) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let s = self.stride;
-            let start = row as usize * s;
-            // A row spans at most `stride·4/64 + 1` cache lines; touch each.
-            let mut off = 0;
-            while off < s {
-                let p = self.rows[start + off..].as_ptr() as *const i8;
-                // SAFETY: prefetching is a hint that never faults; `p` points into `rows`.
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-                off += 16;
-            }
-            let p = self.rows[start + s - 1..].as_ptr() as *const i8;
-            // SAFETY: as above.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = row;
+        let s = self.stride;
+        prefetch_floats(&self.rows[row as usize * s..(row as usize + 1) * s]);
+    }
+
+    /// Hints the CPU to start loading everything a training step reads of a row: the scoring
+    /// row, the embedding and its accumulators.
+    #[inline]
+    pub fn prefetch_trainable(&self, row: Row) {
+        let (r, d) = (row as usize, self.dim);
+        self.prefetch(row);
+        prefetch_floats(&self.embedding[r * d..(r + 1) * d]);
+        prefetch_floats(&self.embedding_acc[r * d..(r + 1) * d]);
     }
 
     /// `x = φ + e` of a row.
@@ -297,6 +290,30 @@ impl ItemTable {
             None => x.copy_from_slice(e),
         }
     }
+}
+
+/// Requests every cache line of `floats` (a no-op where there is no prefetch).
+#[inline]
+fn prefetch_floats(floats: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // The slice spans at most `len·4/64 + 1` cache lines; touch each.
+        let mut off = 0;
+        while off < floats.len() {
+            let p = floats[off..].as_ptr() as *const i8;
+            // SAFETY: prefetching is a hint that never faults; `p` points into `floats`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+            off += 16;
+        }
+        if let Some(last) = floats.last() {
+            let p = last as *const f32 as *const i8;
+            // SAFETY: as above.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = floats;
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::config::StateScale;
 use crate::model::adam::{adam_step, AdamParams};
 use crate::model::features::SparseVec;
 use crate::model::global::GlobalReplica;
+use crate::model::items::Row;
 use crate::model::math::{axpy, dot, norm, sigmoid};
 
 /// A user's personal model and state as the score sees them.
@@ -62,10 +63,23 @@ pub fn query<'a>(
     c: &SparseVec,
     q: &mut [f32],
 ) {
+    query_with_factor(global, user, state, state.factor(user.state), c, q);
+}
+
+/// [`query`] with the state's factor `a = state.factor(user.state)` already computed. Always
+/// inlined, so that it is compiled with the target features of its callers' clones.
+#[inline(always)]
+fn query_with_factor(
+    global: &GlobalReplica,
+    user: &PersonalView<'_>,
+    state: &StateParams,
+    a: f32,
+    c: &SparseVec,
+    q: &mut [f32],
+) {
     q.copy_from_slice(&global.g);
     axpy(q, 1.0, user.weights);
     global.add_context(c, q);
-    let a = state.factor(user.state);
     if a != 0.0 {
         let rows = q.iter_mut().zip(user.state).zip(&global.state_w);
         for ((q, s), dk) in rows {
@@ -133,10 +147,13 @@ pub struct PersonalModel<'a> {
 
 /// One labelled example.
 pub struct Example<'a> {
-    /// The item's key (its parameters must be in the replica).
+    /// The item's key.
     pub item_key: u64,
-    /// The item's fixed features `φ_i`.
-    pub phi: &'a [f32],
+    /// The item's row in the replica's table (the learner admitted it).
+    pub row: Row,
+    /// `φ_i` given inline for an item the catalog does not hold (its row's `x` is then `e_i`
+    /// alone); `None` for a catalog item, whose row's `x` already is `φ_i + e_i`.
+    pub inline_phi: Option<&'a [f32]>,
     /// The (scaled) context.
     pub context: &'a SparseVec,
     /// The reward in 0..=1.
@@ -162,7 +179,8 @@ pub fn learn<'a, 'b, 'c>(
 ) -> f32 {
     let Example {
         item_key,
-        phi,
+        row,
+        inline_phi,
         context: c,
         reward,
         pop_tau,
@@ -173,25 +191,26 @@ pub fn learn<'a, 'b, 'c>(
     let (x, rest) = scratch.split_at_mut(d);
     let (q, rest) = rest.split_at_mut(d);
     let sx = &mut rest[..d];
-    let row = global
-        .items
-        .row(item_key)
-        .expect("the learner admits an item before training on it");
-    for (x, (p, e)) in x
-        .iter_mut()
-        .zip(phi.iter().zip(global.items.embedding(row)))
-    {
-        *x = p + e;
+    // The row's `x` is `φ + e` of a catalog item and `e` of any other (then `e + φ` with an
+    // inline `φ`: the same sum, the same bits).
+    x.copy_from_slice(global.items.x(row));
+    if let (Some(phi), None) = (inline_phi, global.items.features(row)) {
+        for (x, p) in x.iter_mut().zip(phi) {
+            *x += p;
+        }
     }
     let pop = global.item_popularity(row, pop_tau);
     let bias = global.items.bias(row) + global.pop_w * pop + (co_base + global.co_w) * co;
-    query(
+    // The state does not change while learning: its factor serves the query and `sx`.
+    let a = p.state.factor(user.state);
+    query_with_factor(
         global,
         &PersonalView {
             weights: user.weights,
             state: user.state,
         },
         &p.state,
+        a,
         c,
         q,
     );
@@ -199,11 +218,7 @@ pub fn learn<'a, 'b, 'c>(
     let err = prediction - reward;
     *user.steps = user.steps.saturating_add(1);
     adam_step(p.adam, user.weights, user.m, user.v, *user.steps, err, x);
-    let a = if global.state_weights_learn() {
-        p.state.factor(user.state)
-    } else {
-        0.0
-    };
+    let a = if global.state_weights_learn() { a } else { 0.0 };
     let sx = (a != 0.0).then(|| {
         for k in 0..d {
             sx[k] = a * user.state[k] * x[k];
@@ -211,6 +226,6 @@ pub fn learn<'a, 'b, 'c>(
         &*sx
     });
     global.train_extras(err, sx, pop, co);
-    global.train(item_key, err, x, q, c);
+    global.train_row(item_key, row, err, x, q, c);
     prediction
 }

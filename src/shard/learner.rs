@@ -25,6 +25,17 @@ pub const MAX_NEGATIVES: usize = 64;
 /// `Learner::rows`' mark of a candidate that has no row.
 const NO_ROW: Row = Row::MAX;
 
+/// One learning step's item, label and co-occurrence feature.
+#[derive(Clone, Copy)]
+struct Step<'a> {
+    key: u64,
+    /// The item's row (valid: nothing is admitted or removed while the steps run).
+    row: Row,
+    inline: Option<&'a Arc<ItemFeatures>>,
+    reward: f32,
+    co: f32,
+}
+
 /// A user-derived context pair, such as `("_sentiment", "negative")`.
 type DerivedPair = (&'static str, &'static str);
 
@@ -53,8 +64,6 @@ pub struct Learner {
     pop_tau: f64,
     /// Scratch for one learning step (`3·d`).
     scratch: Vec<f32>,
-    /// One item's `φ`, copied out so the replica can be borrowed mutably.
-    phi: Vec<f32>,
     /// One item's `x = φ + e`.
     x: Vec<f32>,
     /// Scratch for a full context, reused across events.
@@ -105,7 +114,6 @@ impl Learner {
             rows: Vec::new(),
             pop_tau: 0.0,
             scratch: vec![0.0; 3 * d],
-            phi: vec![0.0; d],
             x: vec![0.0; d],
             context: SparseVec::default(),
             space,
@@ -151,48 +159,26 @@ impl Learner {
         }
     }
 
-    /// `learn` in the full context built from the event's raw context, without allocating.
-    pub fn learn_in(
-        &mut self,
-        user: &mut UserActor,
-        key: u64,
-        raw: &SparseVec,
-        reward: f32,
-        ts_ms: u64,
-    ) -> Option<f32> {
-        let mut context = std::mem::take(&mut self.context);
-        self.full_context_into(raw, user, &mut context);
-        let result = self.learn(user, key, None, &context, reward, ts_ms);
-        self.context = context;
-        result
-    }
-
     /// Makes sure the replica has parameters for `key`; `false` when the shard is full.
     pub fn ensure_item(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> bool {
-        if self.global.items.contains(key) {
-            return true;
+        self.admit(key, inline).is_some()
+    }
+
+    /// `ensure_item`, returning the item's row (`None` when the shard is full).
+    fn admit(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> Option<Row> {
+        if let Some(row) = self.global.items.row(key) {
+            return Some(row);
         }
         if self.global.items.len() >= MAX_ITEMS_PER_SHARD {
-            return false;
+            return None;
         }
-        match inline {
+        Some(match inline {
             Some(f) => self.global.items.insert(key, None, &f.e0),
             None => {
                 let e0 = self.space.initial_embedding(key);
                 self.global.items.insert(key, None, &e0)
             }
-        };
-        true
-    }
-
-    /// Copies `φ` of an item into `self.phi`: catalog features, else inline, else zeros.
-    fn load_phi(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) {
-        let items = &self.global.items;
-        let catalog = items.row(key).and_then(|row| items.features(row));
-        match catalog.or(inline) {
-            Some(f) => self.phi.copy_from_slice(&f.phi),
-            None => self.phi.iter_mut().for_each(|x| *x = 0.0),
-        }
+        })
     }
 
     /// `x_i = φ_i + e_i` of an item that `ensure_item` has admitted.
@@ -245,11 +231,7 @@ impl Learner {
     /// only when the shard holds `MAX_ITEMS_PER_SHARD` items.
     #[inline]
     pub fn resolve(&mut self, key: u64, inline: Option<&Arc<ItemFeatures>>) -> Option<Row> {
-        let row = match self.global.items.row(key) {
-            Some(row) => row,
-            None if self.ensure_item(key, inline) => self.global.items.row(key)?,
-            None => return None,
-        };
+        let row = self.admit(key, inline)?;
         if self.global.popularity_on() {
             self.global.item_popularity(row, self.pop_tau);
         }
@@ -384,98 +366,121 @@ impl Learner {
         reward: f32,
         ts_ms: u64,
     ) -> Option<f32> {
+        let row = self.admit(key, inline)?;
         let co = if self.cooccurrence.is_on() {
             self.cooccurrence.score(key, &user.recent)
         } else {
             0.0
         };
-        self.learn_with_co(user, key, inline, context, reward, ts_ms, co)
+        let step = Step {
+            key,
+            row,
+            inline,
+            reward,
+            co,
+        };
+        Some(self.learn_step(user, &step, context, ts_ms))
     }
 
-    /// `learn` with the co-occurrence feature already computed.
-    #[allow(clippy::too_many_arguments)]
-    fn learn_with_co(
+    /// Learns from an outcome with no decision behind it: the item `key` with reward `reward`
+    /// in the full context built from `raw`, then `negatives` items drawn uniformly from the
+    /// shard's table as negatives (reward 0), skipping `key` and the user's recent items.
+    /// Returns the negative steps taken, or `None` (and nothing learned) when the shard has no
+    /// room for the item. An outcome with no decision behind it says what the user chose,
+    /// not what they passed over; uniform negatives supply the contrast, so that biases and
+    /// weights learn "this rather than that" instead of "everything is liked".
+    ///
+    /// The steps run in that order, as separate examples would; what they share is computed
+    /// once: the context, and the co-occurrence features (learning does not change the counts
+    /// or the user's recent items, and drawing does not depend on learning).
+    pub fn learn_outcome(
         &mut self,
         user: &mut UserActor,
         key: u64,
-        inline: Option<&Arc<ItemFeatures>>,
-        context: &SparseVec,
+        raw: &SparseVec,
         reward: f32,
+        negatives: usize,
         ts_ms: u64,
-        co: f32,
-    ) -> Option<f32> {
-        if !self.ensure_item(key, inline) {
-            return None;
+    ) -> Option<u32> {
+        let row = self.admit(key, None)?;
+        // `[0]` is the outcome, then the negatives.
+        let mut steps = [Step {
+            key,
+            row,
+            inline: None,
+            reward,
+            co: 0.0,
+        }; MAX_NEGATIVES + 1];
+        let mut drawn = 1;
+        let n = self.global.items.len();
+        if n >= 2 {
+            for _ in 0..negatives.min(MAX_NEGATIVES) {
+                let row = self.rng.below(n) as Row;
+                let key = self.global.items.key(row);
+                if key != steps[0].key && !user.recent.contains(key) {
+                    self.global.items.prefetch_trainable(row);
+                    steps[drawn] = Step {
+                        key,
+                        row,
+                        inline: None,
+                        reward: 0.0,
+                        co: 0.0,
+                    };
+                    drawn += 1;
+                }
+            }
         }
-        self.load_phi(key, inline);
+        let steps = &mut steps[..drawn];
+        if self.cooccurrence.is_on() {
+            let mut keys = [0u64; MAX_NEGATIVES + 1];
+            let mut co = [0.0f32; MAX_NEGATIVES + 1];
+            for (k, step) in keys.iter_mut().zip(steps.iter()) {
+                *k = step.key;
+            }
+            self.cooccurrence
+                .score_many(&keys[..drawn], &user.recent, &mut co[..drawn]);
+            for (step, &co) in steps.iter_mut().zip(&co) {
+                step.co = co;
+            }
+        }
+        let mut context = std::mem::take(&mut self.context);
+        self.full_context_into(raw, user, &mut context);
+        for step in steps.iter() {
+            self.learn_step(user, step, &context, ts_ms);
+        }
+        self.context = context;
+        Some(drawn as u32 - 1)
+    }
+
+    /// One learning step on an admitted item; returns the prediction before the step.
+    fn learn_step(
+        &mut self,
+        user: &mut UserActor,
+        step: &Step<'_>,
+        context: &SparseVec,
+        ts_ms: u64,
+    ) -> f32 {
         let params = LearnParams {
             adam: &self.adam,
             state: self.state,
         };
         let example = score::Example {
-            item_key: key,
-            phi: &self.phi,
+            item_key: step.key,
+            row: step.row,
+            inline_phi: step.inline.map(|f| &f.phi[..]),
             context,
-            reward,
+            reward: step.reward,
             pop_tau: self.global.popularity_tau(ts_ms),
-            co,
+            co: step.co,
             co_base: self.cfg.model.cooccurrence_weight,
         };
-        Some(score::learn(
+        score::learn(
             &params,
             user.model(),
             &mut self.global,
             &example,
             &mut self.scratch,
-        ))
-    }
-
-    /// Trains `count` items drawn uniformly from the shard's table as negatives (reward 0) for
-    /// `user`, skipping `positive` and the user's recent items; returns the steps taken. An
-    /// outcome with no decision behind it says what the user chose, not what they passed
-    /// over; uniform negatives supply the contrast, so that biases and weights learn "this
-    /// rather than that" instead of "everything is liked".
-    pub fn learn_negatives(
-        &mut self,
-        user: &mut UserActor,
-        positive: u64,
-        raw: &SparseVec,
-        count: usize,
-        ts_ms: u64,
-    ) -> u32 {
-        let n = self.global.items.len();
-        if count == 0 || n < 2 {
-            return 0;
-        }
-        // Draw first, then score all the negatives against the user's recent items at once
-        // (drawing does not depend on learning, so this is the same as one at a time).
-        let mut keys = [0u64; MAX_NEGATIVES];
-        let mut drawn = 0;
-        for _ in 0..count.min(MAX_NEGATIVES) {
-            let key = self.global.items.key(self.rng.below(n) as Row);
-            if key != positive && !user.recent.contains(key) {
-                keys[drawn] = key;
-                drawn += 1;
-            }
-        }
-        let mut co = [0.0f32; MAX_NEGATIVES];
-        if self.cooccurrence.is_on() {
-            self.cooccurrence
-                .score_many(&keys[..drawn], &user.recent, &mut co[..drawn]);
-        }
-        let mut context = std::mem::take(&mut self.context);
-        self.full_context_into(raw, user, &mut context);
-        let mut steps = 0;
-        for (&key, &co) in keys[..drawn].iter().zip(&co) {
-            if self
-                .learn_with_co(user, key, None, &context, 0.0, ts_ms, co)
-                .is_some()
-            {
-                steps += 1;
-            }
-        }
-        self.context = context;
-        steps
+        )
     }
 
     /// The probability of a logit.

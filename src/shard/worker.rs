@@ -615,15 +615,12 @@ impl Shard {
             break;
         }
         if !ack.attributed && is_clear_outcome(&self.learner.cfg.reward, ev.kind, ev.value) {
-            ack.trained = self
-                .learner
-                .learn_in(user, key, &ev.context, r, ev.ts_ms)
-                .is_some();
-            if ack.trained {
-                let count = self.learner.cfg.model.negatives;
-                let steps = self
-                    .learner
-                    .learn_negatives(user, key, &ev.context, count, ev.ts_ms);
+            let count = self.learner.cfg.model.negatives;
+            if let Some(steps) =
+                self.learner
+                    .learn_outcome(user, key, &ev.context, r, count, ev.ts_ms)
+            {
+                ack.trained = true;
                 self.stats.training_steps_total += steps as u64;
             }
         }
