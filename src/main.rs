@@ -148,8 +148,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     match engine.stats().durability {
         Some(d) => println!(
-            "  data {}   (write-ahead log, fsync {}; replayed {} records in {} ms)",
-            d.data_dir, d.fsync, d.recovered_records, d.recovery_ms
+            "  data {}   (write-ahead log, fsync {}, checkpoint every {} s; {} users stored; \
+             replayed {} records in {} ms)",
+            d.data_dir,
+            d.fsync,
+            engine.config().durability.checkpoint_interval_s,
+            d.stored_users,
+            d.recovered_records,
+            d.recovery_ms
         ),
         None => println!("  data in memory only   (nothing survives a restart)"),
     }

@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use nudge::rng::Rng;
 use nudge::{
@@ -441,7 +443,13 @@ fn a_second_process_on_the_same_directory_exits_naming_the_holder() {
 /// Sends `count` pipelined click events for `users` users from one connection, and counts the
 /// acknowledged ones per user until the connection breaks (the server was killed) or all are
 /// acknowledged.
-fn drive(addr: SocketAddr, round: usize, count: usize, users: usize) -> (Vec<u64>, Vec<u64>) {
+fn drive(
+    addr: SocketAddr,
+    round: usize,
+    count: usize,
+    users: usize,
+    first_ack: &AtomicBool,
+) -> (Vec<u64>, Vec<u64>) {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(20)))
@@ -473,6 +481,7 @@ fn drive(addr: SocketAddr, round: usize, count: usize, users: usize) -> (Vec<u64
                 if v.get("error").is_none() {
                     let i = v["id"].as_u64().unwrap() as usize;
                     acked[i % users] += 1;
+                    first_ack.store(true, Ordering::Release);
                 }
             }
             _ => break,
@@ -526,12 +535,24 @@ fn sigkill_under_fsync_always_loses_no_acknowledged_event() {
         let addr = server.addr;
         let pid = server.child.id();
         let delay_ms = 20 + rng.below(150) as u64;
-        let killer = std::thread::spawn(move || {
-            std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-            // SIGKILL: no shutdown path runs.
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        // The kill comes a seeded time after the first acknowledgement (not after the
+        // connection: on a loaded machine nothing may be acknowledged that soon).
+        let first_ack = Arc::new(AtomicBool::new(false));
+        let killer = std::thread::spawn({
+            let first_ack = first_ack.clone();
+            move || {
+                let waited = std::time::Instant::now();
+                while !first_ack.load(Ordering::Acquire)
+                    && waited.elapsed() < std::time::Duration::from_secs(20)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+                // SIGKILL: no shutdown path runs.
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            }
         });
-        let (sent, acked) = drive(addr, round, 200_000, users);
+        let (sent, acked) = drive(addr, round, 200_000, users, &first_ack);
         killer.join().unwrap();
         server.child.wait().unwrap();
         for u in 0..users {

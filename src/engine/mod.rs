@@ -763,16 +763,19 @@ impl Engine {
     /// `durability.checkpoint_interval_s` and shutdown does too; this is for operators
     /// (before a backup, after an erasure that must reach the disk now) and tests.
     pub fn checkpoint(&self) -> Result<(), Error> {
-        let failures: Vec<String> = (0..self.shard_count())
+        let pending: Vec<_> = (0..self.shard_count())
             .map(|s| self.submit_with(ShardId(s as u16), OnFull::Wait, Msg::Checkpoint))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .filter_map(|p| p.wait().ok().flatten())
             .collect();
-        match failures.first() {
-            Some(e) => Err(Error::Unavailable(format!("checkpoint: {e}"))),
-            None => Ok(()),
+        let mut first_error = None;
+        for p in pending {
+            let failed = match p.wait() {
+                Ok(None) => continue,
+                Ok(Some(e)) => Error::Unavailable(format!("checkpoint: {e}")),
+                Err(e) => e,
+            };
+            first_error.get_or_insert(failed);
         }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Moves every shard's event time to the engine's current time (expiry and ignored
@@ -999,6 +1002,7 @@ fn store_stats(checkpointer: Option<&Checkpointer>) -> DurabilityStats {
         last_checkpoint_ms: get(&n.last_checkpoint_ms),
         last_checkpoint_bytes: get(&n.last_checkpoint_bytes),
         last_checkpoint_unix_ms: get(&n.last_checkpoint_unix_ms),
+        max_checkpoint_pause_us: get(&n.max_checkpoint_pause_us),
         stored_users: c.store().user_count().unwrap_or(0),
         passivations_total: get(&n.passivations_total),
         loads_total: get(&n.loads_total),
