@@ -488,6 +488,8 @@ pub struct DurabilityStats {
     pub last_checkpoint_bytes: u64,
     /// When the last checkpoint committed (Unix ms; 0: none in this run).
     pub last_checkpoint_unix_ms: u64,
+    /// The longest a shard stopped serving to begin a checkpoint, in this run (µs).
+    pub max_checkpoint_pause_us: u64,
     /// Users in the store (every shard).
     pub stored_users: u64,
     /// Users moved out of memory (resident cap, idle timer).

@@ -275,3 +275,56 @@ fn users_streamed_through_a_small_cap_while_checkpoints_run_all_come_back() {
         e.stats().durability
     );
 }
+
+/// Open decisions are checkpointed a row each, incrementally: those opened, changed or
+/// closed since the last checkpoint. After a restart every decision open at the crash is
+/// open again with what it had earned, and one closed before it stays closed.
+#[test]
+fn open_decisions_survive_incremental_checkpoints_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let items: Vec<String> = (0..8).map(|i| format!("item-{i}")).collect();
+    let decide = |e: &Engine, user: &str| {
+        e.decide(DecideRequest::new(user, items.clone(), 3))
+            .unwrap()
+    };
+    let (kept, rewarded, late, closed, open_before);
+    {
+        let e = engine(dir.path(), &clock, 2, 1000);
+        teach_with(&e, &clock, "u", 4, false);
+        kept = decide(&e, "u-0");
+        rewarded = decide(&e, "u-1");
+        closed = decide(&e, "u-2");
+        e.checkpoint().unwrap();
+        // After the first checkpoint: one stored decision is rewarded, and another is
+        // closed early by newer decisions of its user past the per-user cap.
+        let item = &rewarded.items[0].item;
+        e.reward(rewarded.id, item, 1.0).unwrap();
+        for _ in 0..Config::default().attribution.max_open_per_user {
+            decide(&e, "u-2");
+        }
+        e.checkpoint().unwrap();
+        // And one opened after the last checkpoint, known only to the log.
+        late = decide(&e, "u-3");
+        open_before = e.stats().total().open_decisions;
+        e.shutdown_without_checkpoint();
+    }
+    let e = engine(dir.path(), &clock, 2, 1000);
+    assert_eq!(e.stats().total().open_decisions, open_before);
+    // Stored before the first checkpoint and untouched since: still open.
+    e.reward(kept.id, &kept.items[0].item, 1.0).unwrap();
+    // Rewarded between the checkpoints: the store has the reward, so a second is refused.
+    let again = e.reward(rewarded.id, &rewarded.items[0].item, 1.0);
+    assert!(
+        matches!(again, Err(nudge::Error::AlreadyRewarded { .. })),
+        "{again:?}"
+    );
+    // Closed between the checkpoints: its row was deleted and it stays closed.
+    let gone = e.reward(closed.id, &closed.items[0].item, 1.0);
+    assert!(
+        matches!(gone, Err(nudge::Error::ExpiredDecision(_))),
+        "{gone:?}"
+    );
+    // Opened after the last checkpoint: replayed from the log.
+    e.reward(late.id, &late.items[0].item, 1.0).unwrap();
+}

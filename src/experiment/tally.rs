@@ -73,7 +73,7 @@ impl ArmTally {
 }
 
 /// A shard's tallies of every experiment it has seen.
-#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Tallies {
     arms: HashMap<u32, Vec<ArmTally>>,
 }

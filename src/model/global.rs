@@ -85,7 +85,7 @@ impl ItemDelta {
 
 /// A shard's replica of the global model. A checkpoint stores its learned part; the fields
 /// marked `skip` come from the configuration (`adopt`).
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct GlobalReplica {
     #[serde(skip)]
     dim: usize,

@@ -9,7 +9,7 @@
 //! DIR/LOCK                         flock held by the serving process; holds its pid
 //! DIR/nudge.meta                   format version, shard count and model width, checked on start
 //! DIR/wal/shard-007/<pos>.wal      shard 7's log segments, named by their first position
-//! DIR/store.redb                   checkpoints: users, each shard's state and log position
+//! DIR/store.redb                   checkpoints: users, open decisions, each shard's state and log position
 //! ```
 //!
 //! This module owns the on-disk format and file handling. It does not decide what is logged or
@@ -30,7 +30,9 @@ pub use log::{
     Batch, DeferredSync, LogCounters, Position, ReplayReport, SegmentLog, SegmentOptions, ShardLog,
     FSYNC_BUCKETS_US,
 };
-pub use store::{Checkpointer, Committed, Job, Store, StoreCounters, UserWrite};
+pub use store::{
+    Checkpointer, Committed, Deferred, DeferredRows, Job, Store, StoreCounters, UserWrite,
+};
 
 /// Why the data directory cannot be used.
 #[derive(Debug, thiserror::Error)]

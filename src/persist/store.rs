@@ -34,7 +34,7 @@ use crate::actor::UserActor;
 use crate::persist::{PersistError, Position};
 
 /// The format of every value in the store; any change to a stored type bumps it.
-pub const STORE_VERSION: u8 = 1;
+pub const STORE_VERSION: u8 = 2;
 
 /// The store's file in a data directory.
 pub const STORE_FILE: &str = "store.redb";
@@ -42,9 +42,18 @@ pub const STORE_FILE: &str = "store.redb";
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const SHARDS: TableDefinition<u16, &[u8]> = TableDefinition::new("shards");
 const MASTER: TableDefinition<u8, &[u8]> = TableDefinition::new("master");
+/// Open decisions, by id (whose top 16 bits name the shard).
+const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
 
 /// A user record to write (`Some`, encoded) or delete (`None`), by the user's key.
 pub type UserWrite = (u64, Option<Arc<[u8]>>);
+
+/// A value a shard hands over to be encoded on the checkpointer's thread rather than its own.
+pub type Deferred<T> = Box<dyn FnOnce() -> T + Send>;
+
+/// Rows encoded on the checkpointer's thread: `(key, Some(value))` to write, `(key, None)`
+/// to delete.
+pub type DeferredRows = Deferred<Vec<(u64, Option<Vec<u8>>)>>;
 
 /// Encodes a value as the store keeps it: the format byte, then postcard.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
@@ -95,6 +104,8 @@ pub struct StoreCounters {
     pub passivations_total: AtomicU64,
     /// Checkpoints that failed (the log is then kept).
     pub failures_total: AtomicU64,
+    /// The longest a shard stopped serving to begin a checkpoint, in this run (µs).
+    pub max_checkpoint_pause_us: AtomicU64,
 }
 
 /// The checkpoint store.
@@ -135,6 +146,7 @@ impl Store {
             txn.open_table(USERS).map_err(|e| store.err(e))?;
             txn.open_table(SHARDS).map_err(|e| store.err(e))?;
             txn.open_table(MASTER).map_err(|e| store.err(e))?;
+            txn.open_table(DECISIONS).map_err(|e| store.err(e))?;
         }
         txn.commit().map_err(|e| store.err(e))?;
         Ok(store)
@@ -194,6 +206,22 @@ impl Store {
         Ok(Some((pos, bytes[8..].to_vec())))
     }
 
+    /// Shard `shard`'s open decisions as of its last checkpoint, by id.
+    pub fn decisions(&self, shard: u16) -> Result<Vec<(u64, Vec<u8>)>, PersistError> {
+        let txn = self.db.read().begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(DECISIONS).map_err(|e| self.err(e))?;
+        let first = (shard as u64) << 48;
+        let range = table
+            .range(first..=(first | 0xffff_ffff_ffff))
+            .map_err(|e| self.err(e))?;
+        range
+            .map(|row| {
+                let (k, v) = row.map_err(|e| self.err(e))?;
+                Ok((k.value(), v.value().to_vec()))
+            })
+            .collect()
+    }
+
     /// The master copy of the global model, as of the latest checkpoint.
     pub fn master(&self) -> Result<Option<Vec<u8>>, PersistError> {
         let txn = self.db.read().begin_read().map_err(|e| self.err(e))?;
@@ -219,6 +247,7 @@ impl Store {
             copy_table(&from, &to, USERS).map_err(|e| self.err(e))?;
             copy_table(&from, &to, SHARDS).map_err(|e| self.err(e))?;
             copy_table(&from, &to, MASTER).map_err(|e| self.err(e))?;
+            copy_table(&from, &to, DECISIONS).map_err(|e| self.err(e))?;
             to.commit().map_err(|e| self.err(e))?;
         }
         let mut db = self.db.write();
@@ -291,12 +320,14 @@ pub enum Job {
         shard: u16,
         /// The log position the checkpoint covers (everything before it).
         position: Position,
-        /// The shard's encoded state.
-        state: Vec<u8>,
-        /// The master copy of the global model, encoded (when there is one).
-        master: Option<Vec<u8>>,
+        /// The shard's state, to encode.
+        state: Deferred<Vec<u8>>,
+        /// The master copy of the global model, to encode (when there is one).
+        master: Deferred<Option<Vec<u8>>>,
         /// Deletions first, then users.
         users: Vec<UserWrite>,
+        /// The open decisions opened, changed or closed since the shard's last checkpoint.
+        decisions: DeferredRows,
     },
     /// More users of the shard's checkpoint.
     Users {
@@ -403,6 +434,14 @@ impl Checkpointer {
         }
     }
 
+    /// Whether the thread is still running (it stops only when told, or if it panicked).
+    pub fn alive(&self) -> bool {
+        self.thread
+            .lock()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
     /// Lets the thread finish what it was sent, and waits for it.
     pub fn stop(&self) {
         self.jobs.lock().take();
@@ -470,6 +509,7 @@ fn apply(store: &Store, committed: &[Arc<Committed>], open: &mut Option<Open>, j
                 state,
                 master,
                 users,
+                decisions,
             } => {
                 let txn = store.db.read().begin_write().map_err(|e| store.err(e))?;
                 let mut o = Open {
@@ -484,18 +524,32 @@ fn apply(store: &Store, committed: &[Arc<Committed>], open: &mut Option<Open>, j
                 {
                     let mut shards = o.txn.open_table(SHARDS).map_err(|e| store.err(e))?;
                     let mut value = position.to_le_bytes().to_vec();
-                    value.extend_from_slice(&state);
+                    value.extend_from_slice(&state());
                     o.bytes += value.len() as u64;
                     shards
                         .insert(shard, value.as_slice())
                         .map_err(|e| store.err(e))?;
-                    if let Some(m) = &master {
+                    if let Some(m) = master() {
                         let mut t = o.txn.open_table(MASTER).map_err(|e| store.err(e))?;
                         t.insert(0u8, m.as_slice()).map_err(|e| store.err(e))?;
                         o.bytes += m.len() as u64;
                     }
                 }
                 write_users(store, &mut o, users)?;
+                {
+                    let mut table = o.txn.open_table(DECISIONS).map_err(|e| store.err(e))?;
+                    for (id, value) in decisions() {
+                        match value {
+                            Some(v) => {
+                                o.bytes += v.len() as u64 + 8;
+                                table.insert(id, v.as_slice()).map_err(|e| store.err(e))?;
+                            }
+                            None => {
+                                table.remove(id).map_err(|e| store.err(e))?;
+                            }
+                        }
+                    }
+                }
                 *open = Some(o);
                 Ok(())
             }

@@ -540,6 +540,11 @@ fn render_durability(out: &mut String, stats: &Stats) {
             d.last_checkpoint_ms as f64 / 1e3,
         ),
         (
+            "nudge_max_checkpoint_pause_seconds",
+            "The longest a shard stopped serving to begin a checkpoint, in this run.",
+            d.max_checkpoint_pause_us as f64 / 1e6,
+        ),
+        (
             "nudge_last_checkpoint_bytes",
             "Bytes written by the last checkpoint.",
             d.last_checkpoint_bytes as f64,

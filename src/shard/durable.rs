@@ -226,6 +226,7 @@ impl Shard {
             self.attach_store(c);
             if let Some((position, state)) = store.shard(self.id().0)? {
                 self.restore_state(&state, store.path())?;
+                self.restore_decisions(store.decisions(self.id().0)?, store.path())?;
                 from = position;
             }
         }

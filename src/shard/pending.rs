@@ -3,6 +3,12 @@
 //!
 //! Bounded twice: per user (`max_open_per_user`, the oldest closes early) and per shard
 //! (`max_open_per_shard`, likewise). Expiry is a time-ordered queue checked on each tick.
+//!
+//! Checkpoints store open decisions one row each, incrementally: a checkpoint takes those
+//! opened or changed since the last one (`take_delta`, shared `Arc`s, so taking them costs
+//! no copying and a later change copies on write) and the ids of those closed. Encoding them
+//! happens on the checkpointer's thread, never on the shard's. The shard's own encoded state
+//! keeps only the numbering and the queue of decisions not yet labelled ignored.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -59,21 +65,56 @@ pub enum Missing {
     NeverIssued,
 }
 
-/// The open decisions of one shard. A checkpoint stores the decisions and the numbering;
-/// the fields marked `skip` belong to this run (`adopt`).
+/// The open decisions of one shard. The shard's checkpointed state holds the numbering and
+/// the ignored-label queue; the decisions themselves are stored a row each (`take_delta`,
+/// `restore`). The fields marked `skip` belong to this run (`adopt`).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct PendingDecisions {
     #[serde(skip, default = "unset_shard")]
     shard: ShardId,
-    #[serde(skip)]
+    /// The first number this shard issued in the runs its state comes from: an id from
+    /// there up to `next_sequence` that is not open was closed (not never issued).
     first_sequence: u64,
     next_sequence: u64,
-    open: KeyMap<Open>,
+    #[serde(skip)]
+    open: KeyMap<Arc<Open>>,
+    /// `(expires_ms, id)` in the order decisions were opened.
+    #[serde(skip)]
     by_expiry: VecDeque<(u64, u64)>,
     /// `(ignored_at_ms, id)` in the order decisions were opened.
     by_ignored: VecDeque<(u64, u64)>,
     #[serde(skip)]
     cap: usize,
+    #[serde(skip)]
+    changes: Changes,
+}
+
+/// What changed among the open decisions since the last checkpoint began.
+#[derive(Default)]
+struct Changes {
+    /// Opened or changed since (still open).
+    changed: KeyMap<()>,
+    /// Closed since, and possibly stored by an earlier checkpoint.
+    closed: Vec<u64>,
+    /// Ids below this were open before the last checkpoint began, so a checkpoint stored
+    /// them (or is storing them); closing one must delete its row.
+    stored_below: u64,
+}
+
+/// The open decisions' part of a checkpoint: the rows to write and the rows to delete.
+pub struct DecisionDelta {
+    /// Decisions opened or changed since the last checkpoint, as they are at this one.
+    pub upserts: Vec<(u64, Arc<Open>)>,
+    /// Decisions closed since, by id.
+    pub deletes: Vec<u64>,
+}
+
+impl DecisionDelta {
+    /// The ids it covers, to hand back with `PendingDecisions::requeue` if it fails.
+    pub fn ids(&self) -> (Vec<u64>, Vec<u64>) {
+        let upserts = self.upserts.iter().map(|(id, _)| *id).collect();
+        (upserts, self.deletes.clone())
+    }
 }
 
 /// The placeholder a decoded checkpoint carries until `adopt` names the shard.
@@ -82,15 +123,69 @@ fn unset_shard() -> ShardId {
 }
 
 impl PendingDecisions {
-    /// Takes a checkpoint's open decisions and numbering, keeping this run's shard, first
-    /// sequence and cap.
+    /// Takes a checkpoint's numbering and ignored-label queue (the decisions come with
+    /// `restore`), keeping this run's shard and cap; ids from the earliest run stay known.
     pub fn adopt(&mut self, saved: PendingDecisions) {
         *self = PendingDecisions {
             shard: self.shard,
-            first_sequence: self.first_sequence,
+            first_sequence: self.first_sequence.min(saved.first_sequence),
             cap: self.cap,
+            open: std::mem::take(&mut self.open),
+            by_expiry: std::mem::take(&mut self.by_expiry),
+            changes: std::mem::take(&mut self.changes),
             ..saved
         };
+    }
+
+    /// Takes the decisions a checkpoint stored (rows of `take_delta`, any order), rebuilding
+    /// the expiry queue in the order they were opened. Call after `adopt`.
+    pub fn restore(&mut self, rows: impl IntoIterator<Item = (u64, Open)>) {
+        let mut rows: Vec<(u64, Open)> = rows.into_iter().collect();
+        rows.sort_unstable_by_key(|(id, _)| *id);
+        self.by_expiry = rows.iter().map(|(id, o)| (o.expires_ms, *id)).collect();
+        self.open = rows.into_iter().map(|(id, o)| (id, Arc::new(o))).collect();
+        self.changes = Changes {
+            stored_below: self.next_id().0,
+            ..Changes::default()
+        };
+    }
+
+    /// Takes what changed since the last checkpoint began, for the one beginning now.
+    pub fn take_delta(&mut self) -> DecisionDelta {
+        let changes = std::mem::take(&mut self.changes);
+        self.changes.stored_below = self.next_id().0;
+        let upserts = changes
+            .changed
+            .into_keys()
+            .filter_map(|id| self.open.get(&id).map(|o| (id, o.clone())))
+            .collect();
+        DecisionDelta {
+            upserts,
+            deletes: changes.closed,
+        }
+    }
+
+    /// Hands back what a failed checkpoint took (`DecisionDelta::ids`): the next one stores it.
+    pub fn requeue(&mut self, (upserts, deletes): (Vec<u64>, Vec<u64>)) {
+        for id in upserts {
+            if self.open.contains_key(&id) {
+                self.changes.changed.insert(id, ());
+            } else {
+                self.changes.closed.push(id);
+            }
+        }
+        self.changes.closed.extend(deletes);
+    }
+
+    fn changed(&mut self, id: u64) {
+        self.changes.changed.insert(id, ());
+    }
+
+    fn closed(&mut self, id: u64) {
+        self.changes.changed.remove(&id);
+        if id < self.changes.stored_below {
+            self.changes.closed.push(id);
+        }
     }
 
     /// An empty set for `shard`, numbering decisions from `first_sequence`.
@@ -103,6 +198,7 @@ impl PendingDecisions {
             by_expiry: VecDeque::new(),
             by_ignored: VecDeque::new(),
             cap,
+            changes: Changes::default(),
         }
     }
 
@@ -144,7 +240,8 @@ impl PendingDecisions {
         if open.ignored_at_ms < open.expires_ms {
             self.by_ignored.push_back((open.ignored_at_ms, id.0));
         }
-        self.open.insert(id.0, open);
+        self.open.insert(id.0, Arc::new(open));
+        self.changed(id.0);
         let overflow = if self.open.len() > self.cap {
             self.oldest_open()
         } else {
@@ -183,32 +280,49 @@ impl PendingDecisions {
         let seq = id.0 & 0xffff_ffff_ffff;
         let issued =
             id.shard() == self.shard && seq >= self.first_sequence && seq < self.next_sequence;
-        match self.open.get_mut(&id.0) {
-            Some(open) => Ok(open),
-            None if issued => Err(Missing::Closed),
-            None => Err(Missing::NeverIssued),
+        if self.open.contains_key(&id.0) {
+            return Ok(self.get_open_mut(id.0).expect("just found"));
         }
+        Err(if issued {
+            Missing::Closed
+        } else {
+            Missing::NeverIssued
+        })
     }
 
-    /// The decision, if open, for changing.
+    /// The decision, if open, for changing (the next checkpoint stores it).
     pub fn get_open_mut(&mut self, id: u64) -> Option<&mut Open> {
-        self.open.get_mut(&id)
+        if !self.open.contains_key(&id) {
+            return None;
+        }
+        self.changed(id);
+        self.open.get_mut(&id).map(Arc::make_mut)
     }
 
     /// The decision, if open.
     pub fn get(&self, id: u64) -> Option<&Open> {
-        self.open.get(&id)
+        self.open.get(&id).map(|o| &**o)
     }
 
     /// Removes a decision.
     pub fn remove(&mut self, id: u64) -> Option<Open> {
-        self.open.remove(&id)
+        let open = self.open.remove(&id)?;
+        self.closed(id);
+        Some(Arc::unwrap_or_clone(open))
     }
 
     /// Removes every open decision of the user with this key (an erasure of a user who is
     /// not in memory: its own list of open decisions is not at hand). O(open decisions).
     pub fn remove_user(&mut self, user_key: u64) {
-        self.open.retain(|_, o| o.user_key != user_key);
+        let ids: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.user_key == user_key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove(id);
+        }
     }
 
     /// The next open decision whose placements count as ignored by `now_ms`.
@@ -232,10 +346,115 @@ impl PendingDecisions {
                 return None;
             }
             self.by_expiry.pop_front();
-            if let Some(open) = self.open.remove(&id) {
+            if let Some(open) = self.remove(id) {
                 return Some((id, open));
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(user_key: u64, expires_ms: u64) -> Open {
+        Open {
+            user_key,
+            created_ms: 0,
+            expires_ms,
+            ignored_at_ms: expires_ms,
+            context: SparseVec::default(),
+            placements: vec![Placed {
+                key: 1,
+                id: "i1".into(),
+                inline: None,
+                propensity: 1.0,
+                reward: None,
+                trained_ignored: false,
+                explicitly_rewarded: false,
+            }],
+            arm: None,
+        }
+    }
+
+    fn ids(delta: &DecisionDelta) -> Vec<u64> {
+        let mut ids: Vec<u64> = delta.upserts.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    #[test]
+    fn a_checkpoint_takes_what_changed_since_the_last_and_deletes_only_what_it_stored() {
+        let mut p = PendingDecisions::new(ShardId(1), 10, 100);
+        let (a, _) = p.insert(open(7, 1_000));
+        let (b, _) = p.insert(open(7, 2_000));
+        let first = p.take_delta();
+        assert_eq!(ids(&first), vec![a.0, b.0]);
+        assert!(first.deletes.is_empty());
+
+        // Changed after the checkpoint took it: the checkpoint keeps the state it took.
+        p.get_open_mut(a.0).unwrap().placements[0].reward = Some(1.0);
+        let taken = &first.upserts.iter().find(|(id, _)| *id == a.0).unwrap().1;
+        assert_eq!(taken.placements[0].reward, None, "copy on write");
+
+        // b was stored: closing it deletes its row. c never was: closing it deletes nothing.
+        let (c, _) = p.insert(open(8, 3_000));
+        p.remove(b.0).unwrap();
+        p.remove(c.0).unwrap();
+        let second = p.take_delta();
+        assert_eq!(ids(&second), vec![a.0], "only the changed one");
+        assert_eq!(second.deletes, vec![b.0]);
+        assert_eq!(second.upserts[0].1.placements[0].reward, Some(1.0));
+
+        // Nothing changed since: an empty delta.
+        let third = p.take_delta();
+        assert!(third.upserts.is_empty() && third.deletes.is_empty());
+    }
+
+    #[test]
+    fn a_failed_checkpoint_hands_its_decisions_back_to_the_next() {
+        let mut p = PendingDecisions::new(ShardId(0), 0, 100);
+        let (a, _) = p.insert(open(1, 1_000));
+        let (b, _) = p.insert(open(1, 1_000));
+        let stored = p.take_delta();
+        p.remove(a.0);
+        let failed = p.take_delta();
+        assert_eq!(failed.deletes, vec![a.0]);
+        p.requeue(failed.ids());
+        // b closes after the failure; the retry deletes both rows and writes nothing.
+        p.remove(b.0);
+        let retry = p.take_delta();
+        let mut deletes = retry.deletes.clone();
+        deletes.sort_unstable();
+        assert_eq!(deletes, vec![a.0, b.0]);
+        assert!(retry.upserts.is_empty());
+        drop(stored);
+    }
+
+    #[test]
+    fn restored_decisions_expire_in_the_order_they_were_opened() {
+        let mut p = PendingDecisions::new(ShardId(2), 0, 100);
+        let (a, _) = p.insert(open(1, 5_000));
+        let (b, _) = p.insert(open(2, 1_000));
+        let (c, _) = p.insert(open(3, 3_000));
+        let rows: Vec<(u64, Open)> = p
+            .take_delta()
+            .upserts
+            .into_iter()
+            .map(|(id, o)| (id, (*o).clone()))
+            .collect();
+        // As recovery does: the numbering from the shard's state, then the rows.
+        let mut q = PendingDecisions::new(ShardId(2), 0, 100);
+        q.resume(3);
+        q.restore(rows);
+        assert_eq!(q.len(), 3);
+        // The queue is in opening order: b (due first) waits behind a, as it did before.
+        assert!(q.pop_expired(4_000).is_none());
+        let order: Vec<u64> =
+            std::iter::from_fn(|| q.pop_expired(10_000).map(|(id, _)| id)).collect();
+        assert_eq!(order, vec![a.0, b.0, c.0]);
+        // Restored decisions count as stored: closing them deletes their rows.
+        assert_eq!(q.take_delta().deletes.len(), 3);
     }
 }

@@ -581,15 +581,16 @@ impl Shard {
                 Some(d) => d.0,
                 None => user.open[user.open.len() - 1 - t],
             };
-            let Some(open) = self.pending.get_open_mut(id) else {
-                continue;
-            };
-            if open.user_key != user.id.key() {
+            // Looked at first, changed only when it matches: a change is stored by the next
+            // checkpoint (and copied, if that checkpoint still holds it).
+            let matches = self.pending.get(id).is_some_and(|open| {
+                open.user_key == user.id.key() && open.placements.iter().any(|p| p.key == key)
+            });
+            if !matches {
                 continue;
             }
-            let Some(placed) = open.placements.iter_mut().find(|p| p.key == key) else {
-                continue;
-            };
+            let open = self.pending.get_open_mut(id).expect("just found");
+            let placed = (open.placements.iter_mut().find(|p| p.key == key)).expect("just found");
             let total = (placed.reward.unwrap_or(0.0) + r).clamp(0.0, 1.0);
             placed.reward = Some(total);
             let inline = placed.inline.clone();

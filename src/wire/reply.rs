@@ -398,6 +398,7 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
                 ("last_checkpoint_ms", d.last_checkpoint_ms),
                 ("last_checkpoint_bytes", d.last_checkpoint_bytes),
                 ("last_checkpoint_unix_ms", d.last_checkpoint_unix_ms),
+                ("max_checkpoint_pause_us", d.max_checkpoint_pause_us),
                 ("stored_users", d.stored_users),
                 ("passivations_total", d.passivations_total),
                 ("loads_total", d.loads_total),
