@@ -9,15 +9,17 @@
 //!    started again. Reports the checkpoint's duration and size, the start's duration ("ready")
 //!    and its replay rate. Target: N = 1M → ready in ≤ 3 s.
 //! 2. **Bounded memory**: a resident cap of C users per shard and 2·N distinct users streamed
-//!    through; reports resident users, parked and stored users and the process's RSS after
-//!    each quarter, and checks that sampled users export after it all.
+//!    through as fast as `ingest_batch` takes them, retrying what the store's back-pressure
+//!    refuses (`unavailable`, as a client would); reports resident users, parked bytes,
+//!    refusals, stored users and the process's RSS after each quarter, and checks that sampled
+//!    users export after it all.
 //!
 //! `NUDGE_BENCH_USERS` sets N (default 1 000 000); `NUDGE_BENCH_CAP` sets C (default 50 000,
 //! i.e. 100k resident over the two shards).
 
 use std::time::Instant;
 
-use nudge::{Engine, Event, EventKind, FsyncPolicy, ItemSpec};
+use nudge::{Engine, Error, Event, EventKind, FsyncPolicy, ItemSpec};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -49,18 +51,29 @@ fn engine(dir: &std::path::Path, cap: usize) -> Engine {
         .unwrap()
 }
 
-/// One click for each user in `users`, in batches.
+/// One click for each user in `users`, in batches; events refused by the store's
+/// back-pressure are sent again after a millisecond, as a client would.
 fn clicks(engine: &Engine, users: std::ops::Range<usize>) {
     let batch = 10_000;
+    let click = |u: usize| {
+        Event::new(format!("user-{u:08}"), EventKind::Click).item(format!("item-{}", u % 1000))
+    };
     for start in users.clone().step_by(batch) {
-        let events = (start..(start + batch).min(users.end))
-            .map(|u| {
-                Event::new(format!("user-{u:08}"), EventKind::Click)
-                    .item(format!("item-{}", u % 1000))
-            })
-            .collect();
-        for r in engine.ingest_batch(events) {
-            r.unwrap();
+        let mut todo: Vec<usize> = (start..(start + batch).min(users.end)).collect();
+        while !todo.is_empty() {
+            let results = engine.ingest_batch(todo.iter().map(|&u| click(u)).collect());
+            let mut refused = Vec::new();
+            for (u, r) in todo.iter().zip(results) {
+                match r {
+                    Ok(_) => {}
+                    Err(Error::Unavailable(_)) => refused.push(*u),
+                    Err(e) => panic!("user-{u:08}: {e}"),
+                }
+            }
+            if !refused.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            todo = refused;
         }
     }
     engine.flush().unwrap();
@@ -116,9 +129,11 @@ fn bounded(n: usize, cap: usize) {
         let s = e.stats();
         let d = s.durability.as_ref().unwrap();
         println!(
-            "  after {:>8} users: resident {:>7}, stored {:>8}, passivations {:>8}, checkpoints {:>3}, RSS {:.0} MiB",
+            "  after {:>8} users: resident {:>7}, parked {:>4} MiB, refused {:>8}, stored {:>8}, passivations {:>8}, checkpoints {:>3}, RSS {:.0} MiB",
             (q + 1) * total / 4,
             s.total().resident_users,
+            s.total().parked_bytes >> 20,
+            d.parked_refusals_total,
             d.stored_users,
             d.passivations_total,
             d.checkpoints_total,

@@ -409,6 +409,8 @@ pub struct ShardStats {
     pub resident_users: u64,
     /// Decisions open for attribution (each waits for its outcomes until its window ends).
     pub open_decisions: u64,
+    /// Bytes of evicted users held in memory until a checkpoint stores them (0 in memory).
+    pub parked_bytes: u64,
     /// Messages waiting in the inbox.
     pub inbox_depth: u64,
     /// Events accepted.
@@ -490,6 +492,9 @@ pub struct DurabilityStats {
     pub last_checkpoint_unix_ms: u64,
     /// The longest a shard stopped serving to begin a checkpoint, in this run (µs).
     pub max_checkpoint_pause_us: u64,
+    /// Requests refused (`unavailable`) because bringing their user into memory would have
+    /// parked more than `durability.max_parked_bytes` (back-pressure from the store).
+    pub parked_refusals_total: u64,
     /// Users in the store (every shard).
     pub stored_users: u64,
     /// Users moved out of memory (resident cap, idle timer).
@@ -509,6 +514,7 @@ impl Stats {
         for s in &self.shards {
             t.resident_users += s.resident_users;
             t.open_decisions += s.open_decisions;
+            t.parked_bytes += s.parked_bytes;
             t.inbox_depth += s.inbox_depth;
             t.events_total += s.events_total;
             t.decisions_total += s.decisions_total;

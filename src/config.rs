@@ -291,6 +291,12 @@ pub struct DurabilityConfig {
     pub segment_bytes: u64,
     /// Seconds between checkpoints of each shard.
     pub checkpoint_interval_s: u64,
+    /// Most bytes of evicted users a shard keeps in memory until a checkpoint stores them
+    /// ("parked"). A quarter of it starts a checkpoint early; at all of it, a request that
+    /// would bring another user into memory (and so evict one) is refused with `unavailable`
+    /// until a checkpoint has stored them (back-pressure: evictions go at the store's pace,
+    /// and memory stays bounded by the resident cap and this).
+    pub max_parked_bytes: u64,
 }
 
 impl Default for DurabilityConfig {
@@ -299,6 +305,7 @@ impl Default for DurabilityConfig {
             fsync: FsyncPolicy::Everysec,
             segment_bytes: 64 << 20,
             checkpoint_interval_s: 60,
+            max_parked_bytes: 256 << 20,
         }
     }
 }
@@ -766,6 +773,11 @@ impl Config {
             self.durability.checkpoint_interval_s >= 1,
             "durability.checkpoint_interval_s",
             "at least 1",
+        )?;
+        check(
+            self.durability.max_parked_bytes >= 1024,
+            "durability.max_parked_bytes",
+            "at least 1024",
         )?;
         self.server.validate()?;
         for (i, e) in self.experiments.iter().enumerate() {

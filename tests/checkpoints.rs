@@ -228,6 +228,66 @@ fn a_damaged_store_refuses_to_start_naming_it() {
         .expect("started on a damaged store")
         .to_string();
     assert!(err.contains("store.redb"), "{err}");
+    assert!(
+        err.contains("--repair"),
+        "the error names the way out: {err}"
+    );
+}
+
+/// `repair` on a store redb cannot open: the file is moved aside (kept, named), an empty
+/// store takes its place, and the log that remains (what came after the last checkpoint) is
+/// replayed. What only the store held is not restored.
+#[test]
+fn repair_moves_a_damaged_store_aside_and_replays_the_log_that_remains() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    {
+        let e = engine(dir.path(), &clock, 1, 1000);
+        teach_with(&e, &clock, "stored", 10, false);
+        e.checkpoint().unwrap();
+        teach_with(&e, &clock, "logged", 5, false);
+        e.shutdown_without_checkpoint();
+    }
+    let path = dir.path().join("store.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in &mut bytes[..64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let mut cfg = Config {
+        shards: 1,
+        seed: 11,
+        ..Config::default()
+    };
+    cfg.durability.fsync = FsyncPolicy::No;
+    let e = Engine::builder()
+        .config(cfg)
+        .clock(clock.clone())
+        .data_dir(dir.path())
+        .repair(true)
+        .build()
+        .expect("repair starts on a damaged store");
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("store.redb.damaged-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the damaged file is kept, named");
+    let moved = std::fs::read(dir.path().join(&aside[0])).unwrap();
+    assert_eq!(moved, bytes, "moved as it was");
+    for u in 0..5 {
+        let user = format!("logged-{u}");
+        let got = e.user(&user).unwrap().expect(&user);
+        let events: u64 = got.events_by_kind.iter().sum();
+        assert_eq!(events, 3, "{user}: its three clicks, replayed from the log");
+    }
+    assert!(
+        e.user("stored-3").unwrap().is_none(),
+        "only the damaged store held it"
+    );
+    // The fresh store takes checkpoints again.
+    e.checkpoint().unwrap();
+    assert_eq!(e.stats().durability.unwrap().stored_users, 5);
 }
 
 #[test]
@@ -327,4 +387,73 @@ fn open_decisions_survive_incremental_checkpoints_and_a_restart() {
     );
     // Opened after the last checkpoint: replayed from the log.
     e.reward(late.id, &late.items[0].item, 1.0).unwrap();
+}
+
+/// Back-pressure from the store: once the evicted users waiting for a checkpoint reach
+/// `durability.max_parked_bytes`, a request that would bring another user into memory (and so
+/// evict one more) is refused with `unavailable`, unlogged, until a checkpoint has stored
+/// them. Memory stays bounded however fast new users arrive, and every retried user is kept.
+#[test]
+fn users_arriving_faster_than_the_store_takes_them_are_refused_not_piled_up() {
+    const LIMIT: u64 = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let mut cfg = Config {
+        shards: 1,
+        seed: 5,
+        max_users_per_shard: 4,
+        ..Config::default()
+    };
+    cfg.durability.fsync = FsyncPolicy::No;
+    cfg.durability.checkpoint_interval_s = 3600;
+    cfg.durability.max_parked_bytes = LIMIT;
+    let e = Engine::builder()
+        .config(cfg)
+        .clock(clock.clone())
+        .data_dir(dir.path())
+        .build()
+        .unwrap();
+    e.upsert_item(ItemSpec::new("item-0")).unwrap();
+    let (mut refused, mut max_parked) = (0u64, 0u64);
+    for u in 0..200 {
+        let user = format!("u-{u}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            clock.advance_ms(10);
+            match e.ingest(Event::new(&user, EventKind::Click).item("item-0")) {
+                Ok(_) => break,
+                Err(nudge::Error::Unavailable(why)) => {
+                    assert!(why.contains("max_parked_bytes"), "{why}");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{user} still refused after 60 s: the parked users are never stored"
+                    );
+                    refused += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(other) => panic!("{user}: {other}"),
+            }
+        }
+        max_parked = max_parked.max(e.stats().total().parked_bytes);
+    }
+    assert!(
+        refused > 0,
+        "200 new users outran a checkpoint at least once"
+    );
+    // At most one eviction past the limit: the request admitted just under it.
+    assert!(
+        max_parked < 2 * LIMIT,
+        "parked bytes reached {max_parked} (limit {LIMIT})"
+    );
+    let d = e.stats().durability.unwrap();
+    assert_eq!(d.parked_refusals_total, refused);
+    for u in (0..200).step_by(17) {
+        let user = format!("u-{u}");
+        let got = e.user(&user).unwrap().expect(&user);
+        let events: u64 = got.events_by_kind.iter().sum();
+        assert_eq!(
+            events, 1,
+            "{user}: its click, once (a refused try was not applied)"
+        );
+    }
 }

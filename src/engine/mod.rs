@@ -206,14 +206,17 @@ impl EngineBuilder {
             let logs = (0..n)
                 .map(|i| data.shard_log(i as u16, opts.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
-            let store = Arc::new(data.store()?);
+            let store = Arc::new(data.store(self.repair)?);
             if let (Some(mixer), Some(bytes)) = (&mixer, store.master()?) {
                 mixer.restore(store::decode(&bytes, store.path(), "the master model")?);
             }
             let every = Duration::from_secs(cfg.durability.checkpoint_interval_s);
             let spawned = Checkpointer::spawn(store, n)?;
             let mut checkpoints: Vec<_> = (0..n)
-                .map(|i| Some(Checkpoints::new(spawned.clone(), i as u16, every)))
+                .map(|i| {
+                    let limit = cfg.durability.max_parked_bytes as usize;
+                    Some(Checkpoints::new(spawned.clone(), i as u16, every, limit))
+                })
                 .collect();
             checkpointer = Some(spawned);
             // Every shard replays its own log, all at once.
@@ -1003,6 +1006,7 @@ fn store_stats(checkpointer: Option<&Checkpointer>) -> DurabilityStats {
         last_checkpoint_bytes: get(&n.last_checkpoint_bytes),
         last_checkpoint_unix_ms: get(&n.last_checkpoint_unix_ms),
         max_checkpoint_pause_us: get(&n.max_checkpoint_pause_us),
+        parked_refusals_total: get(&n.parked_refusals_total),
         stored_users: c.store().user_count().unwrap_or(0),
         passivations_total: get(&n.passivations_total),
         loads_total: get(&n.loads_total),

@@ -128,6 +128,61 @@ pub struct GlobalReplica {
 }
 
 impl GlobalReplica {
+    /// Makes this a copy of `src`, reusing this one's memory (`ItemTable::copy_from`). Every
+    /// field is named, so a new one cannot be missed.
+    pub fn copy_from(&mut self, src: &GlobalReplica) {
+        let GlobalReplica {
+            dim,
+            learning_rate,
+            g,
+            g_acc,
+            g_delta,
+            big_g,
+            big_g_acc,
+            big_g_delta,
+            state_w,
+            state_w_acc,
+            state_w_delta,
+            state_learning_rate,
+            pop_w,
+            pop_w_acc,
+            pop_w_delta,
+            pop_rate,
+            pop_latest_tau,
+            co_w,
+            co_w_acc,
+            co_w_delta,
+            co_learning_rate,
+            items,
+            dirty,
+            dense_dirty,
+        } = src;
+        self.dim = *dim;
+        self.learning_rate = *learning_rate;
+        self.g.clone_from(g);
+        self.g_acc.clone_from(g_acc);
+        self.g_delta.clone_from(g_delta);
+        self.big_g.clone_from(big_g);
+        self.big_g_acc.clone_from(big_g_acc);
+        self.big_g_delta.clone_from(big_g_delta);
+        self.state_w.clone_from(state_w);
+        self.state_w_acc.clone_from(state_w_acc);
+        self.state_w_delta.clone_from(state_w_delta);
+        self.state_learning_rate = *state_learning_rate;
+        self.pop_w = *pop_w;
+        self.pop_w_acc = *pop_w_acc;
+        self.pop_w_delta = *pop_w_delta;
+        self.pop_rate = *pop_rate;
+        self.pop_latest_tau = *pop_latest_tau;
+        self.co_w = *co_w;
+        self.co_w_acc = *co_w_acc;
+        self.co_w_delta = *co_w_delta;
+        self.co_learning_rate = *co_learning_rate;
+        self.items.copy_from(items);
+        self.dirty.clone_from(dirty);
+        self.dense_dirty = *dense_dirty;
+    }
+
     /// Takes a checkpoint's learned parameters, keeping this run's width and learning rates.
     pub fn adopt(&mut self, saved: GlobalReplica) {
         *self = GlobalReplica {

@@ -25,6 +25,15 @@ pub struct KeyIndex {
     len: usize,
 }
 
+impl KeyIndex {
+    /// Makes this a copy of `src`, reusing this one's memory (see `ItemTable::copy_from`).
+    pub fn copy_from(&mut self, src: &KeyIndex) {
+        let KeyIndex { slots, len } = src;
+        self.slots.clone_from(slots);
+        self.len = *len;
+    }
+}
+
 impl Default for KeyIndex {
     fn default() -> Self {
         KeyIndex {

@@ -133,9 +133,14 @@ impl DataDir {
         &self.path
     }
 
-    /// Opens the checkpoint store.
-    pub fn store(&self) -> Result<Store, PersistError> {
-        Store::open(&self.path)
+    /// Opens the checkpoint store; with `repair`, a damaged one is repaired or moved aside
+    /// (`Store::open_repairing`), with a warning saying which.
+    pub fn store(&self, repair: bool) -> Result<Store, PersistError> {
+        let (store, repaired) = Store::open_repairing(&self.path, repair)?;
+        if let Some(what) = repaired {
+            tracing::warn!("repair: {what}");
+        }
+        Ok(store)
     }
 
     /// Opens shard `shard`'s log (read at its `replay`).

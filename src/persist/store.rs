@@ -106,6 +106,9 @@ pub struct StoreCounters {
     pub failures_total: AtomicU64,
     /// The longest a shard stopped serving to begin a checkpoint, in this run (µs).
     pub max_checkpoint_pause_us: AtomicU64,
+    /// Requests refused because bringing their user into memory would have parked more
+    /// than `durability.max_parked_bytes` (back-pressure from the store).
+    pub parked_refusals_total: AtomicU64,
 }
 
 /// The checkpoint store.
@@ -127,14 +130,68 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. A file redb cannot read is refused,
     /// naming it.
     pub fn open(dir: &Path) -> Result<Store, PersistError> {
+        Self::open_repairing(dir, false).map(|(store, _)| store)
+    }
+
+    /// Opens the store in `dir`; with `repair`, first checks every page's checksum (redb
+    /// rolls a damaged last commit back to the one before, if that one is whole), and a file
+    /// that cannot be opened or repaired is moved aside and replaced by an empty store.
+    /// Returns what repair did, if anything.
+    pub fn open_repairing(
+        dir: &Path,
+        repair: bool,
+    ) -> Result<(Store, Option<String>), PersistError> {
         let path = dir.join(STORE_FILE);
         // A rewrite a crash interrupted: the old file is whole, the copy is not.
         let _ = std::fs::remove_file(path.with_extension("redb.rewrite"));
-        let db = Database::create(&path).map_err(|e| PersistError::Corrupt {
-            file: path.clone(),
-            offset: 0,
-            what: format!("the checkpoint store cannot be opened: {e}"),
-        })?;
+        let opened = Database::create(&path).and_then(|mut db| {
+            let clean = !repair || db.check_integrity()?;
+            Ok((db, clean))
+        });
+        let (db, repaired) = match opened {
+            Ok((db, true)) => (db, None),
+            Ok((db, false)) => {
+                let did = format!(
+                    "{}: damaged pages found; redb rolled it back to its last intact commit \
+                     (the log replays from that checkpoint's position if it is still there)",
+                    path.display()
+                );
+                (db, Some(did))
+            }
+            Err(e) if repair => {
+                let unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis());
+                let aside = path.with_extension(format!("redb.damaged-{unix_ms}"));
+                std::fs::rename(&path, &aside).map_err(|e| PersistError::io(&path, e))?;
+                crate::persist::log::sync_dir(dir);
+                let db = Database::create(&path).map_err(|e| PersistError::Corrupt {
+                    file: path.clone(),
+                    offset: 0,
+                    what: format!("a fresh checkpoint store cannot be created: {e}"),
+                })?;
+                let did = format!(
+                    "{} cannot be read ({e}); moved it to {} and started with an empty store: \
+                     what only it held (users, open decisions and shard states as of the last \
+                     checkpoint) is not restored, and the log that remains is replayed onto \
+                     empty state. The moved file may hold users erased since; delete it once \
+                     inspected",
+                    path.display(),
+                    aside.display()
+                );
+                (db, Some(did))
+            }
+            Err(e) => {
+                return Err(PersistError::Corrupt {
+                    file: path.clone(),
+                    offset: 0,
+                    what: format!(
+                        "the checkpoint store cannot be opened: {e} (`--repair` moves it aside \
+                         and starts from the log that remains)"
+                    ),
+                })
+            }
+        };
         let store = Store {
             db: RwLock::new(Arc::new(db)),
             path,
@@ -149,7 +206,7 @@ impl Store {
             txn.open_table(DECISIONS).map_err(|e| store.err(e))?;
         }
         txn.commit().map_err(|e| store.err(e))?;
-        Ok(store)
+        Ok((store, repaired))
     }
 
     /// The store's file.

@@ -383,7 +383,7 @@ type ShardGauge = (
 );
 
 fn render_engine(out: &mut String, stats: &Stats) {
-    let per_shard: [ShardGauge; 3] = [
+    let per_shard: [ShardGauge; 4] = [
         (
             "nudge_shard_inbox_depth",
             "Messages waiting in each shard's inbox.",
@@ -398,6 +398,11 @@ fn render_engine(out: &mut String, stats: &Stats) {
             "nudge_open_decisions",
             "Decisions open for attribution in each shard.",
             |s| s.open_decisions,
+        ),
+        (
+            "nudge_parked_bytes",
+            "Bytes of evicted users each shard holds until a checkpoint stores them.",
+            |s| s.parked_bytes,
         ),
     ];
     for (name, help, get) in per_shard {

@@ -15,11 +15,13 @@
 //! decisions or of users, except a pass over the users' one-byte marks: the shard stops for
 //! the time of the changed decisions' `Arc` clones, not for an encoding of everything.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::{error, warn};
 
+use crate::model::global::GlobalReplica;
 use crate::persist::store::{self, Checkpointer, Committed, Job};
 use crate::persist::{PersistError, Position};
 use crate::shard::passive::Passive;
@@ -29,17 +31,18 @@ use crate::shard::worker::Shard;
 /// Users copied per tick while a checkpoint is in progress.
 const SLICE_USERS: usize = 512;
 
-/// Parked users past this many bytes start a checkpoint early, so memory stays bounded by the
-/// resident cap and this.
-const PARKED_BYTES_LIMIT: usize = 64 << 20;
-
 /// A shard's side of checkpointing.
 pub struct Checkpoints {
     checkpointer: Arc<Checkpointer>,
     committed: Arc<Committed>,
     interval: Duration,
+    /// `durability.max_parked_bytes`: a quarter of it starts a checkpoint early.
+    parked_limit: usize,
     last_began: Instant,
     in_progress: Option<InProgress>,
+    /// The model copy the last checkpoint encoded, handed back by the checkpointer for the
+    /// next copy to reuse its memory.
+    spare: Arc<parking_lot::Mutex<Option<GlobalReplica>>>,
 }
 
 struct InProgress {
@@ -55,14 +58,22 @@ struct InProgress {
 }
 
 impl Checkpoints {
-    /// Checkpoints of shard `shard` through `checkpointer`, every `interval`.
-    pub fn new(checkpointer: Arc<Checkpointer>, shard: u16, interval: Duration) -> Self {
+    /// Checkpoints of shard `shard` through `checkpointer`, every `interval`, with at most
+    /// `parked_limit` bytes of parked users.
+    pub fn new(
+        checkpointer: Arc<Checkpointer>,
+        shard: u16,
+        interval: Duration,
+        parked_limit: usize,
+    ) -> Self {
         Checkpoints {
             committed: checkpointer.committed(shard).clone(),
             checkpointer,
             interval,
+            parked_limit,
             last_began: Instant::now(),
             in_progress: None,
+            spare: Arc::default(),
         }
     }
 
@@ -78,6 +89,7 @@ impl Shard {
     pub(super) fn attach_store(&mut self, checkpoints: Checkpoints) {
         let store = checkpoints.checkpointer.store().clone();
         self.users.attach(Passive::new(Some(store)));
+        self.users.limit_parked(checkpoints.parked_limit);
         self.checkpoints = Some(checkpoints);
     }
 
@@ -88,11 +100,23 @@ impl Shard {
     fn snapshot_state(&self) -> store::Deferred<Vec<u8>> {
         // The open decisions' part of the state is small (numbering, the ignored queue).
         let pending = store::encode(&self.pending);
+        let spare = match &self.checkpoints {
+            Some(c) => c.spare.clone(),
+            None => Arc::default(),
+        };
+        let reused = spare.lock().take();
+        let global = match reused {
+            Some(mut copy) => {
+                copy.copy_from(&self.learner.global);
+                copy
+            }
+            None => self.learner.global.clone(),
+        };
         let copy = (
             self.event_ms,
             self.next_mix_ms,
             self.stats.clone(),
-            self.learner.global.clone(),
+            global,
             self.learner.rng.clone(),
             self.learner.cooccurrence.clone(),
             self.seen.clone(),
@@ -100,17 +124,19 @@ impl Shard {
         );
         Box::new(move || {
             let (event_ms, next_mix_ms, stats, global, rng, co, seen, tallies) = copy;
-            store::encode(&(
+            let bytes = store::encode(&(
                 event_ms,
                 next_mix_ms,
-                stats,
-                global,
-                rng,
-                co,
-                pending,
-                seen,
-                tallies,
-            ))
+                &stats,
+                &global,
+                &rng,
+                &co,
+                &pending,
+                &seen,
+                &tallies,
+            ));
+            *spare.lock() = Some(global);
+            bytes
         })
     }
 
@@ -169,7 +195,7 @@ impl Shard {
             return;
         };
         let due = c.last_began.elapsed() >= c.interval
-            || self.users.passive().parked_bytes() > PARKED_BYTES_LIMIT;
+            || self.users.passive().parked_bytes() > c.parked_limit / 4;
         match &c.in_progress {
             Some(p) if c.committed.count() != p.count => {
                 self.checkpoint_ended();
@@ -278,9 +304,7 @@ impl Shard {
         });
         let pause = paused.elapsed().as_micros() as u64;
         let counters = c.checkpointer.store().counters();
-        counters
-            .max_checkpoint_pause_us
-            .fetch_max(pause, std::sync::atomic::Ordering::Relaxed);
+        counters.max_checkpoint_pause_us.fetch_max(pause, Relaxed);
     }
 
     fn checkpoint_slice(&mut self, budget: usize) {

@@ -55,6 +55,8 @@ pub struct Users {
     copy_cursor: usize,
     /// Users moved out of memory since `take_evictions`.
     evictions: u64,
+    /// Most parked bytes before `admits` refuses users that would evict (`usize::MAX`: none).
+    parked_limit: usize,
     /// Open decisions of users dropped without a store (their attribution ends with them).
     dropped_open: Vec<u64>,
 }
@@ -73,6 +75,7 @@ impl Users {
             evict_rng: Rng::new(seed ^ 0x5bd1_e995_7c3a_11d7),
             passive,
             checkpointing: false,
+            parked_limit: usize::MAX,
             owed: 0,
             copied: Vec::new(),
             copy_cursor: 0,
@@ -158,6 +161,25 @@ impl Users {
     pub fn attach(&mut self, passive: Passive) {
         debug_assert!(self.slab.is_empty());
         self.passive = passive;
+    }
+
+    /// Refuses, from now on, users whose coming into memory would evict another while at
+    /// least `bytes` are parked (`admits`).
+    pub fn limit_parked(&mut self, bytes: usize) {
+        self.parked_limit = bytes;
+    }
+
+    /// The limit set by `limit_parked`.
+    pub fn parked_limit(&self) -> usize {
+        self.parked_limit
+    }
+
+    /// Whether the user with this key can be served now: it is in memory, or there is room,
+    /// or the parked set is under its limit (bringing it in may evict, and so park, another).
+    pub fn admits(&self, key: u64) -> bool {
+        self.slab.len() < self.cap
+            || self.passive.parked_bytes() < self.parked_limit
+            || self.find_key(key).is_some()
     }
 
     /// Brings the user into memory if it is out of it (to be read with `peek`); false if

@@ -55,7 +55,7 @@ impl Counters {
     fn publish(&self, s: &ShardStats) {
         let v = [
             s.resident_users,
-            0,
+            s.parked_bytes,
             s.events_total,
             s.decisions_total,
             s.rewards_attributed_total,
@@ -93,6 +93,7 @@ impl Counters {
             .collect();
         ShardStats {
             resident_users: v[0],
+            parked_bytes: v[1],
             inbox_depth: 0,
             events_total: v[2],
             decisions_total: v[3],
@@ -209,20 +210,32 @@ impl Shard {
     pub fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Event(ev, reply) => {
+                if let Some(refused) = self.refuse_for_room(ev.user.key()) {
+                    return reply.send(Err(refused));
+                }
                 self.log_input(|out| codec::event(out, &ev));
                 let ack = self.guarded_event(ev);
                 self.ack(reply, ack, |e, _| Err(e.clone()));
             }
             Msg::Events(evs, reply) => {
-                for ev in &evs {
-                    self.log_input(|out| codec::event(out, ev));
-                }
-                let acks: Vec<_> = evs.into_iter().map(|ev| self.guarded_event(ev)).collect();
+                let acks: Vec<_> = evs
+                    .into_iter()
+                    .map(|ev| match self.refuse_for_room(ev.user.key()) {
+                        Some(refused) => Err(refused),
+                        None => {
+                            self.log_input(|out| codec::event(out, &ev));
+                            self.guarded_event(ev)
+                        }
+                    })
+                    .collect();
                 self.ack(reply, acks, |e, acks| {
                     acks.iter().map(|_| Err(e.clone())).collect()
                 });
             }
             Msg::Decide(req, reply) => {
+                if let Some(refused) = self.refuse_for_room(req.user.key()) {
+                    return reply.send(Err(refused));
+                }
                 let input = self.wal.is_some().then(|| {
                     let mut out = Vec::with_capacity(64 + 9 * req.candidates.len());
                     codec::decide(&mut out, &req);
@@ -244,6 +257,10 @@ impl Shard {
                 reply.send(decision)
             }
             Msg::Reward(r, reply) => {
+                let user = self.pending.get(r.decision.0).map(|open| open.user_key);
+                if let Some(refused) = user.and_then(|key| self.refuse_for_room(key)) {
+                    return reply.send(Err(refused));
+                }
                 self.log_input(|out| codec::reward(out, &r));
                 let done = self.guarded_reward(r);
                 self.ack(reply, done, |e, _| Err(e.clone()));
@@ -318,6 +335,29 @@ impl Shard {
                 reply.send(());
             }
         }
+    }
+
+    /// Back-pressure from the store: refuses (`unavailable`) a request whose user is out of
+    /// memory when bringing it in would evict another into a parked set already at
+    /// `durability.max_parked_bytes`. Checked before the request is logged, so a refused
+    /// request is not in the log and a replay never meets it. The checkpoint that the parked
+    /// set has already started stores them; then requests are admitted again.
+    fn refuse_for_room(&self, user_key: u64) -> Option<Error> {
+        if self.users.admits(user_key) {
+            return None;
+        }
+        let c = self.checkpoints.as_ref()?;
+        let counters = c.store().counters();
+        counters
+            .parked_refusals_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(Error::Unavailable(format!(
+            "shard {}: users leave memory faster than checkpoints store them ({} bytes parked, \
+             durability.max_parked_bytes is {}); retry shortly",
+            self.id.0,
+            self.users.passive().parked_bytes(),
+            self.users.parked_limit()
+        )))
     }
 
     /// The shard's index.
@@ -483,6 +523,7 @@ impl Shard {
     pub fn publish(&mut self) {
         self.stats.resident_users = self.users.len() as u64;
         self.stats.open_decisions = self.pending.len() as u64;
+        self.stats.parked_bytes = self.users.passive().parked_bytes() as u64;
         self.counters.publish(&self.stats);
     }
 

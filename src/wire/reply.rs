@@ -340,6 +340,7 @@ fn shard_stats(out: &mut Vec<u8>, s: &ShardStats) {
     let parts = [
         ("resident_users", s.resident_users),
         ("open_decisions", s.open_decisions),
+        ("parked_bytes", s.parked_bytes),
         ("inbox_depth", s.inbox_depth),
         ("events_total", s.events_total),
         ("decisions_total", s.decisions_total),
@@ -399,6 +400,7 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
                 ("last_checkpoint_bytes", d.last_checkpoint_bytes),
                 ("last_checkpoint_unix_ms", d.last_checkpoint_unix_ms),
                 ("max_checkpoint_pause_us", d.max_checkpoint_pause_us),
+                ("parked_refusals_total", d.parked_refusals_total),
                 ("stored_users", d.stored_users),
                 ("passivations_total", d.passivations_total),
                 ("loads_total", d.loads_total),
