@@ -395,6 +395,22 @@ fn open_decisions_survive_incremental_checkpoints_and_a_restart() {
 /// them. Memory stays bounded however fast new users arrive, and every retried user is kept.
 #[test]
 fn users_arriving_faster_than_the_store_takes_them_are_refused_not_piled_up() {
+    // A lost reply hangs a caller forever: the body runs under a watchdog.
+    let (done, finished) = std::sync::mpsc::channel();
+    let body = std::thread::spawn(move || {
+        refused_not_piled_up();
+        done.send(()).unwrap();
+    });
+    if finished
+        .recv_timeout(std::time::Duration::from_secs(300))
+        .is_err()
+    {
+        assert!(body.is_finished(), "no answer in 300 s: a reply was lost");
+    }
+    body.join().unwrap();
+}
+
+fn refused_not_piled_up() {
     const LIMIT: u64 = 4096;
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
@@ -420,7 +436,14 @@ fn users_arriving_faster_than_the_store_takes_them_are_refused_not_piled_up() {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
             clock.advance_ms(10);
-            match e.ingest(Event::new(&user, EventKind::Click).item("item-0")) {
+            let click = Event::new(&user, EventKind::Click).item("item-0");
+            // Odd users go as a batch of one: a batch whose every event is refused must
+            // still be answered (it logs nothing, so no write releases its reply).
+            let result = match u % 2 {
+                0 => e.ingest(click),
+                _ => e.ingest_batch(vec![click]).pop().expect("one result"),
+            };
+            match result {
                 Ok(_) => break,
                 Err(nudge::Error::Unavailable(why)) => {
                     assert!(why.contains("max_parked_bytes"), "{why}");

@@ -138,6 +138,11 @@ impl Wal {
     /// unless `force`.
     pub fn commit(&mut self, force: bool) {
         if self.batch.is_empty() {
+            // Replies that wait for no record (every request of theirs was refused before
+            // it was logged) go now.
+            for reply in self.held.drain(..) {
+                reply(None);
+            }
             return;
         }
         if !force && !self.has_state && self.last_write.elapsed() < TICKS_WAIT {
