@@ -199,6 +199,34 @@ fn an_erased_user_is_nowhere_in_the_data_directory_after_the_next_checkpoint() {
     assert!(e.user("later-5").unwrap().is_some());
 }
 
+/// Overwrites the store's header (redb's magic number and its god byte); returns the
+/// damaged file's bytes.
+fn damage_header(dir: &Path) -> Vec<u8> {
+    let path = dir.join("store.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in &mut bytes[..64] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    bytes
+}
+
+/// One shard on `dir` again, with or without `repair`.
+fn restart(dir: &Path, clock: &ManualClock, repair: bool) -> Result<Engine, nudge::StartError> {
+    let mut cfg = Config {
+        shards: 1,
+        seed: 11,
+        ..Config::default()
+    };
+    cfg.durability.fsync = FsyncPolicy::No;
+    Engine::builder()
+        .config(cfg)
+        .clock(clock.clone())
+        .data_dir(dir)
+        .repair(repair)
+        .build()
+}
+
 #[test]
 fn a_damaged_store_refuses_to_start_naming_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,23 +235,8 @@ fn a_damaged_store_refuses_to_start_naming_it() {
     teach(&e, &clock, "u", 30);
     e.shutdown();
     drop(e);
-    let path = dir.path().join("store.redb");
-    let mut bytes = std::fs::read(&path).unwrap();
-    // Overwrite the file's header: redb's magic number and its god byte.
-    for b in &mut bytes[..64] {
-        *b ^= 0x5a;
-    }
-    std::fs::write(&path, &bytes).unwrap();
-    let mut cfg = Config {
-        shards: 1,
-        ..Config::default()
-    };
-    cfg.durability.fsync = FsyncPolicy::No;
-    let err = Engine::builder()
-        .config(cfg)
-        .clock(clock.clone())
-        .data_dir(dir.path())
-        .build()
+    damage_header(dir.path());
+    let err = restart(dir.path(), &clock, false)
         .err()
         .expect("started on a damaged store")
         .to_string();
@@ -248,25 +261,8 @@ fn repair_moves_a_damaged_store_aside_and_replays_the_log_that_remains() {
         teach_with(&e, &clock, "logged", 5, false);
         e.shutdown_without_checkpoint();
     }
-    let path = dir.path().join("store.redb");
-    let mut bytes = std::fs::read(&path).unwrap();
-    for b in &mut bytes[..64] {
-        *b ^= 0x5a;
-    }
-    std::fs::write(&path, &bytes).unwrap();
-    let mut cfg = Config {
-        shards: 1,
-        seed: 11,
-        ..Config::default()
-    };
-    cfg.durability.fsync = FsyncPolicy::No;
-    let e = Engine::builder()
-        .config(cfg)
-        .clock(clock.clone())
-        .data_dir(dir.path())
-        .repair(true)
-        .build()
-        .expect("repair starts on a damaged store");
+    let bytes = damage_header(dir.path());
+    let e = restart(dir.path(), &clock, true).expect("repair starts on a damaged store");
     let aside: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
