@@ -177,9 +177,13 @@ impl Users {
     /// Whether the user with this key can be served now: it is in memory, or there is room,
     /// or the parked set is under its limit (bringing it in may evict, and so park, another).
     pub fn admits(&self, key: u64) -> bool {
-        self.slab.len() < self.cap
-            || self.passive.parked_bytes() < self.parked_limit
-            || self.find_key(key).is_some()
+        self.has_room() || self.find_key(key).is_some()
+    }
+
+    /// Whether any user can come into memory now: under the cap, or parked set under its
+    /// limit (always, without a store).
+    pub fn has_room(&self) -> bool {
+        self.slab.len() < self.cap || self.passive.parked_bytes() < self.parked_limit
     }
 
     /// Brings the user into memory if it is out of it (to be read with `peek`); false if

@@ -257,7 +257,10 @@ impl Shard {
                 reply.send(decision)
             }
             Msg::Reward(r, reply) => {
-                let user = self.pending.get(r.decision.0).map(|open| open.user_key);
+                // The decision's user is looked up only when the shard has no room.
+                let user = (!self.users.has_room())
+                    .then(|| self.pending.get(r.decision.0).map(|open| open.user_key))
+                    .flatten();
                 if let Some(refused) = user.and_then(|key| self.refuse_for_room(key)) {
                     return reply.send(Err(refused));
                 }
