@@ -303,11 +303,14 @@ fn users_streamed_through_a_small_cap_while_checkpoints_run_all_come_back() {
         .build()
         .unwrap();
     e.upsert_item(ItemSpec::new("item")).unwrap();
-    // About four seconds of new users, so that timer checkpoints begin, copy and commit
-    // while users are evicted and parked.
+    // New users for at least four seconds and until two timer checkpoints have committed
+    // (a loaded machine makes a checkpoint slower; bounded at a minute), so that checkpoints
+    // begin, copy and commit while users are evicted and parked.
     let started = std::time::Instant::now();
+    let secs = |s| std::time::Duration::from_secs(s);
+    let committed = || e.stats().durability.unwrap().checkpoints_total;
     let mut n = 0;
-    while started.elapsed() < std::time::Duration::from_secs(4) {
+    while (started.elapsed() < secs(4) || committed() < 2) && started.elapsed() < secs(60) {
         let batch = (n..n + 50)
             .map(|u| Event::new(format!("s-{u}"), EventKind::Click).item("item"))
             .collect();
