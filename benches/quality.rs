@@ -1,4 +1,4 @@
-//! `cargo bench --bench quality [-- sim|movielens|obd ...] [--seed N]`: does nudge decide
+//! `cargo bench --bench quality [-- sim|movielens|obd|saturation ...] [--seed N]`: does nudge decide
 //! better than the baselines, and do its per-user parts help? Three workloads, each comparing
 //! every policy on the same stream with common random numbers (see `docs/quality.md`).
 //!
@@ -253,6 +253,87 @@ fn obd(a: &Args) {
     }
 }
 
+/// Issue 15: frequency caps and diversity on the simulator: what they change and what they
+/// cost, nudge fed tracked decisions, 5 placements of 20 candidates per decision.
+fn saturation(a: &Args, cfg: &Config) {
+    use nudge::eval::saturation::{self, Yardstick};
+    use nudge::saturation::{Diversity, FrequencyCap, SaturationConfig};
+    let started = Instant::now();
+    let world = World::new(SimConfig::standard(a.seed));
+    let yard = Yardstick {
+        cap: 2,
+        window_s: 3600,
+        per_category: 2,
+    };
+    let cap = FrequencyCap {
+        attribute: None,
+        max: yard.cap,
+        window_s: yard.window_s,
+    };
+    let diversity = Diversity {
+        attribute: "category".into(),
+        max_per_value: yard.per_category as u32,
+    };
+    let runs = [
+        ("none", SaturationConfig::default()),
+        (
+            "item cap 2/h",
+            SaturationConfig {
+                caps: vec![cap.clone()],
+                ..Default::default()
+            },
+        ),
+        (
+            "diversity ≤ 2 per category",
+            SaturationConfig {
+                diversity: Some(diversity.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "both",
+            SaturationConfig {
+                caps: vec![cap],
+                diversity: Some(diversity),
+                ..Default::default()
+            },
+        ),
+    ];
+    let rows: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = runs
+            .iter()
+            .map(|(name, c)| {
+                let world = &world;
+                s.spawn(move || saturation::run(world, cfg, name, c.clone(), 5, yard))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    println!(
+        "\n## Saturation control on the simulator (seed {}, {} decisions, 5 of 20 candidates placed, nudge fed tracked decisions)\n",
+        a.seed,
+        world.steps.len()
+    );
+    println!("| controls | impressions over 2 per item per user per hour | decisions with > 2 of one category | expected clicks per decision | change | clicks | distinct items per user |");
+    println!("|---|---|---|---|---|---|---|");
+    let base = rows[0].expected_clicks;
+    for r in &rows {
+        println!(
+            "| {} | {} ({:.2}%) | {} ({:.2}%) | {:.4} | {:+.2}% | {} | {:.1} |",
+            r.name,
+            r.over_cap,
+            100.0 * r.over_cap as f64 / r.impressions.max(1) as f64,
+            r.over_diversity,
+            100.0 * r.over_diversity as f64 / r.decisions.max(1) as f64,
+            r.expected_clicks,
+            100.0 * (r.expected_clicks / base - 1.0),
+            r.clicks,
+            r.distinct_per_user
+        );
+    }
+    println!("\nSaturation took {:.1} s", started.elapsed().as_secs_f64());
+}
+
 fn main() {
     let a = args();
     let cfg = engine_config();
@@ -260,8 +341,9 @@ fn main() {
         match w.as_str() {
             "sim" => a.feedback.iter().for_each(|&f| simulation(&a, &cfg, f)),
             "movielens" => a.feedback.iter().for_each(|&f| movielens(&a, &cfg, f)),
+            "saturation" => saturation(&a, &cfg),
             "obd" => obd(&a),
-            other => eprintln!("unknown workload {other} (sim, movielens, obd)"),
+            other => eprintln!("unknown workload {other} (sim, movielens, obd, saturation)"),
         }
     }
 }

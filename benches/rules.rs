@@ -72,6 +72,9 @@ impl Candidates for Items {
     fn key(&self, i: usize) -> Option<u64> {
         Some(i as u64)
     }
+    fn item_key(&self, i: usize) -> u64 {
+        i as u64
+    }
 }
 
 fn apply(c: &mut Criterion) {

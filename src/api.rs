@@ -222,6 +222,9 @@ pub struct DecideRequest {
     /// untracked decision is a preview: it is ranked the same way but leaves nothing behind,
     /// and its id is [`DecisionId::UNTRACKED`].
     pub track: bool,
+    /// Saturation control for this decision, in place of the engine's `[saturation]`
+    /// (`None`: the engine's; `Some(default)`: none).
+    pub saturation: Option<crate::saturation::SaturationConfig>,
 }
 
 impl DecideRequest {
@@ -239,6 +242,7 @@ impl DecideRequest {
             ts_ms: None,
             explain: false,
             track: true,
+            saturation: None,
         }
     }
     /// Adds one context pair.
@@ -259,6 +263,11 @@ impl DecideRequest {
     /// `false` makes the decision a preview that opens nothing for attribution.
     pub fn track(mut self, on: bool) -> Self {
         self.track = on;
+        self
+    }
+    /// Replaces the engine's saturation control for this decision.
+    pub fn saturation(mut self, cfg: crate::saturation::SaturationConfig) -> Self {
+        self.saturation = Some(cfg);
         self
     }
 }
@@ -315,6 +324,49 @@ pub struct Decision {
     pub triggers: Vec<std::sync::Arc<str>>,
     /// With `explain`: each rule that fired (or failed at run time) and what it changed.
     pub rules: Vec<RuleEffect>,
+    /// With `explain`: what saturation control did (caps, fatigue, diversity).
+    pub saturation: Vec<SaturationEffect>,
+}
+
+/// What saturation control did to one candidate, or to a decision (`explain`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SaturationEffect {
+    /// The candidate (`None` for a diversity limit, which acts on the whole decision).
+    pub item: Option<String>,
+    /// Which control.
+    pub kind: SaturationKind,
+    /// Impressions counted: in the cap's window, without engagement (fatigue), or placed
+    /// with the value (diversity).
+    pub shown: u32,
+    /// What fatigue took from the item's logit (negative); 0 otherwise.
+    pub delta: f32,
+    /// The attribute value at its limit (`category=shoes`), for a value cap or diversity.
+    pub value: Option<String>,
+}
+
+/// The saturation controls (`SaturationEffect::kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaturationKind {
+    /// The item reached its frequency cap: not placed.
+    ItemCap,
+    /// One of the item's attribute values reached its frequency cap: not placed.
+    ValueCap,
+    /// Shown repeatedly without engagement: demoted.
+    Fatigue,
+    /// An attribute value filled its quota of the placements.
+    Diversity,
+}
+
+impl SaturationKind {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaturationKind::ItemCap => "item_cap",
+            SaturationKind::ValueCap => "value_cap",
+            SaturationKind::Fatigue => "fatigue",
+            SaturationKind::Diversity => "diversity",
+        }
+    }
 }
 
 /// What one rule did to a decision (`explain`).

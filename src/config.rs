@@ -96,6 +96,9 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// Rules applied to every decision (`[[rules]]`, issue 14; `docs/rules.md`).
     pub rules: Vec<RuleConfig>,
+    /// Frequency caps, fatigue and diversity (`[saturation]`, issue 15;
+    /// `docs/saturation.md`). Off by default.
+    pub saturation: crate::saturation::SaturationConfig,
 }
 
 /// The live per-user features (`docs/features.md`).
@@ -253,6 +256,7 @@ impl Default for Config {
             experiments: Vec::new(),
             features: FeaturesConfig::default(),
             rules: Vec::new(),
+            saturation: Default::default(),
         }
     }
 }
@@ -780,6 +784,7 @@ impl Config {
             "at least 1024",
         )?;
         self.server.validate()?;
+        self.saturation.validate()?;
         for (i, e) in self.experiments.iter().enumerate() {
             e.to_spec().map_err(|e| format!("experiments[{i}]: {e}"))?;
         }

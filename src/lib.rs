@@ -18,6 +18,8 @@
 //! each decision's arm from, the per-arm tallies shards keep, and the always-valid statistics.
 //! `rules` holds the rule language (a compiled CEL subset) and the actions a rule set applies
 //! in the decision path (issue 14); the live features rules read are the actor's.
+//! `saturation` holds frequency caps, fatigue and diversity (issue 15), placed through the
+//! rules' exact placement.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -51,6 +53,7 @@ pub mod model;
 pub mod persist;
 pub mod rng;
 pub mod rules;
+pub mod saturation;
 #[cfg(feature = "server")]
 pub mod server;
 pub mod shard;
@@ -62,8 +65,8 @@ pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    RuleEffect, ScoreParts, ShardStats, SignalSummary, Stats, UpdateCause, UpdateSink, UserExport,
-    UserUpdate,
+    RuleEffect, SaturationEffect, SaturationKind, ScoreParts, ShardStats, SignalSummary, Stats,
+    UpdateCause, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig};

@@ -2,7 +2,7 @@
 //! position and the old set kept), a decision's `triggers` and `explain`'s rules, and the
 //! `features` op and the user export's features.
 
-use crate::server_support::{start, Lines};
+use crate::server_support::{serve, start, Lines};
 
 #[test]
 fn rules_and_features_over_tcp() {
@@ -75,4 +75,71 @@ fn rules_and_features_over_tcp() {
     let r = c.call(r#"{"op":"stats","id":11}"#);
     assert_eq!(r["stats"]["total"]["rules_fired_total"], 4, "{r}");
     server.shutdown();
+}
+
+/// Issue 15 over a real socket: a decision's own `saturation` object, `false` for none, its
+/// effects in `explain`, and a bad one refused naming the key.
+#[test]
+fn saturation_over_tcp() {
+    let mut cfg = nudge::Config {
+        shards: 2,
+        seed: 7,
+        ..nudge::Config::default()
+    };
+    cfg.saturation.caps = vec![nudge::saturation::FrequencyCap {
+        attribute: None,
+        max: 1,
+        window_s: 3600,
+    }];
+    let engine = nudge::Engine::builder().config(cfg).build().unwrap();
+    let (_engine, server) = serve(engine, |_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    for (id, category) in [("scarf", "winter"), ("coat", "winter"), ("hat", "summer")] {
+        let line = format!(r#"{{"op":"item","item":"{id}","attrs":{{"category":"{category}"}}}}"#);
+        assert_eq!(c.call(&line)["ok"], true);
+    }
+    let r = c.call(r#"{"op":"decide","user":"u1","candidates":["hat"],"n":1}"#);
+    assert_eq!(r["items"][0]["item"], "hat", "{r}");
+    // The engine's cap: the hat was shown once this hour.
+    let r =
+        c.call(r#"{"op":"decide","user":"u1","candidates":["hat","scarf"],"n":2,"explain":true}"#);
+    assert_eq!(r["items"].as_array().unwrap().len(), 1, "{r}");
+    assert_eq!(r["saturation"][0]["kind"], "item_cap", "{r}");
+    assert_eq!(r["saturation"][0]["item"], "hat", "{r}");
+    assert_eq!(r["saturation"][0]["shown"], 1, "{r}");
+    // `false`: no control for this decision.
+    let r = c.call(r#"{"op":"decide","user":"u1","candidates":["hat"],"n":1,"saturation":false}"#);
+    assert_eq!(r["items"][0]["item"], "hat", "{r}");
+    // Its own diversity, and no caps: one winter item at most.
+    let r = c.call(
+        r#"{"op":"decide","user":"u2","candidates":["scarf","coat","hat"],"n":3,"explain":true,
+            "saturation":{"diversity":{"attribute":"category","max_per_value":1}}}"#
+            .replace('\n', "")
+            .as_str(),
+    );
+    assert_eq!(r["items"].as_array().unwrap().len(), 2, "{r}");
+    let kinds: Vec<_> = r["saturation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].clone())
+        .collect();
+    assert!(kinds.iter().all(|k| k == "diversity"), "{r}");
+    let r = c.call(r#"{"op":"decide","user":"u2","candidates":["hat"],"saturation":{"caps":[{"max":1,"window":60}]}}"#);
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown key `window`"),
+        "{r}"
+    );
+    let r = c.call(r#"{"op":"decide","user":"u2","candidates":["hat"],"saturation":{"caps":[{"max":0,"window_s":60}]}}"#);
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("saturation.caps[0].max"),
+        "{r}"
+    );
 }

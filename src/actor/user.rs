@@ -13,6 +13,7 @@ use crate::model::adam::decay_weights;
 use crate::model::cooccur::RecentItems;
 use crate::model::math::{axpy, decay_factor};
 use crate::model::score::{PersonalModel, PersonalView};
+use crate::saturation::Exposures;
 
 /// One user's state.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -43,6 +44,9 @@ pub struct UserActor {
     /// The experiment (its id + 1; 0: none) this user was last counted as exposed to, so a
     /// resident user counts once per experiment.
     pub exposed_to: u32,
+    /// What the user was shown, for frequency caps and fatigue (issue 15); `None` until a
+    /// cap or fatigue is configured and something is shown.
+    pub exposures: Option<Box<Exposures>>,
 }
 
 impl UserActor {
@@ -61,6 +65,7 @@ impl UserActor {
             open: Vec::new(),
             recent: RecentItems::default(),
             exposed_to: 0,
+            exposures: None,
         }
     }
 
@@ -132,6 +137,9 @@ impl UserActor {
 
     /// Heap bytes owned by this actor (for the memory report).
     pub fn heap_bytes(&self) -> usize {
-        self.vectors.len() * 4 + self.id.as_str().len() + self.open.capacity() * 8
+        self.vectors.len() * 4
+            + self.id.as_str().len()
+            + self.open.capacity() * 8
+            + self.exposures.as_ref().map_or(0, |x| x.heap_bytes())
     }
 }

@@ -201,6 +201,14 @@ pub fn decide(
             },
         ));
     }
+    let saturation = match req.saturation {
+        Some(s) => {
+            s.validate()
+                .map_err(|e| Error::invalid("saturation", Problem::Rejected(e)))?;
+            Some(Arc::new(s))
+        }
+        None => None,
+    };
     let mut candidates = Vec::with_capacity(req.candidates.len());
     let mut seen = SeenKeys::default();
     for c in req.candidates {
@@ -238,6 +246,7 @@ pub fn decide(
         track: req.track,
         raw_context: keep_raw_context.then_some(req.context),
         rules: None,
+        saturation,
     })
 }
 

@@ -12,7 +12,8 @@
 //! - `sim`: seeded simulated users with drift; `baselines`: random and popularity policies;
 //!   `knn`: item-kNN;
 //! - `fetch`: downloads the public data sets into `.cache/data/` and checks their checksums;
-//! - `stats`: intervals (bootstrap, Wilson).
+//! - `stats`: intervals (bootstrap, Wilson);
+//! - `saturation`: what frequency caps and diversity change on the simulator, and their cost.
 //!
 //! This module does not change the engine: it only calls its public API. Data sets are never
 //! committed; they are fetched on demand. It is built with the `eval` cargo feature (on by
@@ -26,6 +27,7 @@ pub mod log;
 pub mod movielens;
 pub mod obd;
 pub mod replay;
+pub mod saturation;
 pub mod sim;
 pub mod stats;
 

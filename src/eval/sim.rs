@@ -312,8 +312,24 @@ impl World {
         self.drifted[user as usize].is_some()
     }
 
-    fn context(&self, step: &Step) -> &[(String, String)] {
+    /// The context pairs of `step`.
+    pub fn context(&self, step: &Step) -> &[(String, String)] {
         &self.contexts[step.device as usize * HOURS.len() + step.hour as usize]
+    }
+
+    /// User `u`'s id.
+    pub fn user_id(&self, u: u32) -> &str {
+        &self.user_ids[u as usize]
+    }
+
+    /// Item `i`'s id.
+    pub fn item_id(&self, i: u32) -> &str {
+        &self.item_ids[i as usize]
+    }
+
+    /// Item `i`'s category (its `category` attribute is `c` followed by this number).
+    pub fn category(&self, i: u32) -> usize {
+        self.item_category[i as usize]
     }
 }
 

@@ -14,6 +14,7 @@ use crate::ids::{DecisionId, ItemId, UserId};
 use crate::model::cooccur::{RecentItems, RECENT_ITEMS};
 use crate::model::global::{Pulled, PulledDense, PulledItem};
 use crate::model::{ItemFeatures, SparseVec};
+use crate::saturation::{Diversity, Fatigue, FrequencyCap, SaturationConfig};
 use crate::shard::msg::{ValidCandidate, ValidDecide, ValidEvent, ValidReward};
 
 /// Record tags. Never reuse a number.
@@ -126,8 +127,40 @@ pub fn decide(out: &mut Vec<u8>, req: &ValidDecide) {
     put_u32(out, req.n as u32);
     put_sparse(out, &req.context);
     put_u64(out, req.ts_ms);
-    // Bit 0: explain; bit 1: untracked (a preview, which still draws from the shard's RNG).
-    out.push(req.explain as u8 | (!req.track as u8) << 1);
+    // Bit 0: explain; bit 1: untracked (a preview, which still draws from the shard's RNG);
+    // bit 2: the request's own saturation control follows.
+    let own = req.saturation.as_deref();
+    out.push(req.explain as u8 | (!req.track as u8) << 1 | (own.is_some() as u8) << 2);
+    if let Some(s) = own {
+        put_saturation(out, s);
+    }
+}
+
+/// A decision's own saturation control.
+fn put_saturation(out: &mut Vec<u8>, s: &SaturationConfig) {
+    put_u32(out, s.caps.len() as u32);
+    for c in &s.caps {
+        put_opt_str(out, c.attribute.as_deref());
+        put_u32(out, c.max);
+        put_u64(out, c.window_s);
+    }
+    match &s.fatigue {
+        Some(f) => {
+            out.push(1);
+            put_u32(out, f.after);
+            put_f32(out, f.penalty);
+        }
+        None => out.push(0),
+    }
+    match &s.diversity {
+        Some(d) => {
+            out.push(1);
+            put_str(out, &d.attribute);
+            put_u32(out, d.max_per_value);
+        }
+        None => out.push(0),
+    }
+    put_u32(out, s.max_tracked);
 }
 
 /// The placed items' ids, best slot first: the second half of `Decide`.
@@ -494,6 +527,10 @@ impl<'a> Dec<'a> {
         let (n, context) = (self.u32()? as usize, self.sparse()?);
         let ts_ms = self.u64()?;
         let flags = self.u8()?;
+        let saturation = match flags & 4 {
+            0 => None,
+            _ => Some(Arc::new(self.saturation()?)),
+        };
         Ok(ValidDecide {
             // Arms are assigned by the engine's registry, which the log does not record.
             arm: None,
@@ -507,7 +544,43 @@ impl<'a> Dec<'a> {
             raw_context: None,
             // Nor is the rule set (`docs/rules.md`, Replay).
             rules: None,
+            saturation,
         })
+    }
+
+    /// A decision's own saturation control, as `put_saturation` wrote it.
+    fn saturation(&mut self) -> Result<SaturationConfig, String> {
+        let n = self.len()?;
+        let mut caps = Vec::with_capacity(n);
+        for _ in 0..n {
+            caps.push(FrequencyCap {
+                attribute: self.opt_string()?,
+                max: self.u32()?,
+                window_s: self.u64()?,
+            });
+        }
+        let fatigue = match self.u8()? {
+            0 => None,
+            _ => Some(Fatigue {
+                after: self.u32()?,
+                penalty: self.f32()?,
+            }),
+        };
+        let diversity = match self.u8()? {
+            0 => None,
+            _ => Some(Diversity {
+                attribute: self.string()?,
+                max_per_value: self.u32()?,
+            }),
+        };
+        let s = SaturationConfig {
+            caps,
+            fatigue,
+            diversity,
+            max_tracked: self.u32()?,
+        };
+        s.validate()?;
+        Ok(s)
     }
 
     /// An item's features, as `put_item` wrote them.

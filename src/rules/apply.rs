@@ -38,6 +38,8 @@ pub trait Candidates {
     /// Candidate `i`'s key when its attributes are the catalog's (so they stay the same until
     /// the item is upserted again); `None` for an item given inline.
     fn key(&self, i: usize) -> Option<u64>;
+    /// Candidate `i`'s item key, inline or not.
+    fn item_key(&self, i: usize) -> u64;
 }
 
 /// What each item-only `items` condition (`Cond::item_only`) said about each item, one bit
@@ -309,6 +311,27 @@ impl Applied {
                 self.caps.push((*max, groups));
             }
             Action::Trigger(name) => self.triggers.push(name.clone()),
+        }
+    }
+
+    /// Adds saturation control's judgement (issue 15) to the rules': a capped candidate is
+    /// excluded (a cap beats a pin), fatigue lowers logits before the policy samples, and
+    /// diversity is one more per-slot cap, so propensities stay exact. `logits` are the model's.
+    pub fn saturate(&mut self, judged: &mut crate::saturation::Judged, logits: &[f32]) {
+        if !judged.demoted.is_empty() {
+            let moved = self.logits.get_or_insert_with(|| logits.to_vec());
+            for &(i, by) in &judged.demoted {
+                moved[i] -= by;
+            }
+        }
+        if !judged.capped.is_empty() {
+            self.excluded.resize(logits.len(), false);
+            for &i in &judged.capped {
+                self.excluded[i] = true;
+            }
+        }
+        if let Some(diversity) = judged.diversity.take() {
+            self.caps.push(diversity);
         }
     }
 

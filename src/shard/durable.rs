@@ -382,6 +382,7 @@ mod tests {
             track: true,
             raw_context: None,
             rules: None,
+            saturation: None,
         };
         shard.handle(Msg::Decide(req, tx));
         assert!(rx.wait(Duration::ZERO).unwrap().is_ok());

@@ -14,6 +14,7 @@ pub mod msg;
 pub mod passive;
 pub mod pending;
 mod ruled;
+mod saturated;
 pub mod seen;
 pub mod subscriptions;
 pub mod users;

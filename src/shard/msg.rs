@@ -70,6 +70,9 @@ pub struct ValidDecide {
     pub arm: Option<crate::experiment::Chosen>,
     /// The rule set in force when the engine took the request (`None`: no rules).
     pub rules: Option<Arc<crate::rules::RuleSet>>,
+    /// The request's own saturation control, in place of the engine's (`None`: the
+    /// engine's). Logged with the decision, so a replay places the same way.
+    pub saturation: Option<Arc<crate::saturation::SaturationConfig>>,
 }
 
 /// An explicit reward that passed validation.

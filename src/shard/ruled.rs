@@ -38,6 +38,18 @@ impl Candidates for Ruled<'_> {
         let c = &self.req.candidates[i];
         c.inline.is_none().then_some(c.key)
     }
+
+    fn item_key(&self, i: usize) -> u64 {
+        self.req.candidates[i].key
+    }
+}
+
+/// A decision's candidates as rules and saturation control read them.
+pub(super) fn candidates<'a>(learner: &'a Learner, req: &'a ValidDecide) -> impl Candidates + 'a {
+    Ruled {
+        req,
+        items: &learner.global.items,
+    }
 }
 
 /// Applies `rules` to the decision `req` for `user` (whose features are decayed to the

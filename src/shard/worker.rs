@@ -33,6 +33,7 @@ use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
 use crate::shard::passive::Passive;
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
 use crate::shard::ruled;
+use crate::shard::saturated;
 use crate::shard::seen::SeenEvents;
 use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
 use crate::shard::users::Users;
@@ -583,6 +584,11 @@ impl Shard {
                 } else if ev.kind == EventKind::Impression && ev.decision.is_none() {
                     self.open_impression(&ev, *key);
                 }
+                if self.learner.cfg.saturation.remembers() {
+                    if let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) {
+                        saturated::on_event(&self.learner, user, &ev, *key);
+                    }
+                }
                 let cfg = &*self.learner.cfg;
                 if popularity_counts(&cfg.reward, ev.kind, ev.value) {
                     self.learner.global.record_popularity(*key, ev.ts_ms);
@@ -713,10 +719,11 @@ impl Shard {
         let exploration = arm_exploration(&self.learner.cfg.exploration, policy);
         let exploration = exploration.as_ref();
         let exploration = exploration.unwrap_or(&self.learner.cfg.exploration);
-        let ruled = req.rules.as_deref().map(|rules| {
+        let mut ruled = req.rules.as_deref().map(|rules| {
             let (remembered, arm) = (&mut self.rule_matches, experiment.as_ref());
             ruled::apply(rules, &self.learner, user, &req, arm, &logits, remembered)
         });
+        let mut saturation = saturated::judge(&self.learner, user, &req, &logits, &mut ruled);
         let rng = &mut self.learner.rng;
         let slots = match &ruled {
             Some(applied) => applied.place(exploration, &logits, req.n, rng),
@@ -754,6 +761,7 @@ impl Shard {
                 explicitly_rewarded: false,
             });
         }
+        saturated::placed(&self.learner, user, &req, &slots, &mut saturation);
         self.stats.decisions_total += 1;
         if !req.track {
             // A preview: ranked like any decision, but nothing is opened, logged or learned.
@@ -764,6 +772,7 @@ impl Shard {
                 experiment,
                 triggers,
                 rules,
+                saturation,
             });
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
@@ -817,6 +826,7 @@ impl Shard {
             experiment,
             triggers,
             rules,
+            saturation,
         })
     }
 
@@ -907,6 +917,9 @@ impl Shard {
         self.stats.rewards_attributed_total += 1;
         if let Some(user) = self.users.get_by_key_mut(user_key, r.ts_ms) {
             user.advance(r.ts_ms, &self.learner.cfg.model);
+            if r.value > 0.0 {
+                saturated::engaged(user, r.item_key);
+            }
             if self
                 .learner
                 .learn(user, r.item_key, inline.as_ref(), &context, total, r.ts_ms)

@@ -26,6 +26,7 @@ mod json;
 mod parse;
 mod reply;
 mod rules;
+mod saturation;
 mod segment;
 mod syntax;
 

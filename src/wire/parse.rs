@@ -210,6 +210,7 @@ struct Fields<'t, 'i> {
     reason: Option<Json<'t, 'i>>,
     arm: Option<Json<'t, 'i>>,
     rules: Option<Json<'t, 'i>>,
+    saturation: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -239,6 +240,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "reason" => &mut f.reason,
             "arm" => &mut f.arm,
             "rules" => &mut f.rules,
+            "saturation" => &mut f.saturation,
             _ => continue,
         };
         *slot = Some(val);
@@ -388,6 +390,7 @@ fn decide(f: &Fields<'_, '_>) -> Result<DecideRequest, WireError> {
         ts_ms: optional_ts(f.ts)?,
         explain: optional_bool(f.explain, "explain")?.unwrap_or(false),
         track: optional_bool(f.track, "track")?.unwrap_or(true),
+        saturation: super::saturation::read(f.saturation)?,
     })
 }
 

@@ -236,6 +236,7 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
         out.push(b'}');
     }
     super::rules::decision(out, &d.triggers, &d.rules);
+    super::saturation::effects(out, &d.saturation);
 }
 
 fn item(out: &mut Vec<u8>, s: &ItemSpec) {
@@ -496,6 +497,7 @@ mod tests {
             experiment: None,
             triggers: Vec::new(),
             rules: Vec::new(),
+            saturation: Vec::new(),
         };
         write_reply(&mut out, &ReqId::Int(2), &Reply::Decided(d));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
