@@ -272,6 +272,89 @@ impl DecideRequest {
     }
 }
 
+/// A chatbot's message, and the question which tone to answer it in (`Engine::tone`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ToneRequest {
+    /// The user's id.
+    pub user: String,
+    /// The message's text, scored by the built-in lexicon when `sentiment` is not given.
+    pub text: Option<String>,
+    /// The message's sentiment in −1..1, from the caller's own model.
+    pub sentiment: Option<f64>,
+    /// Context of the message.
+    pub context: Context,
+    /// Message time, Unix ms; `None` means the engine's now.
+    pub ts_ms: Option<u64>,
+    /// Whether the chosen tone's score comes broken into parts (with its prior).
+    pub explain: bool,
+}
+
+impl ToneRequest {
+    /// A message of `user` with neither text nor sentiment yet.
+    pub fn new(user: impl Into<String>) -> Self {
+        ToneRequest {
+            user: user.into(),
+            ..ToneRequest::default()
+        }
+    }
+    /// Sets the text (scored by the lexicon unless a sentiment is given).
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+    /// Sets the sentiment, −1..1.
+    pub fn sentiment(mut self, sentiment: f64) -> Self {
+        self.sentiment = Some(sentiment);
+        self
+    }
+    /// Sets the message time (Unix ms).
+    pub fn at(mut self, ts_ms: u64) -> Self {
+        self.ts_ms = Some(ts_ms);
+        self
+    }
+    /// Asks for the chosen tone's score parts.
+    pub fn explain(mut self, on: bool) -> Self {
+        self.explain = on;
+        self
+    }
+}
+
+/// Where a message's sentiment came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SentimentSource {
+    /// The caller sent it.
+    Given,
+    /// The built-in lexicon scored the text.
+    Lexicon,
+    /// Neither: no sentiment was recorded (no score given, no lexicon word in the text).
+    None,
+}
+
+impl SentimentSource {
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SentimentSource::Given => "given",
+            SentimentSource::Lexicon => "lexicon",
+            SentimentSource::None => "none",
+        }
+    }
+}
+
+/// The tone to answer a message in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToneDecision {
+    /// The tone's name.
+    pub tone: String,
+    /// The message's sentiment, as recorded.
+    pub sentiment: Option<f64>,
+    /// Where it came from.
+    pub source: SentimentSource,
+    /// The decision: its id (reward it on the tone's item, `tone:<name>`) and its one
+    /// placement, with the propensity and, with `explain`, the parts and the prior.
+    pub decision: Decision,
+}
+
 /// The parts of a logit `z`; they sum to `z`.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ScoreParts {
@@ -288,12 +371,20 @@ pub struct ScoreParts {
     /// `γ·co(u,i)`: how often the items this user touched last were touched together with
     /// this one by other users (the co-occurrence component).
     pub cooccurrence: f32,
+    /// A configured prior (a tone's, from the user's sentiment; `tone`); 0 elsewhere.
+    pub prior: f32,
 }
 
 impl ScoreParts {
     /// The logit: the sum of the parts.
     pub fn logit(&self) -> f32 {
-        self.bias + self.global + self.personal + self.context + self.state + self.cooccurrence
+        self.bias
+            + self.global
+            + self.personal
+            + self.context
+            + self.state
+            + self.cooccurrence
+            + self.prior
     }
 }
 

@@ -99,6 +99,9 @@ pub struct Config {
     /// Frequency caps, fatigue and diversity (`[saturation]`, issue 15;
     /// `docs/saturation.md`). Off by default.
     pub saturation: crate::saturation::SaturationConfig,
+    /// The tones a `tone` decision chooses among, and their priors (`[tone]`, issue 15;
+    /// `docs/tone.md`).
+    pub tone: crate::tone::ToneConfig,
 }
 
 /// The live per-user features (`docs/features.md`).
@@ -257,6 +260,7 @@ impl Default for Config {
             features: FeaturesConfig::default(),
             rules: Vec::new(),
             saturation: Default::default(),
+            tone: Default::default(),
         }
     }
 }
@@ -785,6 +789,7 @@ impl Config {
         )?;
         self.server.validate()?;
         self.saturation.validate()?;
+        self.tone.validate()?;
         for (i, e) in self.experiments.iter().enumerate() {
             e.to_spec().map_err(|e| format!("experiments[{i}]: {e}"))?;
         }

@@ -18,6 +18,8 @@
 //! each decision's arm from, the per-arm tallies shards keep, and the always-valid statistics.
 //! `rules` holds the rule language (a compiled CEL subset) and the actions a rule set applies
 //! in the decision path (issue 14); the live features rules read are the actor's.
+//! `tone` holds tone decisions for chatbots (issue 15): the tones' priors on the user's
+//! sentiment and a small built-in lexicon scorer for text.
 //! `saturation` holds frequency caps, fatigue and diversity (issue 15), placed through the
 //! rules' exact placement.
 //!
@@ -58,6 +60,7 @@ pub mod saturation;
 pub mod server;
 pub mod shard;
 pub mod sync;
+pub mod tone;
 #[cfg(feature = "server")]
 pub mod wire;
 
@@ -65,8 +68,9 @@ pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    RuleEffect, SaturationEffect, SaturationKind, ScoreParts, ShardStats, SignalSummary, Stats,
-    UpdateCause, UpdateSink, UserExport, UserUpdate,
+    RuleEffect, SaturationEffect, SaturationKind, ScoreParts, SentimentSource, ShardStats,
+    SignalSummary, Stats, ToneDecision, ToneRequest, UpdateCause, UpdateSink, UserExport,
+    UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig};

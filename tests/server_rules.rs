@@ -143,3 +143,36 @@ fn saturation_over_tcp() {
         "{r}"
     );
 }
+
+/// Issue 15 over real sockets: the `tone` op on TCP (lexicon-scored text, a given score, a
+/// bad one) and `POST /v1/tone`, then a reward on the chosen tone.
+#[test]
+fn tone_over_tcp_and_http() {
+    let (_engine, server) = start(|_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    let r = c.call(r#"{"op":"tone","id":1,"user":"u1","text":"still broken, this is useless!","explain":true}"#);
+    assert_eq!(r["source"], "lexicon", "{r}");
+    assert!(r["sentiment"].as_f64().unwrap() < -0.5, "{r}");
+    assert_eq!(r["tone"], "empathetic", "{r}");
+    assert_eq!(r["items"][0]["item"], "tone:empathetic", "{r}");
+    assert!(
+        r["items"][0]["explain"]["prior"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    let decision = r["decision"].as_str().unwrap().to_string();
+    let reward = format!(r#"{{"op":"reward","decision":"{decision}","item":"tone:empathetic"}}"#);
+    assert_eq!(c.call(&reward)["ok"], true);
+    let r = c.call(r#"{"op":"tone","user":"u2","sentiment":2}"#);
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    let r = c.call(r#"{"op":"tone","user":"u3","text":"see you at noon"}"#);
+    assert_eq!(
+        (r["source"].as_str(), r["sentiment"].is_null()),
+        (Some("none"), true),
+        "{r}"
+    );
+    let body = br#"{"user":"u4","sentiment":0.8}"#;
+    let addr = server.http_addr().unwrap();
+    let r = crate::server_support::http(addr, "POST", "/v1/tone", &[], body);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["tone"], "concise", "{}", r.json());
+}

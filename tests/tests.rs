@@ -21,6 +21,8 @@ mod model_props;
 mod rules;
 // Issue 15: frequency caps, fatigue and diversity; propensities; survival of a restart.
 mod saturation;
+// Issue 15: tone decisions from a message's sentiment (given or lexicon-scored), learned.
+mod tone;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.

@@ -7,6 +7,7 @@
 //! authoritative copy, the shards' cells and the timer thread.
 
 pub mod pending;
+mod tone;
 pub mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -536,6 +537,15 @@ impl Engine {
     }
 
     fn submit_decide(&self, request: DecideRequest) -> Pending<Result<Decision, Error>> {
+        self.submit_decide_as(request, None)
+    }
+
+    /// `submit_decide`; `tone` makes it a tone decision (`engine/tone.rs`).
+    fn submit_decide_as(
+        &self,
+        request: DecideRequest,
+        tone: Option<crate::shard::msg::ToneInput>,
+    ) -> Pending<Result<Decision, Error>> {
         let inner = &self.inner;
         let now = inner.clock.now_ms();
         let rules = match inner.any_rules.load(Ordering::Acquire) {
@@ -548,6 +558,7 @@ impl Engine {
             Ok(mut req) => {
                 req.arm = inner.experiments.assign(req.user.as_str());
                 req.rules = rules;
+                req.tone = tone;
                 self.submit(self.shard_of(&req.user), |r| Msg::Decide(req, r))
             }
             Err(e) => Pending::failed(e),

@@ -247,6 +247,7 @@ pub fn decide(
         raw_context: keep_raw_context.then_some(req.context),
         rules: None,
         saturation,
+        tone: None,
     })
 }
 

@@ -120,6 +120,7 @@ pub fn explain(
         context: dot(&gc, x),
         state: state_part,
         cooccurrence: 0.0,
+        prior: 0.0,
     }
 }
 

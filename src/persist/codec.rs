@@ -15,7 +15,7 @@ use crate::model::cooccur::{RecentItems, RECENT_ITEMS};
 use crate::model::global::{Pulled, PulledDense, PulledItem};
 use crate::model::{ItemFeatures, SparseVec};
 use crate::saturation::{Diversity, Fatigue, FrequencyCap, SaturationConfig};
-use crate::shard::msg::{ValidCandidate, ValidDecide, ValidEvent, ValidReward};
+use crate::shard::msg::{ToneInput, ValidCandidate, ValidDecide, ValidEvent, ValidReward};
 
 /// Record tags. Never reuse a number.
 mod tag {
@@ -128,11 +128,21 @@ pub fn decide(out: &mut Vec<u8>, req: &ValidDecide) {
     put_sparse(out, &req.context);
     put_u64(out, req.ts_ms);
     // Bit 0: explain; bit 1: untracked (a preview, which still draws from the shard's RNG);
-    // bit 2: the request's own saturation control follows.
+    // bit 2: the request's own saturation control follows; bit 3: a tone decision.
     let own = req.saturation.as_deref();
-    out.push(req.explain as u8 | (!req.track as u8) << 1 | (own.is_some() as u8) << 2);
+    let tone = (req.tone.is_some() as u8) << 3;
+    out.push(req.explain as u8 | (!req.track as u8) << 1 | (own.is_some() as u8) << 2 | tone);
     if let Some(s) = own {
         put_saturation(out, s);
+    }
+    if let Some(t) = req.tone {
+        match t.message_sentiment {
+            Some(s) => {
+                out.push(1);
+                put_f32(out, s);
+            }
+            None => out.push(0),
+        }
     }
 }
 
@@ -531,6 +541,15 @@ impl<'a> Dec<'a> {
             0 => None,
             _ => Some(Arc::new(self.saturation()?)),
         };
+        let tone = match flags & 8 {
+            0 => None,
+            _ => Some(ToneInput {
+                message_sentiment: match self.u8()? {
+                    0 => None,
+                    _ => Some(self.f32()?),
+                },
+            }),
+        };
         Ok(ValidDecide {
             // Arms are assigned by the engine's registry, which the log does not record.
             arm: None,
@@ -545,6 +564,7 @@ impl<'a> Dec<'a> {
             // Nor is the rule set (`docs/rules.md`, Replay).
             rules: None,
             saturation,
+            tone,
         })
     }
 

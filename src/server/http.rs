@@ -102,6 +102,7 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
     cfg.app_data(web::PayloadConfig::new(max_body))
         .service(post("/v1/events", web::post().to(events)))
         .service(post("/v1/decide", web::post().to(decide)))
+        .service(post("/v1/tone", web::post().to(tone)))
         .service(post("/v1/reward", web::post().to(reward)))
         .service(
             web::resource("/v1/items/{id}")
@@ -235,6 +236,10 @@ async fn events(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
 
 async fn decide(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     one_op(shared, body, OpKind::Decide).await
+}
+
+async fn tone(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    one_op(shared, body, OpKind::Tone).await
 }
 
 async fn reward(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {

@@ -383,6 +383,7 @@ mod tests {
             raw_context: None,
             rules: None,
             saturation: None,
+            tone: None,
         };
         shard.handle(Msg::Decide(req, tx));
         assert!(rx.wait(Duration::ZERO).unwrap().is_ok());

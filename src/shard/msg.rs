@@ -73,6 +73,17 @@ pub struct ValidDecide {
     /// The request's own saturation control, in place of the engine's (`None`: the
     /// engine's). Logged with the decision, so a replay places the same way.
     pub saturation: Option<Arc<crate::saturation::SaturationConfig>>,
+    /// A tone decision: the candidates are the configured tones, in order, and each gets its
+    /// prior on the user's mood (`tone`).
+    pub tone: Option<ToneInput>,
+}
+
+/// What a tone decision's priors read besides the user's features.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ToneInput {
+    /// The sentiment of the message being answered, if it had one (it is the mood the priors
+    /// read; without it, the user's decayed sentiment is).
+    pub message_sentiment: Option<f32>,
 }
 
 /// An explicit reward that passed validation.

@@ -716,6 +716,10 @@ impl Shard {
                 self.learner.logits(candidates, &mut logits);
             }
         }
+        let priors = req.tone.map(|t| tone_priors(&self.learner, user, &req, t));
+        if let Some(priors) = &priors {
+            logits.iter_mut().zip(priors).for_each(|(z, p)| *z += p);
+        }
         let exploration = arm_exploration(&self.learner.cfg.exploration, policy);
         let exploration = exploration.as_ref();
         let exploration = exploration.unwrap_or(&self.learner.cfg.exploration);
@@ -742,8 +746,11 @@ impl Shard {
         for slot in &slots {
             let c = &req.candidates[slot.index];
             let explain = req.explain.then(|| {
-                self.learner
-                    .explain(scored, &context, c.key, c.inline.as_ref())
+                let mut parts = self
+                    .learner
+                    .explain(scored, &context, c.key, c.inline.as_ref());
+                parts.prior = priors.as_ref().map_or(0.0, |p| p[slot.index]);
+                parts
             });
             items.push(Placement {
                 item: c.id.clone(),
@@ -1152,6 +1159,43 @@ impl Shard {
             });
         }
     }
+}
+
+/// Each tone's prior (`tone::prior`) for a tone decision, on the user's mood (the message's
+/// sentiment, else the decayed one) and trend at the decision's time; the candidates are the
+/// configured tones in order.
+fn tone_priors(
+    learner: &Learner,
+    user: &UserActor,
+    req: &ValidDecide,
+    tone: crate::shard::msg::ToneInput,
+) -> Vec<f32> {
+    use crate::actor::Feature;
+    let cfg = &learner.cfg;
+    let view = FeatureView {
+        features: &user.features,
+        signals: &user.signals,
+        hygiene: &cfg.hygiene,
+        session_idle_s: cfg.features.session_idle_s,
+        now_ms: req.ts_ms,
+    };
+    let read = |f| match view.get(f) {
+        crate::actor::features::Value::Num(x) => x,
+        _ => 0.0,
+    };
+    let mood = match tone.message_sentiment {
+        Some(s) => f64::from(s),
+        None => read(Feature::Sentiment),
+    };
+    let (sentiment, trend) = (mood, read(Feature::SentimentTrend));
+    let tones = &cfg.tone.tones;
+    (req.candidates.iter().enumerate())
+        .map(|(i, _)| {
+            tones
+                .get(i)
+                .map_or(0.0, |t| crate::tone::prior(t, sentiment, trend))
+        })
+        .collect()
 }
 
 /// Trains the top-`k` placements of `open` that have had no outcome and have not trained as

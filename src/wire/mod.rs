@@ -98,11 +98,13 @@ pub enum OpKind {
     Rules,
     /// `features`: a user's live features.
     Features,
+    /// `tone`: record a message's sentiment and choose the tone to answer it in.
+    Tone,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 19] = [
+    pub const ALL: [OpKind; 20] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -122,6 +124,7 @@ impl OpKind {
         OpKind::Experiments,
         OpKind::Rules,
         OpKind::Features,
+        OpKind::Tone,
     ];
 
     /// The op's wire name.
@@ -146,6 +149,7 @@ impl OpKind {
             OpKind::Experiments => "experiments",
             OpKind::Rules => "rules",
             OpKind::Features => "features",
+            OpKind::Tone => "tone",
         }
     }
 
@@ -290,6 +294,8 @@ pub enum Op {
     Rules(Option<Vec<crate::config::RuleConfig>>),
     /// A user's live features.
     Features(String),
+    /// A chatbot message: its sentiment recorded, a tone chosen.
+    Tone(crate::api::ToneRequest),
 }
 
 impl Op {
@@ -315,6 +321,7 @@ impl Op {
             Op::Experiments => OpKind::Experiments,
             Op::Rules(_) => OpKind::Rules,
             Op::Features(_) => OpKind::Features,
+            Op::Tone(_) => OpKind::Tone,
         }
     }
 }

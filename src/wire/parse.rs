@@ -211,6 +211,8 @@ struct Fields<'t, 'i> {
     arm: Option<Json<'t, 'i>>,
     rules: Option<Json<'t, 'i>>,
     saturation: Option<Json<'t, 'i>>,
+    text: Option<Json<'t, 'i>>,
+    sentiment: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -241,6 +243,8 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "arm" => &mut f.arm,
             "rules" => &mut f.rules,
             "saturation" => &mut f.saturation,
+            "text" => &mut f.text,
+            "sentiment" => &mut f.sentiment,
             _ => continue,
         };
         *slot = Some(val);
@@ -329,6 +333,14 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         OpKind::Experiments => Op::Experiments,
         OpKind::Rules => Op::Rules(super::rules::rules(f.rules)?),
         OpKind::Features => Op::Features(required(f.user, "user")?.to_string()),
+        OpKind::Tone => Op::Tone(crate::api::ToneRequest {
+            user: required(f.user, "user")?.to_string(),
+            text: string(f.text, "text")?.map(str::to_string),
+            sentiment: optional_number(f.sentiment, "sentiment")?,
+            context: context(f.context)?,
+            ts_ms: optional_ts(f.ts)?,
+            explain: optional_bool(f.explain, "explain")?.unwrap_or(false),
+        }),
         OpKind::Batch if nested => return Err(WireError::NestedBatch),
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;

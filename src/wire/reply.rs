@@ -6,7 +6,8 @@ use super::json::{
 };
 use super::{ReqId, WireError};
 use crate::api::{
-    Ack, Decision, EventKind, ItemSpec, ShardStats, SignalSummary, Stats, UserExport, UserUpdate,
+    Ack, Decision, EventKind, ItemSpec, ShardStats, SignalSummary, Stats, ToneDecision, UserExport,
+    UserUpdate,
 };
 use crate::error::ErrorCode;
 
@@ -17,6 +18,8 @@ pub enum Reply {
     Acked(Ack),
     /// A decision was made.
     Decided(Decision),
+    /// A tone was chosen.
+    Toned(ToneDecision),
     /// A reward was attributed.
     Rewarded,
     /// An item was stored; `new` says whether it was not in the catalog before.
@@ -122,6 +125,19 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
             }
         }
         Reply::Decided(d) => decision(out, d),
+        Reply::Toned(t) => {
+            key(out, "tone");
+            write_str(out, &t.tone);
+            out.extend_from_slice(b",\"sentiment\":");
+            match t.sentiment {
+                Some(s) => write_f64(out, s),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"source\":");
+            write_str(out, t.source.name());
+            out.push(b',');
+            decision(out, &t.decision);
+        }
         Reply::Rewarded => out.extend_from_slice(b"\"ok\":true"),
         Reply::ItemStored { new } => {
             out.extend_from_slice(b"\"ok\":true,\"new\":");
@@ -214,9 +230,14 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
                 ("context", e.context),
                 ("state", e.state),
                 ("cooccurrence", e.cooccurrence),
+                ("prior", e.prior),
                 ("logit", e.logit()),
             ];
-            for (j, (name, v)) in parts.into_iter().enumerate() {
+            // A prior exists only in tone decisions: elsewhere it is left out.
+            let parts = parts
+                .into_iter()
+                .filter(|(n, v)| *n != "prior" || *v != 0.0);
+            for (j, (name, v)) in parts.enumerate() {
                 if j > 0 {
                     out.push(b',');
                 }
