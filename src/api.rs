@@ -147,6 +147,8 @@ pub struct Ack {
     pub outlier: bool,
     /// Its `event_id` was already applied within the window: acknowledged, not applied again.
     pub duplicate: bool,
+    /// The user denied personalization: acknowledged, not applied (issue 15).
+    pub withheld: bool,
 }
 
 /// An item for the catalog, or inline in a decision.

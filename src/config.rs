@@ -102,6 +102,8 @@ pub struct Config {
     /// The tones a `tone` decision chooses among, and their priors (`[tone]`, issue 15;
     /// `docs/tone.md`).
     pub tone: crate::tone::ToneConfig,
+    /// Consent defaults (`[consent]`, issue 15; `docs/consent.md`).
+    pub consent: crate::consent::ConsentConfig,
 }
 
 /// The live per-user features (`docs/features.md`).
@@ -261,6 +263,7 @@ impl Default for Config {
             rules: Vec::new(),
             saturation: Default::default(),
             tone: Default::default(),
+            consent: Default::default(),
         }
     }
 }
@@ -790,6 +793,7 @@ impl Config {
         self.server.validate()?;
         self.saturation.validate()?;
         self.tone.validate()?;
+        self.consent.validate()?;
         for (i, e) in self.experiments.iter().enumerate() {
             e.to_spec().map_err(|e| format!("experiments[{i}]: {e}"))?;
         }
@@ -953,6 +957,11 @@ pub struct SegmentConfig {
     /// nudge context keys filled from dotted paths into the Segment `context`
     /// (e.g. `device = "device.type"`).
     pub context: BTreeMap<String, String>,
+    /// The consent category (`context.consent.categoryPreferences.<name>`, as Segment's
+    /// consent management sends it) that grants or denies personalization (issue 15).
+    pub consent_personalization: String,
+    /// The consent category that grants or denies storage.
+    pub consent_storage: String,
     /// Segment event names mapped to nudge events; unmapped events are accepted and ignored.
     pub mappings: Vec<SegmentMapping>,
 }
@@ -966,6 +975,8 @@ impl Default for SegmentConfig {
             value_property: None,
         };
         SegmentConfig {
+            consent_personalization: "Personalization".to_string(),
+            consent_storage: "Storage".to_string(),
             write_key: String::new(),
             max_event_bytes: 32 * 1024,
             max_batch_bytes: 500 * 1024,

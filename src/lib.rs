@@ -20,6 +20,7 @@
 //! in the decision path (issue 14); the live features rules read are the actor's.
 //! `tone` holds tone decisions for chatbots (issue 15): the tones' priors on the user's
 //! sentiment and a small built-in lexicon scorer for text.
+//! `consent` holds what a user allows (personalization, storage) and its defaults.
 //! `saturation` holds frequency caps, fatigue and diversity (issue 15), placed through the
 //! rules' exact placement.
 //!
@@ -45,6 +46,7 @@ pub mod api;
 pub mod catalog;
 pub mod clock;
 pub mod config;
+pub mod consent;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "eval")]
@@ -74,6 +76,7 @@ pub use api::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig};
+pub use consent::Consent;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, ErrorCode, Problem, StartError};
 pub use experiment::{ArmPolicy, ArmSpec, ExperimentResults, ExperimentSpec, Metric, Status};

@@ -146,7 +146,7 @@ fn an_evicted_user_leaves_memory_and_comes_back_equal() {
 }
 
 /// Every byte of every file under `dir`.
-fn everything(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+pub fn everything(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -162,7 +162,7 @@ fn everything(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out
 }
 
-fn holding<'a>(files: &'a [(std::path::PathBuf, Vec<u8>)], needle: &[u8]) -> Vec<&'a Path> {
+pub fn holding<'a>(files: &'a [(std::path::PathBuf, Vec<u8>)], needle: &[u8]) -> Vec<&'a Path> {
     files
         .iter()
         .filter(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))

@@ -258,3 +258,56 @@ fn issue16_segment_old_times_and_bad_dwell() {
     );
     server.shutdown();
 }
+
+/// Issue 15: Segment's consent fields set the user's consent before the call's events apply,
+/// and the `consent` op reads and changes it over TCP.
+#[test]
+fn consent_from_segment_calls_and_the_consent_op() {
+    let (engine, server) = start(|_| {});
+    let addr = server.http_addr().unwrap();
+    let call = |user: &str, personalization: bool| {
+        json!({"type":"track","userId":user,"event":"Product Clicked","messageId":format!("m-{user}-{personalization}"),
+               "properties":{"product_id":"boots"},
+               "context":{"consent":{"categoryPreferences":{"Personalization":personalization,"Advertising":true}}}})
+    };
+    let r = http(
+        addr,
+        "POST",
+        "/v1/track",
+        &[],
+        call("seg-1", true).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert!(engine.user("seg-1").unwrap().is_some());
+    // Consent withdrawn in the next call: erased, and that call's event is withheld.
+    let r = http(
+        addr,
+        "POST",
+        "/v1/track",
+        &[],
+        call("seg-1", false).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert!(engine.user("seg-1").unwrap().is_none());
+    let mut tcp = crate::server_support::Lines::connect(server.tcp_addr().unwrap());
+    let r = tcp.call(r#"{"op":"consent","id":1,"user":"seg-1"}"#);
+    assert_eq!(
+        (
+            r["personalization"].as_bool(),
+            r["storage"].as_bool(),
+            r["erased"].as_bool()
+        ),
+        (Some(false), Some(true), Some(false)),
+        "{r}"
+    );
+    let r = tcp.call(r#"{"op":"event","user":"seg-1","type":"click","item":"boots"}"#);
+    assert_eq!(r["withheld"], true, "{r}");
+    let r = tcp.call(r#"{"op":"consent","id":2,"user":"seg-2","storage":false}"#);
+    assert_eq!(
+        (r["personalization"].as_bool(), r["storage"].as_bool()),
+        (Some(true), Some(false)),
+        "{r}"
+    );
+    let r = tcp.call(r#"{"op":"consent","id":3,"user":"seg-2","storage":"no"}"#);
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+}

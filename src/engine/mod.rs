@@ -6,6 +6,7 @@
 //! **Invariant:** the engine never touches user state; only shards do. It owns the catalog's
 //! authoritative copy, the shards' cells and the timer thread.
 
+mod consent;
 pub mod pending;
 mod tone;
 pub mod validate;
@@ -675,8 +676,14 @@ impl Engine {
         }))
     }
 
+    /// The id the engine keeps for `id`: validated, and pseudonymised when
+    /// `consent.pseudonymize_key` is set.
+    fn user_id(&self, id: &str) -> Result<UserId, Error> {
+        self.inner.cfg.consent.user_id(id.to_string())
+    }
+
     fn submit_user(&self, id: &str) -> Pending<Option<UserExport>> {
-        match UserId::new(id) {
+        match self.user_id(id) {
             Ok(user) => self.submit(self.shard_of(&user), |r| Msg::User(user, r)),
             Err(e) => Pending::failed(e),
         }
@@ -693,7 +700,7 @@ impl Engine {
     }
 
     fn submit_forget(&self, id: &str) -> Pending<bool> {
-        match UserId::new(id) {
+        match self.user_id(id) {
             Ok(user) => self.submit(self.shard_of(&user), |r| Msg::Forget(user, r)),
             Err(e) => Pending::failed(e),
         }
@@ -737,7 +744,7 @@ impl Engine {
         user: &str,
         sink: Arc<dyn UpdateSink>,
     ) -> Result<(u64, Pending<Result<(), Error>>), Error> {
-        let user = UserId::new(user)?;
+        let user = self.user_id(user)?;
         let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
         let shard = self.shard_of(&user);
         let now_ms = self.inner.clock.now_ms();
@@ -758,7 +765,7 @@ impl Engine {
     }
 
     fn submit_unsubscribe(&self, user: &str, subscription: u64) -> Pending<()> {
-        match UserId::new(user) {
+        match self.user_id(user) {
             Ok(user) => self.submit_with(self.shard_of(&user), OnFull::Wait, |r| {
                 Msg::Unsubscribe(user, subscription, r)
             }),
@@ -846,7 +853,7 @@ impl Engine {
     /// another experiment of an earlier layer), without deciding anything.
     pub fn experiment_arm(&self, name: &str, user: &str) -> Result<Option<String>, Error> {
         self.found(name)?;
-        let user = UserId::new(user)?;
+        let user = self.user_id(user)?;
         let chosen = self.inner.experiments.assign(user.as_str());
         Ok(chosen
             .filter(|c| *c.experiment.name == *name)

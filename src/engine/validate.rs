@@ -8,7 +8,7 @@ use crate::actor::features::EventFacts;
 use crate::api::{Candidate, DecideRequest, Event, EventKind, ItemSpec};
 use crate::config::Config;
 use crate::error::{Error, Problem};
-use crate::ids::{stable_hash, validate_id, DecisionId, ItemId, UserId, MAX_ID_BYTES};
+use crate::ids::{stable_hash, validate_id, DecisionId, ItemId, MAX_ID_BYTES};
 use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
 use crate::shard::msg::{ValidCandidate, ValidDecide, ValidEvent, ValidReward};
 
@@ -107,7 +107,7 @@ pub fn event(
     ev: Event,
     now_ms: u64,
 ) -> Result<ValidEvent, Error> {
-    let user = UserId::from_string(ev.user)?;
+    let user = cfg.consent.user_id(ev.user)?;
     let value = event_value(cfg, ev.kind, ev.value)?;
     let item = match ev.item {
         Some(item) => {
@@ -180,7 +180,7 @@ pub fn decide(
     now_ms: u64,
     keep_raw_context: bool,
 ) -> Result<ValidDecide, Error> {
-    let user = UserId::new(&req.user)?;
+    let user = cfg.consent.user_id(req.user.clone())?;
     if req.candidates.is_empty() {
         return Err(Error::invalid("candidates", Problem::Empty));
     }

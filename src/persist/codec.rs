@@ -33,6 +33,8 @@ mod tag {
     /// An event whose context named a device, location or hour (issue 14): `EVENT`'s
     /// fields, a presence byte and the key's hash, then the facts.
     pub const EVENT_WITH_FACTS: u8 = 11;
+    /// A user's consent changed (issue 15): the user's key (never the id) and the bits.
+    pub const CONSENT: u8 = 12;
 }
 
 /// One decoded log record: an input the shard applied, in the order it applied them.
@@ -57,6 +59,8 @@ pub enum Record {
     Remove(u64),
     /// An erasure.
     Forget(UserId),
+    /// A user's consent changed: the user's key and the consent.
+    Consent(u64, crate::consent::Consent),
     /// `Engine::tick` moved the shard's event time to this (Unix ms).
     Advance(u64),
     /// A tick at `now_ms`; `mix` is what the tick's mix pulled, if it mixed.
@@ -209,6 +213,13 @@ pub fn forget(out: &mut Vec<u8>, user: &UserId) {
     put_str(out, user.as_str());
 }
 
+/// `Consent`.
+pub fn consent(out: &mut Vec<u8>, user_key: u64, consent: crate::consent::Consent) {
+    out.push(tag::CONSENT);
+    put_u64(out, user_key);
+    out.push(consent.bits());
+}
+
 /// `Advance`.
 pub fn advance(out: &mut Vec<u8>, now_ms: u64) {
     out.push(tag::ADVANCE);
@@ -269,6 +280,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
         tag::UPSERT => Record::Upsert(Arc::new(d.item()?)),
         tag::REMOVE => Record::Remove(d.u64()?),
         tag::FORGET => Record::Forget(d.user()?),
+        tag::CONSENT => Record::Consent(d.u64()?, crate::consent::Consent::from_bits(d.u8()?)),
         tag::ADVANCE => Record::Advance(d.u64()?),
         tag::TICK => Record::Tick {
             now_ms: d.u64()?,

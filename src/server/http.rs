@@ -103,6 +103,7 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(post("/v1/events", web::post().to(events)))
         .service(post("/v1/decide", web::post().to(decide)))
         .service(post("/v1/tone", web::post().to(tone)))
+        .service(post("/v1/consent", web::post().to(consent)))
         .service(post("/v1/reward", web::post().to(reward)))
         .service(
             web::resource("/v1/items/{id}")
@@ -236,6 +237,10 @@ async fn events(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
 
 async fn decide(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     one_op(shared, body, OpKind::Decide).await
+}
+
+async fn consent(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    one_op(shared, body, OpKind::Consent).await
 }
 
 async fn tone(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {

@@ -127,6 +127,7 @@ async fn ingest(
             .map_err(|e| bad(WireError::BadRequest(format!("call {i}: {e}"))))?;
         mapped.push(events);
     }
+    consent(&shared.engine, cfg, &calls).await.map_err(bad)?;
     let mut summary = Summary::default();
     let mut events = Vec::new();
     let mut owners = Vec::new();
@@ -166,6 +167,32 @@ async fn ingest(
         }
     }
     Ok(summary.write())
+}
+
+/// Applies the consent the calls carry (`context.consent.categoryPreferences`, the two
+/// categories `cfg` names), in call order, before any of their events.
+async fn consent(
+    engine: &crate::Engine,
+    cfg: &SegmentConfig,
+    calls: &[SegmentCall],
+) -> Result<(), WireError> {
+    let prefix = "consent.categoryPreferences.";
+    for c in calls {
+        let Some(user) = &c.user else { continue };
+        let category = |name: &str| {
+            let path = format!("{prefix}{name}");
+            let value = c.context.iter().find(|(k, _)| *k == path);
+            value.map(|(_, v)| v == "true")
+        };
+        let update = crate::consent::ConsentUpdate {
+            personalization: category(&cfg.consent_personalization),
+            storage: category(&cfg.consent_storage),
+        };
+        if update != crate::consent::ConsentUpdate::default() {
+            engine.update_consent_async(user, update).await?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Default)]

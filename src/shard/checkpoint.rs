@@ -121,9 +121,10 @@ impl Shard {
             self.learner.cooccurrence.clone(),
             self.seen.clone(),
             self.tallies.clone(),
+            self.consents.changed(),
         );
         Box::new(move || {
-            let (event_ms, next_mix_ms, stats, global, rng, co, seen, tallies) = copy;
+            let (event_ms, next_mix_ms, stats, global, rng, co, seen, tallies, consents) = copy;
             let bytes = store::encode(&(
                 event_ms,
                 next_mix_ms,
@@ -134,6 +135,7 @@ impl Shard {
                 &pending,
                 &seen,
                 &tallies,
+                &consents,
             ));
             *spare.lock() = Some(global);
             bytes
@@ -147,7 +149,7 @@ impl Shard {
         file: &std::path::Path,
     ) -> Result<(), PersistError> {
         let what = format!("shard {}'s state", self.id().0);
-        let (event_ms, next_mix_ms, stats, global, rng, co, pending, seen, tallies): (
+        let (event_ms, next_mix_ms, stats, global, rng, co, pending, seen, tallies, consents): (
             _,
             _,
             _,
@@ -155,6 +157,7 @@ impl Shard {
             _,
             _,
             Vec<u8>,
+            _,
             _,
             _,
         ) = store::decode(bytes, file, &what)?;
@@ -168,6 +171,7 @@ impl Shard {
         self.pending.adopt(pending);
         self.seen.adopt(seen);
         self.tallies = tallies;
+        self.consents.adopt(consents);
         Ok(())
     }
 

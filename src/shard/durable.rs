@@ -290,6 +290,9 @@ impl Shard {
             Record::Forget(user) => {
                 self.forget(&user);
             }
+            Record::Consent(key, consent) => {
+                self.on_consent(key, consent);
+            }
             Record::Advance(now_ms) => self.advance_to(now_ms),
             Record::Tick { now_ms, mix } => {
                 self.on_tick(now_ms, Replayed::Yes(mix));

@@ -292,6 +292,23 @@ impl Learner {
         self.rows = rows;
     }
 
+    /// `logits`, admitting no candidate the table does not hold (a decision that must leave
+    /// shared state as it found it: `shard/consent.rs`). Scores are the same either way.
+    pub fn logits_known<'a, I>(&mut self, candidates: I, out: &mut Vec<f32>)
+    where
+        I: Iterator<Item = (u64, Option<&'a Arc<ItemFeatures>>)>,
+    {
+        out.clear();
+        for (key, inline) in candidates {
+            let row = self.global.items.row(key);
+            if let (Some(row), true) = (row, self.global.popularity_on()) {
+                // Refreshes the row's memoized popularity, as `resolve` does.
+                self.global.item_popularity(row, self.pop_tau);
+            }
+            out.push(self.logit_of(key, row, inline));
+        }
+    }
+
     /// The logit of one candidate whose row (if any) `resolve` returned.
     #[inline]
     fn logit_of(&self, key: u64, row: Option<Row>, inline: Option<&Arc<ItemFeatures>>) -> f32 {

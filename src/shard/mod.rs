@@ -8,6 +8,7 @@
 
 pub mod cell;
 pub mod checkpoint;
+pub mod consent;
 pub mod durable;
 pub mod learner;
 pub mod msg;

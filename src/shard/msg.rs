@@ -122,6 +122,13 @@ pub enum Msg {
     User(UserId, Reply<Option<UserExport>>),
     /// Erase one user.
     Forget(UserId, Reply<bool>),
+    /// Change (or, with nothing in the update, read) a user's consent; the reply is the
+    /// consent in force and whether the change erased anything.
+    Consent(
+        UserId,
+        crate::consent::ConsentUpdate,
+        Reply<(crate::consent::Consent, bool)>,
+    ),
     /// Push this user's updates to a sink until unsubscribed, the first one at once (ranked
     /// at the engine's time, Unix ms) when the user has state.
     Subscribe(

@@ -27,6 +27,7 @@ use crate::model::ItemFeatures;
 use crate::persist::codec;
 use crate::rules::ItemMatches;
 use crate::shard::checkpoint::Checkpoints;
+use crate::shard::consent::Consents;
 use crate::shard::durable::Wal;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Msg, Reply, ValidDecide, ValidEvent, ValidReward};
@@ -149,7 +150,9 @@ pub struct Shard {
     /// Checkpoints to the store, when the engine has a data directory.
     pub(super) checkpoints: Option<Checkpoints>,
     /// What the rules' item-only conditions said about each catalog item (issue 14).
-    rule_matches: ItemMatches,
+    pub(super) rule_matches: ItemMatches,
+    /// Users' consent and the users kept in memory only (issue 15).
+    pub(super) consents: Consents,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -174,6 +177,7 @@ impl Shard {
         let config_version =
             crate::ids::stable_hash(toml::to_string(&*cfg).unwrap_or_default().as_bytes());
         let seen = SeenEvents::new(cfg.event_id_window_s, cfg.event_id_capacity);
+        let cfg_consent = cfg.consent.clone();
         Shard {
             id,
             users: Users::new(cfg.max_users_per_shard, Passive::default(), seed),
@@ -193,6 +197,7 @@ impl Shard {
             tallies: Tallies::default(),
             checkpoints: None,
             rule_matches: ItemMatches::default(),
+            consents: Consents::new(&cfg_consent),
         }
     }
 
@@ -211,6 +216,9 @@ impl Shard {
     pub fn handle(&mut self, msg: Msg) {
         match msg {
             Msg::Event(ev, reply) => {
+                if let Some(ack) = self.event_under_consent(&ev) {
+                    return reply.send(ack);
+                }
                 if let Some(refused) = self.refuse_for_room(ev.user.key()) {
                     return reply.send(Err(refused));
                 }
@@ -221,11 +229,16 @@ impl Shard {
             Msg::Events(evs, reply) => {
                 let acks: Vec<_> = evs
                     .into_iter()
-                    .map(|ev| match self.refuse_for_room(ev.user.key()) {
-                        Some(refused) => Err(refused),
-                        None => {
-                            self.log_input(|out| codec::event(out, &ev));
-                            self.guarded_event(ev)
+                    .map(|ev| {
+                        if let Some(ack) = self.event_under_consent(&ev) {
+                            return ack;
+                        }
+                        match self.refuse_for_room(ev.user.key()) {
+                            Some(refused) => Err(refused),
+                            None => {
+                                self.log_input(|out| codec::event(out, &ev));
+                                self.guarded_event(ev)
+                            }
                         }
                     })
                     .collect();
@@ -234,6 +247,9 @@ impl Shard {
                 });
             }
             Msg::Decide(req, reply) => {
+                if let Some(decision) = self.decide_under_consent(&req) {
+                    return reply.send(decision);
+                }
                 if let Some(refused) = self.refuse_for_room(req.user.key()) {
                     return reply.send(Err(refused));
                 }
@@ -280,6 +296,21 @@ impl Shard {
                 reply.send(());
             }
             Msg::User(id, reply) => reply.send(self.export(&id)),
+            Msg::Consent(id, update, reply) => {
+                let (key, current) = (id.key(), self.consents.of(id.key()));
+                let consent = update.applied_to(current);
+                if consent == current {
+                    // A read, or no change: nothing to log.
+                    return reply.send((current, false));
+                }
+                // Logged by key only: the log keeps no id of a user who withdrew consent.
+                self.log_input(|out| codec::consent(out, key, consent));
+                if let Some(wal) = &mut self.wal {
+                    wal.require_sync();
+                }
+                let erased = self.on_consent(key, consent);
+                self.ack(reply, (consent, erased), |_, done| done);
+            }
             Msg::Forget(id, reply) => {
                 self.log_input(|out| codec::forget(out, &id));
                 if let Some(wal) = &mut self.wal {
@@ -1079,7 +1110,8 @@ impl Shard {
         self.erase_key(id.key())
     }
 
-    fn erase_key(&mut self, key: u64) -> bool {
+    pub(super) fn erase_key(&mut self, key: u64) -> bool {
+        let memory_only = self.consents.forget(key);
         let (resident, found) = self.users.erase(key);
         match resident {
             Some(user) => {
@@ -1091,7 +1123,7 @@ impl Shard {
             None if found => self.pending.remove_user(key),
             None => {}
         }
-        found
+        found || memory_only
     }
 
     /// What a new subscription ranks until the user's next decision: the placements of their

@@ -100,11 +100,13 @@ pub enum OpKind {
     Features,
     /// `tone`: record a message's sentiment and choose the tone to answer it in.
     Tone,
+    /// `consent`: change or read what a user allows.
+    Consent,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 20] = [
+    pub const ALL: [OpKind; 21] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -125,6 +127,7 @@ impl OpKind {
         OpKind::Rules,
         OpKind::Features,
         OpKind::Tone,
+        OpKind::Consent,
     ];
 
     /// The op's wire name.
@@ -150,6 +153,7 @@ impl OpKind {
             OpKind::Rules => "rules",
             OpKind::Features => "features",
             OpKind::Tone => "tone",
+            OpKind::Consent => "consent",
         }
     }
 
@@ -296,6 +300,8 @@ pub enum Op {
     Features(String),
     /// A chatbot message: its sentiment recorded, a tone chosen.
     Tone(crate::api::ToneRequest),
+    /// Change the purposes given (neither: read) of a user's consent.
+    Consent(String, crate::consent::ConsentUpdate),
 }
 
 impl Op {
@@ -322,6 +328,7 @@ impl Op {
             Op::Rules(_) => OpKind::Rules,
             Op::Features(_) => OpKind::Features,
             Op::Tone(_) => OpKind::Tone,
+            Op::Consent(..) => OpKind::Consent,
         }
     }
 }

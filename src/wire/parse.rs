@@ -213,6 +213,8 @@ struct Fields<'t, 'i> {
     saturation: Option<Json<'t, 'i>>,
     text: Option<Json<'t, 'i>>,
     sentiment: Option<Json<'t, 'i>>,
+    personalization: Option<Json<'t, 'i>>,
+    storage: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -245,6 +247,8 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "saturation" => &mut f.saturation,
             "text" => &mut f.text,
             "sentiment" => &mut f.sentiment,
+            "personalization" => &mut f.personalization,
+            "storage" => &mut f.storage,
             _ => continue,
         };
         *slot = Some(val);
@@ -333,6 +337,13 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         OpKind::Experiments => Op::Experiments,
         OpKind::Rules => Op::Rules(super::rules::rules(f.rules)?),
         OpKind::Features => Op::Features(required(f.user, "user")?.to_string()),
+        OpKind::Consent => Op::Consent(
+            required(f.user, "user")?.to_string(),
+            crate::consent::ConsentUpdate {
+                personalization: optional_bool(f.personalization, "personalization")?,
+                storage: optional_bool(f.storage, "storage")?,
+            },
+        ),
         OpKind::Tone => Op::Tone(crate::api::ToneRequest {
             user: required(f.user, "user")?.to_string(),
             text: string(f.text, "text")?.map(str::to_string),

@@ -20,6 +20,8 @@ pub enum Reply {
     Decided(Decision),
     /// A tone was chosen.
     Toned(ToneDecision),
+    /// A user's consent in force, and whether the change erased anything.
+    Consented(crate::consent::Consent, bool),
     /// A reward was attributed.
     Rewarded,
     /// An item was stored; `new` says whether it was not in the catalog before.
@@ -123,8 +125,21 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
                 key(out, "duplicate");
                 write_bool(out, true);
             }
+            if ack.withheld {
+                out.push(b',');
+                key(out, "withheld");
+                write_bool(out, true);
+            }
         }
         Reply::Decided(d) => decision(out, d),
+        Reply::Consented(c, erased) => {
+            key(out, "personalization");
+            write_bool(out, c.personalization);
+            out.extend_from_slice(b",\"storage\":");
+            write_bool(out, c.storage);
+            out.extend_from_slice(b",\"erased\":");
+            write_bool(out, *erased);
+        }
         Reply::Toned(t) => {
             key(out, "tone");
             write_str(out, &t.tone);

@@ -34,6 +34,10 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             Ok(d) => Reply::Decided(d),
             Err(e) => failed(e),
         },
+        Op::Consent(user, update) => match engine.update_consent_async(&user, update).await {
+            Ok((consent, erased)) => Reply::Consented(consent, erased),
+            Err(e) => failed(e),
+        },
         Op::Tone(t) => match engine.tone_async(t).await {
             Ok(t) => Reply::Toned(t),
             Err(e) => failed(e),

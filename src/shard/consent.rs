@@ -1,0 +1,226 @@
+//! The shard's side of consent (issue 15; the rules are in `crate::consent`): the consent of
+//! each user who said something other than the default (by key, never by id), the users kept
+//! in memory only because they denied storage, and the paths their requests take instead of
+//! the usual ones. Nothing on these paths is logged or touches the shared model, so replay of
+//! the log stays exact without them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::actor::UserActor;
+use crate::api::{Ack, Decision, Placement};
+use crate::consent::{Consent, ConsentConfig};
+use crate::error::Error;
+use crate::ids::{DecisionId, UserId};
+use crate::model::global::KeyMap;
+use crate::model::policy;
+use crate::model::reward::state_signal;
+use crate::rng::Rng;
+use crate::shard::learner::Learner;
+use crate::shard::msg::{ValidDecide, ValidEvent};
+use crate::shard::ruled;
+use crate::shard::worker::Shard;
+
+/// Consents and memory-only users of one shard.
+#[derive(Debug)]
+pub struct Consents {
+    default: Consent,
+    /// Users whose consent is not the default: key → `Consent::bits`. Checkpointed.
+    changed: ChangedConsents,
+    /// Users who denied storage (and allowed personalization): never logged, stored or
+    /// parked; forgotten on restart and past `max_memory_only`.
+    memory_only: KeyMap<UserActor>,
+    max_memory_only: usize,
+}
+
+/// The checkpointed part: who said what.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ChangedConsents(KeyMap<u8>);
+
+impl Consents {
+    /// No consent given yet, under `cfg`'s defaults.
+    pub fn new(cfg: &ConsentConfig) -> Self {
+        Consents {
+            default: cfg.default_consent(),
+            changed: ChangedConsents::default(),
+            memory_only: KeyMap::default(),
+            max_memory_only: cfg.max_memory_only_users,
+        }
+    }
+
+    /// The consent of the user with `key`.
+    pub fn of(&self, key: u64) -> Consent {
+        self.changed
+            .0
+            .get(&key)
+            .map_or(self.default, |&b| Consent::from_bits(b))
+    }
+
+    /// A copy of who said what, for a checkpoint.
+    pub fn changed(&self) -> ChangedConsents {
+        self.changed.clone()
+    }
+
+    /// Takes who said what from a checkpoint.
+    pub fn adopt(&mut self, changed: ChangedConsents) {
+        self.changed = changed;
+    }
+
+    /// Users kept in memory only.
+    pub fn memory_only_len(&self) -> usize {
+        self.memory_only.len()
+    }
+
+    /// Forgets the memory-only state of `key`; whether there was any.
+    pub fn forget(&mut self, key: u64) -> bool {
+        self.memory_only.remove(&key).is_some()
+    }
+
+    /// The memory-only actor of `user`, created at `ts_ms` if new (forgetting the least
+    /// recently active eighth first when the shard holds its most).
+    fn memory_only_user(&mut self, user: &UserId, ts_ms: u64, dim: usize) -> &mut UserActor {
+        let key = user.key();
+        if !self.memory_only.contains_key(&key) && self.memory_only.len() >= self.max_memory_only {
+            let mut last: Vec<(u64, u64)> = self
+                .memory_only
+                .iter()
+                .map(|(k, u)| (u.last_ms, *k))
+                .collect();
+            last.sort_unstable();
+            for (_, k) in &last[..last.len().div_ceil(8)] {
+                self.memory_only.remove(k);
+            }
+        }
+        self.memory_only
+            .entry(key)
+            .or_insert_with(|| UserActor::new(user.clone(), ts_ms, dim))
+    }
+}
+
+impl Shard {
+    /// Records a user's consent. Anything short of full consent erases what the engine holds
+    /// of them (memory, open decisions, and the store at the next checkpoint); any change
+    /// forgets their memory-only state. Returns whether something was erased.
+    pub(super) fn on_consent(&mut self, key: u64, consent: Consent) -> bool {
+        let consents = &mut self.consents;
+        match consent == consents.default {
+            true => consents.changed.0.remove(&key),
+            false => consents.changed.0.insert(key, consent.bits()),
+        };
+        let mut erased = self.consents.forget(key);
+        if !consent.is_full() {
+            erased |= self.erase_key(key);
+        }
+        erased
+    }
+
+    /// An event whose user's consent takes it off the usual path: withheld (personalization
+    /// denied) or applied to the memory-only user (storage denied). `None`: the usual path.
+    pub(super) fn event_under_consent(&mut self, ev: &ValidEvent) -> Option<Result<Ack, Error>> {
+        let consent = self.consents.of(ev.user.key());
+        if consent.is_full() {
+            return None;
+        }
+        if !consent.personalization {
+            return Some(Ok(Ack {
+                withheld: true,
+                ..Ack::default()
+            }));
+        }
+        let cfg = &*self.learner.cfg;
+        let dim = self.learner.space.dim;
+        let user = self.consents.memory_only_user(&ev.user, ev.ts_ms, dim);
+        user.advance(ev.ts_ms, &cfg.model);
+        user.signals.advance(ev.ts_ms, &cfg.hygiene);
+        user.events_by_kind[ev.kind as usize] += 1;
+        let outlier = user.signals.observe(ev.kind, ev.value, &cfg.hygiene);
+        let (facts, idle_s) = (ev.facts.as_deref(), cfg.features.session_idle_s);
+        user.features
+            .observe(ev.kind, ev.value, ev.ts_ms, facts, idle_s);
+        // The state moves; nothing is trained (the shared model is durable).
+        let rho = state_signal(&cfg.state_signal, ev.kind, ev.value);
+        let items = &self.learner.global.items;
+        let row = ev.item.as_ref().and_then(|(key, _)| items.row(*key));
+        if let (false, Some(row), true) = (outlier, row, rho != 0.0) {
+            user.add_signal(rho, items.x(row), ev.ts_ms, cfg.model.state_half_life_s);
+        }
+        Some(Ok(Ack {
+            outlier,
+            ..Ack::default()
+        }))
+    }
+
+    /// A decision for a user whose consent takes it off the usual path: scored with the
+    /// global model only (personalization denied) or with the memory-only state (storage
+    /// denied), rules applied, placed with a random stream of its own, and recorded nowhere:
+    /// its id is `UNTRACKED`. `None`: the usual path.
+    pub(super) fn decide_under_consent(
+        &mut self,
+        req: &ValidDecide,
+    ) -> Option<Result<Decision, Error>> {
+        let consent = self.consents.of(req.user.key());
+        if consent.is_full() {
+            return None;
+        }
+        let dim = self.learner.space.dim;
+        let blank = UserActor::new(req.user.clone(), req.ts_ms, dim);
+        if consent.personalization {
+            let model = &self.learner.cfg.model;
+            let user = self.consents.memory_only_user(&req.user, req.ts_ms, dim);
+            user.advance(req.ts_ms, model);
+            user.features.advance(req.ts_ms);
+        }
+        let user = match consent.personalization {
+            true => self.consents.memory_only.get(&req.user.key()),
+            false => None,
+        };
+        let user = user.unwrap_or(&blank);
+        Some(Ok(private_decision(
+            &mut self.learner,
+            &mut self.rule_matches,
+            user,
+            req,
+        )))
+    }
+}
+
+/// Ranks and places `req` for `user` without touching shared state: no candidate is admitted
+/// to the item table, the shard's random stream is not drawn from, nothing is opened.
+fn private_decision(
+    learner: &mut Learner,
+    remembered: &mut crate::rules::ItemMatches,
+    user: &UserActor,
+    req: &ValidDecide,
+) -> Decision {
+    let context = learner.full_context(&req.context, user);
+    learner.prepare_query(user, &context, req.ts_ms);
+    let mut logits = Vec::with_capacity(req.candidates.len());
+    let candidates = req.candidates.iter().map(|c| (c.key, c.inline.as_ref()));
+    learner.logits_known(candidates, &mut logits);
+    let ruled = (req.rules.as_deref())
+        .map(|rules| ruled::apply(rules, learner, user, req, None, &logits, remembered));
+    let seed = learner.cfg.seed ^ req.user.key() ^ req.ts_ms.rotate_left(17);
+    let mut rng = Rng::new(seed);
+    let exploration = &learner.cfg.exploration;
+    let slots = match &ruled {
+        Some(applied) => applied.place(exploration, &logits, req.n, &mut rng),
+        None => policy::place(exploration, &logits, req.n, &mut rng),
+    };
+    let items = slots
+        .iter()
+        .map(|s| Placement {
+            item: req.candidates[s.index].id.clone(),
+            score: Learner::probability(logits[s.index]),
+            propensity: s.propensity,
+            explain: None,
+        })
+        .collect();
+    let (triggers, rules) = ruled.map_or_else(Default::default, |a| (a.triggers, a.effects));
+    Decision {
+        id: DecisionId::UNTRACKED,
+        items,
+        experiment: None,
+        triggers,
+        rules,
+        saturation: Vec::new(),
+    }
+}
