@@ -42,6 +42,9 @@ mod server_http;
 // Issue 13 over the wire: the experiment ops on TCP and the `/v1/experiments` routes.
 #[cfg(feature = "server")]
 mod server_experiments;
+// Issue 13: the live dashboard, loaded and driven in headless Chromium.
+#[cfg(feature = "server")]
+mod server_dashboard;
 // Issue 14 over the wire: the `rules` and `features` ops, triggers and explain in replies.
 #[cfg(feature = "server")]
 mod server_rules;

@@ -137,6 +137,7 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(get("/readyz", web::get().to(ready)))
         .service(get("/metrics", web::get().to(metrics)))
         .configure(segment::routes)
+        .configure(super::dashboard::routes)
         .default_service(no_route());
 }
 

@@ -139,6 +139,38 @@ struct Histogram {
     sum_ns: AtomicU64,
 }
 
+/// Requests and latency summed over every series, at one moment (`Metrics::totals`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests answered.
+    pub requests: u64,
+    /// Latency counts per bucket (not cumulative; the last is `+Inf`).
+    pub latency: [u64; BUCKETS.len() + 1],
+}
+
+impl Totals {
+    /// The upper bound (seconds) of the bucket holding quantile `q` of the requests answered
+    /// since `before`; `None` when none were (or the quantile is past the last bound).
+    pub fn quantile_since(&self, before: &Totals, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = (self.latency.iter().zip(&before.latency))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let n: u64 = counts.iter().sum();
+        if n == 0 {
+            return None;
+        }
+        let rank = (q * n as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return BUCKETS.get(i).copied();
+            }
+        }
+        None
+    }
+}
+
 /// Every counter the server keeps. One per server, shared by all front ends.
 pub struct Metrics {
     requests: Vec<AtomicU64>,
@@ -212,6 +244,21 @@ impl Metrics {
         let h = &self.latency[series];
         h.counts[bucket].fetch_add(count, Relaxed);
         h.sum_ns.fetch_add(ns.saturating_mul(count), Relaxed);
+    }
+
+    /// Requests and their latency histogram summed over every transport, op and outcome
+    /// (the dashboard differences two of these).
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            requests: self.requests.iter().map(|c| c.load(Relaxed)).sum(),
+            latency: [0; BUCKETS.len() + 1],
+        };
+        for h in &self.latency {
+            for (sum, c) in t.latency.iter_mut().zip(&h.counts) {
+                *sum += c.load(Relaxed);
+            }
+        }
+        t
     }
 
     /// Records one reply.

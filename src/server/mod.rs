@@ -18,6 +18,7 @@
 //! Use `spawn` for an in-process server on its own threads, or `serve` inside a tokio runtime
 //! with a shutdown future (what `main` does).
 
+mod dashboard;
 mod deadline;
 mod fd_limit;
 mod http;
