@@ -18,6 +18,8 @@
 //! each decision's arm from, the per-arm tallies shards keep, and the always-valid statistics.
 //! `rules` holds the rule language (a compiled CEL subset) and the actions a rule set applies
 //! in the decision path (issue 14); the live features rules read are the actor's.
+//! `template` holds templates (issue 15): Mustache texts with slots of variants, versioned,
+//! one variant per slot chosen by the shard and the text rendered by the engine.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -55,6 +57,7 @@ pub mod rules;
 pub mod server;
 pub mod shard;
 pub mod sync;
+pub mod template;
 #[cfg(feature = "server")]
 pub mod wire;
 

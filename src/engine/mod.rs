@@ -7,6 +7,7 @@
 //! authoritative copy, the shards' cells and the timer thread.
 
 pub mod pending;
+mod templates;
 pub mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -77,6 +78,8 @@ struct Inner {
     rules: RwLock<Arc<RuleSet>>,
     /// Whether the set in force has rules: while it has none, a decision skips the lock.
     any_rules: AtomicBool,
+    /// Every version of every template (issue 15); a decision takes the current one's `Arc`.
+    templates: crate::template::Registry,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -279,6 +282,7 @@ impl EngineBuilder {
                 .map_err(|e| StartError::Config(format!("experiments: {e}")))?;
         }
         let inner = Arc::new(Inner {
+            templates: crate::template::Registry::default(),
             experiments,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),
