@@ -41,6 +41,9 @@ mod server_experiments;
 // Issue 14 over the wire: the `rules` and `features` ops, triggers and explain in replies.
 #[cfg(feature = "server")]
 mod server_rules;
+// Issue 15 over the wire: the `template` op, `decide` with a template, a decision's reward.
+#[cfg(feature = "server")]
+mod server_templates;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
 #[cfg(feature = "server")]
 mod server_ws;

@@ -175,6 +175,13 @@ pub struct Template {
     top_category: bool,
 }
 
+/// Two versions are equal when their definitions and numbers are (the compiled form follows).
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.spec == other.spec
+    }
+}
+
 impl Template {
     /// Checks and compiles `spec` as version `version`.
     pub fn compile(

@@ -14,7 +14,7 @@ use super::{Template, TemplateError, TemplateSpec};
 use crate::model::FeatureSpace;
 
 /// Every version of one template.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TemplateVersions {
     /// The versions, oldest first (version `i + 1` at index `i`).
     pub all: Vec<Arc<Template>>,

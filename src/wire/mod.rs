@@ -28,6 +28,7 @@ mod reply;
 mod rules;
 mod segment;
 mod syntax;
+mod template;
 
 use std::fmt;
 
@@ -39,6 +40,7 @@ pub use json::write_str;
 pub use parse::{recover_id, Parser, MIN_TS_MS};
 pub use reply::{write_error, write_events_summary, write_push, write_reply, Reply};
 pub use segment::{parse_time_ms, CallType, Scalar, SegmentCall};
+pub use template::TemplateOp;
 
 /// A request's `id`, echoed in its reply: a number, a string, or absent.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -97,11 +99,13 @@ pub enum OpKind {
     Rules,
     /// `features`: a user's live features.
     Features,
+    /// `template`: register a template version, read its versions, or roll back (issue 15).
+    Template,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 19] = [
+    pub const ALL: [OpKind; 20] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -121,6 +125,7 @@ impl OpKind {
         OpKind::Experiments,
         OpKind::Rules,
         OpKind::Features,
+        OpKind::Template,
     ];
 
     /// The op's wire name.
@@ -145,6 +150,7 @@ impl OpKind {
             OpKind::Experiments => "experiments",
             OpKind::Rules => "rules",
             OpKind::Features => "features",
+            OpKind::Template => "template",
         }
     }
 
@@ -289,6 +295,20 @@ pub enum Op {
     Rules(Option<Vec<crate::config::RuleConfig>>),
     /// A user's live features.
     Features(String),
+    /// A `decide` over a template (issue 15): one variant per slot, the text rendered.
+    DecideTemplate(Box<crate::template::TemplateRequest>),
+    /// A `reward` with no `item`: every placement of the decision (every slot of a template
+    /// decision) takes it.
+    RewardDecision {
+        /// The decision.
+        decision: DecisionId,
+        /// The reward.
+        value: f64,
+        /// Its time (Unix ms); `None`: now.
+        ts_ms: Option<u64>,
+    },
+    /// Register, read or roll back a template.
+    Template(TemplateOp),
 }
 
 impl Op {
@@ -314,6 +334,9 @@ impl Op {
             Op::Experiments => OpKind::Experiments,
             Op::Rules(_) => OpKind::Rules,
             Op::Features(_) => OpKind::Features,
+            Op::DecideTemplate(_) => OpKind::Decide,
+            Op::RewardDecision { .. } => OpKind::Reward,
+            Op::Template(_) => OpKind::Template,
         }
     }
 }
