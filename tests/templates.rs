@@ -340,3 +340,42 @@ fn template_decisions_and_their_rewards_replay_exactly() {
     assert_eq!(items, chosen);
     engine.shutdown();
 }
+
+#[test]
+fn templates_load_from_the_config_file_and_a_bad_one_refuses_to_start() {
+    let toml = r#"
+        [[templates]]
+        name = "promo"
+        body = "{{headline}} {{first_name}}"
+        values = ["first_name"]
+        [[templates.slots]]
+        name = "headline"
+        [[templates.slots.variants]]
+        id = "h1"
+        text = "Hi"
+        attrs = { tone = "warm" }
+        [[templates.slots.variants]]
+        id = "h2"
+        text = "Hello"
+    "#;
+    let cfg = Config::from_toml_with_env(toml, std::iter::empty()).unwrap();
+    let clock = ManualClock::new(T0);
+    let engine = engine(&clock, |c| c.templates = cfg.templates.clone());
+    let t = engine.template("promo").expect("registered at start");
+    assert_eq!(t.version(), 1);
+    assert_eq!(
+        t.spec().slots[0].variants[0].attrs,
+        [("tone".into(), "warm".into())]
+    );
+    let d = engine
+        .decide_template(TemplateRequest::new("u1", "promo").value("first_name", "Ann"))
+        .unwrap();
+    assert!(d.rendered.ends_with(" Ann"), "{}", d.rendered);
+    engine.shutdown();
+    let bad = toml.replace("{{headline}} {{first_name}}", "{{headline}} {{last_name}}");
+    let err = Config::from_toml_with_env(&bad, std::iter::empty()).unwrap_err();
+    assert!(
+        err.contains("templates[0]: `body` at 1:14 (byte 13): unknown placeholder `last_name`"),
+        "{err}"
+    );
+}

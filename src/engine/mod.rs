@@ -281,8 +281,15 @@ impl EngineBuilder {
                 .create(spec, clock.now_ms(), "config")
                 .map_err(|e| StartError::Config(format!("experiments: {e}")))?;
         }
+        // Validated with the configuration; each registered as its version 1.
+        let templates = crate::template::Registry::default();
+        for t in &cfg.templates {
+            templates
+                .register(t.into(), &space)
+                .map_err(|e| StartError::Config(format!("templates: {e}")))?;
+        }
         let inner = Arc::new(Inner {
-            templates: crate::template::Registry::default(),
+            templates,
             experiments,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),

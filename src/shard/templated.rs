@@ -89,6 +89,9 @@ pub struct ValidDecisionReward {
     pub ts_ms: u64,
 }
 
+/// A variant as the log keeps it: its item id and attributes.
+pub type LoggedVariant = (String, Vec<(String, String)>);
+
 /// A template decision as the write-ahead log keeps it: the plan's ids and attributes, from
 /// which a replay rebuilds the same features (`codec::decide_template`).
 #[derive(Clone, Debug, PartialEq)]
@@ -98,7 +101,7 @@ pub struct LoggedTemplateDecide {
     /// The template's name and version.
     pub template: (String, u64),
     /// Per slot: its name, and its variants' item ids and attributes.
-    pub slots: Vec<(String, Vec<(String, Vec<(String, String)>)>)>,
+    pub slots: Vec<(String, Vec<LoggedVariant>)>,
     /// The hashed context, unscaled.
     pub context: SparseVec,
     /// Decision time (Unix ms).

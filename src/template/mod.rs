@@ -103,6 +103,28 @@ impl TemplateSpec {
     }
 }
 
+impl From<&crate::config::TemplateConfig> for TemplateSpec {
+    fn from(t: &crate::config::TemplateConfig) -> Self {
+        TemplateSpec {
+            name: t.name.clone(),
+            body: t.body.clone(),
+            values: t.values.clone(),
+            slots: (t.slots.iter())
+                .map(|s| SlotSpec {
+                    name: s.name.clone(),
+                    variants: (s.variants.iter())
+                        .map(|v| VariantSpec {
+                            id: v.id.clone(),
+                            text: v.text.clone(),
+                            attrs: v.attrs.clone().into_iter().collect(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Why a template was refused: the field at fault and, for a text, the position.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TemplateError {
