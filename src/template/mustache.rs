@@ -341,6 +341,21 @@ mod tests {
         assert_eq!((e.at.column, e.at.byte), (2, 2));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Any text parses or is refused at a position inside it, and what parses renders.
+        #[test]
+        fn parsing_never_panics(source in "(\\{\\{|\\}\\}|[{}#^/&!>=a-z. \n\u{e9}]){0,40}") {
+            match parse(&source) {
+                Ok(nodes) => {
+                    let mut out = String::new();
+                    render(&nodes, &|_: &Tag| Piece::Value("<&>"), &mut out);
+                }
+                Err(e) => proptest::prop_assert!(e.at.byte <= source.len()),
+            }
+        }
+    }
+
     #[test]
     fn names_keep_their_positions() {
         let nodes = parse("{{a}} {{#b}}{{{c}}}{{/b}}").unwrap();
