@@ -194,6 +194,9 @@ fn a_reward_on_the_decision_trains_every_slot() {
     // The decision took its reward: a second one is refused.
     let e = engine.reward_decision(d.id, 1.0).unwrap_err();
     assert!(matches!(e, Error::AlreadyRewarded { .. }), "{e}");
+    let never = nudge::DecisionId::new(nudge::ShardId(0), 1 << 40);
+    let e = engine.reward_decision(never, 1.0).unwrap_err();
+    assert!(matches!(e, Error::UnknownDecision(_)), "{e}");
     engine.shutdown();
 }
 

@@ -379,18 +379,19 @@ impl Shard {
         r: ValidDecisionReward,
         reply: Reply<Result<u32, Error>>,
     ) {
-        let placements = match self.pending.get_mut(r.decision) {
-            Ok(open) => {
-                let user = open.user_key;
-                let all = open.placements.iter().map(|p| (p.key, p.id.clone()));
-                (user, all.collect::<Vec<_>>())
-            }
-            Err(Missing::Closed) => return reply.send(Err(Error::ExpiredDecision(r.decision))),
-            Err(Missing::NeverIssued) => {
-                return reply.send(Err(Error::UnknownDecision(r.decision)))
-            }
+        // Read, not changed: each placement's reward changes it (and marks it for the next
+        // checkpoint) on its own.
+        let Some(open) = self.pending.get(r.decision.0) else {
+            let missing = match self.pending.get_mut(r.decision) {
+                Err(Missing::Closed) => Error::ExpiredDecision(r.decision),
+                _ => Error::UnknownDecision(r.decision),
+            };
+            return reply.send(Err(missing));
         };
-        let (user, placements) = placements;
+        let user = open.user_key;
+        let placements: Vec<(u64, String)> = (open.placements.iter())
+            .map(|p| (p.key, p.id.clone()))
+            .collect();
         if let Some(refused) = self.refuse_for_room(user) {
             return reply.send(Err(refused));
         }
