@@ -271,7 +271,8 @@ impl Shard {
             self.learner.logits(candidates, &mut logits);
             let rng = &mut self.learner.rng;
             let Some(pick) = policy::place(&cfg.exploration, &logits, 1, rng).pop() else {
-                // A slot always has a variant (checked at registration, and by `rebuild`).
+                // Registration refuses a slot without variants; a damaged log record that
+                // has one gets this error at replay, not a panic.
                 return Err(Error::Internal(format!(
                     "slot `{}` has no variants",
                     slot.name
