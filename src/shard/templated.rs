@@ -20,6 +20,7 @@ use crate::actor::Feature;
 use crate::api::{Context, LogRecord, LoggedPlacement, ScoreParts};
 use crate::error::Error;
 use crate::ids::{DecisionId, UserId};
+use crate::model::math::normalize;
 use crate::model::policy;
 use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
 use crate::persist::codec;
@@ -172,7 +173,10 @@ impl LoggedTemplateDecide {
 
 /// A later slot's variant with its interaction features: one cross per earlier slot
 /// (`earlier slot's chosen item id` × `this variant's item id`), hashed like attributes.
-/// `None` for a variant without features (plans always carry them: `template::plan`,
+/// The same features `FeatureSpace::item` would build from the variant's attributes and the
+/// crosses (its `φ` is the normalized sum of their buckets; a variant has no dense vector),
+/// with the variant's initial embedding taken as is rather than drawn again. `None` for a
+/// variant without features (plans always carry them: `template::plan`,
 /// `LoggedTemplateDecide::rebuild`).
 fn with_crosses(
     space: &FeatureSpace,
@@ -180,13 +184,30 @@ fn with_crosses(
     earlier: &[&str],
 ) -> Option<Arc<ItemFeatures>> {
     let base = variant.inline.as_deref()?;
-    let mut attrs = base.attrs.clone();
+    let mut attrs = Vec::with_capacity(base.attrs.len() + earlier.len());
+    attrs.extend_from_slice(&base.attrs);
     attrs.extend(
         earlier
             .iter()
             .map(|e| (format!("x:{e}"), variant.id.clone())),
     );
-    Some(Arc::new(space.item(base.id.clone(), attrs, None)))
+    let mut phi = vec![0.0f32; space.dim];
+    for (k, v) in &attrs {
+        for (i, sign) in space.buckets(k, v) {
+            phi[i as usize] += sign;
+        }
+    }
+    // Twice, as `FeatureSpace::item` does (the hashed part, then the sum with the zero dense
+    // part), so that the features are the same to the bit.
+    normalize(&mut phi);
+    normalize(&mut phi);
+    Some(Arc::new(ItemFeatures {
+        id: base.id.clone(),
+        attrs,
+        vector: None,
+        phi: phi.into_boxed_slice(),
+        e0: base.e0.clone(),
+    }))
 }
 
 /// The most frequent `category` among the user's recent items (newest first; a tie goes to
@@ -419,5 +440,29 @@ impl Shard {
             _ => Ok(taken),
         };
         self.ack(reply, result, |e, _| Err(e.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crosses_are_what_feature_space_item_builds() {
+        let space = FeatureSpace {
+            dim: 32,
+            item_embedding_init: 0.1,
+        };
+        let id = crate::ids::ItemId::new("t/b/b1").unwrap();
+        let base = space.item(id.clone(), vec![("tone".into(), "warm".into())], None);
+        let variant = ValidCandidate {
+            key: id.key(),
+            id: "t/b/b1".into(),
+            inline: Some(Arc::new(base)),
+        };
+        let crossed = with_crosses(&space, &variant, &["t/a/a2"]).unwrap();
+        let attrs = crossed.attrs.clone();
+        assert_eq!(attrs[1], ("x:t/a/a2".to_string(), "t/b/b1".to_string()));
+        assert_eq!(*crossed, space.item(id, attrs, None));
     }
 }
