@@ -104,6 +104,48 @@ pub struct Config {
     pub tone: crate::tone::ToneConfig,
     /// Consent defaults (`[consent]`, issue 15; `docs/consent.md`).
     pub consent: crate::consent::ConsentConfig,
+    /// Templates registered at start, each as its version 1 (`[[templates]]`, issue 15;
+    /// `docs/templates.md`). Left out of the serialized form when empty, so that the
+    /// configuration's hash (stamped on logged decisions) is as it was without templates.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<TemplateConfig>,
+}
+
+/// One template as the config file (`[[templates]]`) spells it; `template::Template`
+/// checks it, naming the field and the position of an error.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplateConfig {
+    /// Unique name.
+    pub name: String,
+    /// The Mustache body.
+    pub body: String,
+    /// Names a request may pass in its `values`.
+    pub values: Vec<String>,
+    /// The slots, in decision order (`[[templates.slots]]`).
+    pub slots: Vec<TemplateSlotConfig>,
+}
+
+/// One slot of a `[[templates]]` entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplateSlotConfig {
+    /// The slot's name.
+    pub name: String,
+    /// Its variants (`[[templates.slots.variants]]`).
+    pub variants: Vec<TemplateVariantConfig>,
+}
+
+/// One variant of a template's slot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplateVariantConfig {
+    /// Its id, unique in the slot.
+    pub id: String,
+    /// Its text (Mustache, without slots).
+    pub text: String,
+    /// Optional attributes (`attrs = { tone = "warm" }`).
+    pub attrs: BTreeMap<String, String>,
 }
 
 /// The live per-user features (`docs/features.md`).
@@ -264,6 +306,7 @@ impl Default for Config {
             saturation: Default::default(),
             tone: Default::default(),
             consent: Default::default(),
+            templates: Vec::new(),
         }
     }
 }
@@ -798,6 +841,17 @@ impl Config {
             e.to_spec().map_err(|e| format!("experiments[{i}]: {e}"))?;
         }
         crate::rules::RuleSet::compile(&self.rules, 1).map_err(|e| format!("rules: {e}"))?;
+        let space = crate::model::FeatureSpace {
+            dim: self.model.dim,
+            item_embedding_init: self.model.item_embedding_init,
+        };
+        for (i, t) in self.templates.iter().enumerate() {
+            if self.templates[..i].iter().any(|o| o.name == t.name) {
+                return Err(format!("templates[{i}]: `{}` is named twice", t.name));
+            }
+            crate::template::Template::compile(t.into(), 1, &space)
+                .map_err(|e| format!("templates[{i}]: {e}"))?;
+        }
         Ok(())
     }
 }

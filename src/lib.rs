@@ -23,6 +23,8 @@
 //! `consent` holds what a user allows (personalization, storage) and its defaults.
 //! `saturation` holds frequency caps, fatigue and diversity (issue 15), placed through the
 //! rules' exact placement.
+//! `template` holds templates (issue 15): Mustache texts with slots of variants, versioned,
+//! one variant per slot chosen by the shard and the text rendered by the engine.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -62,6 +64,7 @@ pub mod saturation;
 pub mod server;
 pub mod shard;
 pub mod sync;
+pub mod template;
 pub mod tone;
 #[cfg(feature = "server")]
 pub mod wire;

@@ -25,6 +25,8 @@ mod saturation;
 mod consent;
 // Issue 15: tone decisions from a message's sentiment (given or lexicon-scored), learned.
 mod tone;
+// Issue 15: templates refused with positions, rendered, versioned, decided slot by slot.
+mod templates;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
@@ -48,6 +50,9 @@ mod server_dashboard;
 // Issue 14 over the wire: the `rules` and `features` ops, triggers and explain in replies.
 #[cfg(feature = "server")]
 mod server_rules;
+// Issue 15 over the wire: the `template` op, `decide` with a template, a decision's reward.
+#[cfg(feature = "server")]
+mod server_templates;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
 #[cfg(feature = "server")]
 mod server_ws;

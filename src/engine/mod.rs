@@ -8,6 +8,7 @@
 
 mod consent;
 pub mod pending;
+mod templates;
 mod tone;
 pub mod validate;
 
@@ -79,6 +80,8 @@ struct Inner {
     rules: RwLock<Arc<RuleSet>>,
     /// Whether the set in force has rules: while it has none, a decision skips the lock.
     any_rules: AtomicBool,
+    /// Every version of every template (issue 15); a decision takes the current one's `Arc`.
+    templates: crate::template::Registry,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -280,7 +283,15 @@ impl EngineBuilder {
                 .create(spec, clock.now_ms(), "config")
                 .map_err(|e| StartError::Config(format!("experiments: {e}")))?;
         }
+        // Validated with the configuration; each registered as its version 1.
+        let templates = crate::template::Registry::default();
+        for t in &cfg.templates {
+            templates
+                .register(t.into(), &space)
+                .map_err(|e| StartError::Config(format!("templates: {e}")))?;
+        }
         let inner = Arc::new(Inner {
+            templates,
             experiments,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),

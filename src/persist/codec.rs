@@ -16,6 +16,7 @@ use crate::model::global::{Pulled, PulledDense, PulledItem};
 use crate::model::{ItemFeatures, SparseVec};
 use crate::saturation::{Diversity, Fatigue, FrequencyCap, SaturationConfig};
 use crate::shard::msg::{ToneInput, ValidCandidate, ValidDecide, ValidEvent, ValidReward};
+use crate::shard::templated::LoggedTemplateDecide;
 
 /// Record tags. Never reuse a number.
 mod tag {
@@ -35,6 +36,9 @@ mod tag {
     pub const EVENT_WITH_FACTS: u8 = 11;
     /// A user's consent changed (issue 15): the user's key (never the id) and the bits.
     pub const CONSENT: u8 = 12;
+    /// A template decision (issue 15): user, template name and version, per slot its name
+    /// and its variants' item ids and attributes, context, time, flags.
+    pub const DECIDE_TEMPLATE: u8 = 13;
 }
 
 /// One decoded log record: an input the shard applied, in the order it applied them.
@@ -51,6 +55,8 @@ pub enum Record {
     /// placed candidates' ids are kept (the second field, best slot first): the others
     /// travel as keys, and the candidates come back with empty ids.
     Decide(ValidDecide, Vec<String>),
+    /// A template decision (its features are rebuilt from ids and attributes at replay).
+    DecideTemplate(LoggedTemplateDecide),
     /// An explicit reward.
     Reward(ValidReward),
     /// A catalog upsert.
@@ -185,6 +191,31 @@ pub fn decide_placed<'a>(out: &mut Vec<u8>, placed: impl ExactSizeIterator<Item 
     }
 }
 
+/// `DecideTemplate`. A replay rebuilds the variants' features from their ids and attributes,
+/// so the record keeps those and not the hashed vectors.
+pub fn decide_template(out: &mut Vec<u8>, req: &LoggedTemplateDecide) {
+    out.push(tag::DECIDE_TEMPLATE);
+    put_str(out, req.user.as_str());
+    put_str(out, &req.template.0);
+    put_u64(out, req.template.1);
+    put_u32(out, req.slots.len() as u32);
+    for (name, variants) in &req.slots {
+        put_str(out, name);
+        put_u32(out, variants.len() as u32);
+        for (id, attrs) in variants {
+            put_str(out, id);
+            put_u32(out, attrs.len() as u32);
+            for (k, v) in attrs {
+                put_str(out, k);
+                put_str(out, v);
+            }
+        }
+    }
+    put_sparse(out, &req.context);
+    put_u64(out, req.ts_ms);
+    out.push(req.explain as u8 | (!req.track as u8) << 1);
+}
+
 /// `Reward`.
 pub fn reward(out: &mut Vec<u8>, r: &ValidReward) {
     out.push(tag::REWARD);
@@ -270,6 +301,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
             let placed = (0..n).map(|_| d.string()).collect::<Result<_, _>>()?;
             Record::Decide(req, placed)
         }
+        tag::DECIDE_TEMPLATE => Record::DecideTemplate(d.decide_template()?),
         tag::REWARD => Record::Reward(ValidReward {
             decision: DecisionId(d.u64()?),
             item_key: d.u64()?,
@@ -613,6 +645,39 @@ impl<'a> Dec<'a> {
         };
         s.validate()?;
         Ok(s)
+    }
+
+    fn decide_template(&mut self) -> Result<LoggedTemplateDecide, String> {
+        let user = self.user()?;
+        let template = (self.string()?, self.u64()?);
+        let n = self.len()?;
+        let mut slots = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = self.string()?;
+            let n = self.len()?;
+            let mut variants = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = self.string()?;
+                let n = self.len()?;
+                let attrs = (0..n)
+                    .map(|_| Ok((self.string()?, self.string()?)))
+                    .collect::<Result<_, String>>()?;
+                variants.push((id, attrs));
+            }
+            slots.push((name, variants));
+        }
+        let context = self.sparse()?;
+        let ts_ms = self.u64()?;
+        let flags = self.u8()?;
+        Ok(LoggedTemplateDecide {
+            user,
+            template,
+            slots,
+            context,
+            ts_ms,
+            explain: flags & 1 != 0,
+            track: flags & 2 == 0,
+        })
     }
 
     /// An item's features, as `put_item` wrote them.

@@ -2,7 +2,7 @@
 //! `/metrics`; it also mounts the WebSocket (`/v1/ws`) and Segment (`/v1/track`, …) routes.
 //!
 //! Routes: `POST /v1/events` (one object, an array, or NDJSON), `POST /v1/decide`,
-//! `POST /v1/reward`, `GET`/`PUT`/`DELETE /v1/items/{id}`, `GET`/`DELETE /v1/users/{id}`,
+//! `POST /v1/reward`, `POST /v1/templates`, `GET`/`PUT`/`DELETE /v1/items/{id}`, `GET`/`DELETE /v1/users/{id}`,
 //! `GET /v1/stats`, `GET /livez` (and `/healthz`), `GET /readyz`, `GET /metrics`. Bodies are
 //! the TCP ops' JSON without `op`; replies are the same JSON as on TCP, with the HTTP status
 //! its error code owns (`ErrorCode::http_status`). Each request runs through a `session` of
@@ -105,6 +105,7 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(post("/v1/tone", web::post().to(tone)))
         .service(post("/v1/consent", web::post().to(consent)))
         .service(post("/v1/reward", web::post().to(reward)))
+        .service(post("/v1/templates", web::post().to(template)))
         .service(
             web::resource("/v1/items/{id}")
                 .route(web::get().to(get_item))
@@ -250,6 +251,11 @@ async fn tone(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
 
 async fn reward(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
     one_op(shared, body, OpKind::Reward).await
+}
+
+/// `POST /v1/templates`: the `template` op (register, read or roll back; issue 15).
+async fn template(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    one_op(shared, body, OpKind::Template).await
 }
 
 async fn get_item(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {

@@ -282,6 +282,7 @@ impl Shard {
                     self.name_placements(decision.id.0, placed);
                 }
             }
+            Record::DecideTemplate(logged) => self.replay_template(logged),
             Record::Reward(r) => {
                 let _ = self.guarded_reward(r);
             }

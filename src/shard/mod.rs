@@ -18,6 +18,7 @@ mod ruled;
 mod saturated;
 pub mod seen;
 pub mod subscriptions;
+pub mod templated;
 pub mod users;
 pub mod worker;
 

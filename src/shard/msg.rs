@@ -114,6 +114,17 @@ pub enum Msg {
     Decide(ValidDecide, Reply<Result<Decision, Error>>),
     /// Attribute an explicit reward.
     Reward(ValidReward, Reply<Result<(), Error>>),
+    /// Choose one variant per slot of a template (issue 15, `shard/templated.rs`).
+    DecideTemplate(
+        crate::shard::templated::ValidTemplateDecide,
+        Reply<Result<crate::shard::templated::TemplateChosen, Error>>,
+    ),
+    /// Attribute an explicit reward to every placement of a decision (a template's slots);
+    /// replies how many took it.
+    RewardDecision(
+        crate::shard::templated::ValidDecisionReward,
+        Reply<Result<u32, Error>>,
+    ),
     /// Insert or replace a catalog item.
     UpsertItem(Arc<ItemFeatures>, Reply<()>),
     /// Remove a catalog item and its learned parameters.

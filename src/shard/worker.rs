@@ -140,9 +140,9 @@ pub struct Shard {
     pub(super) next_mix_ms: u64,
     /// The shard's event time: the latest time of any message it handled (see `advance_to`).
     pub(super) event_ms: u64,
-    log: Option<Arc<dyn DecisionLog>>,
+    pub(super) log: Option<Arc<dyn DecisionLog>>,
     /// Hash of the configuration, stamped on logged decisions.
-    config_version: u64,
+    pub(super) config_version: u64,
     /// The write-ahead log, when the engine has a data directory.
     pub(super) wal: Option<Wal>,
     /// Per-arm counters of the experiments this shard's decisions fell in.
@@ -273,6 +273,8 @@ impl Shard {
                 // A decision's reply never waits for the disk.
                 reply.send(decision)
             }
+            Msg::DecideTemplate(req, reply) => self.decide_template(req, reply),
+            Msg::RewardDecision(r, reply) => self.reward_decision(r, reply),
             Msg::Reward(r, reply) => {
                 // The decision's user is looked up only when the shard has no room.
                 let user = (!self.users.has_room())
@@ -377,7 +379,7 @@ impl Shard {
     /// `durability.max_parked_bytes`. Checked before the request is logged, so a refused
     /// request is not in the log and a replay never meets it. The checkpoint that the parked
     /// set has already started stores them; then requests are admitted again.
-    fn refuse_for_room(&self, user_key: u64) -> Option<Error> {
+    pub(super) fn refuse_for_room(&self, user_key: u64) -> Option<Error> {
         if self.users.admits(user_key) {
             return None;
         }
@@ -423,7 +425,7 @@ impl Shard {
     /// reset (dropped, with its open decisions and subscriptions, so that a poisoned state
     /// cannot panic again), the panic is counted and logged, and the shard goes on. Replay
     /// runs the same guard, so it resets the same user at the same point.
-    fn guarded<T>(
+    pub(super) fn guarded<T>(
         &mut self,
         user: Option<u64>,
         work: impl FnOnce(&mut Self) -> Result<T, Error>,
@@ -466,7 +468,7 @@ impl Shard {
     }
 
     /// Appends a state-changing input to the write-ahead batch, if there is a log.
-    fn log_input(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
+    pub(super) fn log_input(&mut self, encode: impl FnOnce(&mut Vec<u8>)) {
         if let Some(wal) = &mut self.wal {
             wal.record(encode, true);
         }
@@ -475,7 +477,12 @@ impl Shard {
     /// Replies to a state change now (in memory), or once the batch covering it is written
     /// (and fsynced, as the policy says); `failed` turns the value into the reply for a failed
     /// write.
-    fn ack<T: Send + 'static>(&mut self, reply: Reply<T>, value: T, failed: fn(&Error, T) -> T) {
+    pub(super) fn ack<T: Send + 'static>(
+        &mut self,
+        reply: Reply<T>,
+        value: T,
+        failed: fn(&Error, T) -> T,
+    ) {
         match &mut self.wal {
             Some(wal) => wal.hold(Box::new(move |err| {
                 reply.send(match err {
@@ -869,7 +876,7 @@ impl Shard {
     }
 
     /// Closes the decisions `PendingDecisions::open_for` pushed out.
-    fn close_early(&mut self, closing: [Option<u64>; 2], now_ms: u64) {
+    pub(super) fn close_early(&mut self, closing: [Option<u64>; 2], now_ms: u64) {
         for id in closing.into_iter().flatten() {
             if let Some(open) = self.pending.remove(id) {
                 self.close(id, open, now_ms);
@@ -1056,7 +1063,7 @@ impl Shard {
 
     /// Counts the users moved out of memory, and closes the open decisions of those dropped
     /// (without a store; with one, a passivated user's decisions stay open).
-    fn settle_evictions(&mut self) {
+    pub(super) fn settle_evictions(&mut self) {
         let (evicted, dropped_open) = self.users.take_evictions();
         self.stats.evictions_total += evicted;
         for id in dropped_open {

@@ -29,6 +29,7 @@ mod rules;
 mod saturation;
 mod segment;
 mod syntax;
+mod template;
 
 use std::fmt;
 
@@ -40,6 +41,7 @@ pub use json::write_str;
 pub use parse::{recover_id, Parser, MIN_TS_MS};
 pub use reply::{write_error, write_events_summary, write_push, write_reply, Reply};
 pub use segment::{parse_time_ms, CallType, Scalar, SegmentCall};
+pub use template::TemplateOp;
 
 /// A request's `id`, echoed in its reply: a number, a string, or absent.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -102,11 +104,13 @@ pub enum OpKind {
     Tone,
     /// `consent`: change or read what a user allows.
     Consent,
+    /// `template`: register a template version, read its versions, or roll back (issue 15).
+    Template,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 21] = [
+    pub const ALL: [OpKind; 22] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -128,6 +132,7 @@ impl OpKind {
         OpKind::Features,
         OpKind::Tone,
         OpKind::Consent,
+        OpKind::Template,
     ];
 
     /// The op's wire name.
@@ -154,6 +159,7 @@ impl OpKind {
             OpKind::Features => "features",
             OpKind::Tone => "tone",
             OpKind::Consent => "consent",
+            OpKind::Template => "template",
         }
     }
 
@@ -302,6 +308,20 @@ pub enum Op {
     Tone(crate::api::ToneRequest),
     /// Change the purposes given (neither: read) of a user's consent.
     Consent(String, crate::consent::ConsentUpdate),
+    /// A `decide` over a template (issue 15): one variant per slot, the text rendered.
+    DecideTemplate(Box<crate::template::TemplateRequest>),
+    /// A `reward` with no `item`: every placement of the decision (every slot of a template
+    /// decision) takes it.
+    RewardDecision {
+        /// The decision.
+        decision: DecisionId,
+        /// The reward.
+        value: f64,
+        /// Its time (Unix ms); `None`: now.
+        ts_ms: Option<u64>,
+    },
+    /// Register, read or roll back a template.
+    Template(TemplateOp),
 }
 
 impl Op {
@@ -329,6 +349,9 @@ impl Op {
             Op::Features(_) => OpKind::Features,
             Op::Tone(_) => OpKind::Tone,
             Op::Consent(..) => OpKind::Consent,
+            Op::DecideTemplate(_) => OpKind::Decide,
+            Op::RewardDecision { .. } => OpKind::Reward,
+            Op::Template(_) => OpKind::Template,
         }
     }
 }

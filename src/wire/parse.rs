@@ -215,6 +215,9 @@ struct Fields<'t, 'i> {
     sentiment: Option<Json<'t, 'i>>,
     personalization: Option<Json<'t, 'i>>,
     storage: Option<Json<'t, 'i>>,
+    template: Option<Json<'t, 'i>>,
+    values: Option<Json<'t, 'i>>,
+    version: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -249,6 +252,9 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "sentiment" => &mut f.sentiment,
             "personalization" => &mut f.personalization,
             "storage" => &mut f.storage,
+            "template" => &mut f.template,
+            "values" => &mut f.values,
+            "version" => &mut f.version,
             _ => continue,
         };
         *slot = Some(val);
@@ -305,7 +311,15 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
     };
     Ok(match kind {
         OpKind::Event => Op::Event(event(f)?),
-        OpKind::Decide => Op::Decide(decide(f)?),
+        OpKind::Decide => match f.template {
+            Some(template) => Op::DecideTemplate(Box::new(template_decide(f, template)?)),
+            None => Op::Decide(decide(f)?),
+        },
+        OpKind::Reward if f.item.is_none() => Op::RewardDecision {
+            decision: required(f.decision, "decision")?.parse::<DecisionId>()?,
+            value: optional_number(f.value, "value")?.unwrap_or(1.0),
+            ts_ms: optional_ts(f.ts)?,
+        },
         OpKind::Reward => Op::Reward {
             decision: required(f.decision, "decision")?.parse::<DecisionId>()?,
             item: required(f.item, "item")?.to_string(),
@@ -352,6 +366,7 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
             ts_ms: optional_ts(f.ts)?,
             explain: optional_bool(f.explain, "explain")?.unwrap_or(false),
         }),
+        OpKind::Template => Op::Template(super::template::op(f.template, f.name, f.version)?),
         OpKind::Batch if nested => return Err(WireError::NestedBatch),
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;
@@ -417,8 +432,33 @@ fn decide(f: &Fields<'_, '_>) -> Result<DecideRequest, WireError> {
     })
 }
 
+/// A `decide` naming a `template` (`candidates` and `n` belong to item decisions).
+fn template_decide(
+    f: &Fields<'_, '_>,
+    template: Json<'_, '_>,
+) -> Result<crate::template::TemplateRequest, WireError> {
+    for (v, field) in [(f.candidates, "candidates"), (f.n, "n")] {
+        if v.is_some() {
+            let why = "not with `template`: a template's slots are its candidates";
+            return Err(invalid(field, Problem::Rejected(why.into())));
+        }
+    }
+    super::template::decide(super::template::DecideFields {
+        template,
+        user: f.user,
+        context: f.context,
+        values: f.values,
+        ts: f.ts,
+        explain: f.explain,
+        track: f.track,
+    })
+}
+
 /// A boolean field; absent or `null` is `None`.
-fn optional_bool(v: Option<Json<'_, '_>>, field: &'static str) -> Result<Option<bool>, WireError> {
+pub(super) fn optional_bool(
+    v: Option<Json<'_, '_>>,
+    field: &'static str,
+) -> Result<Option<bool>, WireError> {
     match v {
         None => Ok(None),
         Some(v) if v.value_type() == ValueType::Null => Ok(None),
@@ -482,7 +522,7 @@ fn item(
 
 const ATTR_VALUES: &str = "strings, numbers, booleans or arrays of those";
 
-fn context(v: Option<Json<'_, '_>>) -> Result<Context, WireError> {
+pub(super) fn context(v: Option<Json<'_, '_>>) -> Result<Context, WireError> {
     let Some(v) = v.filter(|v| v.value_type() != ValueType::Null) else {
         return Ok(Vec::new());
     };
@@ -532,7 +572,7 @@ fn optional_number(v: Option<Json<'_, '_>>, field: &'static str) -> Result<Optio
     }
 }
 
-fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
+pub(super) fn optional_ts(v: Option<Json<'_, '_>>) -> Result<Option<u64>, WireError> {
     let Some(ms) = optional_number(v, "ts")? else {
         return Ok(None);
     };
@@ -569,7 +609,10 @@ pub(super) fn string<'i>(
     }
 }
 
-fn required<'i>(v: Option<Json<'_, 'i>>, field: &'static str) -> Result<&'i str, WireError> {
+pub(super) fn required<'i>(
+    v: Option<Json<'_, 'i>>,
+    field: &'static str,
+) -> Result<&'i str, WireError> {
     string(v, field)?.ok_or_else(|| invalid(field, Problem::Missing))
 }
 

@@ -76,6 +76,15 @@ pub enum Reply {
     Rules(std::sync::Arc<crate::rules::RuleSet>),
     /// A user's live features (`None`: the engine holds nothing for them).
     Features(Option<Vec<(crate::actor::Feature, crate::actor::features::FeatureValue)>>),
+    /// A template decision was made (issue 15).
+    TemplateDecided(Box<crate::template::TemplateDecision>),
+    /// A reward went to every placement of a decision; how many took it.
+    RewardedDecision {
+        /// Placements rewarded.
+        placements: u32,
+    },
+    /// A template's versions (after a registration or rollback, the new state).
+    Template(Box<crate::template::TemplateVersions>),
     /// The request failed.
     Failed(WireError),
 }
@@ -217,6 +226,12 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
                 None => out.extend_from_slice(b"null"),
             }
         }
+        Reply::TemplateDecided(d) => super::template::decision(out, d),
+        Reply::RewardedDecision { placements } => {
+            out.extend_from_slice(b"\"ok\":true,\"rewarded\":");
+            write_u64(out, u64::from(*placements));
+        }
+        Reply::Template(v) => super::template::versions(out, v),
         Reply::Failed(_) => unreachable!("handled above"),
     }
     out.push(b'}');
@@ -237,29 +252,7 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
         out.extend_from_slice(b",\"propensity\":");
         write_f32(out, p.propensity);
         if let Some(e) = &p.explain {
-            out.extend_from_slice(b",\"explain\":{");
-            let parts = [
-                ("bias", e.bias),
-                ("global", e.global),
-                ("personal", e.personal),
-                ("context", e.context),
-                ("state", e.state),
-                ("cooccurrence", e.cooccurrence),
-                ("prior", e.prior),
-                ("logit", e.logit()),
-            ];
-            // A prior exists only in tone decisions: elsewhere it is left out.
-            let parts = parts
-                .into_iter()
-                .filter(|(n, v)| *n != "prior" || *v != 0.0);
-            for (j, (name, v)) in parts.enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                key(out, name);
-                write_f32(out, v);
-            }
-            out.push(b'}');
+            explain(out, e);
         }
         out.push(b'}');
     }
@@ -273,6 +266,33 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
     }
     super::rules::decision(out, &d.triggers, &d.rules);
     super::saturation::effects(out, &d.saturation);
+}
+
+/// `,"explain":{…}`: a score's parts.
+pub(super) fn explain(out: &mut Vec<u8>, e: &crate::api::ScoreParts) {
+    out.extend_from_slice(b",\"explain\":{");
+    let parts = [
+        ("bias", e.bias),
+        ("global", e.global),
+        ("personal", e.personal),
+        ("context", e.context),
+        ("state", e.state),
+        ("cooccurrence", e.cooccurrence),
+        ("prior", e.prior),
+        ("logit", e.logit()),
+    ];
+    // A prior exists only in tone decisions: elsewhere it is left out.
+    let parts = parts
+        .into_iter()
+        .filter(|(n, v)| *n != "prior" || *v != 0.0);
+    for (j, (name, v)) in parts.enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        key(out, name);
+        write_f32(out, v);
+    }
+    out.push(b'}');
 }
 
 fn item(out: &mut Vec<u8>, s: &ItemSpec) {

@@ -9,7 +9,7 @@
 use crate::api::Event;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::wire::{EventRequest, Op, Rejected, Reply, ReqId, Request, WireError};
+use crate::wire::{EventRequest, Op, Rejected, Reply, ReqId, Request, TemplateOp, WireError};
 
 /// Runs one op. `subscribe`/`unsubscribe` need a session that can push, so they are
 /// refused here (the session handles them itself; inside a batch they are refused).
@@ -105,12 +105,50 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             Ok(u) => Reply::Features(u.map(|u| u.features)),
             Err(e) => failed(e),
         },
+        Op::DecideTemplate(req) => match engine.decide_template_async(*req).await {
+            Ok(d) => Reply::TemplateDecided(Box::new(d)),
+            Err(e) => failed(e),
+        },
+        Op::RewardDecision {
+            decision,
+            value,
+            ts_ms,
+        } => match engine.reward_decision_async(decision, value, ts_ms).await {
+            Ok(placements) => Reply::RewardedDecision { placements },
+            Err(e) => failed(e),
+        },
+        Op::Template(op) => template(engine, op),
         Op::Ping => Reply::Pong,
         Op::Stats => Reply::Stats(Box::new(engine.stats())),
         Op::Batch(_) => Reply::Failed(WireError::NestedBatch),
         Op::Subscribe(_) | Op::Unsubscribe(_) => Reply::Failed(WireError::Unsupported(
             "subscriptions are available on WebSocket only",
         )),
+    }
+}
+
+/// The `template` op: registering or rolling back takes the registry's lock for a moment;
+/// each answers with the template's versions as they now stand.
+fn template(engine: &Engine, op: TemplateOp) -> Reply {
+    let name = match op {
+        TemplateOp::Register(spec) => {
+            let name = spec.name.clone();
+            if let Err(e) = engine.register_template(*spec) {
+                return failed(e);
+            }
+            name
+        }
+        TemplateOp::Rollback(name, version) => {
+            if let Err(e) = engine.rollback_template(&name, version) {
+                return failed(e);
+            }
+            name
+        }
+        TemplateOp::Read(name) => name,
+    };
+    match engine.template_versions(&name) {
+        Ok(v) => Reply::Template(Box::new(v)),
+        Err(e) => failed(e),
     }
 }
 
