@@ -96,6 +96,58 @@ pub struct Config {
     pub features: FeaturesConfig,
     /// Rules applied to every decision (`[[rules]]`, issue 14; `docs/rules.md`).
     pub rules: Vec<RuleConfig>,
+    /// Threshold triggers checked after every event (`[[triggers]]`, issue 14;
+    /// `docs/triggers.md`).
+    pub triggers: Vec<TriggerConfig>,
+    /// Where fired triggers are posted (`[webhook]`; `docs/triggers.md`).
+    pub webhook: WebhookConfig,
+}
+
+/// One threshold trigger as the config file (`[[triggers]]`) and the wire's `triggers` op
+/// spell it; `triggers::TriggerSet` compiles a list of them or refuses it naming the trigger,
+/// the field and the position of the error (`docs/triggers.md`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// Unique name (1 to 256 bytes): what replies, pushes and the webhook carry.
+    pub name: String,
+    /// The condition over `user.*` features, checked after each of a user's events.
+    pub when: String,
+    /// Seconds of event time after a firing during which the trigger does not fire again
+    /// for that user (0: none).
+    pub cooldown_s: u64,
+    /// Whether firings are posted to a webhook (default true: when one is configured).
+    pub webhook: Option<bool>,
+    /// This trigger's webhook URL, instead of `[webhook] url`.
+    pub webhook_url: Option<String>,
+}
+
+/// The HTTP webhook fired triggers are posted to by `nudge serve` (`docs/triggers.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` (plain HTTP/1.1); empty: no webhook unless a trigger names one.
+    pub url: String,
+    /// Firings waiting for delivery, at most; past it a firing is dropped and counted.
+    pub queue_capacity: usize,
+    /// Longest wait (ms) to connect, and then for each read and write of one attempt.
+    pub timeout_ms: u64,
+    /// Attempts per firing (the first included) before it is given up and counted.
+    pub max_attempts: u32,
+    /// Wait (ms) before the first retry; doubled before each further one.
+    pub backoff_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            queue_capacity: 10_000,
+            timeout_ms: 2_000,
+            max_attempts: 4,
+            backoff_ms: 100,
+        }
+    }
 }
 
 /// The live per-user features (`docs/features.md`).
@@ -253,6 +305,8 @@ impl Default for Config {
             experiments: Vec::new(),
             features: FeaturesConfig::default(),
             rules: Vec::new(),
+            triggers: Vec::new(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -784,6 +838,23 @@ impl Config {
             e.to_spec().map_err(|e| format!("experiments[{i}]: {e}"))?;
         }
         crate::rules::RuleSet::compile(&self.rules, 1).map_err(|e| format!("rules: {e}"))?;
+        check(
+            self.webhook.queue_capacity >= 1,
+            "webhook.queue_capacity",
+            "at least 1",
+        )?;
+        check(
+            self.webhook.timeout_ms >= 1,
+            "webhook.timeout_ms",
+            "at least 1",
+        )?;
+        check(
+            self.webhook.max_attempts >= 1,
+            "webhook.max_attempts",
+            "at least 1",
+        )?;
+        crate::triggers::TriggerSet::compile(&self.triggers, 1, &self.webhook.url)
+            .map_err(|e| format!("triggers: {e}"))?;
         Ok(())
     }
 }

@@ -18,6 +18,8 @@
 //! each decision's arm from, the per-arm tallies shards keep, and the always-valid statistics.
 //! `rules` holds the rule language (a compiled CEL subset) and the actions a rule set applies
 //! in the decision path (issue 14); the live features rules read are the actor's.
+//! `triggers` holds threshold triggers (issue 14): conditions in the rules' language checked
+//! after each event, edge-triggered per user, delivered in the reply and through a hub.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -55,6 +57,7 @@ pub mod rules;
 pub mod server;
 pub mod shard;
 pub mod sync;
+pub mod triggers;
 #[cfg(feature = "server")]
 pub mod wire;
 
@@ -62,11 +65,11 @@ pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    RuleEffect, ScoreParts, ShardStats, SignalSummary, Stats, UpdateCause, UpdateSink, UserExport,
-    UserUpdate,
+    RuleEffect, ScoreParts, ShardStats, SignalSummary, Stats, TriggerFiring, TriggerSink,
+    TriggerStats, UpdateCause, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig};
+pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig, TriggerConfig};
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, ErrorCode, Problem, StartError};
 pub use experiment::{ArmPolicy, ArmSpec, ExperimentResults, ExperimentSpec, Metric, Status};

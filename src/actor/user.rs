@@ -43,6 +43,9 @@ pub struct UserActor {
     /// The experiment (its id + 1; 0: none) this user was last counted as exposed to, so a
     /// resident user counts once per experiment.
     pub exposed_to: u32,
+    /// Which threshold triggers hold for this user and when they last fired (issue 14;
+    /// empty while no trigger concerns the user).
+    pub triggers: crate::triggers::TriggerMarks,
 }
 
 impl UserActor {
@@ -61,6 +64,7 @@ impl UserActor {
             open: Vec::new(),
             recent: RecentItems::default(),
             exposed_to: 0,
+            triggers: Default::default(),
         }
     }
 
@@ -132,6 +136,9 @@ impl UserActor {
 
     /// Heap bytes owned by this actor (for the memory report).
     pub fn heap_bytes(&self) -> usize {
-        self.vectors.len() * 4 + self.id.as_str().len() + self.open.capacity() * 8
+        self.vectors.len() * 4
+            + self.id.as_str().len()
+            + self.open.capacity() * 8
+            + self.triggers.heap_bytes()
     }
 }

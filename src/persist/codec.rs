@@ -32,6 +32,9 @@ mod tag {
     /// An event whose context named a device, location or hour (issue 14): `EVENT`'s
     /// fields, a presence byte and the key's hash, then the facts.
     pub const EVENT_WITH_FACTS: u8 = 11;
+    /// The threshold triggers in force from here on (issue 14): the set's version, then
+    /// each trigger's definition and version.
+    pub const TRIGGERS: u8 = 12;
 }
 
 /// One decoded log record: an input the shard applied, in the order it applied them.
@@ -58,6 +61,8 @@ pub enum Record {
     Forget(UserId),
     /// `Engine::tick` moved the shard's event time to this (Unix ms).
     Advance(u64),
+    /// The threshold triggers in force from here on: the set's version and definitions.
+    Triggers(u64, Vec<(crate::config::TriggerConfig, u64)>),
     /// A tick at `now_ms`; `mix` is what the tick's mix pulled, if it mixed.
     Tick {
         /// The tick's time.
@@ -65,6 +70,26 @@ pub enum Record {
         /// The mix, if one happened.
         mix: Option<Pulled>,
     },
+}
+
+/// `Triggers`: the set's version, the count, then per trigger its name, `when`,
+/// `cooldown_s`, `webhook` (0 unset, 1 false, 2 true), `webhook_url` and version.
+pub fn triggers(out: &mut Vec<u8>, set: &crate::triggers::TriggerSet) {
+    out.push(tag::TRIGGERS);
+    put_u64(out, set.version());
+    put_u32(out, set.specs().len() as u32);
+    for (t, version) in set.specs() {
+        put_str(out, &t.name);
+        put_str(out, &t.when);
+        put_u64(out, t.cooldown_s);
+        out.push(match t.webhook {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        put_opt_str(out, t.webhook_url.as_deref());
+        put_u64(out, *version);
+    }
 }
 
 /// `Start`.
@@ -234,6 +259,26 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
                 _ => Some(d.pulled()?),
             },
         },
+        tag::TRIGGERS => {
+            let version = d.u64()?;
+            let n = d.len()?;
+            let mut specs = Vec::new();
+            for _ in 0..n {
+                let spec = crate::config::TriggerConfig {
+                    name: d.string()?,
+                    when: d.string()?,
+                    cooldown_s: d.u64()?,
+                    webhook: match d.u8()? {
+                        0 => None,
+                        1 => Some(false),
+                        _ => Some(true),
+                    },
+                    webhook_url: d.opt_string()?,
+                };
+                specs.push((spec, d.u64()?));
+            }
+            Record::Triggers(version, specs)
+        }
         other => return Err(format!("unknown record tag {other}")),
     };
     if d.at != bytes.len() {

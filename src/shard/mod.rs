@@ -16,6 +16,7 @@ pub mod pending;
 mod ruled;
 pub mod seen;
 pub mod subscriptions;
+mod triggered;
 pub mod users;
 pub mod worker;
 
