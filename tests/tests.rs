@@ -19,6 +19,8 @@ mod event_stream;
 mod model_props;
 // Issue 14: live features from hand-made events; rules compiled, applied, explained, reloaded.
 mod rules;
+// Issue 14, item 3: threshold triggers: crossings, cooldowns, refusals, delivery, replay.
+mod triggers;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.

@@ -26,6 +26,7 @@ pub mod metrics;
 mod segment;
 mod session;
 mod tcp;
+mod webhook;
 mod ws;
 
 use std::future::Future;
@@ -204,6 +205,10 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Fired triggers go to the webhook from its own thread, through a bounded queue.
+    let hook =
+        webhook::Webhook::start(&engine.config().webhook, engine.trigger_delivery_counters())?;
+    engine.add_trigger_sink(Arc::new(hook));
     let mut cfg = cfg;
     cfg.max_connections = fd_limit::fit(cfg.max_connections);
     let shared = Arc::new(Shared {

@@ -28,6 +28,7 @@ mod reply;
 mod rules;
 mod segment;
 mod syntax;
+mod triggers;
 
 use std::fmt;
 
@@ -39,6 +40,7 @@ pub use json::write_str;
 pub use parse::{recover_id, Parser, MIN_TS_MS};
 pub use reply::{write_error, write_events_summary, write_push, write_reply, Reply};
 pub use segment::{parse_time_ms, CallType, Scalar, SegmentCall};
+pub use triggers::{write_firing, write_trigger_push};
 
 /// A request's `id`, echoed in its reply: a number, a string, or absent.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -97,11 +99,13 @@ pub enum OpKind {
     Rules,
     /// `features`: a user's live features.
     Features,
+    /// `triggers`: replace the threshold triggers (with `triggers`), or read them (without).
+    Triggers,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 19] = [
+    pub const ALL: [OpKind; 20] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -121,6 +125,7 @@ impl OpKind {
         OpKind::Experiments,
         OpKind::Rules,
         OpKind::Features,
+        OpKind::Triggers,
     ];
 
     /// The op's wire name.
@@ -145,6 +150,7 @@ impl OpKind {
             OpKind::Experiments => "experiments",
             OpKind::Rules => "rules",
             OpKind::Features => "features",
+            OpKind::Triggers => "triggers",
         }
     }
 
@@ -289,6 +295,12 @@ pub enum Op {
     Rules(Option<Vec<crate::config::RuleConfig>>),
     /// A user's live features.
     Features(String),
+    /// Replace the threshold triggers (`Some`), or read them (`None`).
+    Triggers(Option<Vec<crate::config::TriggerConfig>>),
+    /// Push every firing of a trigger, by name (WebSocket only; `subscribe` with `trigger`).
+    SubscribeTrigger(String),
+    /// Stop pushing a trigger's firings (`unsubscribe` with `trigger`).
+    UnsubscribeTrigger(String),
 }
 
 impl Op {
@@ -314,6 +326,9 @@ impl Op {
             Op::Experiments => OpKind::Experiments,
             Op::Rules(_) => OpKind::Rules,
             Op::Features(_) => OpKind::Features,
+            Op::Triggers(_) => OpKind::Triggers,
+            Op::SubscribeTrigger(_) => OpKind::Subscribe,
+            Op::UnsubscribeTrigger(_) => OpKind::Unsubscribe,
         }
     }
 }
