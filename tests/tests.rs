@@ -41,6 +41,9 @@ mod server_experiments;
 // Issue 14 over the wire: the `rules` and `features` ops, triggers and explain in replies.
 #[cfg(feature = "server")]
 mod server_rules;
+// Issue 14, item 3 over the wire: the `triggers` op, replies, pushes, the webhook, replay.
+#[cfg(feature = "server")]
+mod server_triggers;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
 #[cfg(feature = "server")]
 mod server_ws;
