@@ -107,13 +107,24 @@ fn offer_fires_in_the_events_reply_and_the_op_sets_and_reads_triggers() {
     );
     assert_eq!(bad.status, 400);
 
+    // `POST /v1/events` names, in its summary, the events that fired.
+    let body = br#"[{"user":"h1","type":"scroll","value":0.1},{"user":"h2","type":"scroll","value":0.6,"id":"e2"}]"#;
+    let posted = http(http_addr, "POST", "/v1/events", &[], body);
+    let v: Value = serde_json::from_slice(&posted.body).unwrap();
+    assert_eq!(v["accepted"], 2, "{v}");
+    assert_eq!(
+        v["triggers"],
+        serde_json::json!([{"index":1,"id":"e2","triggers":["offer"]}]),
+        "{v}"
+    );
+
     // Counted in stats and in /metrics by trigger name.
     let r = c.call(r#"{"op":"stats","id":4}"#);
-    assert_eq!(r["stats"]["total"]["triggers_fired_total"], 3, "{r}");
-    assert_eq!(r["stats"]["triggers"]["fired"]["offer"], 3, "{r}");
+    assert_eq!(r["stats"]["total"]["triggers_fired_total"], 4, "{r}");
+    assert_eq!(r["stats"]["triggers"]["fired"]["offer"], 4, "{r}");
     let metrics = http(http_addr, "GET", "/metrics", &[], b"");
     let m = parse_prometheus(std::str::from_utf8(&metrics.body).unwrap());
-    assert_eq!(m[r#"nudge_triggers_fired_total{trigger="offer"}"#], 3.0);
+    assert_eq!(m[r#"nudge_triggers_fired_total{trigger="offer"}"#], 4.0);
     assert_eq!(m["nudge_webhook_dropped_total"], 0.0);
     server.shutdown();
 }

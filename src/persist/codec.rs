@@ -626,6 +626,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_trigger_set_round_trips() {
+        use crate::config::TriggerConfig;
+        let specs = [
+            TriggerConfig {
+                name: "offer".into(),
+                when: "user.scroll_depth > 0.7".into(),
+                cooldown_s: 600,
+                webhook: Some(false),
+                webhook_url: None,
+            },
+            TriggerConfig {
+                name: "souring".into(),
+                when: "user.sentiment < -0.4".into(),
+                cooldown_s: 0,
+                webhook: None,
+                webhook_url: Some("http://h:1/x".into()),
+            },
+        ];
+        let v1 = crate::triggers::TriggerSet::compile(&specs[..1], 1, "").unwrap();
+        let set = v1.replaced_by(&specs, "").unwrap();
+        let mut out = Vec::new();
+        triggers(&mut out, &set);
+        let Record::Triggers(version, back) = decode(&out).unwrap() else {
+            panic!("a trigger set")
+        };
+        assert_eq!((version, back.as_slice()), (2, set.specs()));
+        for cut in 1..out.len() {
+            assert!(decode(&out[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
     fn an_event_round_trips() {
         let facts = EventFacts {
             device: Some("mobile".into()),

@@ -9,11 +9,15 @@
 //! after `backoff_ms`, doubling, up to `max_attempts` attempts; then it gives up and counts.
 //! A 2xx is delivered; another 4xx is given up at once (retrying would not change it).
 //!
+//! When the server stops (`close`), the thread ends after its current attempt; firings still
+//! queued are dropped and counted.
+//!
 //! Only `http://` URLs: TLS would need a crate and a trust store; put a proxy in front. The
 //! body is `wire::write_firing`'s (`{"trigger":…,"user":…,"ts":…}`).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +33,17 @@ use crate::triggers::DeliveryCounters;
 pub struct Webhook {
     queue: Sender<TriggerFiring>,
     counters: Arc<DeliveryCounters>,
+    /// Set by `close` (the server stopping): the thread stops after its current attempt.
+    closed: Arc<AtomicBool>,
 }
 
 impl TriggerSink for Webhook {
     fn fired(&self, firing: &TriggerFiring) {
         if firing.webhook.is_none() {
+            return;
+        }
+        if self.closed.load(Relaxed) {
+            self.counters.webhook_dropped_total.fetch_add(1, Relaxed);
             return;
         }
         match self.queue.try_send(firing.clone()) {
@@ -52,16 +62,38 @@ impl Webhook {
         let (queue, jobs) = crossbeam_channel::bounded(cfg.queue_capacity.max(1));
         let cfg = cfg.clone();
         let thread_counters = counters.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let thread_closed = closed.clone();
         std::thread::Builder::new()
             .name("nudge-webhook".into())
-            .spawn(move || deliver_all(&cfg, &jobs, &thread_counters))?;
-        Ok(Webhook { queue, counters })
+            .spawn(move || deliver_all(&cfg, &jobs, &thread_counters, &thread_closed))?;
+        Ok(Webhook {
+            queue,
+            counters,
+            closed,
+        })
+    }
+
+    /// Stops delivering: the thread ends after its current attempt, and what is still queued
+    /// (or fired later) is dropped and counted.
+    pub fn close(&self) {
+        self.closed.store(true, Relaxed);
     }
 }
 
-fn deliver_all(cfg: &WebhookConfig, jobs: &Receiver<TriggerFiring>, counters: &DeliveryCounters) {
+fn deliver_all(
+    cfg: &WebhookConfig,
+    jobs: &Receiver<TriggerFiring>,
+    counters: &DeliveryCounters,
+    closed: &AtomicBool,
+) {
     let timeout = Duration::from_millis(cfg.timeout_ms.max(1));
     while let Ok(firing) = jobs.recv() {
+        if closed.load(Relaxed) {
+            let left = 1 + jobs.try_iter().count() as u64;
+            counters.webhook_dropped_total.fetch_add(left, Relaxed);
+            return;
+        }
         let Some(url) = firing.webhook.clone() else {
             continue;
         };
@@ -92,6 +124,10 @@ fn deliver_all(cfg: &WebhookConfig, jobs: &Receiver<TriggerFiring>, counters: &D
                 break;
             }
             counters.webhook_retried_total.fetch_add(1, Relaxed);
+            if closed.load(Relaxed) {
+                counters.webhook_dropped_total.fetch_add(1, Relaxed);
+                break;
+            }
             std::thread::sleep(backoff);
             backoff = backoff.saturating_mul(2);
         }

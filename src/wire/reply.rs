@@ -448,7 +448,8 @@ fn trigger_stats(out: &mut Vec<u8>, t: &crate::api::TriggerStats) {
 }
 
 /// Appends the summary of a multi-event request (`POST /v1/events`):
-/// `{"accepted":n,"rejected":m,"errors":[{"index":i,"id":…,"error":{…}}]}`.
+/// `{"accepted":n,"rejected":m,"errors":[{"index":i,"id":…,"error":{…}}]}`, and
+/// `"triggers":[{"index":i,"id":…,"triggers":[…]}]` when some event fired threshold triggers.
 pub fn write_events_summary(out: &mut Vec<u8>, results: &[(ReqId, Reply)]) {
     let rejected = results
         .iter()
@@ -474,7 +475,26 @@ pub fn write_events_summary(out: &mut Vec<u8>, results: &[(ReqId, Reply)]) {
         // `one` is `{"id":…,"error":{…}}`: splice its members after `"index":i,`.
         out.extend_from_slice(&one[1..]);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
+    let mut first = true;
+    for (i, (id, r)) in results.iter().enumerate() {
+        let Reply::Acked(ack) = r else { continue };
+        if ack.triggers.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(if first { &b",\"triggers\":["[..] } else { b"," });
+        first = false;
+        out.extend_from_slice(b"{\"index\":");
+        write_u64(out, i as u64);
+        out.extend_from_slice(b",\"id\":");
+        write_id(out, id);
+        super::triggers::fired(out, &ack.triggers);
+        out.push(b'}');
+    }
+    if !first {
+        out.push(b']');
+    }
+    out.push(b'}');
 }
 
 /// Appends a push about a subscribed user: `{"push":"user_update",…}`. `dropped` is how many
