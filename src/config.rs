@@ -853,6 +853,10 @@ impl Config {
             "webhook.max_attempts",
             "at least 1",
         )?;
+        if !self.webhook.url.is_empty() {
+            crate::triggers::check_url(&self.webhook.url)
+                .map_err(|e| format!("`webhook.url` {e}"))?;
+        }
         crate::triggers::TriggerSet::compile(&self.triggers, 1, &self.webhook.url)
             .map_err(|e| format!("triggers: {e}"))?;
         Ok(())
@@ -1126,5 +1130,30 @@ mod tests {
         let typo = vec![("NUDGE_MODEL__DIMM".to_string(), "64".to_string())];
         let err = Config::from_toml_with_env("", typo).unwrap_err();
         assert!(err.contains("dimm"), "{err}");
+    }
+
+    #[test]
+    fn triggers_and_the_webhook_from_the_file() {
+        let text = r#"
+[[triggers]]
+name = "offer"
+when = "user.scroll_depth > 0.7"
+cooldown_s = 600
+
+[webhook]
+url = "http://127.0.0.1:9/hook"
+max_attempts = 2
+"#;
+        let c = Config::from_toml_with_env(text, Vec::new()).unwrap();
+        assert_eq!((c.triggers[0].cooldown_s, c.webhook.max_attempts), (600, 2));
+        let env = vec![("NUDGE_WEBHOOK__URL".to_string(), "https://x".to_string())];
+        let err = Config::from_toml_with_env(text, env).unwrap_err();
+        assert!(err.contains("webhook.url"), "{err}");
+        let bad = text.replace("> 0.7", "> 'x'");
+        let err = Config::from_toml_with_env(&bad, Vec::new()).unwrap_err();
+        assert!(
+            err.contains("triggers: trigger 0 `offer`: `when` at 1:19"),
+            "{err}"
+        );
     }
 }

@@ -145,7 +145,11 @@ fn post(url: &str, body: &[u8], timeout: Duration) -> std::io::Result<u16> {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let target = if authority.contains(':') {
+    // A port follows the last `:`, unless that colon is inside an IPv6 literal `[…]`.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok() && !authority.ends_with(']'));
+    let target = if has_port {
         authority.to_string()
     } else {
         format!("{authority}:80")
