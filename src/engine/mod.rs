@@ -79,9 +79,11 @@ struct Inner {
     /// Whether the set in force has rules: while it has none, a decision skips the lock.
     any_rules: AtomicBool,
     /// The threshold triggers in force (issue 14). Every shard holds a copy (`set_triggers`
-    /// hands each the new set and logs it there); this lock orders replacements, so every
-    /// shard sees them in the same order.
-    triggers: Mutex<Arc<TriggerSet>>,
+    /// hands each the new set and logs it there); this is the copy `triggers()` reads.
+    triggers: RwLock<Arc<TriggerSet>>,
+    /// Held by a replacement while every shard takes it, so that replacements reach every
+    /// shard in the same order (readers of `triggers` never wait for it).
+    replacing_triggers: Mutex<()>,
     /// Where shards deliver fired triggers beyond the reply.
     trigger_hub: Arc<TriggerHub>,
 }
@@ -300,7 +302,8 @@ impl EngineBuilder {
             experiments,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),
-            triggers: Mutex::new(triggers),
+            triggers: RwLock::new(triggers),
+            replacing_triggers: Mutex::new(()),
             trigger_hub,
             spin: Config::spin(cfg.reply_spin_us),
             cfg,
@@ -890,7 +893,8 @@ impl Engine {
     /// the position), and the set in force stays. Each shard logs the set, so a replay
     /// checks the set that was in force at each event. Blocks until every shard took it.
     pub fn set_triggers(&self, specs: &[crate::config::TriggerConfig]) -> Result<u64, Error> {
-        let mut current = self.inner.triggers.lock();
+        let _replacing = self.inner.replacing_triggers.lock();
+        let current = self.inner.triggers.read().clone();
         let next = current
             .replaced_by(specs, &self.inner.cfg.webhook.url)
             .map_err(|e| Error::invalid("triggers", Problem::Rejected(e.to_string())))?;
@@ -898,13 +902,13 @@ impl Engine {
         let version = next.version();
         self.broadcast(|r| Msg::SetTriggers(next.clone(), r), ())
             .wait()?;
-        *current = next;
+        *self.inner.triggers.write() = next;
         Ok(version)
     }
 
     /// The threshold triggers in force.
     pub fn triggers(&self) -> Arc<TriggerSet> {
-        self.inner.triggers.lock().clone()
+        self.inner.triggers.read().clone()
     }
 
     /// Pushes every firing of trigger `name` (for any user) to `sink`'s `fired`, until
