@@ -614,7 +614,8 @@ pub struct TriggerFiring {
 /// Where the engine delivers fired triggers (the server's webhook, an embedder's queue);
 /// must not block (drop and count instead). Never called while a shard recovers.
 pub trait TriggerSink: Send + Sync + 'static {
-    /// Delivers one firing. Called on a shard thread: return quickly.
+    /// Delivers one firing, once its event's log write succeeded. Called on the thread
+    /// that ran the shard (or, under `fsync = "always"`, the log's syncer): return quickly.
     fn fired(&self, firing: &TriggerFiring);
 }
 
@@ -624,8 +625,8 @@ pub trait UpdateSink: Send + Sync + 'static {
     fn push(&self, update: UserUpdate);
 
     /// Delivers one firing of a trigger this sink subscribed to by name
-    /// (`Engine::subscribe_trigger`). Called on a shard thread: return quickly. The default
-    /// ignores it.
+    /// (`Engine::subscribe_trigger`). Called where `TriggerSink::fired` is: return quickly.
+    /// The default ignores it.
     fn fired(&self, firing: &TriggerFiring) {
         let _ = firing;
     }
