@@ -137,7 +137,7 @@ impl Event {
 }
 
 /// What the engine did with an accepted event.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Ack {
     /// The event labelled a placement of an open decision.
     pub attributed: bool,
@@ -149,6 +149,9 @@ pub struct Ack {
     pub duplicate: bool,
     /// The user denied personalization: acknowledged, not applied (issue 15).
     pub withheld: bool,
+    /// The threshold triggers this event fired for its user, in the set's order
+    /// (`docs/triggers.md`; empty, and not allocated, when none fired).
+    pub triggers: Vec<std::sync::Arc<str>>,
 }
 
 /// An item for the catalog, or inline in a decision.
@@ -584,6 +587,8 @@ pub struct ShardStats {
     pub rules_fired_total: u64,
     /// Rules skipped in a decision by a runtime error (division by zero, a missing value).
     pub rule_errors_total: u64,
+    /// Threshold triggers fired (replayed events count again, like `events_total`).
+    pub triggers_fired_total: u64,
     /// Whether a panic escaped a shard-wide step (the timer, the log's commit), so that the
     /// shard's state may be inconsistent; `/readyz` reports not ready.
     pub failed: bool,
@@ -598,6 +603,23 @@ pub struct Stats {
     pub shards: Vec<ShardStats>,
     /// Where state is kept: `None` in memory only.
     pub durability: Option<DurabilityStats>,
+    /// Threshold triggers delivered since start, and the webhook's counters.
+    pub triggers: TriggerStats,
+}
+
+/// Deliveries of fired triggers since the engine started (`docs/triggers.md`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TriggerStats {
+    /// Firings delivered, by trigger name (names are operator-defined and bounded).
+    pub fired: Vec<(String, u64)>,
+    /// Firings the webhook accepted (a 2xx answer).
+    pub webhook_delivered_total: u64,
+    /// Attempts retried after a 5xx answer, a connection error or a timeout.
+    pub webhook_retried_total: u64,
+    /// Firings given up after `webhook.max_attempts` attempts, or answered with a 4xx.
+    pub webhook_failed_total: u64,
+    /// Firings dropped because the webhook's queue was full.
+    pub webhook_dropped_total: u64,
 }
 
 /// The data directory and its write-ahead logs, summed over shards.
@@ -674,6 +696,7 @@ impl Stats {
             t.duplicates_total += s.duplicates_total;
             t.rules_fired_total += s.rules_fired_total;
             t.rule_errors_total += s.rule_errors_total;
+            t.triggers_fired_total += s.triggers_fired_total;
             t.failed |= s.failed;
         }
         t
@@ -696,6 +719,8 @@ pub struct UserUpdate {
     pub signals: SignalSummary,
     /// Engagement fell by at least half since the previous push.
     pub engagement_drop: bool,
+    /// The threshold triggers the event fired for the user (`docs/triggers.md`).
+    pub triggers: Vec<std::sync::Arc<str>>,
 }
 
 /// What caused a `UserUpdate`.
@@ -718,10 +743,38 @@ impl UpdateCause {
     }
 }
 
+/// One firing of a threshold trigger for one user (`docs/triggers.md`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TriggerFiring {
+    /// The trigger's name.
+    pub trigger: std::sync::Arc<str>,
+    /// The user.
+    pub user: String,
+    /// The time of the event that fired it (Unix ms).
+    pub ts_ms: u64,
+    /// The webhook it is posted to, if any (the trigger's own, else `[webhook] url`).
+    pub webhook: Option<std::sync::Arc<str>>,
+}
+
+/// Where the engine delivers fired triggers (the server's webhook, an embedder's queue);
+/// must not block (drop and count instead). Never called while a shard recovers.
+pub trait TriggerSink: Send + Sync + 'static {
+    /// Delivers one firing, once its event's log write succeeded. Called on the thread
+    /// that ran the shard (or, under `fsync = "always"`, the log's syncer): return quickly.
+    fn fired(&self, firing: &TriggerFiring);
+}
+
 /// Where the engine delivers `UserUpdate`s; must not block (drop instead).
 pub trait UpdateSink: Send + Sync + 'static {
     /// Delivers one update. Called on a shard thread: return quickly.
     fn push(&self, update: UserUpdate);
+
+    /// Delivers one firing of a trigger this sink subscribed to by name
+    /// (`Engine::subscribe_trigger`). Called where `TriggerSink::fired` is: return quickly.
+    /// The default ignores it.
+    fn fired(&self, firing: &TriggerFiring) {
+        let _ = firing;
+    }
 }
 
 /// What produced an outcome in the decision log.

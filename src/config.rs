@@ -109,6 +109,11 @@ pub struct Config {
     /// configuration's hash (stamped on logged decisions) is as it was without templates.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<TemplateConfig>,
+    /// Threshold triggers checked after every event (`[[triggers]]`, issue 14;
+    /// `docs/triggers.md`).
+    pub triggers: Vec<TriggerConfig>,
+    /// Where fired triggers are posted (`[webhook]`; `docs/triggers.md`).
+    pub webhook: WebhookConfig,
 }
 
 /// One template as the config file (`[[templates]]`) spells it; `template::Template`
@@ -146,6 +151,53 @@ pub struct TemplateVariantConfig {
     pub text: String,
     /// Optional attributes (`attrs = { tone = "warm" }`).
     pub attrs: BTreeMap<String, String>,
+}
+
+/// One threshold trigger as the config file (`[[triggers]]`) and the wire's `triggers` op
+/// spell it; `triggers::TriggerSet` compiles a list of them or refuses it naming the trigger,
+/// the field and the position of the error (`docs/triggers.md`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TriggerConfig {
+    /// Unique name (1 to 256 bytes): what replies, pushes and the webhook carry.
+    pub name: String,
+    /// The condition over `user.*` features, checked after each of a user's events.
+    pub when: String,
+    /// Seconds of event time after a firing during which the trigger does not fire again
+    /// for that user (0: none).
+    pub cooldown_s: u64,
+    /// Whether firings are posted to a webhook (default true: when one is configured).
+    pub webhook: Option<bool>,
+    /// This trigger's webhook URL, instead of `[webhook] url`.
+    pub webhook_url: Option<String>,
+}
+
+/// The HTTP webhook fired triggers are posted to by `nudge serve` (`docs/triggers.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` (plain HTTP/1.1); empty: no webhook unless a trigger names one.
+    pub url: String,
+    /// Firings waiting for delivery, at most; past it a firing is dropped and counted.
+    pub queue_capacity: usize,
+    /// Longest wait (ms) to connect, and then for each read and write of one attempt.
+    pub timeout_ms: u64,
+    /// Attempts per firing (the first included) before it is given up and counted.
+    pub max_attempts: u32,
+    /// Wait (ms) before the first retry; doubled before each further one.
+    pub backoff_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            url: String::new(),
+            queue_capacity: 10_000,
+            timeout_ms: 2_000,
+            max_attempts: 4,
+            backoff_ms: 100,
+        }
+    }
 }
 
 /// The live per-user features (`docs/features.md`).
@@ -307,6 +359,8 @@ impl Default for Config {
             tone: Default::default(),
             consent: Default::default(),
             templates: Vec::new(),
+            triggers: Vec::new(),
+            webhook: WebhookConfig::default(),
         }
     }
 }
@@ -852,6 +906,27 @@ impl Config {
             crate::template::Template::compile(t.into(), 1, &space)
                 .map_err(|e| format!("templates[{i}]: {e}"))?;
         }
+        check(
+            self.webhook.queue_capacity >= 1,
+            "webhook.queue_capacity",
+            "at least 1",
+        )?;
+        check(
+            self.webhook.timeout_ms >= 1,
+            "webhook.timeout_ms",
+            "at least 1",
+        )?;
+        check(
+            self.webhook.max_attempts >= 1,
+            "webhook.max_attempts",
+            "at least 1",
+        )?;
+        if !self.webhook.url.is_empty() {
+            crate::triggers::check_url(&self.webhook.url)
+                .map_err(|e| format!("`webhook.url` {e}"))?;
+        }
+        crate::triggers::TriggerSet::compile(&self.triggers, 1, &self.webhook.url)
+            .map_err(|e| format!("triggers: {e}"))?;
         Ok(())
     }
 }
@@ -1130,5 +1205,30 @@ mod tests {
         let typo = vec![("NUDGE_MODEL__DIMM".to_string(), "64".to_string())];
         let err = Config::from_toml_with_env("", typo).unwrap_err();
         assert!(err.contains("dimm"), "{err}");
+    }
+
+    #[test]
+    fn triggers_and_the_webhook_from_the_file() {
+        let text = r#"
+[[triggers]]
+name = "offer"
+when = "user.scroll_depth > 0.7"
+cooldown_s = 600
+
+[webhook]
+url = "http://127.0.0.1:9/hook"
+max_attempts = 2
+"#;
+        let c = Config::from_toml_with_env(text, Vec::new()).unwrap();
+        assert_eq!((c.triggers[0].cooldown_s, c.webhook.max_attempts), (600, 2));
+        let env = vec![("NUDGE_WEBHOOK__URL".to_string(), "https://x".to_string())];
+        let err = Config::from_toml_with_env(text, env).unwrap_err();
+        assert!(err.contains("webhook.url"), "{err}");
+        let bad = text.replace("> 0.7", "> 'x'");
+        let err = Config::from_toml_with_env(&bad, Vec::new()).unwrap_err();
+        assert!(
+            err.contains("triggers: trigger 0 `offer`: `when` at 1:19"),
+            "{err}"
+        );
     }
 }

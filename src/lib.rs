@@ -25,6 +25,8 @@
 //! rules' exact placement.
 //! `template` holds templates (issue 15): Mustache texts with slots of variants, versioned,
 //! one variant per slot chosen by the shard and the text rendered by the engine.
+//! `triggers` holds threshold triggers (issue 14): conditions in the rules' language checked
+//! after each event, edge-triggered per user, delivered in the reply and through a hub.
 //!
 //! Cargo features, all on by default: `server` (the front ends in `server`, and `wire`),
 //! `eval` (the evaluation tools in `eval`: simulator, data sets, replay, the JSONL decision
@@ -66,6 +68,7 @@ pub mod shard;
 pub mod sync;
 pub mod template;
 pub mod tone;
+pub mod triggers;
 #[cfg(feature = "server")]
 pub mod wire;
 
@@ -74,11 +77,11 @@ pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
     RuleEffect, SaturationEffect, SaturationKind, ScoreParts, SentimentSource, ShardStats,
-    SignalSummary, Stats, ToneDecision, ToneRequest, UpdateCause, UpdateSink, UserExport,
-    UserUpdate,
+    SignalSummary, Stats, ToneDecision, ToneRequest, TriggerFiring, TriggerSink, TriggerStats,
+    UpdateCause, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig};
+pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig, TriggerConfig};
 pub use consent::Consent;
 pub use engine::{Engine, EngineBuilder};
 pub use error::{Error, ErrorCode, Problem, StartError};

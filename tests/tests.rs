@@ -27,6 +27,8 @@ mod consent;
 mod tone;
 // Issue 15: templates refused with positions, rendered, versioned, decided slot by slot.
 mod templates;
+// Issue 14, item 3: threshold triggers: crossings, cooldowns, refusals, delivery, replay.
+mod triggers;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
@@ -53,6 +55,9 @@ mod server_rules;
 // Issue 15 over the wire: the `template` op, `decide` with a template, a decision's reward.
 #[cfg(feature = "server")]
 mod server_templates;
+// Issue 14, item 3 over the wire: the `triggers` op, replies, pushes, the webhook, replay.
+#[cfg(feature = "server")]
+mod server_triggers;
 // The WebSocket front end: ops per frame, subscription pushes, close codes.
 #[cfg(feature = "server")]
 mod server_ws;

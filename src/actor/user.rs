@@ -47,6 +47,9 @@ pub struct UserActor {
     /// What the user was shown, for frequency caps and fatigue (issue 15); `None` until a
     /// cap or fatigue is configured and something is shown.
     pub exposures: Option<Box<Exposures>>,
+    /// Which threshold triggers hold for this user and when they last fired (issue 14;
+    /// empty while no trigger concerns the user).
+    pub triggers: crate::triggers::TriggerMarks,
 }
 
 impl UserActor {
@@ -66,6 +69,7 @@ impl UserActor {
             recent: RecentItems::default(),
             exposed_to: 0,
             exposures: None,
+            triggers: Default::default(),
         }
     }
 
@@ -141,5 +145,6 @@ impl UserActor {
             + self.id.as_str().len()
             + self.open.capacity() * 8
             + self.exposures.as_ref().map_or(0, |x| x.heap_bytes())
+            + self.triggers.heap_bytes()
     }
 }

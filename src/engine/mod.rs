@@ -36,6 +36,7 @@ use crate::shard::checkpoint::Checkpoints;
 use crate::shard::msg::{Reply, ValidEvent};
 use crate::shard::{Counters, Msg, Shard, ShardCell, Sweeper};
 use crate::sync::oneshot;
+use crate::triggers::{DeliveryCounters, TriggerHub, TriggerSet};
 
 pub use pending::{Pending, PendingAll, PendingBatch};
 pub use validate::{MAX_ATTRS, MAX_VECTOR_LEN};
@@ -82,6 +83,14 @@ struct Inner {
     any_rules: AtomicBool,
     /// Every version of every template (issue 15); a decision takes the current one's `Arc`.
     templates: crate::template::Registry,
+    /// The threshold triggers in force (issue 14). Every shard holds a copy (`set_triggers`
+    /// hands each the new set and logs it there); this is the copy `triggers()` reads.
+    triggers: RwLock<Arc<TriggerSet>>,
+    /// Held by a replacement while every shard takes it, so that replacements reach every
+    /// shard in the same order (readers of `triggers` never wait for it).
+    replacing_triggers: Mutex<()>,
+    /// Where shards deliver fired triggers beyond the reply.
+    trigger_hub: Arc<TriggerHub>,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -256,6 +265,17 @@ impl EngineBuilder {
                 recovered_records += recovered.report.records;
             }
         }
+        // After recovery (which checked the logged sets and delivered nothing): the config
+        // file's triggers, logged where they differ from the recovered ones, and delivery.
+        let first = u64::from(!cfg.triggers.is_empty());
+        let triggers = TriggerSet::compile(&cfg.triggers, first, &cfg.webhook.url)
+            .map_err(|e| StartError::Config(format!("triggers: {e}")))?;
+        let triggers = Arc::new(triggers);
+        let trigger_hub = Arc::new(TriggerHub::default());
+        for shard in &mut shards {
+            shard.install_triggers(triggers.clone());
+            shard.attach_trigger_hub(trigger_hub.clone());
+        }
         let sweeper = Arc::new(Sweeper::default());
         let cells = shards
             .into_iter()
@@ -295,6 +315,9 @@ impl EngineBuilder {
             experiments,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),
+            triggers: RwLock::new(triggers),
+            replacing_triggers: Mutex::new(()),
+            trigger_hub,
             spin: Config::spin(cfg.reply_spin_us),
             cfg,
             space,
@@ -893,6 +916,55 @@ impl Engine {
         self.inner.rules.read().clone()
     }
 
+    /// Replaces the threshold triggers (`docs/triggers.md`) and returns the new set's
+    /// version, once every shard checks the new set; a set with one bad trigger is refused
+    /// whole with `invalid` naming `triggers` (the message names the trigger, the field and
+    /// the position), and the set in force stays. Each shard logs the set, so a replay
+    /// checks the set that was in force at each event. Blocks until every shard took it.
+    pub fn set_triggers(&self, specs: &[crate::config::TriggerConfig]) -> Result<u64, Error> {
+        let _replacing = self.inner.replacing_triggers.lock();
+        let current = self.inner.triggers.read().clone();
+        let next = current
+            .replaced_by(specs, &self.inner.cfg.webhook.url)
+            .map_err(|e| Error::invalid("triggers", Problem::Rejected(e.to_string())))?;
+        let next = Arc::new(next);
+        let version = next.version();
+        self.broadcast(|r| Msg::SetTriggers(next.clone(), r), ())
+            .wait()?;
+        *self.inner.triggers.write() = next;
+        Ok(version)
+    }
+
+    /// The threshold triggers in force.
+    pub fn triggers(&self) -> Arc<TriggerSet> {
+        self.inner.triggers.read().clone()
+    }
+
+    /// Pushes every firing of trigger `name` (for any user) to `sink`'s `fired`, until
+    /// `unsubscribe_trigger`; the name need not be defined yet. Returns the subscription's id.
+    pub fn subscribe_trigger(&self, name: &str, sink: Arc<dyn UpdateSink>) -> Result<u64, Error> {
+        crate::ids::validate_id("trigger", name)?;
+        let id = self.inner.next_subscription.fetch_add(1, Ordering::Relaxed);
+        self.inner.trigger_hub.subscribe(name, id, sink);
+        Ok(id)
+    }
+
+    /// Ends a subscription to a trigger's name; true if it was open.
+    pub fn unsubscribe_trigger(&self, subscription: u64) -> bool {
+        self.inner.trigger_hub.unsubscribe(subscription)
+    }
+
+    /// Adds a sink that takes every fired trigger from now on (the server's webhook).
+    pub fn add_trigger_sink(&self, sink: Arc<dyn crate::api::TriggerSink>) {
+        self.inner.trigger_hub.add_sink(sink);
+    }
+
+    /// The webhook's counters, for the sender to count what it delivered, retried, gave up
+    /// and dropped; `stats` reports them.
+    pub fn trigger_delivery_counters(&self) -> Arc<DeliveryCounters> {
+        self.inner.trigger_hub.counters()
+    }
+
     /// The experiment's results now: every shard's counters summed, each arm against the
     /// first by the always-valid test, the sample-ratio check, the status.
     pub fn experiment_results(&self, name: &str) -> Result<ExperimentResults, Error> {
@@ -1002,6 +1074,7 @@ impl Engine {
             catalog_items: inner.catalog.len() as u64,
             shards,
             durability,
+            triggers: inner.trigger_hub.stats(),
         }
     }
 

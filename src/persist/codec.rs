@@ -39,6 +39,9 @@ mod tag {
     /// A template decision (issue 15): user, template name and version, per slot its name
     /// and its variants' item ids and attributes, context, time, flags.
     pub const DECIDE_TEMPLATE: u8 = 13;
+    /// The threshold triggers in force from here on (issue 14): the set's version, then
+    /// each trigger's definition and version.
+    pub const TRIGGERS: u8 = 14;
 }
 
 /// One decoded log record: an input the shard applied, in the order it applied them.
@@ -69,6 +72,8 @@ pub enum Record {
     Consent(u64, crate::consent::Consent),
     /// `Engine::tick` moved the shard's event time to this (Unix ms).
     Advance(u64),
+    /// The threshold triggers in force from here on: the set's version and definitions.
+    Triggers(u64, Vec<(crate::config::TriggerConfig, u64)>),
     /// A tick at `now_ms`; `mix` is what the tick's mix pulled, if it mixed.
     Tick {
         /// The tick's time.
@@ -76,6 +81,26 @@ pub enum Record {
         /// The mix, if one happened.
         mix: Option<Pulled>,
     },
+}
+
+/// `Triggers`: the set's version, the count, then per trigger its name, `when`,
+/// `cooldown_s`, `webhook` (0 unset, 1 false, 2 true), `webhook_url` and version.
+pub fn triggers(out: &mut Vec<u8>, set: &crate::triggers::TriggerSet) {
+    out.push(tag::TRIGGERS);
+    put_u64(out, set.version());
+    put_u32(out, set.specs().len() as u32);
+    for (t, version) in set.specs() {
+        put_str(out, &t.name);
+        put_str(out, &t.when);
+        put_u64(out, t.cooldown_s);
+        out.push(match t.webhook {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        put_opt_str(out, t.webhook_url.as_deref());
+        put_u64(out, *version);
+    }
 }
 
 /// `Start`.
@@ -321,6 +346,26 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
                 _ => Some(d.pulled()?),
             },
         },
+        tag::TRIGGERS => {
+            let version = d.u64()?;
+            let n = d.len()?;
+            let mut specs = Vec::new();
+            for _ in 0..n {
+                let spec = crate::config::TriggerConfig {
+                    name: d.string()?,
+                    when: d.string()?,
+                    cooldown_s: d.u64()?,
+                    webhook: match d.u8()? {
+                        0 => None,
+                        1 => Some(false),
+                        _ => Some(true),
+                    },
+                    webhook_url: d.opt_string()?,
+                };
+                specs.push((spec, d.u64()?));
+            }
+            Record::Triggers(version, specs)
+        }
         other => return Err(format!("unknown record tag {other}")),
     };
     if d.at != bytes.len() {
@@ -749,6 +794,38 @@ impl<'a> Dec<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trigger_set_round_trips() {
+        use crate::config::TriggerConfig;
+        let specs = [
+            TriggerConfig {
+                name: "offer".into(),
+                when: "user.scroll_depth > 0.7".into(),
+                cooldown_s: 600,
+                webhook: Some(false),
+                webhook_url: None,
+            },
+            TriggerConfig {
+                name: "souring".into(),
+                when: "user.sentiment < -0.4".into(),
+                cooldown_s: 0,
+                webhook: None,
+                webhook_url: Some("http://h:1/x".into()),
+            },
+        ];
+        let v1 = crate::triggers::TriggerSet::compile(&specs[..1], 1, "").unwrap();
+        let set = v1.replaced_by(&specs, "").unwrap();
+        let mut out = Vec::new();
+        triggers(&mut out, &set);
+        let Record::Triggers(version, back) = decode(&out).unwrap() else {
+            panic!("a trigger set")
+        };
+        assert_eq!((version, back.as_slice()), (2, set.specs()));
+        for cut in 1..out.len() {
+            assert!(decode(&out[..cut]).is_err(), "cut at {cut}");
+        }
+    }
 
     #[test]
     fn an_event_round_trips() {

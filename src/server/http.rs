@@ -131,6 +131,12 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route(web::delete().to(stop_experiment))
                 .default_service(only("GET, DELETE")),
         )
+        .service(
+            web::resource("/v1/triggers")
+                .route(web::get().to(get_triggers))
+                .route(web::put().to(put_triggers))
+                .default_service(only("GET, PUT")),
+        )
         .service(get("/v1/stats", web::get().to(stats)))
         .service(get("/v1/ws", web::get().to(ws::handler)))
         .service(get("/livez", web::get().to(live)))
@@ -293,6 +299,16 @@ async fn get_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpRespo
 
 async fn delete_user(shared: web::Data<Shared>, id: web::Path<String>) -> HttpResponse {
     url_op(shared, Op::Forget(id.into_inner())).await
+}
+
+/// `GET /v1/triggers`: the threshold triggers in force.
+async fn get_triggers(shared: web::Data<Shared>) -> HttpResponse {
+    url_op(shared, Op::Triggers(None)).await
+}
+
+/// `PUT /v1/triggers` with `{"triggers":[…]}`: replaces them (the `triggers` op's body).
+async fn put_triggers(shared: web::Data<Shared>, body: web::Bytes) -> HttpResponse {
+    one_op(shared, body, OpKind::Triggers).await
 }
 
 async fn list_experiments(shared: web::Data<Shared>) -> HttpResponse {

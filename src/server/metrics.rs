@@ -535,7 +535,53 @@ fn render_engine(out: &mut String, stats: &Stats) {
     let _ = writeln!(out, "nudge_shards_failed {failed}");
     header(out, "nudge_catalog_items", "Items in the catalog.", "gauge");
     let _ = writeln!(out, "nudge_catalog_items {}", stats.catalog_items);
+    render_triggers(out, stats);
     render_durability(out, stats);
+}
+
+/// Fired triggers by name (operator-defined, bounded by the trigger sets; no user labels)
+/// and the webhook's counters.
+fn render_triggers(out: &mut String, stats: &Stats) {
+    let t = &stats.triggers;
+    header(
+        out,
+        "nudge_triggers_fired_total",
+        "Threshold triggers fired and delivered since start, by trigger.",
+        "counter",
+    );
+    for (name, n) in &t.fired {
+        let label = name
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = writeln!(out, "nudge_triggers_fired_total{{trigger=\"{label}\"}} {n}");
+    }
+    let webhook = [
+        (
+            "nudge_webhook_delivered_total",
+            "Fired triggers the webhook accepted (2xx).",
+            t.webhook_delivered_total,
+        ),
+        (
+            "nudge_webhook_retried_total",
+            "Webhook attempts retried after a 5xx, a connection error or a timeout.",
+            t.webhook_retried_total,
+        ),
+        (
+            "nudge_webhook_failed_total",
+            "Fired triggers the webhook gave up on (attempts exhausted, or a 4xx).",
+            t.webhook_failed_total,
+        ),
+        (
+            "nudge_webhook_dropped_total",
+            "Fired triggers dropped because the webhook's queue was full.",
+            t.webhook_dropped_total,
+        ),
+    ];
+    for (name, help, v) in webhook {
+        header(out, name, help, "counter");
+        let _ = writeln!(out, "{name} {v}");
+    }
 }
 
 /// The write-ahead logs' counters, when the engine keeps a data directory.

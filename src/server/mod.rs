@@ -27,6 +27,7 @@ pub mod metrics;
 mod segment;
 mod session;
 mod tcp;
+mod webhook;
 mod ws;
 
 use std::future::Future;
@@ -205,6 +206,11 @@ pub async fn serve_on(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Fired triggers go to the webhook from its own thread, through a bounded queue.
+    let hook =
+        webhook::Webhook::start(&engine.config().webhook, engine.trigger_delivery_counters())?;
+    let hook = Arc::new(hook);
+    engine.add_trigger_sink(hook.clone());
     let mut cfg = cfg;
     cfg.max_connections = fd_limit::fit(cfg.max_connections);
     let shared = Arc::new(Shared {
@@ -262,6 +268,8 @@ pub async fn serve_on(
     info!("draining the engine's shards");
     let engine = shared.engine.clone();
     let _ = tokio::task::spawn_blocking(move || engine.shutdown()).await;
+    // Firings still queued for the webhook are dropped (and counted), not waited for.
+    hook.close();
     info!("stopped");
     Ok(())
 }

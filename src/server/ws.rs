@@ -1,5 +1,6 @@
 //! The WebSocket front end (actix-ws) at `/v1/ws`: one op or batch per text frame, replies
-//! in request order, plus `subscribe`/`unsubscribe` pushes of `UserUpdate`s.
+//! in request order, plus `subscribe`/`unsubscribe` pushes of `UserUpdate`s and of the
+//! firings of a trigger subscribed to by name.
 //!
 //! The protocol, subscriptions included, is the shared `session`'s (given this socket's push
 //! queue); this module owns the framing, the push queue and WebSocket's own rules. Like TCP, a
@@ -32,14 +33,22 @@ use super::http_errors::error_reply_as;
 use super::metrics::{Metrics, Transport};
 use super::session::{Done, Session};
 use super::Shared;
-use crate::api::{UpdateSink, UserUpdate};
-use crate::wire::{write_push, write_reply, Parser, WireError};
+use crate::api::{TriggerFiring, UpdateSink, UserUpdate};
+use crate::wire::{write_push, write_reply, write_trigger_push, Parser, WireError};
 use actix_web::http::StatusCode;
+
+/// One push waiting for its socket.
+enum Push {
+    /// A subscribed user's update.
+    User(UserUpdate),
+    /// A firing of a trigger subscribed to by name.
+    Trigger(TriggerFiring),
+}
 
 /// A socket's bounded queue of pushes: the thread that runs the shard pushes, the socket's task
 /// drains. Never blocks a shard: when full, the oldest update is dropped and counted.
 pub(super) struct PushQueue {
-    queue: Mutex<VecDeque<UserUpdate>>,
+    queue: Mutex<VecDeque<Push>>,
     capacity: usize,
     /// Updates this socket lost because it fell behind.
     dropped: AtomicU64,
@@ -50,6 +59,16 @@ pub(super) struct PushQueue {
 
 impl UpdateSink for PushQueue {
     fn push(&self, update: UserUpdate) {
+        self.enqueue(Push::User(update));
+    }
+
+    fn fired(&self, firing: &TriggerFiring) {
+        self.enqueue(Push::Trigger(firing.clone()));
+    }
+}
+
+impl PushQueue {
+    fn enqueue(&self, update: Push) {
         {
             let mut q = self.queue.lock();
             if q.len() >= self.capacity {
@@ -300,10 +319,14 @@ impl Socket {
     /// Writes every queued push into `out`, one frame each.
     fn take_pushes(&mut self) {
         loop {
-            let Some(update) = self.queue.queue.lock().pop_front() else {
+            let Some(push) = self.queue.queue.lock().pop_front() else {
                 return;
             };
-            write_push(&mut self.out, &update, self.queue.dropped.load(Relaxed));
+            let dropped = self.queue.dropped.load(Relaxed);
+            match push {
+                Push::User(update) => write_push(&mut self.out, &update, dropped),
+                Push::Trigger(firing) => write_trigger_push(&mut self.out, &firing, dropped),
+            }
             self.frames.push((self.out.len(), true));
         }
     }

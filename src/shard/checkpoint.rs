@@ -272,6 +272,8 @@ impl Shard {
                 return;
             }
         };
+        // A replay from this position begins with the triggers in force.
+        self.log_trigger_set();
         let state = self.snapshot_state();
         let master: store::Deferred<Option<Vec<u8>>> = match &self.mixer {
             Some(m) => {

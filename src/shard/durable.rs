@@ -295,6 +295,7 @@ impl Shard {
                 self.on_consent(key, consent);
             }
             Record::Advance(now_ms) => self.advance_to(now_ms),
+            Record::Triggers(version, specs) => self.replay_triggers(version, specs),
             Record::Tick { now_ms, mix } => {
                 self.on_tick(now_ms, Replayed::Yes(mix));
             }

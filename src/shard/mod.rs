@@ -19,6 +19,7 @@ mod saturated;
 pub mod seen;
 pub mod subscriptions;
 pub mod templated;
+mod triggered;
 pub mod users;
 pub mod worker;
 

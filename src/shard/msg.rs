@@ -153,6 +153,9 @@ pub enum Msg {
     Unsubscribe(UserId, u64, Reply<()>),
     /// A copy of this shard's counters of one experiment's arms.
     ExperimentTally(u32, Reply<Vec<crate::experiment::ArmTally>>),
+    /// Replace the threshold triggers checked after each event (logged, so a replay checks
+    /// the set that was in force).
+    SetTriggers(Arc<crate::triggers::TriggerSet>, Reply<()>),
     /// Reply once every earlier message has been handled.
     Barrier(Reply<()>),
     /// Checkpoint now and wait for it to commit (`Engine::checkpoint`); replies whether it

@@ -50,7 +50,7 @@ const PASSIVATION_BUDGET: usize = 4096;
 /// writer; readers see values at most one batch old.
 #[derive(Debug, Default)]
 pub struct Counters {
-    values: [AtomicU64; 16],
+    values: [AtomicU64; 17],
 }
 
 impl Counters {
@@ -72,6 +72,7 @@ impl Counters {
             s.open_decisions,
             s.rules_fired_total,
             s.rule_errors_total,
+            s.triggers_fired_total,
         ];
         for (i, (slot, x)) in self.values.iter().zip(v).enumerate() {
             // Slot 8 (`busy_total`) is counted by callers, not published by the shard.
@@ -111,6 +112,7 @@ impl Counters {
             open_decisions: v[13],
             rules_fired_total: v[14],
             rule_errors_total: v[15],
+            triggers_fired_total: v[16],
             failed: false,
         }
     }
@@ -153,6 +155,11 @@ pub struct Shard {
     pub(super) rule_matches: ItemMatches,
     /// Users' consent and the users kept in memory only (issue 15).
     pub(super) consents: Consents,
+    /// The threshold triggers checked after each event (issue 14; `triggered.rs`).
+    pub(super) triggers: Arc<crate::triggers::TriggerSet>,
+    /// Where fired triggers are delivered beyond the reply; `None` while the shard replays
+    /// its log (recovery never delivers) and in a shard built without one.
+    pub(super) trigger_hub: Option<Arc<crate::triggers::TriggerHub>>,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -198,6 +205,8 @@ impl Shard {
             checkpoints: None,
             rule_matches: ItemMatches::default(),
             consents: Consents::new(&cfg_consent),
+            triggers: Arc::default(),
+            trigger_hub: None,
         }
     }
 
@@ -363,6 +372,10 @@ impl Shard {
                     wal.record(|out| codec::tick(out, now_ms, mix.as_ref()), false);
                 }
                 self.checkpoint_step();
+            }
+            Msg::SetTriggers(set, reply) => {
+                self.install_triggers(set);
+                reply.send(());
             }
             Msg::Advance(now_ms, reply) => {
                 self.log_input(|out| codec::advance(out, now_ms));
@@ -643,9 +656,10 @@ impl Shard {
                 }
             }
         }
+        ack.triggers = self.check_triggers(&ev);
         self.settle_evictions();
         if self.subscriptions.watched(ev.user.key()) {
-            self.push_update(&ev);
+            self.push_update(&ev, &ack.triggers);
         }
         Ok(ack)
     }
@@ -1173,10 +1187,11 @@ impl Shard {
             top,
             signals: actor.signals.summary(&self.learner.cfg.hygiene),
             engagement_drop: false,
+            triggers: Vec::new(),
         });
     }
 
-    fn push_update(&mut self, ev: &ValidEvent) {
+    fn push_update(&mut self, ev: &ValidEvent, triggers: &[Arc<str>]) {
         let Some(user) = self.users.peek(&ev.user) else {
             return;
         };
@@ -1195,6 +1210,7 @@ impl Shard {
                 top,
                 signals: summary.clone(),
                 engagement_drop: dropped,
+                triggers: triggers.to_vec(),
             });
         }
     }

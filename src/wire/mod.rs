@@ -30,6 +30,7 @@ mod saturation;
 mod segment;
 mod syntax;
 mod template;
+mod triggers;
 
 use std::fmt;
 
@@ -42,6 +43,7 @@ pub use parse::{recover_id, Parser, MIN_TS_MS};
 pub use reply::{write_error, write_events_summary, write_push, write_reply, Reply};
 pub use segment::{parse_time_ms, CallType, Scalar, SegmentCall};
 pub use template::TemplateOp;
+pub use triggers::{write_firing, write_trigger_push};
 
 /// A request's `id`, echoed in its reply: a number, a string, or absent.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -106,11 +108,13 @@ pub enum OpKind {
     Consent,
     /// `template`: register a template version, read its versions, or roll back (issue 15).
     Template,
+    /// `triggers`: replace the threshold triggers (with `triggers`), or read them (without).
+    Triggers,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 22] = [
+    pub const ALL: [OpKind; 23] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -133,6 +137,7 @@ impl OpKind {
         OpKind::Tone,
         OpKind::Consent,
         OpKind::Template,
+        OpKind::Triggers,
     ];
 
     /// The op's wire name.
@@ -160,6 +165,7 @@ impl OpKind {
             OpKind::Tone => "tone",
             OpKind::Consent => "consent",
             OpKind::Template => "template",
+            OpKind::Triggers => "triggers",
         }
     }
 
@@ -322,6 +328,12 @@ pub enum Op {
     },
     /// Register, read or roll back a template.
     Template(TemplateOp),
+    /// Replace the threshold triggers (`Some`), or read them (`None`).
+    Triggers(Option<Vec<crate::config::TriggerConfig>>),
+    /// Push every firing of a trigger, by name (WebSocket only; `subscribe` with `trigger`).
+    SubscribeTrigger(String),
+    /// Stop pushing a trigger's firings (`unsubscribe` with `trigger`).
+    UnsubscribeTrigger(String),
 }
 
 impl Op {
@@ -352,6 +364,9 @@ impl Op {
             Op::DecideTemplate(_) => OpKind::Decide,
             Op::RewardDecision { .. } => OpKind::Reward,
             Op::Template(_) => OpKind::Template,
+            Op::Triggers(_) => OpKind::Triggers,
+            Op::SubscribeTrigger(_) => OpKind::Subscribe,
+            Op::UnsubscribeTrigger(_) => OpKind::Unsubscribe,
         }
     }
 }

@@ -218,6 +218,8 @@ struct Fields<'t, 'i> {
     template: Option<Json<'t, 'i>>,
     values: Option<Json<'t, 'i>>,
     version: Option<Json<'t, 'i>>,
+    triggers: Option<Json<'t, 'i>>,
+    trigger: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -255,6 +257,8 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "template" => &mut f.template,
             "values" => &mut f.values,
             "version" => &mut f.version,
+            "triggers" => &mut f.triggers,
+            "trigger" => &mut f.trigger,
             _ => continue,
         };
         *slot = Some(val);
@@ -330,8 +334,7 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         OpKind::RemoveItem => Op::RemoveItem(required(f.item, "item")?.to_string()),
         OpKind::User => Op::User(required(f.user, "user")?.to_string()),
         OpKind::Forget => Op::Forget(required(f.user, "user")?.to_string()),
-        OpKind::Subscribe => Op::Subscribe(required(f.user, "user")?.to_string()),
-        OpKind::Unsubscribe => Op::Unsubscribe(required(f.user, "user")?.to_string()),
+        OpKind::Subscribe | OpKind::Unsubscribe => subscription(f, kind)?,
         OpKind::Ping => Op::Ping,
         OpKind::Stats => Op::Stats,
         OpKind::CreateExperiment => Op::CreateExperiment {
@@ -367,6 +370,7 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
             explain: optional_bool(f.explain, "explain")?.unwrap_or(false),
         }),
         OpKind::Template => Op::Template(super::template::op(f.template, f.name, f.version)?),
+        OpKind::Triggers => Op::Triggers(super::triggers::triggers(f.triggers)?),
         OpKind::Batch if nested => return Err(WireError::NestedBatch),
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;
@@ -378,6 +382,18 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
 
 /// Parses the fields of an event (`user`, `type`, `item`, `value`, `ts`, `context`,
 /// `decision`). A `type` that is not built in stays a name: only the engine knows aliases.
+/// `subscribe`/`unsubscribe` to a user (`user`) or to a trigger's name (`trigger`).
+fn subscription(f: &Fields<'_, '_>, kind: OpKind) -> Result<Op, WireError> {
+    let subscribe = kind == OpKind::Subscribe;
+    match (string(f.trigger, "trigger")?, f.user) {
+        (Some(_), Some(_)) => Err(malformed("trigger", "absent when `user` is given")),
+        (Some(t), None) if subscribe => Ok(Op::SubscribeTrigger(t.to_string())),
+        (Some(t), None) => Ok(Op::UnsubscribeTrigger(t.to_string())),
+        (None, _) if subscribe => Ok(Op::Subscribe(required(f.user, "user")?.to_string())),
+        (None, _) => Ok(Op::Unsubscribe(required(f.user, "user")?.to_string())),
+    }
+}
+
 fn event(f: &Fields<'_, '_>) -> Result<EventRequest, WireError> {
     let name = required(f.kind, "type")?;
     let kind = match EventKind::parse_builtin(name) {

@@ -74,6 +74,8 @@ pub enum Reply {
     ),
     /// The rule set in force (after a replacement, the new one).
     Rules(std::sync::Arc<crate::rules::RuleSet>),
+    /// The threshold triggers in force (after a replacement, or read).
+    Triggers(std::sync::Arc<crate::triggers::TriggerSet>),
     /// A user's live features (`None`: the engine holds nothing for them).
     Features(Option<Vec<(crate::actor::Feature, crate::actor::features::FeatureValue)>>),
     /// A template decision was made (issue 15).
@@ -139,6 +141,7 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
                 key(out, "withheld");
                 write_bool(out, true);
             }
+            super::triggers::fired(out, &ack.triggers);
         }
         Reply::Decided(d) => decision(out, d),
         Reply::Consented(c, erased) => {
@@ -219,6 +222,7 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
         Reply::ExperimentResults(r) => super::experiment::results(out, r),
         Reply::Experiments(all, audit) => super::experiment::list(out, all, audit),
         Reply::Rules(set) => super::rules::set(out, set),
+        Reply::Triggers(set) => super::triggers::set(out, set),
         Reply::Features(features) => {
             key(out, "features");
             match features {
@@ -410,6 +414,7 @@ fn shard_stats(out: &mut Vec<u8>, s: &ShardStats) {
         ("mixes_total", s.mixes_total),
         ("rules_fired_total", s.rules_fired_total),
         ("rule_errors_total", s.rule_errors_total),
+        ("triggers_fired_total", s.triggers_fired_total),
     ];
     out.push(b'{');
     for (i, (name, v)) in parts.into_iter().enumerate() {
@@ -434,7 +439,9 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
         }
         shard_stats(out, sh);
     }
-    out.extend_from_slice(b"],\"durability\":");
+    out.extend_from_slice(b"],\"triggers\":");
+    trigger_stats(out, &s.triggers);
+    out.extend_from_slice(b",\"durability\":");
     match &s.durability {
         None => out.extend_from_slice(b"null"),
         Some(d) => {
@@ -474,8 +481,32 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
     out.push(b'}');
 }
 
+fn trigger_stats(out: &mut Vec<u8>, t: &crate::api::TriggerStats) {
+    out.extend_from_slice(b"{\"fired\":{");
+    for (i, (name, n)) in t.fired.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        key(out, name);
+        write_u64(out, *n);
+    }
+    out.push(b'}');
+    for (name, v) in [
+        ("webhook_delivered_total", t.webhook_delivered_total),
+        ("webhook_retried_total", t.webhook_retried_total),
+        ("webhook_failed_total", t.webhook_failed_total),
+        ("webhook_dropped_total", t.webhook_dropped_total),
+    ] {
+        out.push(b',');
+        key(out, name);
+        write_u64(out, v);
+    }
+    out.push(b'}');
+}
+
 /// Appends the summary of a multi-event request (`POST /v1/events`):
-/// `{"accepted":n,"rejected":m,"errors":[{"index":i,"id":…,"error":{…}}]}`.
+/// `{"accepted":n,"rejected":m,"errors":[{"index":i,"id":…,"error":{…}}]}`, and
+/// `"triggers":[{"index":i,"id":…,"triggers":[…]}]` when some event fired threshold triggers.
 pub fn write_events_summary(out: &mut Vec<u8>, results: &[(ReqId, Reply)]) {
     let rejected = results
         .iter()
@@ -501,7 +532,26 @@ pub fn write_events_summary(out: &mut Vec<u8>, results: &[(ReqId, Reply)]) {
         // `one` is `{"id":…,"error":{…}}`: splice its members after `"index":i,`.
         out.extend_from_slice(&one[1..]);
     }
-    out.extend_from_slice(b"]}");
+    out.push(b']');
+    let mut first = true;
+    for (i, (id, r)) in results.iter().enumerate() {
+        let Reply::Acked(ack) = r else { continue };
+        if ack.triggers.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(if first { &b",\"triggers\":["[..] } else { b"," });
+        first = false;
+        out.extend_from_slice(b"{\"index\":");
+        write_u64(out, i as u64);
+        out.extend_from_slice(b",\"id\":");
+        write_id(out, id);
+        super::triggers::fired(out, &ack.triggers);
+        out.push(b'}');
+    }
+    if !first {
+        out.push(b']');
+    }
+    out.push(b'}');
 }
 
 /// Appends a push about a subscribed user: `{"push":"user_update",…}`. `dropped` is how many
@@ -528,6 +578,7 @@ pub fn write_push(out: &mut Vec<u8>, u: &UserUpdate, dropped: u64) {
     signals(out, &u.signals);
     out.extend_from_slice(b",\"engagement_drop\":");
     write_bool(out, u.engagement_drop);
+    super::triggers::fired(out, &u.triggers);
     out.extend_from_slice(b",\"dropped\":");
     write_u64(out, dropped);
     out.push(b'}');

@@ -101,6 +101,13 @@ async fn single(engine: &Engine, op: Op) -> Reply {
             Err(e) => failed(e),
         },
         Op::Rules(None) => Reply::Rules(engine.rules()),
+        // A replacement reaches every shard (each logs it) before the reply; a bad trigger
+        // changes nothing.
+        Op::Triggers(Some(triggers)) => match engine.set_triggers(&triggers) {
+            Ok(_) => Reply::Triggers(engine.triggers()),
+            Err(e) => failed(e),
+        },
+        Op::Triggers(None) => Reply::Triggers(engine.triggers()),
         Op::Features(id) => match engine.user_async(&id).await {
             Ok(u) => Reply::Features(u.map(|u| u.features)),
             Err(e) => failed(e),
@@ -121,7 +128,10 @@ async fn single(engine: &Engine, op: Op) -> Reply {
         Op::Ping => Reply::Pong,
         Op::Stats => Reply::Stats(Box::new(engine.stats())),
         Op::Batch(_) => Reply::Failed(WireError::NestedBatch),
-        Op::Subscribe(_) | Op::Unsubscribe(_) => Reply::Failed(WireError::Unsupported(
+        Op::Subscribe(_)
+        | Op::Unsubscribe(_)
+        | Op::SubscribeTrigger(_)
+        | Op::UnsubscribeTrigger(_) => Reply::Failed(WireError::Unsupported(
             "subscriptions are available on WebSocket only",
         )),
     }

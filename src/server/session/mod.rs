@@ -65,6 +65,8 @@ struct Subscriptions {
     sink: Arc<dyn UpdateSink>,
     /// Open subscriptions (user, id), closed by `close`.
     open: Vec<(String, u64)>,
+    /// Open subscriptions to triggers' names (name, id), closed by `close`.
+    triggers: Vec<(String, u64)>,
 }
 
 impl Session {
@@ -93,6 +95,7 @@ impl Session {
         self.pushes = Some(Subscriptions {
             sink,
             open: Vec::new(),
+            triggers: Vec::new(),
         });
         self
     }
@@ -128,6 +131,8 @@ impl Session {
             Op::Ping => self.ready(id, OpKind::Ping, Reply::Pong, started),
             Op::Subscribe(user) => self.subscribe(id, user, started),
             Op::Unsubscribe(user) => self.unsubscribe(id, user, started),
+            Op::SubscribeTrigger(name) => self.subscribe_trigger(id, name, started),
+            Op::UnsubscribeTrigger(name) => self.unsubscribe_trigger(id, name, started),
             op => {
                 let kind = op.kind();
                 let shared = self.shared.clone();
@@ -285,9 +290,51 @@ impl Session {
         });
     }
 
+    /// Subscribes this session to every firing of trigger `name` (once: a second
+    /// `subscribe` answers the same subscription). The engine's hub takes it at once.
+    fn subscribe_trigger(&mut self, id: ReqId, name: String, started: Instant) {
+        let Some(pushes) = &mut self.pushes else {
+            let why = "subscriptions are available on WebSocket only";
+            let reply = Reply::Failed(WireError::Unsupported(why));
+            return self.ready(id, OpKind::Subscribe, reply, started);
+        };
+        let reply = match pushes.triggers.iter().find(|(n, _)| *n == name) {
+            Some(&(_, subscription)) => Reply::Subscribed { subscription },
+            None => match self
+                .shared
+                .engine
+                .subscribe_trigger(&name, pushes.sink.clone())
+            {
+                Ok(subscription) => {
+                    pushes.triggers.push((name, subscription));
+                    Reply::Subscribed { subscription }
+                }
+                Err(e) => Reply::Failed(e.into()),
+            },
+        };
+        self.ready(id, OpKind::Subscribe, reply, started);
+    }
+
+    /// Ends this session's subscription to trigger `name`, if it has one.
+    fn unsubscribe_trigger(&mut self, id: ReqId, name: String, started: Instant) {
+        let Some(pushes) = &mut self.pushes else {
+            let why = "subscriptions are available on WebSocket only";
+            let reply = Reply::Failed(WireError::Unsupported(why));
+            return self.ready(id, OpKind::Unsubscribe, reply, started);
+        };
+        for (_, subscription) in pushes.triggers.iter().filter(|(n, _)| *n == name) {
+            self.shared.engine.unsubscribe_trigger(*subscription);
+        }
+        pushes.triggers.retain(|(n, _)| *n != name);
+        self.ready(id, OpKind::Unsubscribe, Reply::Unsubscribed, started);
+    }
+
     /// Closes every subscription the session opened (when its connection ends).
     pub(super) async fn close(&mut self) {
         if let Some(pushes) = &mut self.pushes {
+            for (_, subscription) in std::mem::take(&mut pushes.triggers) {
+                self.shared.engine.unsubscribe_trigger(subscription);
+            }
             unsubscribe_all(&self.shared, std::mem::take(&mut pushes.open)).await;
         }
     }
