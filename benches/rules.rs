@@ -105,6 +105,7 @@ fn apply(c: &mut Criterion) {
                 hygiene: &hygiene,
                 session_idle_s: 1800,
                 now_ms: T0,
+                segment: None,
             },
             ctx: &ctx,
             arm: None,

@@ -62,8 +62,8 @@ pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    RuleEffect, ScoreParts, ShardStats, SignalSummary, Stats, UpdateCause, UpdateSink, UserExport,
-    UserUpdate,
+    RuleEffect, ScoreParts, SegmentLabel, SegmentReport, ShardStats, SignalSummary, Stats,
+    UpdateCause, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig};

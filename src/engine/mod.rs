@@ -7,6 +7,7 @@
 //! authoritative copy, the shards' cells and the timer thread.
 
 pub mod pending;
+mod segments;
 pub mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,7 @@ use crate::config::{Config, FsyncPolicy, OnFull, PolicyKind};
 use crate::error::{Error, Problem, StartError};
 use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec, Registry};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
+use crate::model::segments::SegmentMaster;
 use crate::model::{FeatureSpace, Mixer};
 use crate::persist::{store, Checkpointer, DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
 use crate::rules::RuleSet;
@@ -77,6 +79,8 @@ struct Inner {
     rules: RwLock<Arc<RuleSet>>,
     /// Whether the set in force has rules: while it has none, a decision skips the lock.
     any_rules: AtomicBool,
+    /// The shared segment centroids and their names (`None`: `segments.k = 0`).
+    segments: Option<Arc<SegmentMaster>>,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -173,6 +177,11 @@ impl EngineBuilder {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let n = cfg.shard_count();
         let mixer = (n > 1).then(|| Arc::new(Mixer::new(cfg.model.dim, n)));
+        let seg = &cfg.segments;
+        let segments = (seg.k > 0).then(|| {
+            let dim = 2 * cfg.model.dim;
+            Arc::new(SegmentMaster::new(seg.k, dim, seg.memory, cfg.seed))
+        });
         // Decision ids start from the start time so ids of two runs do not collide.
         let first_sequence = ((clock.now_ms() / 1000) << 16) & 0x7fff_ffff_ffff;
         let data = match cfg.data_dir.as_deref() {
@@ -190,6 +199,7 @@ impl EngineBuilder {
                     counters[i].clone(),
                 )
                 .with_log(self.log.clone())
+                .with_segments(segments.clone())
             })
             .collect();
         let recovery_started = std::time::Instant::now();
@@ -209,6 +219,9 @@ impl EngineBuilder {
             let store = Arc::new(data.store(self.repair)?);
             if let (Some(mixer), Some(bytes)) = (&mixer, store.master()?) {
                 mixer.restore(store::decode(&bytes, store.path(), "the master model")?);
+            }
+            if let (Some(segments), Some(bytes)) = (&segments, store.segments()?) {
+                segments.restore(store::decode(&bytes, store.path(), "the segments")?);
             }
             let every = Duration::from_secs(cfg.durability.checkpoint_interval_s);
             let spawned = Checkpointer::spawn(store, n)?;
@@ -279,6 +292,7 @@ impl EngineBuilder {
                 .map_err(|e| StartError::Config(format!("experiments: {e}")))?;
         }
         let inner = Arc::new(Inner {
+            segments,
             experiments,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),
@@ -973,6 +987,7 @@ impl Engine {
             catalog_items: inner.catalog.len() as u64,
             shards,
             durability,
+            segments: Vec::new(),
         }
     }
 

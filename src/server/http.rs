@@ -3,7 +3,7 @@
 //!
 //! Routes: `POST /v1/events` (one object, an array, or NDJSON), `POST /v1/decide`,
 //! `POST /v1/reward`, `GET`/`PUT`/`DELETE /v1/items/{id}`, `GET`/`DELETE /v1/users/{id}`,
-//! `GET /v1/stats`, `GET /livez` (and `/healthz`), `GET /readyz`, `GET /metrics`. Bodies are
+//! `GET /v1/segments`, `PUT /v1/segments/{segment}`, `GET /v1/stats`, `GET /livez` (and `/healthz`), `GET /readyz`, `GET /metrics`. Bodies are
 //! the TCP ops' JSON without `op`; replies are the same JSON as on TCP, with the HTTP status
 //! its error code owns (`ErrorCode::http_status`). Each request runs through a `session` of
 //! its own (the same one TCP and WebSocket run per connection): this module only frames.
@@ -127,6 +127,12 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route(web::get().to(experiment_results))
                 .route(web::delete().to(stop_experiment))
                 .default_service(only("GET, DELETE")),
+        )
+        .service(get("/v1/segments", web::get().to(list_segments)))
+        .service(
+            web::resource("/v1/segments/{segment}")
+                .route(web::put().to(name_segment))
+                .default_service(only("PUT")),
         )
         .service(get("/v1/stats", web::get().to(stats)))
         .service(get("/v1/ws", web::get().to(ws::handler)))
@@ -300,6 +306,32 @@ async fn stop_experiment(shared: web::Data<Shared>, name: web::Path<String>) -> 
     url_op(shared, op).await
 }
 
+async fn list_segments(shared: web::Data<Shared>) -> HttpResponse {
+    let op = Op::Segments {
+        segment: None,
+        name: None,
+    };
+    url_op(shared, op).await
+}
+
+/// `PUT /v1/segments/{segment}` with `{"name":…}` names the segment (its id or current name).
+async fn name_segment(
+    shared: web::Data<Shared>,
+    segment: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let started = Instant::now();
+    let mut input = body.to_vec();
+    let parsed = with_parser(|p| p.parse(&mut input, Some(OpKind::Segments)));
+    let parsed = parsed.map(|mut request| {
+        if let Op::Segments { segment: s, .. } = &mut request.op {
+            *s = Some(segment.into_inner());
+        }
+        request
+    });
+    one(shared, OpKind::Segments, Input::Parsed(parsed), started).await
+}
+
 async fn stats(shared: web::Data<Shared>) -> HttpResponse {
     url_op(shared, Op::Stats).await
 }
@@ -337,7 +369,10 @@ async fn ready(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
-    let text = shared.metrics.render(&shared.engine.stats());
+    let mut stats = shared.engine.stats();
+    // Per-segment gauges need every shard's part; a failure leaves them out.
+    stats.segments = shared.engine.segments_async().await.unwrap_or_default();
+    let text = shared.metrics.render(&stats);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text)

@@ -15,6 +15,7 @@ pub mod passive;
 pub mod pending;
 mod ruled;
 pub mod seen;
+mod segmented;
 pub mod subscriptions;
 pub mod users;
 pub mod worker;

@@ -121,6 +121,8 @@ pub enum Msg {
     Unsubscribe(UserId, u64, Reply<()>),
     /// A copy of this shard's counters of one experiment's arms.
     ExperimentTally(u32, Reply<Vec<crate::experiment::ArmTally>>),
+    /// This shard's part of every segment's report (sizes, top items, mean features).
+    Segments(Reply<Vec<crate::api::SegmentReport>>),
     /// Reply once every earlier message has been handled.
     Barrier(Reply<()>),
     /// Checkpoint now and wait for it to commit (`Engine::checkpoint`); replies whether it

@@ -34,6 +34,7 @@ use crate::shard::passive::Passive;
 use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
 use crate::shard::ruled;
 use crate::shard::seen::SeenEvents;
+use crate::shard::segmented::Segmented;
 use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
 use crate::shard::users::Users;
 use tracing::error;
@@ -149,6 +150,9 @@ pub struct Shard {
     pub(super) checkpoints: Option<Checkpoints>,
     /// What the rules' item-only conditions said about each catalog item (issue 14).
     rule_matches: ItemMatches,
+    /// Live segments (issue 14, item 4): the centroids read, the sums gathered (`None`:
+    /// `segments.k = 0`).
+    pub(super) segments: Option<Segmented>,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -192,6 +196,47 @@ impl Shard {
             tallies: Tallies::default(),
             checkpoints: None,
             rule_matches: ItemMatches::default(),
+            segments: None,
+        }
+    }
+
+    /// Reads and feeds the shared segment centroids `master` (`None`: segments are off).
+    pub fn with_segments(
+        mut self,
+        master: Option<Arc<crate::model::segments::SegmentMaster>>,
+    ) -> Self {
+        let (cfg, dim) = (&self.learner.cfg.segments, self.learner.space.dim);
+        self.segments = master.map(|m| Segmented::new(m, cfg, dim));
+        self
+    }
+
+    /// Assigns `user` (just touched at `ts_ms`) to its segment, counting `engaged` (an item
+    /// it engaged with) for the segment's top items. Changes no learned state.
+    fn observe_segment(&mut self, user: &UserId, engaged: Option<u64>, ts_ms: u64) {
+        let (Some(segments), Some(actor)) = (&mut self.segments, self.users.peek(user)) else {
+            return;
+        };
+        let cfg = &self.learner.cfg;
+        let slot = segments.observe(actor, engaged, ts_ms, || FeatureView {
+            features: &actor.features,
+            signals: &actor.signals,
+            hygiene: &cfg.hygiene,
+            session_idle_s: cfg.features.session_idle_s,
+            now_ms: ts_ms,
+            segment: None,
+        });
+        self.users.assign_segment(user.key(), slot);
+    }
+
+    /// This shard's part of every segment's report.
+    pub(super) fn segment_reports(&self) -> Vec<crate::api::SegmentReport> {
+        match &self.segments {
+            Some(s) => s.report(
+                self.users.segment_sizes(),
+                &self.learner.global.items,
+                self.event_ms,
+            ),
+            None => Vec::new(),
         }
     }
 
@@ -302,6 +347,7 @@ impl Shard {
                 reply.send(());
             }
             Msg::ExperimentTally(experiment, reply) => reply.send(self.tallies.get(experiment)),
+            Msg::Segments(reply) => reply.send(self.segment_reports()),
             Msg::Checkpoint(reply) => reply.send(self.checkpoint_now().err()),
             Msg::Barrier(reply) => {
                 // Publish first, so that `flush` followed by `stats` is exact.
@@ -599,6 +645,11 @@ impl Shard {
                 }
             }
         }
+        let cfg = &self.learner.cfg.reward;
+        let engaged = (ev.item.as_ref())
+            .filter(|_| !outlier && popularity_counts(cfg, ev.kind, ev.value))
+            .map(|(key, _)| *key);
+        self.observe_segment(&ev.user, engaged, ev.ts_ms);
         self.settle_evictions();
         if self.subscriptions.watched(ev.user.key()) {
             self.push_update(&ev);
@@ -676,13 +727,20 @@ impl Shard {
     }
 
     /// Makes one validated decision (the synchronous actor path behind `Msg::Decide`).
-    pub fn on_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
+    pub fn on_decide(&mut self, mut req: ValidDecide) -> Result<Decision, Error> {
         self.advance_to(req.ts_ms);
         let dim = self.learner.space.dim;
         let user = self.users.get_or_insert(&req.user, req.ts_ms, dim)?;
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
+        // The segment is read, never stored: the nearest centroid of the shard's snapshot.
+        let segment = self.segments.as_mut().and_then(|s| s.label(user));
+        let in_segment = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
+        if (req.arm.as_ref()).is_some_and(|c| !c.experiment.spec.targets(in_segment)) {
+            // Not targeted: served as if held out.
+            req.arm = None;
+        }
         let experiment = req.arm.as_ref().map(|c| c.reply());
         user.features
             .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
@@ -715,6 +773,7 @@ impl Shard {
         let exploration = exploration.unwrap_or(&self.learner.cfg.exploration);
         let ruled = req.rules.as_deref().map(|rules| {
             let (remembered, arm) = (&mut self.rule_matches, experiment.as_ref());
+            let user = (&*user, in_segment);
             ruled::apply(rules, &self.learner, user, &req, arm, &logits, remembered)
         });
         let rng = &mut self.learner.rng;
@@ -755,6 +814,7 @@ impl Shard {
             });
         }
         self.stats.decisions_total += 1;
+        let segment = segment.filter(|_| req.explain);
         if !req.track {
             // A preview: ranked like any decision, but nothing is opened, logged or learned.
             self.settle_evictions();
@@ -764,6 +824,7 @@ impl Shard {
                 experiment,
                 triggers,
                 rules,
+                segment,
             });
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
@@ -810,6 +871,7 @@ impl Shard {
         self.subscriptions
             .on_decision(user_key, &req.candidates, req.n);
         self.close_early(closing, req.ts_ms);
+        self.observe_segment(&req.user, None, req.ts_ms);
         self.settle_evictions();
         Ok(Decision {
             id,
@@ -817,6 +879,7 @@ impl Shard {
             experiment,
             triggers,
             rules,
+            segment,
         })
     }
 
@@ -977,6 +1040,11 @@ impl Shard {
             self.users.passivate_idle(cutoff, PASSIVATION_BUDGET);
             self.settle_evictions();
         }
+        if let Some(segments) = &mut self.segments {
+            if segments.tick(now_ms, matches!(replayed, Replayed::Yes(_))) {
+                self.users.clear_segments();
+            }
+        }
         let shard = self.id.0 as usize;
         let pulled = match (replayed, &self.mixer) {
             (Replayed::No, Some(mixer)) if now_ms >= self.next_mix_ms => {
@@ -1016,6 +1084,7 @@ impl Shard {
     fn export(&mut self, id: &UserId) -> Option<UserExport> {
         self.users.load(id);
         let user = self.users.peek(id)?;
+        let segment = self.segments.as_mut().and_then(|s| s.label(user));
         let open_decisions = user
             .open
             .iter()
@@ -1047,9 +1116,11 @@ impl Shard {
                 hygiene: &self.cfg().hygiene,
                 session_idle_s: self.cfg().features.session_idle_s,
                 now_ms: user.last_ms,
+                segment: (segment.as_ref()).map(|l| (l.id, l.name.as_deref())),
             }
             .all(),
             open_decisions,
+            segment,
         })
     }
 

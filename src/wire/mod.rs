@@ -27,6 +27,7 @@ mod parse;
 mod reply;
 mod rules;
 mod segment;
+mod segmentation;
 mod syntax;
 
 use std::fmt;
@@ -97,11 +98,13 @@ pub enum OpKind {
     Rules,
     /// `features`: a user's live features.
     Features,
+    /// `segments`: name a segment (with `segment` and `name`), and list every segment.
+    Segments,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 19] = [
+    pub const ALL: [OpKind; 20] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -121,6 +124,7 @@ impl OpKind {
         OpKind::Experiments,
         OpKind::Rules,
         OpKind::Features,
+        OpKind::Segments,
     ];
 
     /// The op's wire name.
@@ -145,6 +149,7 @@ impl OpKind {
             OpKind::Experiments => "experiments",
             OpKind::Rules => "rules",
             OpKind::Features => "features",
+            OpKind::Segments => "segments",
         }
     }
 
@@ -289,6 +294,13 @@ pub enum Op {
     Rules(Option<Vec<crate::config::RuleConfig>>),
     /// A user's live features.
     Features(String),
+    /// Name a segment (with `name`), then list every segment.
+    Segments {
+        /// The segment to name: its id in decimal, or its current name.
+        segment: Option<String>,
+        /// Its new name (`None`: list only).
+        name: Option<String>,
+    },
 }
 
 impl Op {
@@ -314,6 +326,7 @@ impl Op {
             Op::Experiments => OpKind::Experiments,
             Op::Rules(_) => OpKind::Rules,
             Op::Features(_) => OpKind::Features,
+            Op::Segments { .. } => OpKind::Segments,
         }
     }
 }

@@ -210,6 +210,7 @@ struct Fields<'t, 'i> {
     reason: Option<Json<'t, 'i>>,
     arm: Option<Json<'t, 'i>>,
     rules: Option<Json<'t, 'i>>,
+    segment: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -239,6 +240,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "reason" => &mut f.reason,
             "arm" => &mut f.arm,
             "rules" => &mut f.rules,
+            "segment" => &mut f.segment,
             _ => continue,
         };
         *slot = Some(val);
@@ -327,6 +329,10 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         OpKind::Experiments => Op::Experiments,
         OpKind::Rules => Op::Rules(super::rules::rules(f.rules)?),
         OpKind::Features => Op::Features(required(f.user, "user")?.to_string()),
+        OpKind::Segments => Op::Segments {
+            segment: string(f.segment, "segment")?.map(str::to_string),
+            name: string(f.name, "name")?.map(str::to_string),
+        },
         OpKind::Batch if nested => return Err(WireError::NestedBatch),
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;

@@ -71,6 +71,8 @@ pub enum Reply {
     Rules(std::sync::Arc<crate::rules::RuleSet>),
     /// A user's live features (`None`: the engine holds nothing for them).
     Features(Option<Vec<(crate::actor::Feature, crate::actor::features::FeatureValue)>>),
+    /// Every segment (after a naming, with the new name).
+    Segments(Vec<crate::api::SegmentReport>),
     /// The request failed.
     Failed(WireError),
 }
@@ -186,6 +188,7 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
                 None => out.extend_from_slice(b"null"),
             }
         }
+        Reply::Segments(all) => super::segmentation::list(out, all),
         Reply::Failed(_) => unreachable!("handled above"),
     }
     out.push(b'}');
@@ -236,6 +239,9 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
         out.push(b'}');
     }
     super::rules::decision(out, &d.triggers, &d.rules);
+    if d.segment.is_some() {
+        super::segmentation::label(out, d.segment.as_ref());
+    }
 }
 
 fn item(out: &mut Vec<u8>, s: &ItemSpec) {
@@ -287,6 +293,7 @@ fn user(out: &mut Vec<u8>, u: &UserExport) {
     signals(out, &u.signals);
     out.extend_from_slice(b",\"features\":");
     super::rules::features(out, &u.features);
+    super::segmentation::label(out, u.segment.as_ref());
     out.extend_from_slice(b",\"open_decisions\":[");
     for (i, d) in u.open_decisions.iter().enumerate() {
         if i > 0 {
@@ -414,6 +421,8 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
             out.push(b'}');
         }
     }
+    out.push(b',');
+    super::segmentation::list(out, &s.segments);
     out.push(b'}');
 }
 
@@ -496,6 +505,7 @@ mod tests {
             experiment: None,
             triggers: Vec::new(),
             rules: Vec::new(),
+            segment: None,
         };
         write_reply(&mut out, &ReqId::Int(2), &Reply::Decided(d));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
