@@ -106,6 +106,8 @@ pub struct Config {
 pub struct SegmentsConfig {
     /// Number of segments (0: off; at most 64).
     pub k: usize,
+    /// What stands for a user's taste in its point.
+    pub source: SegmentSource,
     /// Weight of the normalized state vector beside the normalized personal weights in a
     /// user's point (0: taste alone).
     pub state_weight: f32,
@@ -117,11 +119,29 @@ pub struct SegmentsConfig {
     pub update_interval_ms: u64,
 }
 
+/// What stands for a user's taste in its segment point (`docs/segments.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentSource {
+    /// The personal weights `w_u`: long-lived taste (the best measured, `docs/segments.md`).
+    #[default]
+    Weights,
+    /// The mean vector `x_i` of the items the user engaged with last (its last 8 distinct
+    /// outcome items, the co-occurrence component's list): no state of its own.
+    Engaged,
+    /// The mean fixed features `φ_i` (attributes, dense vector) of the items engaged with
+    /// last, without the learned embeddings.
+    Features,
+    /// `Features` and `Weights`, each normalized, added.
+    Blend,
+}
+
 impl Default for SegmentsConfig {
     fn default() -> Self {
         SegmentsConfig {
             k: 8,
-            state_weight: 0.5,
+            source: SegmentSource::Weights,
+            state_weight: 0.0,
             min_steps: 5,
             memory: 1000.0,
             update_interval_ms: 1000,

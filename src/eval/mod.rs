@@ -26,6 +26,7 @@ pub mod log;
 pub mod movielens;
 pub mod obd;
 pub mod replay;
+pub mod segments;
 pub mod sim;
 pub mod stats;
 

@@ -24,6 +24,8 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use parking_lot::Mutex;
 
 use crate::rng::Rng;
@@ -36,6 +38,9 @@ const SAMPLE_PER_SHARD: usize = 256;
 
 /// Lloyd rounds when seeding from sample points.
 const SEED_ROUNDS: usize = 20;
+
+/// k-means++ starts per clustering of the sample points (the best is kept).
+const RESTARTS: usize = 3;
 
 /// Longest segment name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -201,29 +206,27 @@ impl Accumulator {
     }
 
     /// Adds `point`, assigned to slot `slot` of `centroids` (`None`: there are no centroids
-    /// yet, so it becomes a sample point).
+    /// yet, so it is kept as a sample point for seeding: the latest `SAMPLE_PER_SHARD`).
     pub fn add(&mut self, centroids: &Centroids, slot: Option<usize>, point: &[f32]) {
         let d = self.dim;
-        match slot {
-            Some(i) => {
-                if self.version != centroids.version || self.counts.len() != centroids.len() {
-                    self.reset(centroids);
-                }
-                let sum = &mut self.sums[i * d..(i + 1) * d];
-                sum.iter_mut().zip(point).for_each(|(s, x)| *s += x);
-                self.counts[i] += 1;
+        if let Some(i) = slot {
+            if self.version != centroids.version || self.counts.len() != centroids.len() {
+                self.reset(centroids);
             }
-            None => {
-                let n = self.samples.len() / d;
-                if n < SAMPLE_PER_SHARD {
-                    self.samples.extend_from_slice(point);
-                } else {
-                    let at = self.next_sample % SAMPLE_PER_SHARD;
-                    self.samples[at * d..(at + 1) * d].copy_from_slice(point);
-                }
-                self.next_sample += 1;
-            }
+            let sum = &mut self.sums[i * d..(i + 1) * d];
+            sum.iter_mut().zip(point).for_each(|(s, x)| *s += x);
+            self.counts[i] += 1;
         }
+        if slot.is_some() {
+            return;
+        }
+        if self.samples.len() / d < SAMPLE_PER_SHARD {
+            self.samples.extend_from_slice(point);
+        } else {
+            let at = self.next_sample % SAMPLE_PER_SHARD;
+            self.samples[at * d..(at + 1) * d].copy_from_slice(point);
+        }
+        self.next_sample += 1;
     }
 
     fn reset(&mut self, centroids: &Centroids) {
@@ -264,6 +267,9 @@ pub enum NameError {
 /// shard per `segments.update_interval_ms`, for O(k·2d) work).
 pub struct SegmentMaster {
     state: Mutex<MasterState>,
+    /// The centroids' version, readable without the lock: a shard whose snapshot is older
+    /// takes the new one at its next tick even when its own push is not due (a new name).
+    version: AtomicU64,
 }
 
 struct MasterState {
@@ -275,6 +281,8 @@ struct MasterState {
     samples: Vec<f32>,
     /// Centroids restored from a store whose `k` differs: the new ones inherit their names.
     previous: Option<Centroids>,
+    /// Samples taken so far (the ring's cursor).
+    next_sample: usize,
     rng: Rng,
 }
 
@@ -300,9 +308,20 @@ impl SegmentMaster {
                 next_id: 1,
                 samples: Vec::new(),
                 previous: None,
+                next_sample: 0,
                 rng: Rng::new(seed ^ 0x5e67_3e47),
             }),
+            version: AtomicU64::new(0),
         }
+    }
+
+    /// The current centroids' version (no lock).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn publish(&self, st: &MasterState) {
+        self.version.store(st.centroids.version, Ordering::Release);
     }
 
     /// The current centroids.
@@ -318,6 +337,7 @@ impl SegmentMaster {
             st.fold(acc);
         }
         acc.clear();
+        self.publish(&st);
         st.centroids.clone()
     }
 
@@ -341,6 +361,7 @@ impl SegmentMaster {
         next.version += 1;
         let id = next.ids[slot];
         st.centroids = Arc::new(next);
+        self.publish(&st);
         Ok(id)
     }
 
@@ -366,6 +387,7 @@ impl SegmentMaster {
             let mut c = saved.centroids;
             c.version += 1;
             st.centroids = Arc::new(c);
+            self.publish(&st);
         } else {
             st.previous = Some(saved.centroids);
         }
@@ -375,15 +397,14 @@ impl SegmentMaster {
 impl MasterState {
     fn fold(&mut self, acc: &mut Accumulator) {
         let d = self.centroids.dim;
+        self.keep_samples(&acc.samples);
         if self.centroids.len() < self.k {
-            let room = (self.k * 64 * d).saturating_sub(self.samples.len());
-            let take = acc.samples.len().min(room);
-            self.samples.extend_from_slice(&acc.samples[..take]);
             if self.samples.len() / d >= self.k * 16 {
                 self.seed();
             }
             return;
         }
+
         // Slots keep their centroid across updates, so sums taken against an older version
         // still belong where they point; only a rebuilt set (another length) drops them.
         if acc.counts.len() != self.centroids.len() {
@@ -407,36 +428,100 @@ impl MasterState {
         self.centroids = Arc::new(next);
     }
 
-    /// Seeds `k` centroids from the sample points: k-means++, then Lloyd rounds.
-    fn seed(&mut self) {
+    /// Keeps the latest sample points, at most `k·64` (a ring).
+    fn keep_samples(&mut self, new: &[f32]) {
+        let d = self.centroids.dim;
+        let cap = self.k * 64 * d;
+        for p in new.chunks_exact(d) {
+            if self.samples.len() < cap {
+                self.samples.extend_from_slice(p);
+            } else {
+                let at = (self.next_sample % (self.k * 64)) * d;
+                self.samples[at..at + d].copy_from_slice(p);
+            }
+            self.next_sample += 1;
+        }
+    }
+
+    /// Clusters the sample points afresh (k-means++ and Lloyd, best of a few starts);
+    /// `(centres, sizes, inertia)`.
+    fn cluster_samples(&mut self) -> (Vec<f32>, Vec<usize>, f64) {
         let d = self.centroids.dim;
         let points: Vec<&[f32]> = self.samples.chunks_exact(d).collect();
-        let mut centres = kmeans_pp(&points, self.k, &mut self.rng);
-        let mut sizes = vec![0usize; centres.len()];
-        for _ in 0..SEED_ROUNDS {
-            sizes = lloyd(&points, &mut centres, d);
+        let mut best: Option<(Vec<f32>, Vec<usize>, f64)> = None;
+        for _ in 0..RESTARTS {
+            let mut centres = kmeans_pp(&points, self.k, &mut self.rng);
+            let mut sizes = Vec::new();
+            for _ in 0..SEED_ROUNDS {
+                sizes = lloyd(&points, &mut centres, d);
+            }
+            let inertia = inertia(&points, &centres, d);
+            if best.as_ref().is_none_or(|b| inertia < b.2) {
+                best = Some((centres, sizes, inertia));
+            }
         }
+        best.expect("RESTARTS > 0")
+    }
+
+    /// Seeds `k` centroids from the sample points.
+    fn seed(&mut self) {
+        let (centres, sizes, _) = self.cluster_samples();
+        self.install(&centres, &sizes);
+    }
+
+    /// Makes `centres` the centroids. With a previous set, each old centroid's slot, id and
+    /// name go to the new centre nearest it (closest pairs first); the rest get new ids.
+    fn install(&mut self, centres: &[f32], sizes: &[usize]) {
+        let d = self.centroids.dim;
+        let k = centres.len() / d;
+        let previous = self.previous.take();
+        let mut order: Vec<Option<usize>> = vec![None; k];
+        let mut inherit: Vec<Option<(u32, Option<Arc<str>>)>> = vec![None; k];
+        if let Some(p) = &previous {
+            let mut pairs: Vec<(f32, usize, usize)> = (0..p.len())
+                .flat_map(|j| (0..k).map(move |i| (j, i)))
+                .map(|(j, i)| (distance2(p.vector(j), &centres[i * d..(i + 1) * d]), j, i))
+                .collect();
+            pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut old_taken = vec![false; p.len()];
+            for (_, j, i) in pairs {
+                if old_taken[j] || inherit[i].is_some() {
+                    continue;
+                }
+                old_taken[j] = true;
+                inherit[i] = Some((p.id(j), p.name(j).cloned()));
+                order[i] = Some(j);
+            }
+        }
+        // New centres in the old slots they inherit (so a shard's slots keep their segment),
+        // the others after.
+        let mut slots: Vec<usize> = (0..k).collect();
+        slots.sort_by_key(|&i| order[i].unwrap_or(usize::MAX));
         let mut next = Centroids::empty(d);
         next.version = self.centroids.version + 1;
-        let previous = self.previous.take();
-        let mut taken = vec![false; previous.as_ref().map_or(0, |p| p.len())];
-        for (i, centre) in centres.chunks_exact(d).enumerate() {
-            let inherited = previous.as_ref().and_then(|p| {
-                let j = (0..p.len()).filter(|&j| !taken[j]).min_by(|&a, &b| {
-                    distance2(p.vector(a), centre).total_cmp(&distance2(p.vector(b), centre))
-                })?;
-                taken[j] = true;
-                Some((p.id(j), p.name(j).cloned()))
-            });
-            let (id, name) = inherited.unwrap_or_else(|| {
+        for i in slots {
+            let (id, name) = inherit[i].take().unwrap_or_else(|| {
                 self.next_id += 1;
                 (self.next_id - 1, None)
             });
-            next.push(id, name, centre, (sizes[i].max(1) as f64).min(self.memory));
+            let weight = (sizes[i].max(1) as f64).min(self.memory);
+            next.push(id, name, &centres[i * d..(i + 1) * d], weight);
         }
-        self.samples = Vec::new();
         self.centroids = Arc::new(next);
     }
+}
+
+/// Sum of squared distances of `points` to their nearest centre.
+fn inertia(points: &[&[f32]], centres: &[f32], d: usize) -> f64 {
+    let k = centres.len() / d;
+    points
+        .iter()
+        .map(|p| {
+            (0..k)
+                .map(|i| distance2(&centres[i * d..(i + 1) * d], p))
+                .fold(f32::INFINITY, f32::min) as f64
+        })
+        .sum()
 }
 
 /// k-means++ seeding: the first centre uniformly, each next one with probability
@@ -497,6 +582,28 @@ fn lloyd(points: &[&[f32]], centres: &mut [f32], d: usize) -> Vec<usize> {
         }
     }
     sizes
+}
+
+/// Batch k-means of `points` (k-means++ seeding from `seed`, then `rounds` Lloyd rounds):
+/// each point's cluster. The reference the streaming version is measured against.
+pub fn batch_kmeans(points: &[&[f32]], k: usize, seed: u64, rounds: usize) -> Vec<usize> {
+    if points.is_empty() {
+        return Vec::new();
+    }
+    let d = points[0].len();
+    let mut centres = kmeans_pp(points, k, &mut Rng::new(seed));
+    for _ in 0..rounds {
+        lloyd(points, &mut centres, d);
+    }
+    points
+        .iter()
+        .map(|p| {
+            (0..k)
+                .map(|i| (i, distance2(&centres[i * d..(i + 1) * d], p)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .map_or(0, |(i, _)| i)
+        })
+        .collect()
 }
 
 /// The adjusted Rand index of two labelings of the same points (Hubert and Arabie, 1985):

@@ -15,8 +15,9 @@ use std::sync::Arc;
 use crate::actor::features::{Feature, FeatureView, Value};
 use crate::actor::UserActor;
 use crate::api::{SegmentLabel, SegmentReport};
-use crate::config::SegmentsConfig;
+use crate::config::{SegmentSource, SegmentsConfig};
 use crate::model::items::ItemTable;
+use crate::model::math::norm;
 use crate::model::segments::{embed, Accumulator, Centroids, SegmentMaster};
 
 /// The features `stats` averages per segment.
@@ -79,8 +80,10 @@ pub(super) struct Segmented {
     master: Arc<SegmentMaster>,
     centroids: Arc<Centroids>,
     acc: Accumulator,
-    /// Scratch for a user's point.
+    /// Scratch for a user's point, and for its taste vector.
     point: Vec<f32>,
+    taste: Vec<f32>,
+    source: SegmentSource,
     state_weight: f32,
     min_steps: u32,
     interval_ms: u64,
@@ -98,6 +101,8 @@ impl Segmented {
             master,
             acc: Accumulator::new(2 * dim),
             point: vec![0.0; 2 * dim],
+            taste: vec![0.0; dim],
+            source: cfg.source,
             state_weight: cfg.state_weight,
             min_steps: cfg.min_steps,
             interval_ms: cfg.update_interval_ms,
@@ -108,28 +113,61 @@ impl Segmented {
         }
     }
 
-    /// Writes `user`'s point into the scratch; false when it has none yet.
-    fn embed(&mut self, user: &UserActor) -> bool {
-        user.steps >= self.min_steps
-            && embed(
-                user.weights(),
-                user.state(),
-                self.state_weight,
-                &mut self.point,
-            )
+    /// Writes `user`'s point into the scratch; false when it has none yet. `items` gives
+    /// the engaged items' vectors.
+    fn embed(&mut self, user: &UserActor, items: &ItemTable) -> bool {
+        if user.steps < self.min_steps {
+            return false;
+        }
+        let taste = match self.source {
+            SegmentSource::Weights => user.weights(),
+            source => {
+                self.taste.iter_mut().for_each(|x| *x = 0.0);
+                for &key in user.recent.as_slice() {
+                    let Some(row) = items.row(key) else { continue };
+                    let x = match source {
+                        SegmentSource::Engaged => items.x(row),
+                        _ => match items.features(row) {
+                            Some(f) => &f.phi[..],
+                            None => continue,
+                        },
+                    };
+                    self.taste.iter_mut().zip(x).for_each(|(t, x)| *t += x);
+                }
+                if source == SegmentSource::Blend {
+                    let (tn, wn) = (norm(&self.taste), norm(user.weights()));
+                    if tn > 0.0 && wn > 0.0 {
+                        let w = user.weights();
+                        self.taste.iter_mut().zip(w).for_each(|(t, w)| *t = *t / tn + w / wn);
+                    }
+                }
+                &self.taste
+            }
+        };
+        embed(taste, user.state(), self.state_weight, &mut self.point)
+    }
+
+    /// Takes the master's centroids while this shard has none and the master has (restored
+    /// from the store after the shard was built, or seeded by another shard): one atomic
+    /// load, only while empty.
+    fn refresh_if_empty(&mut self) {
+        if self.centroids.is_empty() && self.master.version() != self.centroids.version() {
+            self.centroids = self.master.snapshot();
+        }
     }
 
     /// The slot of `user`'s segment now, if it has one.
-    pub fn slot(&mut self, user: &UserActor) -> Option<usize> {
-        if self.centroids.is_empty() || !self.embed(user) {
+    pub fn slot(&mut self, user: &UserActor, items: &ItemTable) -> Option<usize> {
+        self.refresh_if_empty();
+        if self.centroids.is_empty() || !self.embed(user, items) {
             return None;
         }
         self.centroids.nearest(&self.point)
     }
 
     /// `user`'s segment now: its id and name.
-    pub fn label(&mut self, user: &UserActor) -> Option<SegmentLabel> {
-        let slot = self.slot(user)?;
+    pub fn label(&mut self, user: &UserActor, items: &ItemTable) -> Option<SegmentLabel> {
+        let slot = self.slot(user, items)?;
         Some(SegmentLabel {
             id: self.centroids.id(slot),
             name: self.centroids.name(slot).cloned(),
@@ -141,12 +179,13 @@ impl Segmented {
     /// items, and now and then samples its features. Returns the slot.
     pub fn observe<'a>(
         &mut self,
-        user: &UserActor,
+        (user, items): (&UserActor, &ItemTable),
         engaged: Option<u64>,
         ts_ms: u64,
         view: impl FnOnce() -> FeatureView<'a>,
     ) -> Option<usize> {
-        if !self.embed(user) {
+        self.refresh_if_empty();
+        if !self.embed(user, items) {
             return None;
         }
         let slot = self.centroids.nearest(&self.point);
@@ -187,12 +226,14 @@ impl Segmented {
             self.acc.clear();
             return false;
         }
-        if now_ms < self.next_push_ms {
-            return false;
-        }
-        self.next_push_ms = now_ms + self.interval_ms;
         let before = self.centroids.len();
-        self.centroids = self.master.push(&mut self.acc);
+        if now_ms >= self.next_push_ms {
+            self.next_push_ms = now_ms + self.interval_ms;
+            self.centroids = self.master.push(&mut self.acc);
+        } else if self.master.version() != self.centroids.version() {
+            // Not due; but a new name (or another shard's update) is taken at once.
+            self.centroids = self.master.snapshot();
+        }
         let rebuilt = before != self.centroids.len();
         if rebuilt {
             self.top.clear();

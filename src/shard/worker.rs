@@ -217,7 +217,8 @@ impl Shard {
             return;
         };
         let cfg = &self.learner.cfg;
-        let slot = segments.observe(actor, engaged, ts_ms, || FeatureView {
+        let items = &self.learner.global.items;
+        let slot = segments.observe((actor, items), engaged, ts_ms, || FeatureView {
             features: &actor.features,
             signals: &actor.signals,
             hygiene: &cfg.hygiene,
@@ -735,7 +736,8 @@ impl Shard {
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
         // The segment is read, never stored: the nearest centroid of the shard's snapshot.
-        let segment = self.segments.as_mut().and_then(|s| s.label(user));
+        let items = &self.learner.global.items;
+        let segment = self.segments.as_mut().and_then(|s| s.label(user, items));
         let in_segment = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
         if (req.arm.as_ref()).is_some_and(|c| !c.experiment.spec.targets(in_segment)) {
             // Not targeted: served as if held out.
@@ -1084,7 +1086,8 @@ impl Shard {
     fn export(&mut self, id: &UserId) -> Option<UserExport> {
         self.users.load(id);
         let user = self.users.peek(id)?;
-        let segment = self.segments.as_mut().and_then(|s| s.label(user));
+        let items = &self.learner.global.items;
+        let segment = self.segments.as_mut().and_then(|s| s.label(user, items));
         let open_decisions = user
             .open
             .iter()
