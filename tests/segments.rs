@@ -75,17 +75,27 @@ fn taught(clock: &ManualClock, edit: impl FnOnce(&mut Config)) -> Engine {
 fn two_taught_groups_land_in_two_segments_named_and_targeted() {
     let clock = ManualClock::new(T0);
     let engine = taught(&clock, |_| {});
-    let a: Vec<u32> = (0..12).map(|u| segment_of(&engine, &format!("a-{u}")).0).collect();
-    let b: Vec<u32> = (0..12).map(|u| segment_of(&engine, &format!("b-{u}")).0).collect();
+    let a: Vec<u32> = (0..12)
+        .map(|u| segment_of(&engine, &format!("a-{u}")).0)
+        .collect();
+    let b: Vec<u32> = (0..12)
+        .map(|u| segment_of(&engine, &format!("b-{u}")).0)
+        .collect();
     assert!(a.iter().all(|&s| s == a[0]), "{a:?}");
     assert!(b.iter().all(|&s| s == b[0]), "{b:?}");
     assert_ne!(a[0], b[0]);
 
     // Named by id; the name is in the export, and `segments` lists both with their sizes.
-    assert_eq!(engine.name_segment(&a[0].to_string(), "a-fans").unwrap(), a[0]);
+    assert_eq!(
+        engine.name_segment(&a[0].to_string(), "a-fans").unwrap(),
+        a[0]
+    );
     // Each shard takes the new name at its next tick.
     engine.tick().unwrap();
-    assert!(engine.name_segment("a-fans", "123").is_err(), "all digits reads as an id");
+    assert!(
+        engine.name_segment("a-fans", "123").is_err(),
+        "all digits reads as an id"
+    );
     assert!(engine.name_segment("no-such", "x").is_err());
     assert_eq!(segment_of(&engine, "a-3"), (a[0], Some("a-fans".into())));
     let all = engine.segments().unwrap();
@@ -121,7 +131,10 @@ fn two_taught_groups_land_in_two_segments_named_and_targeted() {
     let triggers: Vec<&str> = fan.triggers.iter().map(|t| &**t).collect();
     assert_eq!(triggers, ["fan-offer", "named"]);
     let segment = fan.segment.expect("explain shows the segment");
-    assert_eq!((segment.id, segment.name.as_deref()), (a[0], Some("a-fans")));
+    assert_eq!(
+        (segment.id, segment.name.as_deref()),
+        (a[0], Some("a-fans"))
+    );
     assert!(decide("b-1").triggers.is_empty());
 
     // Experiment targeting: only the segment's users take part.
@@ -153,7 +166,10 @@ fn a_name_stays_with_its_segment_as_centroids_move_and_across_a_restart() {
     teach(&engine, &clock, 12, 12);
     let after = engine.segments().unwrap();
     let weight = |all: &[nudge::SegmentReport]| all.iter().find(|s| s.id == id).unwrap().weight;
-    assert!(weight(&after) > weight(&before), "the centroid took more points");
+    assert!(
+        weight(&after) > weight(&before),
+        "the centroid took more points"
+    );
     assert_eq!(segment_of(&engine, "a-7"), (id, Some("a-fans".into())));
     assert_ne!(segment_of(&engine, "b-7").0, id);
 
@@ -218,10 +234,15 @@ fn issue14_segments_recover_planted_groups_and_follow_a_drift() {
     };
     cfg.segments.k = 2;
     let points = measure(&world, cfg, 8).unwrap();
-    let before = points.iter().filter(|p| !p.after_drift).last().unwrap();
+    let before = points.iter().rfind(|p| !p.after_drift).unwrap();
     let end = points.last().unwrap();
-    let all: Vec<(f64, f64)> = points.iter().map(|p| (p.decisions_per_user, p.ari)).collect();
+    let all: Vec<(f64, f64)> = points
+        .iter()
+        .map(|p| (p.decisions_per_user, p.ari))
+        .collect();
     assert!(before.ari >= 0.7, "seed {seed}: before the drift {all:?}");
-    assert!(end.after_drift && end.ari >= 0.7, "seed {seed}: at the end {all:?}");
+    assert!(
+        end.after_drift && end.ari >= 0.7,
+        "seed {seed}: at the end {all:?}"
+    );
 }
-

@@ -39,7 +39,11 @@ pub struct SegmentPoint {
 
 /// Runs nudge configured by `config` over `world` (which must have planted groups) and
 /// measures its segments at `points` evenly spaced points of the stream.
-pub fn measure(world: &World, config: Config, points: usize) -> Result<Vec<SegmentPoint>, StartError> {
+pub fn measure(
+    world: &World,
+    config: Config,
+    points: usize,
+) -> Result<Vec<SegmentPoint>, StartError> {
     assert!(world.group(0).is_some(), "the world has planted groups");
     let mut policy = EnginePolicy::new("nudge", config, world.item_specs(), START_MS)?;
     let mut trace = Trace {

@@ -251,8 +251,7 @@ impl World {
         let hour_shift = (0..HOURS.len())
             .map(|_| gaussian(&mut rng, l, cfg.context_scale))
             .collect();
-        let mut taste: Vec<Vec<f64>> =
-            (0..cfg.users).map(|_| gaussian(&mut rng, l, 1.0)).collect();
+        let mut taste: Vec<Vec<f64>> = (0..cfg.users).map(|_| gaussian(&mut rng, l, 1.0)).collect();
         let mut drifted: Vec<Option<Vec<f64>>> = (0..cfg.users)
             .map(|_| (rng.next_f64() < cfg.drift_fraction).then(|| gaussian(&mut rng, l, 1.0)))
             .collect();

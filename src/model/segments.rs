@@ -456,7 +456,7 @@ impl MasterState {
                 sizes = lloyd(&points, &mut centres, d);
             }
             let inertia = inertia(&points, &centres, d);
-            if best.as_ref().is_none_or(|b| inertia < b.2) {
+            if best.as_ref().map_or(true, |b| inertia < b.2) {
                 best = Some((centres, sizes, inertia));
             }
         }

@@ -138,7 +138,10 @@ impl Segmented {
                     let (tn, wn) = (norm(&self.taste), norm(user.weights()));
                     if tn > 0.0 && wn > 0.0 {
                         let w = user.weights();
-                        self.taste.iter_mut().zip(w).for_each(|(t, w)| *t = *t / tn + w / wn);
+                        self.taste
+                            .iter_mut()
+                            .zip(w)
+                            .for_each(|(t, w)| *t = *t / tn + w / wn);
                     }
                 }
                 &self.taste
