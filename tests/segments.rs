@@ -2,7 +2,8 @@
 //! and follow a group whose taste drifts; through the embedded API, two hand-taught groups
 //! of users land in two segments, a name stays with its segment as the centroids move and
 //! across a restart, and the segment shows in the export, in `explain`, in rules (scope and
-//! `user.segment_name`) and in experiment targeting.
+//! `user.segment_name`) and in experiment targeting; over TCP and HTTP, the `segments` op,
+//! its routes, `stats` and the per-segment gauges.
 
 use nudge::config::SegmentSource;
 use nudge::{
@@ -245,4 +246,65 @@ fn issue14_segments_recover_planted_groups_and_follow_a_drift() {
         end.after_drift && end.ari >= 0.7,
         "seed {seed}: at the end {all:?}"
     );
+}
+
+/// The `segments` op over TCP (list, name, a bad name refused), the HTTP routes, the
+/// segment in the user export and in `explain`, `stats`, and the per-segment gauges.
+#[cfg(feature = "server")]
+#[test]
+fn segments_over_tcp_http_and_metrics() {
+    use crate::server_support::{http, parse_prometheus, serve, Lines};
+    let clock = ManualClock::new(T0);
+    let (engine, server) = serve(taught(&clock, |_| {}), |_| {});
+    let (a, _) = segment_of(&engine, "a-0");
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    let r = c.call(r#"{"op":"segments","id":1}"#);
+    assert_eq!(r["segments"].as_array().map(Vec::len), Some(2), "{r}");
+    let line = format!(r#"{{"op":"segments","id":2,"segment":"{a}","name":"a-fans"}}"#);
+    let r = c.call(&line);
+    let named = r["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == a);
+    assert_eq!(named.unwrap()["name"], "a-fans", "{r}");
+    assert_eq!(named.unwrap()["size"], 12, "{r}");
+    let r = c.call(r#"{"op":"segments","id":3,"name":"orphan"}"#);
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    engine.tick().unwrap();
+    let r = c.call(r#"{"op":"user","id":4,"user":"a-1"}"#);
+    assert_eq!(r["user"]["segment"]["name"], "a-fans", "{r}");
+    assert_eq!(r["user"]["features"]["segment_name"], "a-fans", "{r}");
+    let r =
+        c.call(r#"{"op":"decide","id":5,"user":"a-1","candidates":["a0","b0"],"explain":true}"#);
+    assert_eq!(r["segment"]["id"], a, "{r}");
+    let r = c.call(r#"{"op":"stats","id":6}"#);
+    assert_eq!(
+        r["stats"]["segments"].as_array().map(Vec::len),
+        Some(2),
+        "{r}"
+    );
+
+    let addr = server.http_addr().unwrap();
+    let r = http(
+        addr,
+        "PUT",
+        &format!("/v1/segments/{a}"),
+        &[],
+        br#"{"name":"fans"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http(addr, "GET", "/v1/segments", &[], b"");
+    let names: Vec<String> = (r.json()["segments"].as_array().unwrap().iter())
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(names, ["fans"], "{}", r.text());
+    let r = http(addr, "PUT", "/v1/segments/99", &[], br#"{"name":"x"}"#);
+    assert_eq!(r.status, 400, "{}", r.text());
+    let metrics = parse_prometheus(&http(addr, "GET", "/metrics", &[], b"").text());
+    let users = format!(r#"nudge_segment_users{{segment="{a}"}}"#);
+    assert_eq!(metrics.get(&users), Some(&12.0), "{users}");
+    let info = format!(r#"nudge_segment_info{{segment="{a}",name="fans"}}"#);
+    assert_eq!(metrics.get(&info), Some(&1.0), "{info}");
+    server.shutdown();
 }
