@@ -179,7 +179,7 @@ impl EngineBuilder {
         let mixer = (n > 1).then(|| Arc::new(Mixer::new(cfg.model.dim, n)));
         let seg = &cfg.segments;
         let segments = (seg.k > 0).then(|| {
-            let dim = 2 * cfg.model.dim;
+            let dim = crate::model::segments::point_dim(cfg.model.dim, seg.state_weight);
             Arc::new(SegmentMaster::new(seg.k, dim, seg.memory, cfg.seed))
         });
         // Decision ids start from the start time so ids of two runs do not collide.

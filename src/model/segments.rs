@@ -45,15 +45,29 @@ const RESTARTS: usize = 3;
 /// Longest segment name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
 
-/// Writes the point of a user with personal weights `w` and state `s` into `out` (`2·d`
-/// floats): `[ŵ ; α·ŝ]`, normalized. False (and `out` unspecified) when `w` is still zero:
-/// a user with no taste learned yet has no segment.
+/// The width of a point for a model of width `d`: `d` when the state has no weight (its
+/// half would always be zero), else `2·d`.
+pub fn point_dim(d: usize, state_weight: f32) -> usize {
+    if state_weight > 0.0 {
+        2 * d
+    } else {
+        d
+    }
+}
+
+/// Writes the point of a user with personal weights `w` and state `s` into `out`
+/// (`point_dim` floats): `[ŵ ; α·ŝ]`, normalized (`ŵ` alone when `α = 0`). False (and `out`
+/// unspecified) when `w` is still zero: a user with no taste learned yet has no segment.
 pub fn embed(w: &[f32], s: &[f32], state_weight: f32, out: &mut [f32]) -> bool {
     let d = w.len();
-    debug_assert_eq!(out.len(), 2 * d);
+    debug_assert_eq!(out.len(), point_dim(d, state_weight));
     let wn = crate::model::math::norm(w);
     if wn <= 1e-12 || !wn.is_finite() {
         return false;
+    }
+    if out.len() == d {
+        out.iter_mut().zip(w).for_each(|(o, x)| *o = x / wn);
+        return true;
     }
     let sn = crate::model::math::norm(s);
     let sf = if sn > 1e-12 && sn.is_finite() {
@@ -85,7 +99,7 @@ fn distance2(a: &[f32], b: &[f32]) -> f32 {
 /// The centroids at one moment, with their ids and names: what a shard reads.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Centroids {
-    /// Width of a point (`2·d`).
+    /// Width of a point (`point_dim`).
     dim: usize,
     /// Stable ids, one per centroid.
     ids: Vec<u32>,

@@ -18,7 +18,7 @@ use crate::api::{SegmentLabel, SegmentReport};
 use crate::config::{SegmentSource, SegmentsConfig};
 use crate::model::items::ItemTable;
 use crate::model::math::norm;
-use crate::model::segments::{embed, Accumulator, Centroids, SegmentMaster};
+use crate::model::segments::{embed, point_dim, Accumulator, Centroids, SegmentMaster};
 
 /// The features `stats` averages per segment.
 pub const MEAN_FEATURES: [Feature; 6] = [
@@ -99,8 +99,8 @@ impl Segmented {
         Segmented {
             centroids: master.snapshot(),
             master,
-            acc: Accumulator::new(2 * dim),
-            point: vec![0.0; 2 * dim],
+            acc: Accumulator::new(point_dim(dim, cfg.state_weight)),
+            point: vec![0.0; point_dim(dim, cfg.state_weight)],
             taste: vec![0.0; dim],
             source: cfg.source,
             state_weight: cfg.state_weight,
@@ -171,19 +171,25 @@ impl Segmented {
     /// `user`'s segment now: its id and name.
     pub fn label(&mut self, user: &UserActor, items: &ItemTable) -> Option<SegmentLabel> {
         let slot = self.slot(user, items)?;
-        Some(SegmentLabel {
-            id: self.centroids.id(slot),
-            name: self.centroids.name(slot).cloned(),
-        })
+        Some(self.label_of(slot))
     }
 
-    /// Assigns `user` (just changed at `ts_ms`) to its nearest centroid and adds its point to
-    /// the centroid's sum; counts `engaged` (an item it engaged with) for the segment's top
-    /// items, and now and then samples its features. Returns the slot.
+    /// The id and name of the segment in slot `slot`.
+    pub fn label_of(&self, slot: usize) -> SegmentLabel {
+        SegmentLabel {
+            id: self.centroids.id(slot),
+            name: self.centroids.name(slot).cloned(),
+        }
+    }
+
+    /// Assigns `user` (just changed at `ts_ms`) to its nearest centroid (`known`: the slot
+    /// just found for it, whose search is not repeated) and adds its point to the centroid's
+    /// sum; counts `engaged` (an item it engaged with) for the segment's top items, and now
+    /// and then samples its features. Returns the slot.
     pub fn observe<'a>(
         &mut self,
         (user, items): (&UserActor, &ItemTable),
-        engaged: Option<u64>,
+        (engaged, known): (Option<u64>, Option<usize>),
         ts_ms: u64,
         view: impl FnOnce() -> FeatureView<'a>,
     ) -> Option<usize> {
@@ -191,7 +197,10 @@ impl Segmented {
         if !self.embed(user, items) {
             return None;
         }
-        let slot = self.centroids.nearest(&self.point);
+        let slot = match known {
+            Some(slot) if slot < self.centroids.len() => Some(slot),
+            _ => self.centroids.nearest(&self.point),
+        };
         self.acc.add(&self.centroids, slot, &self.point);
         let slot = slot?;
         let k = self.centroids.len();

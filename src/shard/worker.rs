@@ -213,6 +213,16 @@ impl Shard {
     /// Assigns `user` (just touched at `ts_ms`) to its segment, counting `engaged` (an item
     /// it engaged with) for the segment's top items. Changes no learned state.
     fn observe_segment(&mut self, user: &UserId, engaged: Option<u64>, ts_ms: u64) {
+        self.observe_segment_at(user, (engaged, None), ts_ms);
+    }
+
+    /// `observe_segment`, the user's slot already found (`known`) or not.
+    fn observe_segment_at(
+        &mut self,
+        user: &UserId,
+        engaged: (Option<u64>, Option<usize>),
+        ts_ms: u64,
+    ) {
         let (Some(segments), Some(actor)) = (&mut self.segments, self.users.peek(user)) else {
             return;
         };
@@ -737,7 +747,8 @@ impl Shard {
         user.decisions += 1;
         // The segment is read, never stored: the nearest centroid of the shard's snapshot.
         let items = &self.learner.global.items;
-        let segment = self.segments.as_mut().and_then(|s| s.label(user, items));
+        let slot = self.segments.as_mut().and_then(|s| s.slot(user, items));
+        let segment = (self.segments.as_ref()).and_then(|s| slot.map(|i| s.label_of(i)));
         let in_segment = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
         if (req.arm.as_ref()).is_some_and(|c| !c.experiment.spec.targets(in_segment)) {
             // Not targeted: served as if held out.
@@ -873,7 +884,7 @@ impl Shard {
         self.subscriptions
             .on_decision(user_key, &req.candidates, req.n);
         self.close_early(closing, req.ts_ms);
-        self.observe_segment(&req.user, None, req.ts_ms);
+        self.observe_segment_at(&req.user, (None, slot), req.ts_ms);
         self.settle_evictions();
         Ok(Decision {
             id,
