@@ -301,11 +301,14 @@ fn segments(a: &Args, cfg: &Config) {
         cfg.segments.memory,
         started.elapsed().as_secs_f64()
     );
-    println!("| decisions | per user | users | with a segment | ARI (all) | ARI (with one) | |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| decisions | per user | users | with a segment | ARI (all) | ARI (with one) | | \
+         ARI, batch k-means on the weights | sizes | drifting group: share in its segment |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for p in &points {
         println!(
-            "| {} | {:.1} | {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:?} |",
+            "| {} | {:.1} | {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:?} | {:.2} in {:?} |",
             p.steps,
             p.decisions_per_user,
             p.users,
@@ -315,6 +318,8 @@ fn segments(a: &Args, cfg: &Config) {
             if p.after_drift { "after the drift" } else { "" },
             p.ari_batch_weights,
             p.sizes,
+            p.drifting_group.1,
+            p.drifting_group.0,
         );
     }
     match points.iter().find(|p| p.ari >= 0.7) {

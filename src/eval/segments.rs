@@ -33,6 +33,9 @@ pub struct SegmentPoint {
     pub after_drift: bool,
     /// Users in each segment, largest first.
     pub sizes: Vec<usize>,
+    /// The segment most users of the drifting group (group 0) are in, and their share in it:
+    /// whether the group stays together, and under which id, as its taste moves.
+    pub drifting_group: (Option<u32>, f64),
     /// ARI of batch k-means on the users' normalized personal weights (a reference).
     pub ari_batch_weights: f64,
 }
@@ -66,6 +69,21 @@ pub fn measure(
     Ok(out)
 }
 
+/// The most common value (ties: the smallest) and its share.
+fn most_common(of: &[Option<u32>]) -> (Option<u32>, f64) {
+    let mut counts: Vec<(Option<u32>, usize)> = Vec::new();
+    for v in of {
+        match counts.iter_mut().find(|(x, _)| x == v) {
+            Some(c) => c.1 += 1,
+            None => counts.push((*v, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    counts
+        .first()
+        .map_or((None, 0.0), |&(v, n)| (v, n as f64 / of.len() as f64))
+}
+
 fn point(
     world: &World,
     policy: &EnginePolicy,
@@ -88,12 +106,21 @@ fn point(
             }
         })
     };
+    let mut drifting: Vec<Option<u32>> = Vec::new();
     for (u, &d) in decisions.iter().enumerate() {
         if d == 0 {
             continue;
         }
         let group = world.group(u).expect("checked by `measure`");
         let export = policy.engine().user(world.user_id(u)).ok().flatten();
+        if group == 0 {
+            drifting.push(
+                export
+                    .as_ref()
+                    .and_then(|e| e.segment.as_ref())
+                    .map(|s| s.id),
+            );
+        }
         if let Some(e) = &export {
             let mut w = e.personal_weights.clone();
             let n = crate::model::math::norm(&w);
@@ -135,5 +162,6 @@ fn point(
         after_drift,
         sizes,
         ari_batch_weights: ari_of(&weight_truth, &batch),
+        drifting_group: most_common(&drifting),
     }
 }
