@@ -109,7 +109,7 @@ pub struct Centroids {
     vectors: Vec<f32>,
     /// Points each centroid stands for (capped at `memory`).
     weights: Vec<f64>,
-    /// Bumped by every change; a shard's sums name the version they were taken against.
+    /// Bumped by every change (a shard takes a newer snapshot at its next tick).
     version: u64,
 }
 
@@ -201,8 +201,6 @@ impl Centroids {
 #[derive(Clone, Debug, Default)]
 pub struct Accumulator {
     dim: usize,
-    /// The centroids' version the slots refer to.
-    version: u64,
     sums: Vec<f32>,
     counts: Vec<u32>,
     /// Sample points (a ring of the latest `SAMPLE_PER_SHARD`), only while seeding.
@@ -224,7 +222,9 @@ impl Accumulator {
     pub fn add(&mut self, centroids: &Centroids, slot: Option<usize>, point: &[f32]) {
         let d = self.dim;
         if let Some(i) = slot {
-            if self.version != centroids.version || self.counts.len() != centroids.len() {
+            // Slots keep their centroid across updates (another shard's push, a new name):
+            // only a set of another length starts the sums over.
+            if self.counts.len() != centroids.len() {
                 self.reset(centroids);
             }
             let sum = &mut self.sums[i * d..(i + 1) * d];
@@ -244,7 +244,6 @@ impl Accumulator {
     }
 
     fn reset(&mut self, centroids: &Centroids) {
-        self.version = centroids.version;
         self.sums.clear();
         self.sums.resize(centroids.len() * self.dim, 0.0);
         self.counts.clear();
@@ -711,6 +710,28 @@ mod tests {
         assert_eq!(snapshot.nearest(&centres[0]), Some(slot));
         assert_eq!(master.name("first", "1"), Err(NameError::Bad));
         assert_eq!(master.name("no-such", "x"), Err(NameError::Unknown));
+    }
+
+    #[test]
+    fn a_shards_sums_survive_other_shards_updates_between_its_pushes() {
+        let master = SegmentMaster::new(2, 2, 1e6, 1);
+        let mut seeding = Accumulator::new(2);
+        for i in 0..64 {
+            let p = if i % 2 == 0 { [1.0, 0.0] } else { [0.0, 1.0] };
+            seeding.add(&master.snapshot(), None, &p);
+        }
+        let seeded = master.push(&mut seeding);
+        let east = seeded.nearest(&[1.0, 0.0]).unwrap();
+        let (mut a, mut b) = (Accumulator::new(2), Accumulator::new(2));
+        b.add(&seeded, Some(east), &[1.0, 0.0]);
+        // Shard `a` pushes; `b` takes the newer snapshot (as at a tick not due) and goes on.
+        a.add(&seeded, Some(east), &[1.0, 0.0]);
+        master.push(&mut a);
+        let newer = master.snapshot();
+        assert!(newer.version() > seeded.version());
+        b.add(&newer, Some(east), &[1.0, 0.0]);
+        let after = master.push(&mut b);
+        assert_eq!(after.weight(east), seeded.weight(east) + 3.0);
     }
 
     #[test]
