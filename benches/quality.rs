@@ -1,4 +1,4 @@
-//! `cargo bench --bench quality [-- sim|movielens|obd|saturation ...] [--seed N]`: does nudge decide
+//! `cargo bench --bench quality [-- sim|movielens|obd|saturation|segments ...] [--seed N]`: does nudge decide
 //! better than the baselines, and do its per-user parts help? Three workloads, each comparing
 //! every policy on the same stream with common random numbers (see `docs/quality.md`).
 //!
@@ -334,6 +334,84 @@ fn saturation(a: &Args, cfg: &Config) {
     println!("\nSaturation took {:.1} s", started.elapsed().as_secs_f64());
 }
 
+/// Live segments against the standard world with 8 planted taste groups (one of which
+/// drifts halfway), 2,000 users of 40 sessions each (`SEGMENTS_USERS`, `SEGMENTS_SESSIONS`):
+/// ARI along the stream, and N, the decisions per user by which it first reaches 0.7
+/// (`docs/segments.md`). Not among the default workloads.
+fn segments(a: &Args, cfg: &Config) {
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let fenv = |name: &str, default: f64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let standard = SimConfig::standard(a.seed);
+    let world = World::new(SimConfig {
+        groups: env("SEGMENTS_GROUPS", 8),
+        drift_groups: 1,
+        users: env("SEGMENTS_USERS", 2_000),
+        items: env("SEGMENTS_ITEMS", standard.items),
+        sessions_per_user: env("SEGMENTS_SESSIONS", 40),
+        intent_scale: fenv("SEGMENTS_INTENT", standard.intent_scale),
+        taste_scale: fenv("SEGMENTS_TASTE", standard.taste_scale),
+        ..standard
+    });
+    let started = Instant::now();
+    let points = match nudge::eval::segments::measure(&world, cfg.clone(), 28) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("the engine did not start: {e}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "\n## Segments: {} users in {} planted groups, seed {}, k = {}, state_weight = {}, \
+         min_steps = {}, memory = {} ({:.1} s)\n",
+        world.cfg.users,
+        world.cfg.groups,
+        a.seed,
+        cfg.segments.k,
+        cfg.segments.state_weight,
+        cfg.segments.min_steps,
+        cfg.segments.memory,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "| decisions | per user | users | with a segment | ARI (all) | ARI (with one) | | \
+         ARI, batch k-means on the weights | sizes | drifting group: share in its segment |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for p in &points {
+        println!(
+            "| {} | {:.1} | {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:?} | {:.2} in {:?} |",
+            p.steps,
+            p.decisions_per_user,
+            p.users,
+            p.assigned,
+            p.ari,
+            p.ari_assigned,
+            if p.after_drift { "after the drift" } else { "" },
+            p.ari_batch_weights,
+            p.sizes,
+            p.drifting_group.1,
+            p.drifting_group.0,
+        );
+    }
+    match points.iter().find(|p| p.ari >= 0.7) {
+        Some(p) => println!(
+            "\nN = {:.1} decisions per user (ARI {:.3} at {} decisions)",
+            p.decisions_per_user, p.ari, p.steps
+        ),
+        None => println!("\nARI never reached 0.7"),
+    }
+}
+
 fn main() {
     let a = args();
     let cfg = engine_config();
@@ -343,7 +421,10 @@ fn main() {
             "movielens" => a.feedback.iter().for_each(|&f| movielens(&a, &cfg, f)),
             "saturation" => saturation(&a, &cfg),
             "obd" => obd(&a),
-            other => eprintln!("unknown workload {other} (sim, movielens, obd, saturation)"),
+            "segments" => segments(&a, &cfg),
+            other => {
+                eprintln!("unknown workload {other} (sim, movielens, obd, saturation, segments)")
+            }
         }
     }
 }

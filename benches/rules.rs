@@ -108,6 +108,7 @@ fn apply(c: &mut Criterion) {
                 hygiene: &hygiene,
                 session_idle_s: 1800,
                 now_ms: T0,
+                segment: None,
             },
             ctx: &ctx,
             arm: None,
@@ -172,5 +173,65 @@ fn decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, apply, decide);
+/// What live segments (issue 14, item 4) add to a decision: the user's point, its nearest of
+/// `k = 8` centroids and the sum it joins (O(k·2d)), against `segments.k = 0`. Users have
+/// trained enough (a dozen clicks each) to be clustered.
+fn segments(c: &mut Criterion) {
+    let mut group = c.benchmark_group("segments");
+    group
+        .sample_size(100)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6))
+        .throughput(Throughput::Elements(1));
+    let ids: Vec<String> = (0..CANDIDATES).map(|i| format!("item-{i}")).collect();
+    for k in [0, 8] {
+        let mut cfg = nudge::Config {
+            shards: 1,
+            seed: 3,
+            ..nudge::Config::default()
+        };
+        cfg.exploration.policy = PolicyKind::Greedy;
+        cfg.segments.k = k;
+        cfg.segments.update_interval_ms = 1;
+        let engine = Engine::builder().config(cfg).build().unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let mut item = ItemSpec::new(id);
+            item.attrs = item_attrs(i);
+            engine.upsert_item(item).unwrap();
+        }
+        let users: Vec<String> = (0..256).map(|u| format!("user-{u:06}")).collect();
+        for round in 0..12 {
+            for (u, user) in users.iter().enumerate() {
+                let click = Event::new(user, EventKind::Click).item(&ids[(u + round) % 7]);
+                engine.ingest(click).unwrap();
+            }
+            engine.tick().unwrap();
+        }
+        let mut i = 0usize;
+        group.bench_function(format!("decide_k_{k}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % users.len();
+                let request = DecideRequest::new(&users[i], ids.iter().cloned(), 5)
+                    .context("page", "home")
+                    .context("device", "mobile");
+                black_box(engine.decide(request).unwrap())
+            })
+        });
+        if k > 0 {
+            let clustered = users.iter().filter(|u| {
+                let export = engine.user(u).unwrap().unwrap();
+                export.segment.is_some()
+            });
+            eprintln!(
+                "segments: {} of {} users clustered",
+                clustered.count(),
+                users.len()
+            );
+        }
+        engine.shutdown();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, apply, decide, segments);
 criterion_main!(benches);

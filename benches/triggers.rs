@@ -60,6 +60,7 @@ fn check(c: &mut Criterion) {
                 hygiene: &hygiene,
                 session_idle_s: 1800,
                 now_ms: T0,
+                segment: None,
             };
             black_box(set.check(&mut marks, view, T0))
         })

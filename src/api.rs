@@ -422,6 +422,8 @@ pub struct Decision {
     pub rules: Vec<RuleEffect>,
     /// With `explain`: what saturation control did (caps, fatigue, diversity).
     pub saturation: Vec<SaturationEffect>,
+    /// With `explain`: the user's segment at the decision, if it has one.
+    pub segment: Option<SegmentLabel>,
 }
 
 /// What saturation control did to one candidate, or to a decision (`explain`).
@@ -482,6 +484,55 @@ pub struct RuleEffect {
     pub trigger: Option<std::sync::Arc<str>>,
     /// Why it was skipped for this decision (a runtime error), if it was.
     pub error: Option<&'static str>,
+}
+
+/// A user's segment (issue 14, item 4): its stable id and the name an operator gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentLabel {
+    /// The segment's id (stable across centroid updates, never reused).
+    pub id: u32,
+    /// Its name, if an operator named it.
+    pub name: Option<std::sync::Arc<str>>,
+}
+
+/// One segment as `Engine::segments` reports it, every shard's part merged
+/// (`docs/segments.md`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SegmentReport {
+    /// The segment's id.
+    pub id: u32,
+    /// Its name, if any.
+    pub name: Option<std::sync::Arc<str>>,
+    /// Resident users whose last assignment (at their latest event or decision) was it.
+    pub size: u64,
+    /// Points its centroid stands for (capped at `segments.memory`).
+    pub weight: f64,
+    /// Items its users engaged with, by count halving per hour of event time, most first.
+    pub top_items: Vec<(String, f64)>,
+    /// Sampled mean of a few live features over its users' events: `(feature, mean,
+    /// samples)`.
+    pub mean_features: Vec<(crate::actor::Feature, f64, f64)>,
+}
+
+impl SegmentReport {
+    /// Adds another shard's part of the same segment.
+    pub fn merge(&mut self, other: &SegmentReport) {
+        self.size += other.size;
+        for (id, count) in &other.top_items {
+            match self.top_items.iter_mut().find(|(i, _)| i == id) {
+                Some(mine) => mine.1 += count,
+                None => self.top_items.push((id.clone(), *count)),
+            }
+        }
+        self.top_items.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (mine, theirs) in self.mean_features.iter_mut().zip(&other.mean_features) {
+            let n = mine.2 + theirs.2;
+            if n > 0.0 {
+                mine.1 = (mine.1 * mine.2 + theirs.1 * theirs.2) / n;
+            }
+            mine.2 = n;
+        }
+    }
 }
 
 /// The experiment and arm a decision was made under.
@@ -548,6 +599,8 @@ pub struct UserExport {
     pub features: Vec<(crate::actor::Feature, crate::actor::features::FeatureValue)>,
     /// Open decisions.
     pub open_decisions: Vec<OpenDecision>,
+    /// The user's segment now (its nearest centroid), if it has one.
+    pub segment: Option<SegmentLabel>,
 }
 
 /// Counters of one shard.
@@ -605,6 +658,9 @@ pub struct Stats {
     pub durability: Option<DurabilityStats>,
     /// Threshold triggers delivered since start, and the webhook's counters.
     pub triggers: TriggerStats,
+    /// Every segment (`Engine::segments`; empty from `Engine::stats`, which reads counters
+    /// only: the server's `stats` fills it).
+    pub segments: Vec<SegmentReport>,
 }
 
 /// Deliveries of fired triggers since the engine started (`docs/triggers.md`).

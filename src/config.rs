@@ -114,6 +114,57 @@ pub struct Config {
     pub triggers: Vec<TriggerConfig>,
     /// Where fired triggers are posted (`[webhook]`; `docs/triggers.md`).
     pub webhook: WebhookConfig,
+    /// Live micro-segments (`[segments]`, issue 14; `docs/segments.md`).
+    pub segments: SegmentsConfig,
+}
+
+/// Live micro-segments: online k-means over users' taste (`docs/segments.md`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SegmentsConfig {
+    /// Number of segments (0: off; at most 64).
+    pub k: usize,
+    /// What stands for a user's taste in its point.
+    pub source: SegmentSource,
+    /// Weight of the normalized state vector beside the normalized personal weights in a
+    /// user's point (0: taste alone).
+    pub state_weight: f32,
+    /// Personal training steps a user needs before it is clustered (and has a segment).
+    pub min_steps: u32,
+    /// Most points a centroid stands for: the smaller, the faster it follows a drift.
+    pub memory: f64,
+    /// How often each shard hands its sums to the shared centroids (and takes them back).
+    pub update_interval_ms: u64,
+}
+
+/// What stands for a user's taste in its segment point (`docs/segments.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentSource {
+    /// The personal weights `w_u`: long-lived taste (the best measured, `docs/segments.md`).
+    #[default]
+    Weights,
+    /// The mean vector `x_i` of the items the user engaged with last (its last 8 distinct
+    /// outcome items, the co-occurrence component's list): no state of its own.
+    Engaged,
+    /// The mean fixed features `φ_i` (attributes, dense vector) of the items engaged with
+    /// last, without the learned embeddings.
+    Features,
+    /// `Features` and `Weights`, each normalized, added.
+    Blend,
+}
+
+impl Default for SegmentsConfig {
+    fn default() -> Self {
+        SegmentsConfig {
+            k: 8,
+            source: SegmentSource::Weights,
+            state_weight: 0.0,
+            min_steps: 5,
+            memory: 1000.0,
+            update_interval_ms: 1000,
+        }
+    }
 }
 
 /// One template as the config file (`[[templates]]`) spells it; `template::Template`
@@ -245,6 +296,8 @@ pub struct RuleConfig {
     pub trigger: Option<String>,
     /// Only for users in this experiment arm, `experiment/arm`.
     pub arm: Option<String>,
+    /// Only for users in this segment: its name, or its id in decimal (`docs/segments.md`).
+    pub segment: Option<String>,
 }
 
 /// One experiment as the config file (and the wire) spell it; `to_spec` checks it.
@@ -271,6 +324,9 @@ pub struct ExperimentConfig {
     pub tau: Option<f64>,
     /// α of the test (default 0.05).
     pub alpha: Option<f64>,
+    /// Targeting: only users in one of these segments (names or ids) take part (default:
+    /// everyone).
+    pub segments: Vec<String>,
 }
 
 /// One arm as the config file spells it.
@@ -320,6 +376,7 @@ impl ExperimentConfig {
         }
         spec.tau = self.tau.unwrap_or(spec.tau);
         spec.alpha = self.alpha.unwrap_or(spec.alpha);
+        spec.segments = self.segments.clone();
         spec.check()?;
         Ok(spec)
     }
@@ -358,6 +415,7 @@ impl Default for Config {
             saturation: Default::default(),
             tone: Default::default(),
             consent: Default::default(),
+            segments: SegmentsConfig::default(),
             templates: Vec::new(),
             triggers: Vec::new(),
             webhook: WebhookConfig::default(),
@@ -767,6 +825,24 @@ impl Config {
         check(self.max_candidates >= 1, "max_candidates", "at least 1")?;
         check(self.mix_interval_ms >= 1, "mix_interval_ms", "at least 1")?;
         check((8..=256).contains(&m.dim), "model.dim", "in 8..=256")?;
+        let g = &self.segments;
+        let max_k = crate::model::segments::MAX_SEGMENTS;
+        check(g.k <= max_k, "segments.k", "at most 64")?;
+        check(
+            g.state_weight.is_finite() && g.state_weight >= 0.0,
+            "segments.state_weight",
+            "finite and non-negative",
+        )?;
+        check(
+            g.memory.is_finite() && g.memory >= 1.0,
+            "segments.memory",
+            "at least 1",
+        )?;
+        check(
+            g.update_interval_ms >= 1,
+            "segments.update_interval_ms",
+            "at least 1",
+        )?;
         check(m.kappa.is_finite(), "model.kappa", "finite")?;
         check(
             m.state_half_life_s > 0.0,

@@ -76,9 +76,9 @@ pub use api::ExperimentArm;
 pub use api::{
     Ack, Candidate, Context, DecideRequest, Decision, DecisionLog, DurabilityStats, Event,
     EventKind, ItemSpec, LogRecord, LoggedPlacement, OpenDecision, OutcomeSource, Placement,
-    RuleEffect, SaturationEffect, SaturationKind, ScoreParts, SentimentSource, ShardStats,
-    SignalSummary, Stats, ToneDecision, ToneRequest, TriggerFiring, TriggerSink, TriggerStats,
-    UpdateCause, UpdateSink, UserExport, UserUpdate,
+    RuleEffect, SaturationEffect, SaturationKind, ScoreParts, SegmentLabel, SegmentReport,
+    SentimentSource, ShardStats, SignalSummary, Stats, ToneDecision, ToneRequest, TriggerFiring,
+    TriggerSink, TriggerStats, UpdateCause, UpdateSink, UserExport, UserUpdate,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Config, FsyncPolicy, OnFull, PolicyKind, RuleConfig, TriggerConfig};

@@ -13,6 +13,8 @@ mod checkpoints;
 mod engine_api;
 // Issue 13: experiments as data, sticky arms through `decide`, attribution, results, SRM.
 mod experiments;
+// Issue 14, item 4: live segments: planted groups recovered, names, targeting, restart.
+mod segments;
 // Learning from a plain event stream: co-occurrence, negatives, impressions, previews, import.
 mod event_stream;
 // Properties of the model's math, policies and hashing (proptest).

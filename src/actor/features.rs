@@ -114,11 +114,15 @@ pub enum Feature {
     ConversionValue,
     /// The experiment arm of the user's last decision (`experiment/arm`).
     ExperimentArm,
+    /// The id of the user's segment (its nearest centroid; issue 14, item 4).
+    Segment,
+    /// The operator's name of the user's segment.
+    SegmentName,
 }
 
 impl Feature {
     /// Every feature, in catalogue order.
-    pub const ALL: [Feature; 21] = [
+    pub const ALL: [Feature; 23] = [
         Feature::Clicks1h,
         Feature::Events5m,
         Feature::EngagementVelocity,
@@ -140,6 +144,8 @@ impl Feature {
         Feature::Conversions,
         Feature::ConversionValue,
         Feature::ExperimentArm,
+        Feature::Segment,
+        Feature::SegmentName,
     ];
 
     /// The feature's name (`user.<name>` in rules, the key in exports).
@@ -166,6 +172,8 @@ impl Feature {
             Feature::Conversions => "conversions",
             Feature::ConversionValue => "conversion_value",
             Feature::ExperimentArm => "experiment_arm",
+            Feature::Segment => "segment",
+            Feature::SegmentName => "segment_name",
         }
     }
 
@@ -177,9 +185,10 @@ impl Feature {
     /// The type of its value.
     pub fn kind(self) -> FeatureType {
         match self {
-            Feature::LastDevice | Feature::LastLocation | Feature::ExperimentArm => {
-                FeatureType::Str
-            }
+            Feature::LastDevice
+            | Feature::LastLocation
+            | Feature::ExperimentArm
+            | Feature::SegmentName => FeatureType::Str,
             _ => FeatureType::Num,
         }
     }
@@ -226,6 +235,8 @@ pub struct FeatureView<'a> {
     pub session_idle_s: u64,
     /// The time of the reading (Unix ms).
     pub now_ms: u64,
+    /// The user's segment: its id and name (`None`: no segment yet, or segments are off).
+    pub segment: Option<(u32, Option<&'a str>)>,
 }
 
 impl<'a> FeatureView<'a> {
@@ -239,6 +250,11 @@ impl<'a> FeatureView<'a> {
 
     /// The value of `feature`.
     pub fn get(&self, feature: Feature) -> Value<'a> {
+        match (feature, self.segment) {
+            (Feature::Segment, Some((id, _))) => return Value::Num(f64::from(id)),
+            (Feature::SegmentName, Some((_, Some(name)))) => return Value::Str(name),
+            _ => {}
+        }
         let f = self.features;
         f.get(
             feature,
@@ -434,6 +450,8 @@ impl LiveFeatures {
             Feature::Conversions => num(self.conversions as f64),
             Feature::ConversionValue => num(self.conversion_value),
             Feature::ExperimentArm => string(self.arm.as_deref()),
+            // Not the actor's: `FeatureView` answers them from the shard's centroids.
+            Feature::Segment | Feature::SegmentName => Value::Missing,
         }
     }
 }

@@ -8,6 +8,7 @@
 
 mod consent;
 pub mod pending;
+mod segments;
 mod templates;
 mod tone;
 pub mod validate;
@@ -29,6 +30,7 @@ use crate::config::{Config, FsyncPolicy, OnFull, PolicyKind};
 use crate::error::{Error, Problem, StartError};
 use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec, Registry};
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
+use crate::model::segments::SegmentMaster;
 use crate::model::{FeatureSpace, Mixer};
 use crate::persist::{store, Checkpointer, DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
 use crate::rules::RuleSet;
@@ -91,6 +93,8 @@ struct Inner {
     replacing_triggers: Mutex<()>,
     /// Where shards deliver fired triggers beyond the reply.
     trigger_hub: Arc<TriggerHub>,
+    /// The shared segment centroids and their names (`None`: `segments.k = 0`).
+    segments: Option<Arc<SegmentMaster>>,
 }
 
 /// A running engine. Clones share it; it shuts down when `shutdown` is called or the last
@@ -187,6 +191,11 @@ impl EngineBuilder {
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let n = cfg.shard_count();
         let mixer = (n > 1).then(|| Arc::new(Mixer::new(cfg.model.dim, n)));
+        let seg = &cfg.segments;
+        let segments = (seg.k > 0).then(|| {
+            let dim = crate::model::segments::point_dim(cfg.model.dim, seg.state_weight);
+            Arc::new(SegmentMaster::new(seg.k, dim, seg.memory, cfg.seed))
+        });
         // Decision ids start from the start time so ids of two runs do not collide.
         let first_sequence = ((clock.now_ms() / 1000) << 16) & 0x7fff_ffff_ffff;
         let data = match cfg.data_dir.as_deref() {
@@ -204,6 +213,7 @@ impl EngineBuilder {
                     counters[i].clone(),
                 )
                 .with_log(self.log.clone())
+                .with_segments(segments.clone())
             })
             .collect();
         let recovery_started = std::time::Instant::now();
@@ -223,6 +233,9 @@ impl EngineBuilder {
             let store = Arc::new(data.store(self.repair)?);
             if let (Some(mixer), Some(bytes)) = (&mixer, store.master()?) {
                 mixer.restore(store::decode(&bytes, store.path(), "the master model")?);
+            }
+            if let (Some(segments), Some(bytes)) = (&segments, store.segments()?) {
+                segments.restore(store::decode(&bytes, store.path(), "the segments")?);
             }
             let every = Duration::from_secs(cfg.durability.checkpoint_interval_s);
             let spawned = Checkpointer::spawn(store, n)?;
@@ -312,6 +325,7 @@ impl EngineBuilder {
         }
         let inner = Arc::new(Inner {
             templates,
+            segments,
             experiments,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),
@@ -1075,6 +1089,7 @@ impl Engine {
             shards,
             durability,
             triggers: inner.trigger_hub.stats(),
+            segments: Vec::new(),
         }
     }
 

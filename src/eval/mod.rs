@@ -28,6 +28,7 @@ pub mod movielens;
 pub mod obd;
 pub mod replay;
 pub mod saturation;
+pub mod segments;
 pub mod sim;
 pub mod stats;
 

@@ -83,7 +83,7 @@ pub fn run(
                 .iter()
                 .map(|&i| world.item_id(i).to_string()),
         );
-        let (user, context) = (world.user_id(step.user), world.context(step));
+        let (user, context) = (world.user_id(step.user as usize), world.context(step));
         let req = Request {
             user,
             context,

@@ -69,6 +69,15 @@ pub struct SimConfig {
     pub item_bias_sd: f64,
     /// Standard deviation of the noise on the observed item vector.
     pub vector_noise: f64,
+    /// Planted taste groups (issue 14, item 4): 0 draws every taste on its own; `G > 0`
+    /// puts user `u` in group `u mod G`, its taste the group's centre plus `group_spread`
+    /// times its own draw, and the drift then moves whole groups (`drift_groups`).
+    pub groups: usize,
+    /// Spread of a user's taste around its group's centre (a multiple of its own draw).
+    pub group_spread: f64,
+    /// With groups: how many groups (the first ones) get a new centre at the drift, their
+    /// users keeping their offsets from it; no user drifts on its own.
+    pub drift_groups: usize,
 }
 
 impl SimConfig {
@@ -92,6 +101,19 @@ impl SimConfig {
             base_logit: -1.5,
             item_bias_sd: 0.5,
             vector_noise: 0.5,
+            groups: 0,
+            group_spread: 0.3,
+            drift_groups: 0,
+        }
+    }
+
+    /// `small`'s world with `groups` planted taste groups, the first of which gets a new
+    /// centre at the drift.
+    pub fn planted(seed: u64, groups: usize) -> Self {
+        SimConfig {
+            groups,
+            drift_groups: 1,
+            ..SimConfig::small(seed)
         }
     }
 
@@ -140,6 +162,8 @@ pub struct World {
     taste: Vec<Vec<f64>>,
     /// New taste after the drift, for drifted users.
     drifted: Vec<Option<Vec<f64>>>,
+    /// Each user's planted group (empty without groups).
+    group: Vec<usize>,
     /// The drift time (Unix ms).
     pub drift_ms: u64,
     /// The stream, in time order.
@@ -159,6 +183,36 @@ fn unit(mut v: Vec<f64>) -> Vec<f64> {
         v.iter_mut().for_each(|x| *x /= n);
     }
     v
+}
+
+/// With `cfg.groups > 0`: replaces each user's taste by its group's centre plus
+/// `group_spread` times its own draw, and the drift by new centres for the first
+/// `drift_groups` groups. Returns each user's group (empty without groups).
+fn plant_groups(
+    cfg: &SimConfig,
+    taste: &mut [Vec<f64>],
+    drifted: &mut [Option<Vec<f64>>],
+) -> Vec<usize> {
+    if cfg.groups == 0 {
+        return Vec::new();
+    }
+    let mut rng = Rng::new(cfg.seed ^ 0x6a09_e667_f3bc_c908);
+    let l = cfg.latent_dim;
+    let centres: Vec<Vec<f64>> = (0..cfg.groups)
+        .map(|_| gaussian(&mut rng, l, 1.0))
+        .collect();
+    let moved: Vec<Vec<f64>> = (0..cfg.drift_groups.min(cfg.groups))
+        .map(|_| gaussian(&mut rng, l, 1.0))
+        .collect();
+    let group: Vec<usize> = (0..taste.len()).map(|u| u % cfg.groups).collect();
+    for (u, t) in taste.iter_mut().enumerate() {
+        let g = group[u];
+        let offset: Vec<f64> = t.iter().map(|x| x * cfg.group_spread).collect();
+        let place = |c: &[f64]| c.iter().zip(&offset).map(|(c, o)| c + o).collect();
+        drifted[u] = moved.get(g).map(|c| place(c));
+        *t = place(&centres[g]);
+    }
+    group
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -197,10 +251,12 @@ impl World {
         let hour_shift = (0..HOURS.len())
             .map(|_| gaussian(&mut rng, l, cfg.context_scale))
             .collect();
-        let taste: Vec<Vec<f64>> = (0..cfg.users).map(|_| gaussian(&mut rng, l, 1.0)).collect();
-        let drifted = (0..cfg.users)
+        let mut taste: Vec<Vec<f64>> = (0..cfg.users).map(|_| gaussian(&mut rng, l, 1.0)).collect();
+        let mut drifted: Vec<Option<Vec<f64>>> = (0..cfg.users)
             .map(|_| (rng.next_f64() < cfg.drift_fraction).then(|| gaussian(&mut rng, l, 1.0)))
             .collect();
+        // Groups draw from their own stream, so a world without them is the one it always was.
+        let group = plant_groups(&cfg, &mut taste, &mut drifted);
         let span_ms = (cfg.days * 86_400_000.0) as u64;
         let drift_ms = START_MS + (cfg.drift_at * span_ms as f64) as u64;
         let steps = Self::stream(&cfg, &mut rng, span_ms);
@@ -226,6 +282,7 @@ impl World {
             hour_shift,
             taste,
             drifted,
+            group,
             drift_ms,
             steps,
             contexts,
@@ -307,6 +364,16 @@ impl World {
         1.0 / (1.0 + (-z).exp())
     }
 
+    /// User `user`'s planted group (`None` without groups).
+    pub fn group(&self, user: usize) -> Option<usize> {
+        self.group.get(user).copied()
+    }
+
+    /// The id the engine knows user `user` by.
+    pub fn user_id(&self, user: usize) -> &str {
+        &self.user_ids[user]
+    }
+
     /// Whether the user of `step` is one whose taste drifts.
     pub fn drifts(&self, user: u32) -> bool {
         self.drifted[user as usize].is_some()
@@ -315,11 +382,6 @@ impl World {
     /// The context pairs of `step`.
     pub fn context(&self, step: &Step) -> &[(String, String)] {
         &self.contexts[step.device as usize * HOURS.len() + step.hour as usize]
-    }
-
-    /// User `u`'s id.
-    pub fn user_id(&self, u: u32) -> &str {
-        &self.user_ids[u as usize]
     }
 
     /// Item `i`'s id.
@@ -347,9 +409,26 @@ pub struct Trace {
 /// Runs one policy over the whole stream (one placement per decision).
 pub fn run(world: &World, policy: &mut dyn Policy) -> Trace {
     let n = world.steps.len();
-    let (mut expected, mut clicked) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut trace = Trace {
+        name: policy.name(),
+        expected: Vec::with_capacity(n),
+        clicked: Vec::with_capacity(n),
+    };
+    run_range(world, policy, 0..n, &mut trace);
+    trace
+}
+
+/// Runs one policy over the steps `range` of the stream, appending to `trace` (a run in
+/// pieces, looked at between them, is the same run).
+pub fn run_range(
+    world: &World,
+    policy: &mut dyn Policy,
+    range: std::ops::Range<usize>,
+    trace: &mut Trace,
+) {
+    let (expected, clicked) = (&mut trace.expected, &mut trace.clicked);
     let mut candidates: Vec<String> = Vec::with_capacity(world.cfg.candidates);
-    for step in &world.steps {
+    for step in &world.steps[range] {
         candidates.clear();
         candidates.extend(
             step.candidates
@@ -385,11 +464,6 @@ pub fn run(world: &World, policy: &mut dyn Policy) -> Trace {
         policy.observe(&obs);
         expected.push(p as f32);
         clicked.push(click);
-    }
-    Trace {
-        name: policy.name(),
-        expected,
-        clicked,
     }
 }
 

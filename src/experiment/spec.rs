@@ -146,6 +146,9 @@ pub struct ExperimentSpec {
     pub tau: f64,
     /// The test's level α.
     pub alpha: f64,
+    /// Targeting (issue 14, item 4): only users whose segment is one of these (a name, or an
+    /// id in decimal) take part; the others are served as if held out. Empty: everyone.
+    pub segments: Vec<String>,
 }
 
 impl ExperimentSpec {
@@ -163,7 +166,14 @@ impl ExperimentSpec {
             guardrails: Vec::new(),
             tau: 0.2,
             alpha: 0.05,
+            segments: Vec::new(),
         }
+    }
+
+    /// Whether a user in segment `segment` (`(id, name)`; `None`: none) is targeted.
+    pub fn targets(&self, segment: Option<(u32, Option<&str>)>) -> bool {
+        self.segments.is_empty()
+            || (self.segments.iter()).any(|s| crate::rules::in_segment(s, segment))
     }
 
     /// Checks the definition and builds its split; the error names the field at fault.
@@ -179,6 +189,9 @@ impl ExperimentSpec {
         }
         for arm in &self.arms {
             name("arms.name", &arm.name)?;
+        }
+        for segment in &self.segments {
+            name("segments", segment)?;
         }
         let (start, end) = (self.buckets.start, self.buckets.end);
         if start >= end || end > LAYER_BUCKETS {

@@ -14,6 +14,7 @@ pub mod math;
 pub mod policy;
 pub mod reward;
 pub mod score;
+pub mod segments;
 
 pub use features::{FeatureSpace, ItemFeatures, SparseVec};
 pub use global::{GlobalReplica, Mixer};

@@ -42,6 +42,9 @@ pub const STORE_FILE: &str = "store.redb";
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const SHARDS: TableDefinition<u16, &[u8]> = TableDefinition::new("shards");
 const MASTER: TableDefinition<u8, &[u8]> = TableDefinition::new("master");
+/// The row of `MASTER` holding the segments (row 0 is the global model). A store written
+/// before segments has no such row, and an older build never reads it: no version change.
+const SEGMENTS_KEY: u8 = 1;
 /// Open decisions, by id (whose top 16 bits name the shard).
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
 
@@ -281,9 +284,19 @@ impl Store {
 
     /// The master copy of the global model, as of the latest checkpoint.
     pub fn master(&self) -> Result<Option<Vec<u8>>, PersistError> {
+        self.master_row(0)
+    }
+
+    /// The segments' centroids and names (`model::segments::SavedSegments`), as of the
+    /// latest checkpoint.
+    pub fn segments(&self) -> Result<Option<Vec<u8>>, PersistError> {
+        self.master_row(SEGMENTS_KEY)
+    }
+
+    fn master_row(&self, key: u8) -> Result<Option<Vec<u8>>, PersistError> {
         let txn = self.db.read().begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(MASTER).map_err(|e| self.err(e))?;
-        let found = table.get(0u8).map_err(|e| self.err(e))?;
+        let found = table.get(key).map_err(|e| self.err(e))?;
         Ok(found.map(|v| v.value().to_vec()))
     }
 
@@ -381,6 +394,8 @@ pub enum Job {
         state: Deferred<Vec<u8>>,
         /// The master copy of the global model, to encode (when there is one).
         master: Deferred<Option<Vec<u8>>>,
+        /// The segments' centroids and names, to encode (when segments are on).
+        segments: Deferred<Option<Vec<u8>>>,
         /// Deletions first, then users.
         users: Vec<UserWrite>,
         /// The open decisions opened, changed or closed since the shard's last checkpoint.
@@ -592,6 +607,7 @@ fn apply(store: &Store, committed: &[Arc<Committed>], open: &mut Option<Open>, j
                 position,
                 state,
                 master,
+                segments,
                 users,
                 decisions,
             } => {
@@ -617,6 +633,12 @@ fn apply(store: &Store, committed: &[Arc<Committed>], open: &mut Option<Open>, j
                         let mut t = o.txn.open_table(MASTER).map_err(|e| store.err(e))?;
                         t.insert(0u8, m.as_slice()).map_err(|e| store.err(e))?;
                         o.bytes += m.len() as u64;
+                    }
+                    if let Some(s) = segments() {
+                        let mut t = o.txn.open_table(MASTER).map_err(|e| store.err(e))?;
+                        t.insert(SEGMENTS_KEY, s.as_slice())
+                            .map_err(|e| store.err(e))?;
+                        o.bytes += s.len() as u64;
                     }
                 }
                 write_users(store, &mut o, users)?;

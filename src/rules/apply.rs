@@ -115,6 +115,14 @@ impl Known {
     }
 }
 
+/// Whether a segment `(id, name)` is the one `label` names (its name, or its id in decimal).
+pub fn in_segment(label: &str, segment: Option<(u32, Option<&str>)>) -> bool {
+    let Some((id, name)) = segment else {
+        return false;
+    };
+    name == Some(label) || label.parse::<u32>().ok() == Some(id)
+}
+
 /// A decision as rules see it.
 pub struct DecisionView<'a> {
     /// The user's live features at the decision's time.
@@ -180,6 +188,11 @@ impl RuleSet {
                 }
             } else if rule.arm.is_some() {
                 continue;
+            }
+            if let Some(scope) = &rule.segment {
+                if !in_segment(scope, decision.user.segment) {
+                    continue;
+                }
             }
             let fires = rule.when.as_ref().map_or(Ok(true), |c| c.eval(&env));
             let result = match fires {

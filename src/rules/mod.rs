@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::config::RuleConfig;
 use expr::Cond;
 
-pub use apply::{Applied, Candidates, DecisionView, ItemMatches};
+pub use apply::{in_segment, Applied, Candidates, DecisionView, ItemMatches};
 
 /// Most rules in one set.
 pub const MAX_RULES: usize = 1000;
@@ -109,6 +109,8 @@ struct Rule {
     action: Action,
     /// Only for this `experiment/arm`.
     arm: Option<Box<str>>,
+    /// Only for users in this segment (its name, or its id in decimal).
+    segment: Option<Box<str>>,
     /// The rule's bit in `ItemMatches`, when its `items` depends on the item alone.
     remembered: Option<u32>,
 }
@@ -330,6 +332,9 @@ fn compile_rule(index: usize, spec: &RuleConfig, version: u64) -> Result<Rule, R
             return bad("arm", "must be `experiment/arm`");
         }
     }
+    if spec.segment.as_ref().is_some_and(|s| s.is_empty()) {
+        return bad("segment", "must name a segment (its name or id)");
+    }
     let when = spec
         .when
         .as_deref()
@@ -348,6 +353,7 @@ fn compile_rule(index: usize, spec: &RuleConfig, version: u64) -> Result<Rule, R
         items,
         action,
         arm: spec.arm.as_deref().map(Into::into),
+        segment: spec.segment.as_deref().map(Into::into),
         remembered: None,
     })
 }

@@ -2,8 +2,10 @@
 //! `/metrics`; it also mounts the WebSocket (`/v1/ws`) and Segment (`/v1/track`, …) routes.
 //!
 //! Routes: `POST /v1/events` (one object, an array, or NDJSON), `POST /v1/decide`,
-//! `POST /v1/reward`, `POST /v1/templates`, `GET`/`PUT`/`DELETE /v1/items/{id}`, `GET`/`DELETE /v1/users/{id}`,
-//! `GET /v1/stats`, `GET /livez` (and `/healthz`), `GET /readyz`, `GET /metrics`. Bodies are
+//! `POST /v1/tone`, `POST /v1/consent`, `POST /v1/reward`, `POST /v1/templates`,
+//! `GET`/`PUT`/`DELETE /v1/items/{id}`, `GET`/`DELETE /v1/users/{id}`, `GET`/`PUT /v1/triggers`,
+//! `GET /v1/segments`, `PUT /v1/segments/{segment}`, `GET /v1/stats`, `GET /livez` (and
+//! `/healthz`), `GET /readyz`, `GET /metrics`, and the dashboard (`GET /`). Bodies are
 //! the TCP ops' JSON without `op`; replies are the same JSON as on TCP, with the HTTP status
 //! its error code owns (`ErrorCode::http_status`). Each request runs through a `session` of
 //! its own (the same one TCP and WebSocket run per connection): this module only frames.
@@ -136,6 +138,12 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
                 .route(web::get().to(get_triggers))
                 .route(web::put().to(put_triggers))
                 .default_service(only("GET, PUT")),
+        )
+        .service(get("/v1/segments", web::get().to(list_segments)))
+        .service(
+            web::resource("/v1/segments/{segment}")
+                .route(web::put().to(name_segment))
+                .default_service(only("PUT")),
         )
         .service(get("/v1/stats", web::get().to(stats)))
         .service(get("/v1/ws", web::get().to(ws::handler)))
@@ -333,6 +341,32 @@ async fn stop_experiment(shared: web::Data<Shared>, name: web::Path<String>) -> 
     url_op(shared, op).await
 }
 
+async fn list_segments(shared: web::Data<Shared>) -> HttpResponse {
+    let op = Op::Segments {
+        segment: None,
+        name: None,
+    };
+    url_op(shared, op).await
+}
+
+/// `PUT /v1/segments/{segment}` with `{"name":…}` names the segment (its id or current name).
+async fn name_segment(
+    shared: web::Data<Shared>,
+    segment: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let started = Instant::now();
+    let mut input = body.to_vec();
+    let parsed = with_parser(|p| p.parse(&mut input, Some(OpKind::Segments)));
+    let parsed = parsed.map(|mut request| {
+        if let Op::Segments { segment: s, .. } = &mut request.op {
+            *s = Some(segment.into_inner());
+        }
+        request
+    });
+    one(shared, OpKind::Segments, Input::Parsed(parsed), started).await
+}
+
 async fn stats(shared: web::Data<Shared>) -> HttpResponse {
     url_op(shared, Op::Stats).await
 }
@@ -370,7 +404,10 @@ async fn ready(shared: web::Data<Shared>) -> HttpResponse {
 }
 
 async fn metrics(shared: web::Data<Shared>) -> HttpResponse {
-    let text = shared.metrics.render(&shared.engine.stats());
+    let mut stats = shared.engine.stats();
+    // Per-segment gauges need every shard's part; a failure leaves them out.
+    stats.segments = shared.engine.segments_async().await.unwrap_or_default();
+    let text = shared.metrics.render(&stats);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(text)

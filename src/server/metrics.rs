@@ -537,6 +537,60 @@ fn render_engine(out: &mut String, stats: &Stats) {
     let _ = writeln!(out, "nudge_catalog_items {}", stats.catalog_items);
     render_triggers(out, stats);
     render_durability(out, stats);
+    render_segments(out, stats);
+}
+
+/// Per segment (at most `segments.k`, so the labels are bounded): resident users, the
+/// centroid's weight, and its name as an info metric.
+fn render_segments(out: &mut String, stats: &Stats) {
+    if stats.segments.is_empty() {
+        return;
+    }
+    header(
+        out,
+        "nudge_segment_users",
+        "Resident users whose last assignment was the segment.",
+        "gauge",
+    );
+    for s in &stats.segments {
+        let _ = writeln!(
+            out,
+            "nudge_segment_users{{segment=\"{}\"}} {}",
+            s.id, s.size
+        );
+    }
+    header(
+        out,
+        "nudge_segment_weight",
+        "Points the segment's centroid stands for (capped at segments.memory).",
+        "gauge",
+    );
+    for s in &stats.segments {
+        let _ = writeln!(
+            out,
+            "nudge_segment_weight{{segment=\"{}\"}} {}",
+            s.id, s.weight
+        );
+    }
+    header(
+        out,
+        "nudge_segment_info",
+        "A segment's operator name (1 per named segment).",
+        "gauge",
+    );
+    for s in &stats.segments {
+        if let Some(name) = &s.name {
+            let escaped = name
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                out,
+                "nudge_segment_info{{segment=\"{}\",name=\"{escaped}\"}} 1",
+                s.id
+            );
+        }
+    }
 }
 
 /// Fired triggers by name (operator-defined, bounded by the trigger sets; no user labels)

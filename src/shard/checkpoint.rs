@@ -282,6 +282,13 @@ impl Shard {
             }
             None => Box::new(|| None),
         };
+        let segments: store::Deferred<Option<Vec<u8>>> = match &self.segments {
+            Some(s) => {
+                let saved = s.saved();
+                Box::new(move || Some(store::encode(&saved)))
+            }
+            None => Box::new(|| None),
+        };
         let delta = self.pending.take_delta();
         let decision_ids = delta.ids();
         let decisions: store::DeferredRows = Box::new(move || {
@@ -305,6 +312,7 @@ impl Shard {
             position,
             state,
             master,
+            segments,
             users,
             decisions,
         });

@@ -197,7 +197,7 @@ fn private_decision(
     let candidates = req.candidates.iter().map(|c| (c.key, c.inline.as_ref()));
     learner.logits_known(candidates, &mut logits);
     let ruled = (req.rules.as_deref())
-        .map(|rules| ruled::apply(rules, learner, user, req, None, &logits, remembered));
+        .map(|rules| ruled::apply(rules, learner, (user, None), req, None, &logits, remembered));
     let seed = learner.cfg.seed ^ req.user.key() ^ req.ts_ms.rotate_left(17);
     let mut rng = Rng::new(seed);
     let exploration = &learner.cfg.exploration;
@@ -222,5 +222,6 @@ fn private_decision(
         triggers,
         rules,
         saturation: Vec::new(),
+        segment: None,
     }
 }

@@ -241,6 +241,10 @@ impl Shard {
             Ok(())
         })?;
         self.restore_decision_log(decision_log);
+        if let Some(segments) = &mut self.segments {
+            // What the replay gathered was shared with the centroids by the run that logged it.
+            segments.forget_sums();
+        }
         let next = self.resume_sequence(next_sequence);
         let counters = log.counters();
         let mut wal = Wal {

@@ -17,6 +17,7 @@ pub mod pending;
 mod ruled;
 mod saturated;
 pub mod seen;
+mod segmented;
 pub mod subscriptions;
 pub mod templated;
 mod triggered;

@@ -156,6 +156,8 @@ pub enum Msg {
     /// Replace the threshold triggers checked after each event (logged, so a replay checks
     /// the set that was in force).
     SetTriggers(Arc<crate::triggers::TriggerSet>, Reply<()>),
+    /// This shard's part of every segment's report (sizes, top items, mean features).
+    Segments(Reply<Vec<crate::api::SegmentReport>>),
     /// Reply once every earlier message has been handled.
     Barrier(Reply<()>),
     /// Checkpoint now and wait for it to commit (`Engine::checkpoint`); replies whether it

@@ -53,11 +53,11 @@ pub(super) fn candidates<'a>(learner: &'a Learner, req: &'a ValidDecide) -> impl
 }
 
 /// Applies `rules` to the decision `req` for `user` (whose features are decayed to the
-/// decision's time), given the model's `logits`.
+/// decision's time) in `segment`, given the model's `logits`.
 pub(super) fn apply(
     rules: &RuleSet,
     learner: &Learner,
-    user: &UserActor,
+    (user, segment): (&UserActor, Option<(u32, Option<&str>)>),
     req: &ValidDecide,
     arm: Option<&ExperimentArm>,
     logits: &[f32],
@@ -71,6 +71,7 @@ pub(super) fn apply(
             hygiene: &cfg.hygiene,
             session_idle_s: cfg.features.session_idle_s,
             now_ms: req.ts_ms,
+            segment,
         },
         ctx: req.raw_context.as_deref().unwrap_or(&[]),
         arm: arm.map(|a| (&*a.experiment, &*a.arm)),

@@ -334,6 +334,7 @@ impl Shard {
             hygiene: &cfg.hygiene,
             session_idle_s: cfg.features.session_idle_s,
             now_ms: req.ts_ms,
+            segment: None,
         };
         let features = (req.reads.iter())
             .map(|f| feature_text(&view.get(*f).to_owned_value()))

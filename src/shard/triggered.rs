@@ -90,6 +90,7 @@ impl Shard {
             hygiene: &cfg.hygiene,
             session_idle_s: cfg.features.session_idle_s,
             now_ms,
+            segment: None,
         };
         let fired = set.check(&mut user.triggers, view, now_ms);
         if fired.is_empty() {

@@ -39,6 +39,11 @@ pub struct Users {
     active_ms: Vec<u64>,
     /// `DIRTY` / `OWED` of each slab entry (all zero without a store).
     marks: Vec<u8>,
+    /// The segment slot + 1 each slab entry was last assigned to (0: none): a read-side
+    /// cache for segment sizes, not user state (`shard/segmented.rs`).
+    segment: Vec<u8>,
+    /// Resident users per segment slot + 1 (index 0 unused).
+    segment_sizes: Vec<u32>,
     index: HashTable<u32>,
     cap: usize,
     scan_cursor: usize,
@@ -69,6 +74,8 @@ impl Users {
             slab: Vec::new(),
             active_ms: Vec::new(),
             marks: Vec::new(),
+            segment: Vec::new(),
+            segment_sizes: vec![0; crate::model::segments::MAX_SEGMENTS + 1],
             index: HashTable::new(),
             cap,
             scan_cursor: 0,
@@ -82,6 +89,32 @@ impl Users {
             evictions: 0,
             dropped_open: Vec::new(),
         }
+    }
+
+    /// Records that resident user `key` was last assigned to segment slot `slot`.
+    pub fn assign_segment(&mut self, key: u64, slot: Option<usize>) {
+        let Some(i) = self.find_key(key) else {
+            return;
+        };
+        let new = slot.map_or(0, |s| s + 1);
+        let old = std::mem::replace(&mut self.segment[i], new as u8) as usize;
+        if old > 0 {
+            self.segment_sizes[old] -= 1;
+        }
+        if new > 0 {
+            self.segment_sizes[new] += 1;
+        }
+    }
+
+    /// Resident users last assigned to each segment slot (slot `i` at index `i`).
+    pub fn segment_sizes(&self) -> &[u32] {
+        &self.segment_sizes[1..]
+    }
+
+    /// Forgets every assignment (the centroids were rebuilt: slots mean other segments).
+    pub fn clear_segments(&mut self) {
+        self.segment.iter_mut().for_each(|s| *s = 0);
+        self.segment_sizes.iter_mut().for_each(|s| *s = 0);
     }
 
     /// Resident users.
@@ -133,6 +166,7 @@ impl Users {
         let key = user.id.key();
         self.slab.push(user);
         self.active_ms.push(now_ms);
+        self.segment.push(0);
         self.marks
             .push(if self.passive.has_store() { mark } else { 0 });
         let slab = &self.slab;
@@ -294,6 +328,10 @@ impl Users {
         }
         self.active_ms.swap_remove(i);
         self.marks.swap_remove(i);
+        let segment = self.segment.swap_remove(i) as usize;
+        if segment > 0 {
+            self.segment_sizes[segment] -= 1;
+        }
         self.slab.swap_remove(i)
     }
 

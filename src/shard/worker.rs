@@ -36,6 +36,7 @@ use crate::shard::pending::{Missing, Open, PendingDecisions, Placed};
 use crate::shard::ruled;
 use crate::shard::saturated;
 use crate::shard::seen::SeenEvents;
+use crate::shard::segmented::Segmented;
 use crate::shard::subscriptions::{SubscribedCandidate, Subscriptions};
 use crate::shard::users::Users;
 use tracing::error;
@@ -160,6 +161,9 @@ pub struct Shard {
     /// Where fired triggers are delivered beyond the reply; `None` while the shard replays
     /// its log (recovery never delivers) and in a shard built without one.
     pub(super) trigger_hub: Option<Arc<crate::triggers::TriggerHub>>,
+    /// Live segments (issue 14, item 4): the centroids read, the sums gathered (`None`:
+    /// `segments.k = 0`).
+    pub(super) segments: Option<Segmented>,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -207,6 +211,58 @@ impl Shard {
             consents: Consents::new(&cfg_consent),
             triggers: Arc::default(),
             trigger_hub: None,
+            segments: None,
+        }
+    }
+
+    /// Reads and feeds the shared segment centroids `master` (`None`: segments are off).
+    pub fn with_segments(
+        mut self,
+        master: Option<Arc<crate::model::segments::SegmentMaster>>,
+    ) -> Self {
+        let (cfg, dim) = (&self.learner.cfg.segments, self.learner.space.dim);
+        self.segments = master.map(|m| Segmented::new(m, cfg, dim));
+        self
+    }
+
+    /// Assigns `user` (just touched at `ts_ms`) to its segment, counting `engaged` (an item
+    /// it engaged with) for the segment's top items. Changes no learned state.
+    fn observe_segment(&mut self, user: &UserId, engaged: Option<u64>, ts_ms: u64) {
+        self.observe_segment_at(user, (engaged, None), ts_ms);
+    }
+
+    /// `observe_segment`, the user's slot already found (`known`) or not.
+    fn observe_segment_at(
+        &mut self,
+        user: &UserId,
+        engaged: (Option<u64>, Option<usize>),
+        ts_ms: u64,
+    ) {
+        let (Some(segments), Some(actor)) = (&mut self.segments, self.users.peek(user)) else {
+            return;
+        };
+        let cfg = &self.learner.cfg;
+        let items = &self.learner.global.items;
+        let slot = segments.observe((actor, items), engaged, ts_ms, || FeatureView {
+            features: &actor.features,
+            signals: &actor.signals,
+            hygiene: &cfg.hygiene,
+            session_idle_s: cfg.features.session_idle_s,
+            now_ms: ts_ms,
+            segment: None,
+        });
+        self.users.assign_segment(user.key(), slot);
+    }
+
+    /// This shard's part of every segment's report.
+    pub(super) fn segment_reports(&self) -> Vec<crate::api::SegmentReport> {
+        match &self.segments {
+            Some(s) => s.report(
+                self.users.segment_sizes(),
+                &self.learner.global.items,
+                self.event_ms,
+            ),
+            None => Vec::new(),
         }
     }
 
@@ -345,6 +401,7 @@ impl Shard {
                 reply.send(());
             }
             Msg::ExperimentTally(experiment, reply) => reply.send(self.tallies.get(experiment)),
+            Msg::Segments(reply) => reply.send(self.segment_reports()),
             Msg::Checkpoint(reply) => reply.send(self.checkpoint_now().err()),
             Msg::Barrier(reply) => {
                 // Publish first, so that `flush` followed by `stats` is exact.
@@ -657,6 +714,11 @@ impl Shard {
             }
         }
         ack.triggers = self.check_triggers(&ev);
+        let cfg = &self.learner.cfg.reward;
+        let engaged = (ev.item.as_ref())
+            .filter(|_| !outlier && popularity_counts(cfg, ev.kind, ev.value))
+            .map(|(key, _)| *key);
+        self.observe_segment(&ev.user, engaged, ev.ts_ms);
         self.settle_evictions();
         if self.subscriptions.watched(ev.user.key()) {
             self.push_update(&ev, &ack.triggers);
@@ -734,13 +796,22 @@ impl Shard {
     }
 
     /// Makes one validated decision (the synchronous actor path behind `Msg::Decide`).
-    pub fn on_decide(&mut self, req: ValidDecide) -> Result<Decision, Error> {
+    pub fn on_decide(&mut self, mut req: ValidDecide) -> Result<Decision, Error> {
         self.advance_to(req.ts_ms);
         let dim = self.learner.space.dim;
         let user = self.users.get_or_insert(&req.user, req.ts_ms, dim)?;
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
+        // The segment is read, never stored: the nearest centroid of the shard's snapshot.
+        let items = &self.learner.global.items;
+        let slot = self.segments.as_mut().and_then(|s| s.slot(user, items));
+        let segment = (self.segments.as_ref()).and_then(|s| slot.map(|i| s.label_of(i)));
+        let in_segment = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
+        if (req.arm.as_ref()).is_some_and(|c| !c.experiment.spec.targets(in_segment)) {
+            // Not targeted: served as if held out.
+            req.arm = None;
+        }
         let experiment = req.arm.as_ref().map(|c| c.reply());
         user.features
             .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
@@ -777,6 +848,7 @@ impl Shard {
         let exploration = exploration.unwrap_or(&self.learner.cfg.exploration);
         let mut ruled = req.rules.as_deref().map(|rules| {
             let (remembered, arm) = (&mut self.rule_matches, experiment.as_ref());
+            let user = (&*user, in_segment);
             ruled::apply(rules, &self.learner, user, &req, arm, &logits, remembered)
         });
         let mut saturation = saturated::judge(&self.learner, user, &req, &logits, &mut ruled);
@@ -822,6 +894,7 @@ impl Shard {
         }
         saturated::placed(&self.learner, user, &req, &slots, &mut saturation);
         self.stats.decisions_total += 1;
+        let segment = segment.filter(|_| req.explain);
         if !req.track {
             // A preview: ranked like any decision, but nothing is opened, logged or learned.
             self.settle_evictions();
@@ -832,6 +905,7 @@ impl Shard {
                 triggers,
                 rules,
                 saturation,
+                segment,
             });
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
@@ -878,6 +952,7 @@ impl Shard {
         self.subscriptions
             .on_decision(user_key, &req.candidates, req.n);
         self.close_early(closing, req.ts_ms);
+        self.observe_segment_at(&req.user, (None, slot), req.ts_ms);
         self.settle_evictions();
         Ok(Decision {
             id,
@@ -886,6 +961,7 @@ impl Shard {
             triggers,
             rules,
             saturation,
+            segment,
         })
     }
 
@@ -1049,6 +1125,11 @@ impl Shard {
             self.users.passivate_idle(cutoff, PASSIVATION_BUDGET);
             self.settle_evictions();
         }
+        if let Some(segments) = &mut self.segments {
+            if segments.tick(now_ms, matches!(replayed, Replayed::Yes(_))) {
+                self.users.clear_segments();
+            }
+        }
         let shard = self.id.0 as usize;
         let pulled = match (replayed, &self.mixer) {
             (Replayed::No, Some(mixer)) if now_ms >= self.next_mix_ms => {
@@ -1088,6 +1169,8 @@ impl Shard {
     fn export(&mut self, id: &UserId) -> Option<UserExport> {
         self.users.load(id);
         let user = self.users.peek(id)?;
+        let items = &self.learner.global.items;
+        let segment = self.segments.as_mut().and_then(|s| s.label(user, items));
         let open_decisions = user
             .open
             .iter()
@@ -1119,9 +1202,11 @@ impl Shard {
                 hygiene: &self.cfg().hygiene,
                 session_idle_s: self.cfg().features.session_idle_s,
                 now_ms: user.last_ms,
+                segment: (segment.as_ref()).map(|l| (l.id, l.name.as_deref())),
             }
             .all(),
             open_decisions,
+            segment,
         })
     }
 
@@ -1233,6 +1318,7 @@ fn tone_priors(
         hygiene: &cfg.hygiene,
         session_idle_s: cfg.features.session_idle_s,
         now_ms: req.ts_ms,
+        segment: None,
     };
     let read = |f| match view.get(f) {
         crate::actor::features::Value::Num(x) => x,

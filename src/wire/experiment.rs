@@ -55,6 +55,15 @@ pub(super) fn experiment(v: Option<Json<'_, '_>>) -> Result<ExperimentConfig, Wi
                 }
                 e.buckets = Some(ends);
             }
+            "segments" => {
+                let list = val
+                    .as_array()
+                    .ok_or_else(|| bad("segments", Problem::Malformed("an array of segments")))?;
+                for g in list.iter() {
+                    let g = string(Some(g), "segments")?.unwrap_or_default();
+                    e.segments.push(g.to_string());
+                }
+            }
             "guardrails" => {
                 let list = val
                     .as_array()
@@ -195,6 +204,16 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
         write_f64(out, spec.holdout);
         out.extend_from_slice(b",\"metric\":");
         write_str(out, spec.metric.name());
+        if !spec.segments.is_empty() {
+            out.extend_from_slice(b",\"segments\":[");
+            for (i, s) in spec.segments.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, s);
+            }
+            out.push(b']');
+        }
         out.extend_from_slice(b",\"arms\":");
         objects(out, &spec.arms, |out, arm| {
             key(out, "name");

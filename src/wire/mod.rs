@@ -28,6 +28,7 @@ mod reply;
 mod rules;
 mod saturation;
 mod segment;
+mod segmentation;
 mod syntax;
 mod template;
 mod triggers;
@@ -110,11 +111,13 @@ pub enum OpKind {
     Template,
     /// `triggers`: replace the threshold triggers (with `triggers`), or read them (without).
     Triggers,
+    /// `segments`: name a segment (with `segment` and `name`), and list every segment.
+    Segments,
 }
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 23] = [
+    pub const ALL: [OpKind; 24] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -138,6 +141,7 @@ impl OpKind {
         OpKind::Consent,
         OpKind::Template,
         OpKind::Triggers,
+        OpKind::Segments,
     ];
 
     /// The op's wire name.
@@ -166,6 +170,7 @@ impl OpKind {
             OpKind::Consent => "consent",
             OpKind::Template => "template",
             OpKind::Triggers => "triggers",
+            OpKind::Segments => "segments",
         }
     }
 
@@ -334,6 +339,13 @@ pub enum Op {
     SubscribeTrigger(String),
     /// Stop pushing a trigger's firings (`unsubscribe` with `trigger`).
     UnsubscribeTrigger(String),
+    /// Name a segment (with `name`), then list every segment.
+    Segments {
+        /// The segment to name: its id in decimal, or its current name.
+        segment: Option<String>,
+        /// Its new name (`None`: list only).
+        name: Option<String>,
+    },
 }
 
 impl Op {
@@ -367,6 +379,7 @@ impl Op {
             Op::Triggers(_) => OpKind::Triggers,
             Op::SubscribeTrigger(_) => OpKind::Subscribe,
             Op::UnsubscribeTrigger(_) => OpKind::Unsubscribe,
+            Op::Segments { .. } => OpKind::Segments,
         }
     }
 }

@@ -220,6 +220,7 @@ struct Fields<'t, 'i> {
     version: Option<Json<'t, 'i>>,
     triggers: Option<Json<'t, 'i>>,
     trigger: Option<Json<'t, 'i>>,
+    segment: Option<Json<'t, 'i>>,
 }
 
 fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
@@ -259,6 +260,7 @@ fn fields<'t, 'i>(v: Json<'t, 'i>) -> Option<Fields<'t, 'i>> {
             "version" => &mut f.version,
             "triggers" => &mut f.triggers,
             "trigger" => &mut f.trigger,
+            "segment" => &mut f.segment,
             _ => continue,
         };
         *slot = Some(val);
@@ -371,6 +373,10 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
         }),
         OpKind::Template => Op::Template(super::template::op(f.template, f.name, f.version)?),
         OpKind::Triggers => Op::Triggers(super::triggers::triggers(f.triggers)?),
+        OpKind::Segments => Op::Segments {
+            segment: string(f.segment, "segment")?.map(str::to_string),
+            name: string(f.name, "name")?.map(str::to_string),
+        },
         OpKind::Batch if nested => return Err(WireError::NestedBatch),
         OpKind::Batch => {
             let ops = f.ops.ok_or_else(|| invalid("ops", Problem::Missing))?;

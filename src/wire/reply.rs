@@ -87,6 +87,8 @@ pub enum Reply {
     },
     /// A template's versions (after a registration or rollback, the new state).
     Template(Box<crate::template::TemplateVersions>),
+    /// Every segment (after a naming, with the new name).
+    Segments(Vec<crate::api::SegmentReport>),
     /// The request failed.
     Failed(WireError),
 }
@@ -236,6 +238,7 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
             write_u64(out, u64::from(*placements));
         }
         Reply::Template(v) => super::template::versions(out, v),
+        Reply::Segments(all) => super::segmentation::list(out, all),
         Reply::Failed(_) => unreachable!("handled above"),
     }
     out.push(b'}');
@@ -270,6 +273,9 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
     }
     super::rules::decision(out, &d.triggers, &d.rules);
     super::saturation::effects(out, &d.saturation);
+    if d.segment.is_some() {
+        super::segmentation::label(out, d.segment.as_ref());
+    }
 }
 
 /// `,"explain":{…}`: a score's parts.
@@ -348,6 +354,7 @@ fn user(out: &mut Vec<u8>, u: &UserExport) {
     signals(out, &u.signals);
     out.extend_from_slice(b",\"features\":");
     super::rules::features(out, &u.features);
+    super::segmentation::label(out, u.segment.as_ref());
     out.extend_from_slice(b",\"open_decisions\":[");
     for (i, d) in u.open_decisions.iter().enumerate() {
         if i > 0 {
@@ -478,6 +485,8 @@ fn stats(out: &mut Vec<u8>, s: &Stats) {
             out.push(b'}');
         }
     }
+    out.push(b',');
+    super::segmentation::list(out, &s.segments);
     out.push(b'}');
 }
 
@@ -605,6 +614,7 @@ mod tests {
             triggers: Vec::new(),
             rules: Vec::new(),
             saturation: Vec::new(),
+            segment: None,
         };
         write_reply(&mut out, &ReqId::Int(2), &Reply::Decided(d));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

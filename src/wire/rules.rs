@@ -52,6 +52,7 @@ fn rule(v: Json<'_, '_>) -> Result<RuleConfig, WireError> {
             "item" => r.item = Some(text(val, "item")?),
             "trigger" => r.trigger = Some(text(val, "trigger")?),
             "arm" => r.arm = Some(text(val, "arm")?),
+            "segment" => r.segment = Some(text(val, "segment")?),
             "by" => r.by = Some(num("by")?),
             "priority" => {
                 let p = num("priority")?;
@@ -106,6 +107,7 @@ pub(super) fn set(out: &mut Vec<u8>, set: &RuleSet) {
         optional_str(out, "item", r.item.as_deref());
         optional_str(out, "trigger", r.trigger.as_deref());
         optional_str(out, "arm", r.arm.as_deref());
+        optional_str(out, "segment", r.segment.as_deref());
         for (name, v) in [("by", r.by), ("max", r.max.map(f64::from))] {
             if let Some(v) = v {
                 out.push(b',');

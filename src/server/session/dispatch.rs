@@ -8,7 +8,7 @@
 
 use crate::api::Event;
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, Problem};
 use crate::wire::{EventRequest, Op, Rejected, Reply, ReqId, Request, TemplateOp, WireError};
 
 /// Runs one op. `subscribe`/`unsubscribe` need a session that can push, so they are
@@ -126,7 +126,28 @@ async fn single(engine: &Engine, op: Op) -> Reply {
         },
         Op::Template(op) => template(engine, op),
         Op::Ping => Reply::Pong,
-        Op::Stats => Reply::Stats(Box::new(engine.stats())),
+        Op::Stats => {
+            let mut stats = engine.stats();
+            match engine.segments_async().await {
+                Ok(segments) => stats.segments = segments,
+                Err(e) => return failed(e),
+            }
+            Reply::Stats(Box::new(stats))
+        }
+        Op::Segments { segment, name } => {
+            if let Some(name) = name {
+                let Some(segment) = segment else {
+                    return failed(Error::invalid("segment", Problem::Missing));
+                };
+                if let Err(e) = engine.name_segment(&segment, &name) {
+                    return failed(e);
+                }
+            }
+            match engine.segments_async().await {
+                Ok(all) => Reply::Segments(all),
+                Err(e) => failed(e),
+            }
+        }
         Op::Batch(_) => Reply::Failed(WireError::NestedBatch),
         Op::Subscribe(_)
         | Op::Unsubscribe(_)
