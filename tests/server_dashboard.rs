@@ -230,6 +230,8 @@ fn issue13_the_dashboard_renders_live_experiments_in_a_real_browser() {
             after.as_str().unwrap().replace(',', ""),
         );
         assert!(a.parse::<u64>().unwrap() > b.parse::<u64>().unwrap(), "{b} → {a}");
+        let segments = page.eval("document.querySelector('#segments h2').textContent").await;
+        assert_eq!(segments, json!("Segments"));
         let rps = page.eval("document.getElementById('rps').textContent").await;
         assert!(rps.as_str().is_some_and(|s| s != "–"), "{rps}");
         let shot = page

@@ -101,7 +101,10 @@ async fn snapshot(shared: &Shared, since: &Since) -> Vec<u8> {
         out.extend_from_slice(format!(",\"{name}\":{v}").as_bytes());
     }
     out.extend_from_slice(b",\"stats\":");
-    let stats = Reply::Stats(Box::new(engine.stats()));
+    let mut stats = engine.stats();
+    // As the `stats` op does: segments are read from the shards, not from counters.
+    stats.segments = engine.segments_async().await.unwrap_or_default();
+    let stats = Reply::Stats(Box::new(stats));
     write_reply(&mut out, &ReqId::None, &stats);
     out.extend_from_slice(b",\"experiments\":[");
     let experiments = engine.experiments();
