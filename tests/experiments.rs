@@ -387,3 +387,67 @@ fn a_promoted_arm_serves_everyone_but_the_holdout() {
     assert_eq!(field_of(stopped.unwrap_err()), "name");
     engine.shutdown();
 }
+
+/// Issue 13, item 4: with a data directory, experiments come back after a restart as they
+/// were (created, promoted, stopped, with the audit trail's times and reasons), a config
+/// file's experiment is not created twice, and arms stay sticky.
+#[test]
+fn experiments_and_their_audit_trail_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let start = |with_config: bool| {
+        let mut cfg = Config {
+            shards: 2,
+            seed: 11,
+            ..Config::default()
+        };
+        if with_config {
+            cfg.experiments = vec![ExperimentConfig {
+                name: "from-config".into(),
+                layer: "config".into(),
+                arms: vec![arm_config("a", "control"), arm_config("b", "nudge")],
+                ..ExperimentConfig::default()
+            }];
+        }
+        Engine::builder()
+            .config(cfg)
+            .clock(clock.clone())
+            .data_dir(dir.path())
+            .build()
+            .unwrap()
+    };
+    let e = start(true);
+    let mut promoted = two_controls("promoted");
+    promoted.layer = "p".into();
+    e.create_experiment(promoted, "launch").unwrap();
+    e.promote_experiment("promoted", "b", "b won").unwrap();
+    let mut stopped = two_controls("stopped");
+    stopped.layer = "s".into();
+    e.create_experiment(stopped, "try").unwrap();
+    clock.set_ms(T0 + 5_000);
+    assert!(e.stop_experiment("stopped", "enough").unwrap());
+    let arm_before = e.experiment_arm("from-config", "u7").unwrap();
+    let audit = e.experiment_audit();
+    e.shutdown();
+    drop(e);
+
+    for with_config in [true, false] {
+        let e = start(with_config);
+        let all: Vec<(String, bool)> = (e.experiments().into_iter())
+            .map(|(s, on)| (s.name, on))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                ("from-config".to_string(), true),
+                ("promoted".to_string(), true),
+                ("stopped".to_string(), false)
+            ]
+        );
+        assert_eq!(e.experiment_audit(), audit, "the trail, times and reasons included");
+        let r = e.experiment_results("promoted").unwrap();
+        assert_eq!(r.promoted.as_deref(), Some("b"));
+        assert_eq!(e.experiment_arm("from-config", "u7").unwrap(), arm_before);
+        e.shutdown();
+    }
+}

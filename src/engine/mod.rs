@@ -7,6 +7,7 @@
 //! authoritative copy, the shards' cells and the timer thread.
 
 mod consent;
+mod experiments;
 pub mod pending;
 mod segments;
 mod templates;
@@ -32,6 +33,7 @@ use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec, Registry}
 use crate::ids::{DecisionId, ItemId, ShardId, UserId};
 use crate::model::segments::SegmentMaster;
 use crate::model::{FeatureSpace, Mixer};
+use crate::persist::experiments::Change;
 use crate::persist::{store, Checkpointer, DataDir, LogCounters, SegmentOptions, FSYNC_BUCKETS_US};
 use crate::rules::RuleSet;
 use crate::shard::checkpoint::Checkpoints;
@@ -78,6 +80,9 @@ struct Inner {
     recovery: (u64, u64),
     /// The experiments; a decision reads its snapshot to find the user's arm.
     experiments: Registry,
+    /// Where experiment changes are kept (`None` in memory): held while one is applied and
+    /// written, so the log has the registry's order.
+    experiment_log: Option<Mutex<crate::persist::experiments::ExperimentLog>>,
     /// The rule set in force, replaced whole (`set_rules`); a decision takes one `Arc`
     /// clone of it, so it sees the old set or the new one, never a mix.
     rules: RwLock<Arc<RuleSet>>,
@@ -310,12 +315,8 @@ impl EngineBuilder {
                 .map_err(|e| StartError::Config(format!("rules: {e}")))?,
         };
         let experiments = Registry::default();
-        for e in &cfg.experiments {
-            let spec = e.to_spec().map_err(|e| StartError::Config(e.to_string()))?;
-            experiments
-                .create(spec, clock.now_ms(), "config")
-                .map_err(|e| StartError::Config(format!("experiments: {e}")))?;
-        }
+        let experiment_log =
+            experiments::restore(&experiments, data.as_ref(), &cfg, clock.now_ms())?;
         // Validated with the configuration; each registered as its version 1.
         let templates = crate::template::Registry::default();
         for t in &cfg.templates {
@@ -327,6 +328,7 @@ impl EngineBuilder {
             templates,
             segments,
             experiments,
+            experiment_log,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),
             triggers: RwLock::new(triggers),
@@ -859,23 +861,46 @@ impl Engine {
     /// (the error names the field), the name is taken, or its buckets overlap a running
     /// experiment's in its layer. Decisions from now on fall in its arms.
     pub fn create_experiment(&self, spec: ExperimentSpec, reason: &str) -> Result<(), Error> {
-        let now = self.inner.clock.now_ms();
-        self.inner.experiments.create(spec, now, reason)
+        let ts_ms = self.inner.clock.now_ms();
+        let reason = reason.to_string();
+        let change = Change::Created {
+            spec,
+            ts_ms,
+            reason,
+        };
+        self.change_experiments(change).map(|_| ())
     }
 
     /// Stops an experiment: its users go back to the configured policy, its counters stay
     /// readable. Returns whether it was running.
     pub fn stop_experiment(&self, name: &str, reason: &str) -> Result<bool, Error> {
-        let now = self.inner.clock.now_ms();
-        self.inner.experiments.stop(name, now, reason)
+        let (ts_ms, name, reason) = (self.inner.clock.now_ms(), name.into(), reason.into());
+        self.change_experiments(Change::Stopped {
+            name,
+            ts_ms,
+            reason,
+        })
     }
 
     /// Promotes `arm`: every user the experiment takes (all but its holdout) gets it from now
     /// on. Refused for an unknown experiment, a stopped one (field `name`) or an unknown arm
     /// (field `arm`).
     pub fn promote_experiment(&self, name: &str, arm: &str, reason: &str) -> Result<(), Error> {
-        let now = self.inner.clock.now_ms();
-        self.inner.experiments.promote(name, arm, now, reason)
+        let (ts_ms, name, arm) = (self.inner.clock.now_ms(), name.into(), arm.into());
+        let reason = reason.to_string();
+        let change = Change::Promoted {
+            name,
+            arm,
+            ts_ms,
+            reason,
+        };
+        self.change_experiments(change).map(|_| ())
+    }
+
+    /// Applies one change to the experiments and, with a data directory, stores it.
+    fn change_experiments(&self, change: Change) -> Result<bool, Error> {
+        let log = self.inner.experiment_log.as_ref();
+        experiments::change(&self.inner.experiments, log, change)
     }
 
     /// An experiment's definition and whether it runs.

@@ -17,7 +17,7 @@ pub const MAX_ARMS: usize = 16;
 pub const MAX_NAME_BYTES: usize = 128;
 
 /// How an arm ranks a decision's candidates.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ArmPolicy {
     /// nudge as configured, optionally with its own exploration ε.
     Nudge {
@@ -112,7 +112,7 @@ impl Metric {
 }
 
 /// One arm: a name, a weight (shares are proportional to weights), a policy.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ArmSpec {
     /// Unique within the experiment.
     pub name: String,
@@ -123,7 +123,7 @@ pub struct ArmSpec {
 }
 
 /// An experiment's definition. The first arm is the baseline every other arm is compared to.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExperimentSpec {
     /// Unique among the engine's experiments.
     pub name: String,

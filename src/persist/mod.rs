@@ -17,6 +17,7 @@
 //! another log can carry); checkpoint values are the core types' serde form (`store`).
 
 pub mod codec;
+pub mod experiments;
 pub mod lock;
 pub mod log;
 pub mod store;

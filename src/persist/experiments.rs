@@ -1,0 +1,170 @@
+//! The experiments' own log (issue 13): every change to the registry (an experiment created
+//! with its definition, stopped, or an arm promoted) as one framed record, appended and
+//! fsynced as it happens (changes are rare), and read back at start to rebuild the registry
+//! in the same order, so that experiment numbers, which the shards' checkpointed tallies use,
+//! stay the same and a stopped or promoted experiment comes back as it was.
+//!
+//! A record is `len:u32 crc32c:u32 postcard(Change)`, after a format byte at the file's
+//! start. A torn last record (a crash mid-append) is cut off; a damaged one before it
+//! refuses the start, naming the file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::PersistError;
+use crate::experiment::ExperimentSpec;
+
+/// The log's format byte.
+const FORMAT: u8 = 1;
+
+/// One change to the experiments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// An experiment was created (and started).
+    Created {
+        /// Its definition.
+        spec: ExperimentSpec,
+        /// When (engine time, Unix ms).
+        ts_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// An experiment was stopped.
+    Stopped {
+        /// The experiment.
+        name: String,
+        /// When.
+        ts_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// An arm was promoted.
+    Promoted {
+        /// The experiment.
+        name: String,
+        /// The arm.
+        arm: String,
+        /// When.
+        ts_ms: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The open log, for appending.
+#[derive(Debug)]
+pub struct ExperimentLog {
+    file: File,
+    path: PathBuf,
+}
+
+impl ExperimentLog {
+    /// Opens (or creates) `dir/experiments.log` and reads every change it holds, in order.
+    pub fn open(dir: &Path) -> Result<(ExperimentLog, Vec<Change>), PersistError> {
+        let path = dir.join("experiments.log");
+        let io = |e| PersistError::io(&path, e);
+        let mut bytes = Vec::new();
+        if path.exists() {
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io)?;
+        }
+        let (changes, valid) = read(&bytes, &path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        if valid < bytes.len() || bytes.is_empty() {
+            // A torn tail is cut; a new file gets its format byte.
+            file.set_len(valid as u64).map_err(io)?;
+            if valid == 0 {
+                file.write_all(&[FORMAT]).map_err(io)?;
+            }
+            file.sync_data().map_err(io)?;
+        }
+        Ok((ExperimentLog { file, path }, changes))
+    }
+
+    /// Appends one change and fsyncs it.
+    pub fn append(&mut self, change: &Change) -> Result<(), PersistError> {
+        let body = postcard::to_stdvec(change).expect("a change always encodes");
+        let mut frame = Vec::with_capacity(8 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        frame.extend_from_slice(&body);
+        let io = |e| PersistError::io(&self.path, e);
+        self.file.write_all(&frame).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+}
+
+/// The changes in `bytes` and how many bytes of it are whole records.
+fn read(bytes: &[u8], path: &Path) -> Result<(Vec<Change>, usize), PersistError> {
+    let bad = |why: String| PersistError::io(path, std::io::Error::other(why));
+    match bytes.first() {
+        None => return Ok((Vec::new(), 0)),
+        Some(&FORMAT) => {}
+        Some(v) => {
+            return Err(bad(format!(
+                "experiment log format {v}; this build reads {FORMAT}"
+            )))
+        }
+    }
+    let (mut at, mut out) = (1, Vec::new());
+    while at + 8 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
+        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
+            break; // torn: the append did not finish
+        };
+        let last = at + 8 + len == bytes.len();
+        let decoded = (crc32c::crc32c(body) == crc)
+            .then(|| postcard::from_bytes::<Change>(body).ok())
+            .flatten();
+        match decoded {
+            Some(c) => out.push(c),
+            None if last => break,
+            None => return Err(bad(format!("a damaged record at byte {at}"))),
+        }
+        at += 8 + len;
+    }
+    Ok((out, at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stopped(name: &str) -> Change {
+        Change::Stopped {
+            name: name.into(),
+            ts_ms: 7,
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn changes_come_back_in_order_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, none) = ExperimentLog::open(dir.path()).unwrap();
+        assert!(none.is_empty());
+        log.append(&stopped("a")).unwrap();
+        log.append(&stopped("b")).unwrap();
+        drop(log);
+        let path = dir.path().join("experiments.log");
+        // A crash in the middle of a third append.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        let (mut log, back) = ExperimentLog::open(dir.path()).unwrap();
+        assert_eq!(back, vec![stopped("a"), stopped("b")]);
+        log.append(&stopped("c")).unwrap();
+        drop(log);
+        let (_, back) = ExperimentLog::open(dir.path()).unwrap();
+        assert_eq!(back.len(), 3);
+    }
+}
