@@ -444,7 +444,11 @@ fn experiments_and_their_audit_trail_survive_a_restart() {
                 ("stopped".to_string(), false)
             ]
         );
-        assert_eq!(e.experiment_audit(), audit, "the trail, times and reasons included");
+        assert_eq!(
+            e.experiment_audit(),
+            audit,
+            "the trail, times and reasons included"
+        );
         let r = e.experiment_results("promoted").unwrap();
         assert_eq!(r.promoted.as_deref(), Some("b"));
         assert_eq!(e.experiment_arm("from-config", "u7").unwrap(), arm_before);
