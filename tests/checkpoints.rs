@@ -18,6 +18,9 @@ fn engine(dir: &Path, clock: &ManualClock, shards: usize, cap: usize) -> Engine 
         max_users_per_shard: cap,
         ..Config::default()
     };
+    // Exports are compared across restarts that replay the log: a user's segment is read
+    // from centroids that the log does not carry (docs/segments.md), so segments are off.
+    cfg.segments.k = 0;
     cfg.durability.fsync = FsyncPolicy::No;
     Engine::builder()
         .config(cfg)
