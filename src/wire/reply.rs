@@ -60,6 +60,11 @@ pub enum Reply {
     ExperimentCreated,
     /// An arm was promoted.
     ExperimentPromoted,
+    /// An experiment was updated, or the experiments restored (`changed`: anything differs).
+    ExperimentsChanged {
+        /// Whether anything changed.
+        changed: bool,
+    },
     /// An experiment was stopped (`was_running`: it ran until now).
     ExperimentStopped {
         /// Whether it was running.
@@ -109,6 +114,11 @@ pub fn write_error(out: &mut Vec<u8>, id: &ReqId, error: &WireError) {
     write_id(out, id);
     out.extend_from_slice(b",\"error\":{\"code\":");
     write_str(out, error.code().as_str());
+    if let WireError::Engine(crate::error::Error::Invalid { field, .. }) = error {
+        // The field a client would highlight, besides the message that names it.
+        out.extend_from_slice(b",\"field\":");
+        write_str(out, field);
+    }
     out.extend_from_slice(b",\"message\":");
     write_str(out, &error.to_string());
     out.extend_from_slice(b"}}");
@@ -216,6 +226,10 @@ pub fn write_reply(out: &mut Vec<u8>, id: &ReqId, reply: &Reply) {
         }
         Reply::Unsubscribed | Reply::ExperimentCreated | Reply::ExperimentPromoted => {
             out.extend_from_slice(b"\"ok\":true")
+        }
+        Reply::ExperimentsChanged { changed } => {
+            out.extend_from_slice(b"\"ok\":true,\"changed\":");
+            write_bool(out, *changed);
         }
         Reply::ExperimentStopped { was_running } => {
             out.extend_from_slice(b"\"ok\":true,\"was_running\":");
