@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use nudge::experiment::{
-    ArmPolicy, ArmSpec, ArmTag, Effect, ExperimentSpec, Layer, Metric, Moments, Registry,
-    Sequential, Split, Tallies,
+    ArmPolicy, ArmSpec, ArmTag, Effect, ExperimentSpec, Layer, Moments, Registry, Sequential,
+    Split, Tallies,
 };
 
 #[global_allocator]
@@ -108,7 +108,6 @@ fn experiment(c: &mut Criterion) {
             let tag = ArmTag {
                 experiment: 0,
                 arm: i as u16,
-                metric: Metric::ClickThrough,
             };
             tallies.arm(black_box(tag)).decisions += 1;
         })

@@ -327,6 +327,8 @@ pub struct ExperimentConfig {
     /// Targeting: only users in one of these segments (names or ids) take part (default:
     /// everyone).
     pub segments: Vec<String>,
+    /// Targeting by condition over `user.*` and `ctx.*` (the rules' language).
+    pub target: Option<String>,
 }
 
 /// One arm as the config file spells it.
@@ -377,6 +379,7 @@ impl ExperimentConfig {
         spec.tau = self.tau.unwrap_or(spec.tau);
         spec.alpha = self.alpha.unwrap_or(spec.alpha);
         spec.segments = self.segments.clone();
+        spec.target = self.target.clone();
         spec.check()?;
         Ok(spec)
     }

@@ -198,9 +198,10 @@ fn attributed_clicks_count_for_their_arm_and_stopping_keeps_the_results() {
     let (a, b) = (&r.arms[0].tally, &r.arms[1].tally);
     assert_eq!((a.clicks, b.clicks), (0, clicked_b));
     assert_eq!(a.decisions + b.decisions, 200);
-    assert_eq!(b.metric.count, clicked_b);
-    assert_eq!(b.metric.mean(), Some(1.0));
-    assert_eq!(a.metric.mean(), Some(0.0));
+    let ctr = nudge::experiment::Metric::ClickThrough;
+    assert_eq!(b.metric(ctr).count, clicked_b);
+    assert_eq!(b.metric(ctr).mean(), Some(1.0));
+    assert_eq!(a.metric(ctr).mean(), Some(0.0));
     assert!(engine.stop_experiment("clicks", "done").unwrap());
     assert!(!engine.stop_experiment("clicks", "again").unwrap());
     let d = engine.decide(DecideRequest::new("u1", items, 1)).unwrap();
@@ -211,7 +212,7 @@ fn attributed_clicks_count_for_their_arm_and_stopping_keeps_the_results() {
     let audit = engine.experiment_audit();
     let trail: Vec<_> = audit
         .iter()
-        .map(|e| (e.version, e.action, e.reason.as_str(), e.ts_ms))
+        .map(|e| (e.version, e.action.name(), e.reason.as_str(), e.ts_ms))
         .collect();
     assert_eq!(
         trail,
@@ -275,7 +276,7 @@ fn a_real_advantage_is_significant_and_an_a_a_test_keeps_collecting() {
     assert_eq!(r.status, Status::Significant, "{r:?}");
     let treated = &r.arms[1];
     assert!(
-        treated.lift.unwrap() > 0.0 && treated.interval.0 > 0.0,
+        treated.primary.lift.unwrap() > 0.0 && treated.primary.interval.0 > 0.0,
         "{treated:?}"
     );
     engine.stop_experiment("popular", "winner found").unwrap();
@@ -287,7 +288,7 @@ fn a_real_advantage_is_significant_and_an_a_a_test_keeps_collecting() {
     let r = engine.experiment_results("aa").unwrap();
     eprintln!("{r:?}");
     assert_eq!(r.status, Status::Collecting, "{r:?}");
-    assert!(r.arms[1].p_value > 0.05);
+    assert!(r.arms[1].primary.p_value > 0.05);
     engine.shutdown();
 }
 
@@ -379,7 +380,7 @@ fn a_promoted_arm_serves_everyone_but_the_holdout() {
     );
     let last = engine.experiment_audit().pop().unwrap();
     assert_eq!(
-        (last.version, last.action, last.arm.as_deref()),
+        (last.version, last.action.name(), last.arm.as_deref()),
         (2, "promoted", Some("b"))
     );
     engine.stop_experiment("promo", "").unwrap();
@@ -454,4 +455,257 @@ fn experiments_and_their_audit_trail_survive_a_restart() {
         assert_eq!(e.experiment_arm("from-config", "u7").unwrap(), arm_before);
         e.shutdown();
     }
+}
+
+#[test]
+fn a_guardrail_an_arm_does_worse_on_raises_the_alarm() {
+    let clock = ManualClock::new(T0);
+    let engine = engine(&clock);
+    for id in ["junk", "good"] {
+        engine.upsert_item(ItemSpec::new(id)).unwrap();
+    }
+    for u in 0..60 {
+        let click = Event::new(format!("fan{u}"), EventKind::Click).item("good");
+        engine.ingest(click).unwrap();
+    }
+    // The popularity arm places "good" (more clicks) where control keeps "junk" (which
+    // converts far more often): better on the metric, worse on the guardrail.
+    let mut spec = ExperimentSpec::new(
+        "clicks-vs-sales",
+        vec![
+            arm("control", ArmPolicy::Control),
+            arm("popularity", ArmPolicy::Popularity),
+        ],
+    );
+    spec.guardrails = vec![nudge::experiment::Metric::Conversion];
+    engine.create_experiment(spec, "").unwrap();
+    let mut rng = Rng::new(5);
+    for u in 0..3_000 {
+        let user = format!("g{u}");
+        let d = engine
+            .decide(DecideRequest::new(&user, ["junk", "good"], 1))
+            .unwrap();
+        let item = d.items[0].item.clone();
+        let (p_click, p_buy) = if item == "good" {
+            (0.25, 0.01)
+        } else {
+            (0.10, 0.12)
+        };
+        if rng.next_f64() < p_click {
+            let click = Event::new(&user, EventKind::Click).item(&item);
+            engine.ingest(click.decision(d.id)).unwrap();
+        }
+        if rng.next_f64() < p_buy {
+            let buy = Event::new(&user, EventKind::Conversion).item(&item);
+            engine.ingest(buy.decision(d.id)).unwrap();
+        }
+    }
+    clock.advance_ms(61_000);
+    engine.tick().unwrap();
+    let r = engine.experiment_results("clicks-vs-sales").unwrap();
+    let treated = &r.arms[1];
+    assert!(
+        treated.primary.significant && !treated.primary.worse,
+        "{r:?}"
+    );
+    let guard = &treated.guardrails[0];
+    assert_eq!(guard.metric, nudge::experiment::Metric::Conversion);
+    assert!(guard.worse && guard.interval.1 < 0.0, "{guard:?}");
+    assert!(guard.count > 1_000, "every closed decision is observed");
+    assert_eq!(r.status, Status::GuardrailAlarm, "{r:?}");
+    // The baseline is judged against nothing.
+    assert!(!r.arms[0].guardrails[0].significant);
+    // A guardrail that repeats the metric is refused.
+    let mut twice = two_controls("twice");
+    twice.guardrails = vec![nudge::experiment::Metric::ClickThrough];
+    let refused = engine.create_experiment(twice, "");
+    assert_eq!(field_of(refused.unwrap_err()), "guardrails");
+    engine.shutdown();
+}
+
+#[test]
+fn a_targeting_condition_takes_only_the_users_and_contexts_it_names() {
+    let clock = ManualClock::new(T0);
+    let engine = engine(&clock);
+    engine.upsert_item(ItemSpec::new("x")).unwrap();
+    let mut spec = two_controls("mobile-home");
+    spec.target = Some(r#"user.last_device == "mobile" && ctx.page == "home""#.into());
+    engine.create_experiment(spec, "").unwrap();
+    for (user, device) in [("phone", "mobile"), ("desk", "desktop")] {
+        let view = Event::new(user, EventKind::Impression).item("x");
+        engine.ingest(view.context("device", device)).unwrap();
+    }
+    let decide = |user: &str, page: &str| {
+        let req = DecideRequest::new(user, ["x"], 1).context("page", page);
+        engine.decide(req).unwrap().experiment
+    };
+    assert!(decide("phone", "home").is_some(), "mobile on the home page");
+    assert_eq!(decide("phone", "cart"), None, "another page");
+    assert_eq!(decide("desk", "home"), None, "another device");
+    assert_eq!(
+        decide("new", "home"),
+        None,
+        "no device known: the condition is false"
+    );
+    let r = engine.experiment_results("mobile-home").unwrap();
+    let decisions: u64 = r.arms.iter().map(|a| a.tally.decisions).sum();
+    assert_eq!(decisions, 1, "only the targeted decision counts");
+
+    // A condition that does not compile is refused with its position.
+    let mut bad = two_controls("bad-target");
+    bad.target = Some("user.no_such_feature > 1".into());
+    let e = engine.create_experiment(bad, "").unwrap_err();
+    let text = e.to_string();
+    assert_eq!(field_of(e), "target");
+    assert!(text.contains("1:1"), "{text}");
+    engine.shutdown();
+}
+
+#[test]
+fn updates_change_only_what_keeps_the_comparison_and_any_version_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let start = || {
+        let cfg = Config {
+            shards: 2,
+            seed: 11,
+            ..Config::default()
+        };
+        let builder = Engine::builder().config(cfg).clock(clock.clone());
+        builder.data_dir(dir.path()).build().unwrap()
+    };
+    let e = start();
+    e.create_experiment(two_controls("a"), "launch").unwrap(); // v1
+    let mut wider = two_controls("a");
+    wider.holdout = 0.5;
+    wider.guardrails = vec![nudge::experiment::Metric::MeanDwell];
+    assert!(e.update_experiment(wider.clone(), "hold half out").unwrap()); // v2
+    assert!(
+        !e.update_experiment(wider.clone(), "again").unwrap(),
+        "no change"
+    );
+    for (field, change) in [
+        (
+            "salt",
+            (|s: &mut ExperimentSpec| s.salt = "new".into()) as fn(&mut ExperimentSpec),
+        ),
+        ("arms", |s| s.arms[1].weight = 3.0),
+        ("metric", |s| {
+            s.metric = nudge::experiment::Metric::Conversion
+        }),
+    ] {
+        let mut changed = wider.clone();
+        change(&mut changed);
+        let refused = e.update_experiment(changed, "");
+        assert_eq!(field_of(refused.unwrap_err()), field);
+    }
+    let unknown = e.update_experiment(two_controls("nope"), "");
+    assert!(matches!(unknown, Err(Error::UnknownExperiment(_))));
+    e.promote_experiment("a", "b", "b won").unwrap(); // v3
+    let mut other = two_controls("later");
+    other.layer = "l".into();
+    e.create_experiment(other, "").unwrap(); // v4
+    assert!(e.stop_experiment("a", "done").unwrap()); // v5
+
+    clock.set_ms(T0 + 1_000);
+    assert!(e.restore_experiments(2, "undo the promotion").unwrap()); // v6
+    let (spec, running) = e.experiment("a").unwrap();
+    assert!(running, "running at version 2");
+    assert_eq!(spec.holdout, 0.5);
+    let r = e.experiment_results("a").unwrap();
+    assert_eq!(r.promoted, None, "promoted only at version 3");
+    assert!(
+        !e.experiment("later").unwrap().1,
+        "created after version 2: stopped"
+    );
+    let last = e.experiment_audit().pop().unwrap();
+    assert_eq!(
+        (last.version, last.action.name(), last.restored, last.ts_ms),
+        (6, "restored", Some(2), T0 + 1_000)
+    );
+    assert!(e.restore_experiments(1, "").unwrap()); // v7
+    assert_eq!(e.experiment("a").unwrap().0.holdout, 0.0);
+    // A restore of a restore: version 6 is version 2 again.
+    assert!(e.restore_experiments(6, "").unwrap()); // v8
+    assert_eq!(e.experiment("a").unwrap().0.holdout, 0.5);
+    assert!(!e.restore_experiments(8, "").unwrap(), "already there");
+    for bad in [0, 99] {
+        let refused = e.restore_experiments(bad, "");
+        assert_eq!(field_of(refused.unwrap_err()), "version");
+    }
+    let audit = e.experiment_audit();
+    let arm_of_u3 = e.experiment_arm("a", "u3").unwrap();
+    e.shutdown();
+    drop(e);
+
+    // The log replays every change: the same registry, the same trail.
+    let e = start();
+    assert_eq!(e.experiment_audit(), audit);
+    assert_eq!(e.experiment("a").unwrap().0, wider);
+    assert!(!e.experiment("later").unwrap().1);
+    assert_eq!(e.experiment_arm("a", "u3").unwrap(), arm_of_u3);
+    e.shutdown();
+}
+
+#[test]
+fn decisions_replayed_from_the_log_keep_their_arm() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let start = || {
+        let mut cfg = Config {
+            shards: 2,
+            seed: 11,
+            ..Config::default()
+        };
+        cfg.attribution.window_s = 60;
+        cfg.durability.fsync = nudge::config::FsyncPolicy::Always;
+        let builder = Engine::builder().config(cfg).clock(clock.clone());
+        builder.data_dir(dir.path()).build().unwrap()
+    };
+    let e = start();
+    e.upsert_item(ItemSpec::new("x")).unwrap();
+    // Targeted on the context, which the log does not keep: only the logged arm can say.
+    let mut spec = two_controls("logged");
+    spec.target = Some(r#"ctx.page == "home""#.into());
+    e.create_experiment(spec, "").unwrap();
+    let mut made = Vec::new();
+    for u in 0..40 {
+        let user = format!("r{u}");
+        let page = if u % 4 == 0 { "cart" } else { "home" };
+        let req = DecideRequest::new(&user, ["x"], 1).context("page", page);
+        let d = e.decide(req).unwrap();
+        made.push((user, d.id, d.experiment.map(|a| a.arm.to_string())));
+    }
+    let before = e.experiment_results("logged").unwrap();
+    // A crash: nothing checkpointed, the decisions are only in the log.
+    e.shutdown_without_checkpoint();
+    drop(e);
+
+    let e = start();
+    let after = e.experiment_results("logged").unwrap();
+    let counts = |r: &nudge::experiment::ExperimentResults| -> Vec<(u64, u64)> {
+        (r.arms.iter())
+            .map(|a| (a.tally.users, a.tally.decisions))
+            .collect()
+    };
+    assert_eq!(
+        counts(&after),
+        counts(&before),
+        "replay counts the same arms"
+    );
+    for (user, id, _) in &made {
+        let click = Event::new(user, EventKind::Click).item("x").decision(*id);
+        assert!(e.ingest(click).unwrap().attributed);
+    }
+    let r = e.experiment_results("logged").unwrap();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let expected = made.iter().filter(|m| m.2.as_deref() == Some(name)).count();
+        assert_eq!(r.arms[i].tally.clicks, expected as u64, "arm {name}");
+    }
+    let total: u64 = r.arms.iter().map(|a| a.tally.clicks).sum();
+    assert_eq!(
+        total, 30,
+        "the 10 decisions on the cart page were in no arm"
+    );
+    e.shutdown();
 }

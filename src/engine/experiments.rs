@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::error::{Error, StartError};
-use crate::experiment::Registry;
+use crate::experiment::{ExperimentSpec, Registry};
 use crate::persist::experiments::{Change, ExperimentLog};
 use crate::persist::DataDir;
 
@@ -54,6 +54,11 @@ pub(super) fn restore(
 /// Applies one change to the registry.
 pub(super) fn apply(registry: &Registry, change: Change) -> Result<bool, Error> {
     match change {
+        Change::CreatedV1 {
+            spec,
+            ts_ms,
+            reason,
+        } => registry.create(spec.into(), ts_ms, &reason).map(|()| true),
         Change::Created {
             spec,
             ts_ms,
@@ -70,6 +75,16 @@ pub(super) fn apply(registry: &Registry, change: Change) -> Result<bool, Error> 
             ts_ms,
             reason,
         } => registry.promote(&name, &arm, ts_ms, &reason).map(|()| true),
+        Change::Updated {
+            spec,
+            ts_ms,
+            reason,
+        } => registry.update(spec, ts_ms, &reason),
+        Change::Restored {
+            version,
+            ts_ms,
+            reason,
+        } => registry.restore(version, ts_ms, &reason),
     }
 }
 
@@ -94,4 +109,34 @@ pub(super) fn change(
         })?;
     }
     Ok(changed)
+}
+
+impl super::Engine {
+    /// Replaces an experiment's definition. Only `holdout`, `segments`, `target` and
+    /// `guardrails` may change in place (a change to any other field is refused naming it:
+    /// users would move between arms and the comparison would mix two experiments). Returns
+    /// whether anything changed; the change is a new audit version.
+    pub fn update_experiment(&self, spec: ExperimentSpec, reason: &str) -> Result<bool, Error> {
+        let ts_ms = self.inner.clock.now_ms();
+        let reason = reason.to_string();
+        self.change_experiments(Change::Updated {
+            spec,
+            ts_ms,
+            reason,
+        })
+    }
+
+    /// Brings every experiment back to how it stood at audit version `version`
+    /// (`experiment_audit`): definitions, which ran, which arm was promoted; experiments
+    /// created later are stopped. Counters are kept. Returns whether anything changed; the
+    /// restore is a new audit version. Refused (`version`) outside `1..=latest`.
+    pub fn restore_experiments(&self, version: u64, reason: &str) -> Result<bool, Error> {
+        let ts_ms = self.inner.clock.now_ms();
+        let reason = reason.to_string();
+        self.change_experiments(Change::Restored {
+            version,
+            ts_ms,
+            reason,
+        })
+    }
 }

@@ -79,7 +79,7 @@ struct Inner {
     /// Records replayed at start, and how long recovery took (ms).
     recovery: (u64, u64),
     /// The experiments; a decision reads its snapshot to find the user's arm.
-    experiments: Registry,
+    experiments: Arc<Registry>,
     /// Where experiment changes are kept (`None` in memory): held while one is applied and
     /// written, so the log has the registry's order.
     experiment_log: Option<Mutex<crate::persist::experiments::ExperimentLog>>,
@@ -207,6 +207,10 @@ impl EngineBuilder {
             Some(dir) if !dir.is_empty() => Some(DataDir::open(std::path::Path::new(dir), &cfg)?),
             _ => None,
         };
+        // Before the shards replay their logs: a replayed decision finds its arm here.
+        let experiments = Arc::new(Registry::default());
+        let experiment_log =
+            experiments::restore(&experiments, data.as_ref(), &cfg, clock.now_ms())?;
         let counters: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
         let mut shards: Vec<Shard> = (0..n)
             .map(|i| {
@@ -219,6 +223,7 @@ impl EngineBuilder {
                 )
                 .with_log(self.log.clone())
                 .with_segments(segments.clone())
+                .with_experiments(experiments.clone())
             })
             .collect();
         let recovery_started = std::time::Instant::now();
@@ -314,9 +319,6 @@ impl EngineBuilder {
             false => RuleSet::compile(&cfg.rules, 1)
                 .map_err(|e| StartError::Config(format!("rules: {e}")))?,
         };
-        let experiments = Registry::default();
-        let experiment_log =
-            experiments::restore(&experiments, data.as_ref(), &cfg, clock.now_ms())?;
         // Validated with the configuration; each registered as its version 1.
         let templates = crate::template::Registry::default();
         for t in &cfg.templates {
@@ -604,7 +606,8 @@ impl Engine {
             false => None,
         };
         // Rules read the context as given, so a decision under rules keeps it.
-        let keep_context = inner.logging || rules.is_some();
+        // So do experiments' targeting conditions, which may read it.
+        let keep_context = inner.logging || rules.is_some() || inner.experiments.any_target();
         match validate::decide(&inner.cfg, &inner.space, request, now, keep_context) {
             Ok(mut req) => {
                 req.arm = inner.experiments.assign(req.user.as_str());
@@ -898,7 +901,7 @@ impl Engine {
     }
 
     /// Applies one change to the experiments and, with a data directory, stores it.
-    fn change_experiments(&self, change: Change) -> Result<bool, Error> {
+    pub(crate) fn change_experiments(&self, change: Change) -> Result<bool, Error> {
         let log = self.inner.experiment_log.as_ref();
         experiments::change(&self.inner.experiments, log, change)
     }

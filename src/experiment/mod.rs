@@ -29,7 +29,9 @@ pub mod stats;
 pub mod tally;
 
 pub use assign::{Assignment, Layer, Split, SplitError, LAYER_BUCKETS};
-pub use registry::{ArmResult, AuditEntry, Chosen, ExperimentResults, Registry, Status};
+pub use registry::{
+    ArmResult, AuditAction, AuditEntry, Chosen, ExperimentResults, MetricResult, Registry, Status,
+};
 pub use spec::{ArmPolicy, ArmSpec, ExperimentSpec, Metric};
 pub use srm::{SampleRatio, SRM_ALPHA};
 pub use stats::{Effect, Estimate, Mixture, Moments, Sequential, DEFAULT_MIN_COUNT};

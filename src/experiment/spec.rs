@@ -2,19 +2,25 @@
 //! holdout and layer, the metric it is judged on. `ExperimentSpec::check` validates a
 //! definition once, naming the field at fault; the registry only ever holds checked ones.
 //!
-//! **Plain values, no serde**: the config file and the wire parse their own text into these
-//! (`config::ExperimentConfig::to_spec`), so both refuse the same input with the same error.
+//! The config file and the wire parse their own text into these
+//! (`config::ExperimentConfig::to_spec`), so both refuse the same input with the same error;
+//! serde is derived only for the experiments' own log (`persist::experiments`), whose
+//! records therefore freeze these types' layout (a change needs a new record variant).
 
 use std::ops::Range;
 
 use crate::error::{Error, Problem};
 use crate::experiment::assign::{Split, LAYER_BUCKETS};
+use crate::rules::expr::Cond;
 
 /// Most arms one experiment may have.
 pub const MAX_ARMS: usize = 16;
 
 /// Longest experiment, arm, salt or layer name, in bytes.
 pub const MAX_NAME_BYTES: usize = 128;
+
+/// Longest targeting condition, in bytes.
+pub const MAX_TARGET_BYTES: usize = 4096;
 
 /// How an arm ranks a decision's candidates.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -90,6 +96,11 @@ impl Metric {
         Metric::MeanDwell,
     ];
 
+    /// The metric's place in `ALL` (and in an arm's tally).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The metric's name as the wire spells it.
     pub fn name(self) -> &'static str {
         match self {
@@ -149,6 +160,11 @@ pub struct ExperimentSpec {
     /// Targeting (issue 14, item 4): only users whose segment is one of these (a name, or an
     /// id in decimal) take part; the others are served as if held out. Empty: everyone.
     pub segments: Vec<String>,
+    /// Targeting by condition: a decision-level rule condition over the user's live
+    /// features and the request's context (`user.device == "mobile" && ctx.page == "home"`,
+    /// `docs/rules.md`); users for whom it is false at a decision are served as if held out
+    /// for that decision. `None`: everyone.
+    pub target: Option<String>,
 }
 
 impl ExperimentSpec {
@@ -167,6 +183,7 @@ impl ExperimentSpec {
             tau: 0.2,
             alpha: 0.05,
             segments: Vec::new(),
+            target: None,
         }
     }
 
@@ -174,6 +191,23 @@ impl ExperimentSpec {
     pub fn targets(&self, segment: Option<(u32, Option<&str>)>) -> bool {
         self.segments.is_empty()
             || (self.segments.iter()).any(|s| crate::rules::in_segment(s, segment))
+    }
+
+    /// The targeting condition, compiled; the error names `target` and the position.
+    pub fn compile_target(&self) -> Result<Option<Cond>, Error> {
+        let Some(src) = self.target.as_deref() else {
+            return Ok(None);
+        };
+        if src.len() > MAX_TARGET_BYTES {
+            let max = MAX_TARGET_BYTES;
+            return Err(Error::invalid("target", Problem::TooLong { max }));
+        }
+        let cond = crate::rules::decision_condition(src).map_err(|e| {
+            let (line, col) = crate::rules::syntax::line_col(src, e.offset);
+            let why = format!("at {line}:{col} (byte {}): {}", e.offset, e.message);
+            Error::invalid("target", Problem::Rejected(why))
+        })?;
+        Ok(Some(cond))
     }
 
     /// Checks the definition and builds its split; the error names the field at fault.
@@ -192,6 +226,13 @@ impl ExperimentSpec {
         }
         for segment in &self.segments {
             name("segments", segment)?;
+        }
+        self.compile_target()?;
+        if let Some(twice) = (self.guardrails.iter().enumerate())
+            .find(|(i, g)| **g == self.metric || self.guardrails[..*i].contains(g))
+        {
+            let why = format!("`{}` is the metric or listed twice", twice.1.name());
+            return Err(Error::invalid("guardrails", Problem::Rejected(why)));
         }
         let (start, end) = (self.buckets.start, self.buckets.end);
         if start >= end || end > LAYER_BUCKETS {

@@ -3,7 +3,7 @@
 //! (`ArmTally::merge`), as `Moments` merge by adding.
 //!
 //! **Counts what the shard saw, nothing more**: exposures when a decision is made, clicks and
-//! conversions when they are attributed, the metric when a decision closes. It does not know
+//! conversions when they are attributed, every metric when a decision closes. It does not know
 //! experiments' names or definitions, only their numeric ids.
 
 use std::collections::HashMap;
@@ -18,8 +18,6 @@ pub struct ArmTag {
     pub experiment: u32,
     /// The arm's index.
     pub arm: u16,
-    /// The experiment's primary metric.
-    pub metric: Metric,
 }
 
 /// What the placements of one decision earned while it was open.
@@ -57,8 +55,9 @@ pub struct ArmTally {
     pub clicks: u64,
     /// Conversions attributed to those decisions.
     pub conversions: u64,
-    /// The primary metric, one value per closed decision.
-    pub metric: Moments,
+    /// Every metric (indexed by `Metric::index`), one value per closed decision: the
+    /// primary one and the guardrails are read from here.
+    pub metrics: [Moments; Metric::ALL.len()],
 }
 
 impl ArmTally {
@@ -68,7 +67,21 @@ impl ArmTally {
         self.decisions += other.decisions;
         self.clicks += other.clicks;
         self.conversions += other.conversions;
-        self.metric.merge(&other.metric);
+        for (m, o) in self.metrics.iter_mut().zip(&other.metrics) {
+            m.merge(o);
+        }
+    }
+
+    /// The moments of `metric`.
+    pub fn metric(&self, metric: Metric) -> &Moments {
+        &self.metrics[metric.index()]
+    }
+
+    /// Counts one closed decision that earned `earned` and the summed reward `reward`.
+    pub fn close(&mut self, earned: &Earned, reward: f64) {
+        for m in Metric::ALL {
+            self.metrics[m.index()].add(earned.value(m, reward));
+        }
     }
 }
 

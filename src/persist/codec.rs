@@ -56,8 +56,10 @@ pub enum Record {
     Event(ValidEvent),
     /// A decision (its open-attribution record is rebuilt by making it again). Only the
     /// placed candidates' ids are kept (the second field, best slot first): the others
-    /// travel as keys, and the candidates come back with empty ids.
-    Decide(ValidDecide, Vec<String>),
+    /// travel as keys, and the candidates come back with empty ids. The third field is the
+    /// experiment and arm the decision was made under, targeting applied (`None` in
+    /// records written before arms were logged, and for a decision in no experiment).
+    Decide(ValidDecide, Vec<String>, Option<(u32, u16)>),
     /// A template decision (its features are rebuilt from ids and attributes at replay).
     DecideTemplate(LoggedTemplateDecide),
     /// An explicit reward.
@@ -209,10 +211,22 @@ fn put_saturation(out: &mut Vec<u8>, s: &SaturationConfig) {
 }
 
 /// The placed items' ids, best slot first: the second half of `Decide`.
-pub fn decide_placed<'a>(out: &mut Vec<u8>, placed: impl ExactSizeIterator<Item = &'a str>) {
+pub fn decide_placed<'a>(
+    out: &mut Vec<u8>,
+    placed: impl ExactSizeIterator<Item = &'a str>,
+    arm: Option<(u32, u16)>,
+) {
     put_u32(out, placed.len() as u32);
     for id in placed {
         put_str(out, id);
+    }
+    match arm {
+        Some((experiment, arm)) => {
+            out.push(1);
+            put_u32(out, experiment);
+            out.extend_from_slice(&arm.to_le_bytes());
+        }
+        None => out.push(0),
     }
 }
 
@@ -324,7 +338,15 @@ pub fn decode(bytes: &[u8]) -> Result<Record, String> {
             let req = d.decide()?;
             let n = d.len()?;
             let placed = (0..n).map(|_| d.string()).collect::<Result<_, _>>()?;
-            Record::Decide(req, placed)
+            // Older records end here.
+            let arm = match d.remaining() {
+                0 => None,
+                _ => match d.u8()? {
+                    0 => None,
+                    _ => Some((d.u32()?, d.u16()?)),
+                },
+            };
+            Record::Decide(req, placed, arm)
         }
         tag::DECIDE_TEMPLATE => Record::DecideTemplate(d.decide_template()?),
         tag::REWARD => Record::Reward(ValidReward {
@@ -507,6 +529,13 @@ impl<'a> Dec<'a> {
     /// A byte.
     pub fn u8(&mut self) -> Result<u8, String> {
         Ok(self.take(1)?[0])
+    }
+
+    /// A little-endian `u16`.
+    pub fn u16(&mut self) -> Result<u16, String> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     /// A little-endian `u32`.

@@ -1,5 +1,6 @@
 //! The experiments' own log (issue 13): every change to the registry (an experiment created
-//! with its definition, stopped, or an arm promoted) as one framed record, appended and
+//! or updated with its definition, stopped, an arm promoted, an earlier version restored) as
+//! one framed record, appended and
 //! fsynced as it happens (changes are rare), and read back at start to rebuild the registry
 //! in the same order, so that experiment numbers, which the shards' checkpointed tallies use,
 //! stay the same and a stopped or promoted experiment comes back as it was.
@@ -20,13 +21,16 @@ use crate::experiment::ExperimentSpec;
 /// The log's format byte.
 const FORMAT: u8 = 1;
 
-/// One change to the experiments.
+/// One change to the experiments. Records are postcard, which encodes a variant by its
+/// index: variants are only ever appended, and a variant's layout never changes (a new
+/// layout is a new variant, the old one kept to read old logs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Change {
-    /// An experiment was created (and started).
-    Created {
+    /// An experiment was created (and started), as builds before targeting conditions wrote
+    /// it; read, never written.
+    CreatedV1 {
         /// Its definition.
-        spec: ExperimentSpec,
+        spec: SpecV1,
         /// When (engine time, Unix ms).
         ts_ms: u64,
         /// Why.
@@ -52,6 +56,69 @@ pub enum Change {
         /// Why.
         reason: String,
     },
+    /// An experiment was created (and started).
+    Created {
+        /// Its definition.
+        spec: ExperimentSpec,
+        /// When (engine time, Unix ms).
+        ts_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// An experiment's definition was updated.
+    Updated {
+        /// The new definition.
+        spec: ExperimentSpec,
+        /// When.
+        ts_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The registry went back to an earlier version.
+    Restored {
+        /// The version restored.
+        version: u64,
+        /// When.
+        ts_ms: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `ExperimentSpec` as builds before targeting conditions logged it (frozen: this layout is
+/// in logs written then).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SpecV1 {
+    name: String,
+    salt: String,
+    holdout: f64,
+    layer: String,
+    buckets: std::ops::Range<u32>,
+    arms: Vec<crate::experiment::ArmSpec>,
+    metric: crate::experiment::Metric,
+    guardrails: Vec<crate::experiment::Metric>,
+    tau: f64,
+    alpha: f64,
+    segments: Vec<String>,
+}
+
+impl From<SpecV1> for ExperimentSpec {
+    fn from(v: SpecV1) -> ExperimentSpec {
+        ExperimentSpec {
+            name: v.name,
+            salt: v.salt,
+            holdout: v.holdout,
+            layer: v.layer,
+            buckets: v.buckets,
+            arms: v.arms,
+            metric: v.metric,
+            guardrails: v.guardrails,
+            tau: v.tau,
+            alpha: v.alpha,
+            segments: v.segments,
+            target: None,
+        }
+    }
 }
 
 /// The open log, for appending.

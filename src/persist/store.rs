@@ -34,7 +34,7 @@ use crate::actor::UserActor;
 use crate::persist::{PersistError, Position};
 
 /// The format of every value in the store; any change to a stored type bumps it.
-pub const STORE_VERSION: u8 = 3;
+pub const STORE_VERSION: u8 = 4;
 
 /// The store's file in a data directory.
 pub const STORE_FILE: &str = "store.redb";

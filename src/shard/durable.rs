@@ -281,7 +281,8 @@ impl Shard {
             Record::Event(ev) => {
                 let _ = self.guarded_event(ev);
             }
-            Record::Decide(req, placed) => {
+            Record::Decide(mut req, placed, arm) => {
+                req.arm = arm.and_then(|(id, arm)| self.experiments.replayed(id, arm));
                 if let Ok(decision) = self.guarded_decide(req) {
                     self.name_placements(decision.id.0, placed);
                 }

@@ -17,7 +17,8 @@ use crate::api::{
 use crate::config::Config;
 use crate::config::{ExplorationConfig, PolicyKind};
 use crate::error::Error;
-use crate::experiment::{ArmPolicy, ArmTag, Earned, Tallies};
+use crate::experiment::registry::Live;
+use crate::experiment::{ArmPolicy, ArmTag, Earned, Registry, Tallies};
 use crate::ids::{ShardId, UserId};
 use crate::model::global::Mixer;
 use crate::model::global::Pulled;
@@ -25,6 +26,7 @@ use crate::model::policy;
 use crate::model::reward::{is_clear_outcome, popularity_counts, state_signal, training_reward};
 use crate::model::ItemFeatures;
 use crate::persist::codec;
+use crate::rules::expr::{Env, Features};
 use crate::rules::ItemMatches;
 use crate::shard::checkpoint::Checkpoints;
 use crate::shard::consent::Consents;
@@ -164,6 +166,11 @@ pub struct Shard {
     /// Live segments (issue 14, item 4): the centroids read, the sums gathered (`None`:
     /// `segments.k = 0`).
     pub(super) segments: Option<Segmented>,
+    /// The engine's experiments, where a replayed decision finds the arm it was made under.
+    pub(super) experiments: Arc<Registry>,
+    /// The experiment and arm of the decision being made, targeting applied, for its log
+    /// record (set by `on_decide`, taken by the `Decide` handler).
+    decided_arm: Option<(u32, u16)>,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -212,7 +219,16 @@ impl Shard {
             triggers: Arc::default(),
             trigger_hub: None,
             segments: None,
+            experiments: Arc::default(),
+            decided_arm: None,
         }
+    }
+
+    /// Finds replayed decisions' arms in `registry` (the engine's, restored before the log
+    /// is replayed).
+    pub fn with_experiments(mut self, registry: Arc<Registry>) -> Self {
+        self.experiments = registry;
+        self
     }
 
     /// Reads and feeds the shared segment centroids `master` (`None`: segments are off).
@@ -323,14 +339,16 @@ impl Shard {
                     codec::decide(&mut out, &req);
                     out
                 });
+                self.decided_arm = None;
                 let decision = self.guarded_decide(req);
+                let arm = self.decided_arm.take();
                 if let (Some(input), Some(wal)) = (input, &mut self.wal) {
                     let placed = decision.as_ref().map_or(&[][..], |d| &d.items[..]);
                     let ids = placed.iter().map(|p| p.item.as_str());
                     wal.record(
                         |out| {
                             out.extend_from_slice(&input);
-                            codec::decide_placed(out, ids);
+                            codec::decide_placed(out, ids, arm);
                         },
                         true,
                     );
@@ -808,17 +826,34 @@ impl Shard {
         let slot = self.segments.as_mut().and_then(|s| s.slot(user, items));
         let segment = (self.segments.as_ref()).and_then(|s| slot.map(|i| s.label_of(i)));
         let in_segment = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
-        if (req.arm.as_ref()).is_some_and(|c| !c.experiment.spec.targets(in_segment)) {
-            // Not targeted: served as if held out.
-            req.arm = None;
-        }
-        let experiment = req.arm.as_ref().map(|c| c.reply());
-        user.features
-            .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
-        if req.rules.is_some() {
+        let target = (req.arm.as_ref())
+            .filter(|c| !c.targeted)
+            .map(|c| &c.experiment);
+        if req.rules.is_some() || target.is_some_and(|e| e.target().is_some()) {
             // Reads at the decision's time become loads.
             user.features.advance(req.ts_ms);
         }
+        if let Some(experiment) = target {
+            let cfg = &self.learner.cfg;
+            let view = FeatureView {
+                features: &user.features,
+                signals: &user.signals,
+                hygiene: &cfg.hygiene,
+                session_idle_s: cfg.features.session_idle_s,
+                now_ms: req.ts_ms,
+                segment: in_segment,
+            };
+            let context = req.raw_context.as_deref().unwrap_or(&[]);
+            if !targets(experiment, view, context) {
+                // Not targeted: served as if held out.
+                req.arm = None;
+            }
+        }
+        // What the log records: the arm the decision was made under, targeting applied.
+        self.decided_arm = req.arm.as_ref().map(|c| (c.experiment.id, c.arm));
+        let experiment = req.arm.as_ref().map(|c| c.reply());
+        user.features
+            .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
         let arm = req.arm.as_ref().map(|c| (c.tag(), c.policy()));
         let policy = arm.map_or(ArmPolicy::Nudge { epsilon: None }, |(_, p)| p);
         // The `global` arm scores for a user the engine knows nothing about.
@@ -1081,8 +1116,7 @@ impl Shard {
                 .iter()
                 .map(|p| f64::from(p.reward.unwrap_or(0.0)))
                 .sum();
-            let value = earned.value(tag.metric, reward);
-            self.tallies.arm(tag).metric.add(value);
+            self.tallies.arm(tag).close(&earned, reward);
         }
         if let Some(log) = &self.log {
             let unrewarded = open
@@ -1360,6 +1394,25 @@ fn arm_exploration(configured: &ExplorationConfig, policy: ArmPolicy) -> Option<
         ArmPolicy::Nudge { epsilon: Some(e) } => Some(greedy(e)),
         ArmPolicy::Control | ArmPolicy::Popularity => Some(greedy(0.0)),
     }
+}
+
+/// Whether `experiment` takes a user whose features are `view` for a decision in `context`:
+/// in one of its segments (if it names any) and its targeting condition true (if it has
+/// one; a condition that fails to evaluate, a missing context key say, is false).
+fn targets(experiment: &Live, view: FeatureView<'_>, context: &[(String, String)]) -> bool {
+    if !experiment.spec.targets(view.segment) {
+        return false;
+    }
+    let Some(cond) = experiment.target() else {
+        return true;
+    };
+    let features = Features::new(view);
+    let env = Env {
+        user: &features,
+        ctx: context,
+        item: None,
+    };
+    cond.eval(&env).unwrap_or(false)
 }
 
 /// Counts an outcome attributed to a decision made under an experiment arm.

@@ -15,7 +15,7 @@ use super::parse::{number, string};
 use super::WireError;
 use crate::config::{ArmConfig, ExperimentConfig};
 use crate::error::{Error, Problem};
-use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec};
+use crate::experiment::{AuditEntry, ExperimentResults, ExperimentSpec, MetricResult};
 
 fn bad(field: &'static str, problem: Problem) -> WireError {
     WireError::Engine(Error::invalid(field, problem))
@@ -38,6 +38,7 @@ pub(super) fn experiment(v: Option<Json<'_, '_>>) -> Result<ExperimentConfig, Wi
             "salt" => e.salt = string(Some(val), "salt")?.map(str::to_string),
             "layer" => e.layer = string(Some(val), "layer")?.unwrap_or_default().to_string(),
             "metric" => e.metric = string(Some(val), "metric")?.map(str::to_string),
+            "target" => e.target = string(Some(val), "target")?.map(str::to_string),
             "holdout" => e.holdout = num(val, "holdout")?,
             "tau" => e.tau = Some(num(val, "tau")?),
             "alpha" => e.alpha = Some(num(val, "alpha")?),
@@ -170,24 +171,56 @@ pub(super) fn results(out: &mut Vec<u8>, r: &ExperimentResults) {
             ("decisions", t.decisions),
             ("clicks", t.clicks),
             ("conversions", t.conversions),
-            ("observations", t.metric.count),
+            ("observations", a.primary.count),
         ] {
             out.push(b',');
             key(out, name);
             write_u64(out, v);
         }
-        out.extend_from_slice(b",\"mean\":");
-        optional(out, a.mean);
-        out.extend_from_slice(b",\"lift\":");
-        optional(out, a.lift);
-        out.extend_from_slice(b",\"interval\":");
-        interval(out, a.interval);
-        out.extend_from_slice(b",\"p_value\":");
-        write_f64(out, a.p_value);
-        out.extend_from_slice(b",\"significant\":");
-        write_bool(out, a.significant);
+        out.push(b',');
+        judged(out, &a.primary);
+        out.extend_from_slice(b",\"guardrails\":");
+        objects(out, &a.guardrails, |out, g| {
+            key(out, "metric");
+            write_str(out, g.metric.name());
+            out.push(b',');
+            judged(out, g);
+            out.extend_from_slice(b",\"breached\":");
+            write_bool(out, g.worse);
+        });
     });
     out.push(b'}');
+}
+
+/// `,"name":["a","b"]`, or nothing for no names.
+fn names<S: AsRef<str>>(out: &mut Vec<u8>, name: &str, list: &[S]) {
+    if list.is_empty() {
+        return;
+    }
+    out.push(b',');
+    key(out, name);
+    out.push(b'[');
+    for (i, s) in list.as_ref().iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, s.as_ref());
+    }
+    out.push(b']');
+}
+
+/// A metric's `"mean","lift","interval","p_value","significant"`.
+fn judged(out: &mut Vec<u8>, m: &MetricResult) {
+    key(out, "mean");
+    optional(out, m.mean);
+    out.extend_from_slice(b",\"lift\":");
+    optional(out, m.lift);
+    out.extend_from_slice(b",\"interval\":");
+    interval(out, m.interval);
+    out.extend_from_slice(b",\"p_value\":");
+    write_f64(out, m.p_value);
+    out.extend_from_slice(b",\"significant\":");
+    write_bool(out, m.significant);
 }
 
 /// `"experiments":[…],"audit":[…]`: the reply of `experiments`.
@@ -204,15 +237,17 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
         write_f64(out, spec.holdout);
         out.extend_from_slice(b",\"metric\":");
         write_str(out, spec.metric.name());
-        if !spec.segments.is_empty() {
-            out.extend_from_slice(b",\"segments\":[");
-            for (i, s) in spec.segments.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, s);
-            }
-            out.push(b']');
+        names(out, "segments", &spec.segments);
+        let guardrails: Vec<&str> = spec
+            .guardrails
+            .as_slice()
+            .iter()
+            .map(|g| g.name())
+            .collect();
+        names(out, "guardrails", &guardrails);
+        if let Some(target) = &spec.target {
+            out.extend_from_slice(b",\"target\":");
+            write_str(out, target);
         }
         out.extend_from_slice(b",\"arms\":");
         objects(out, &spec.arms, |out, arm| {
@@ -234,13 +269,19 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
         write_u64(out, a.version);
         out.extend_from_slice(b",\"ts\":");
         write_u64(out, a.ts_ms);
-        out.extend_from_slice(b",\"experiment\":");
-        write_str(out, &a.experiment);
+        if !a.experiment.is_empty() {
+            out.extend_from_slice(b",\"experiment\":");
+            write_str(out, &a.experiment);
+        }
         out.extend_from_slice(b",\"action\":");
-        write_str(out, a.action);
+        write_str(out, a.action.name());
         if let Some(arm) = &a.arm {
             out.extend_from_slice(b",\"arm\":");
             write_str(out, arm);
+        }
+        if let Some(version) = a.restored {
+            out.extend_from_slice(b",\"restored\":");
+            write_u64(out, version);
         }
         out.extend_from_slice(b",\"reason\":");
         write_str(out, &a.reason);

@@ -95,6 +95,10 @@ pub enum OpKind {
     StopExperiment,
     /// `promote_experiment`: give one arm to everyone an experiment takes.
     PromoteExperiment,
+    /// `update_experiment`: change an experiment's holdout, targeting or guardrails.
+    UpdateExperiment,
+    /// `restore_experiments`: bring every experiment back to an earlier audit version.
+    RestoreExperiments,
     /// `experiment_results`: an experiment's arms, lifts and status.
     ExperimentResults,
     /// `experiments`: every experiment and the audit trail.
@@ -117,7 +121,7 @@ pub enum OpKind {
 
 impl OpKind {
     /// Every op, in a fixed order (metrics index by it).
-    pub const ALL: [OpKind; 24] = [
+    pub const ALL: [OpKind; 26] = [
         OpKind::Event,
         OpKind::Decide,
         OpKind::Reward,
@@ -142,6 +146,8 @@ impl OpKind {
         OpKind::Template,
         OpKind::Triggers,
         OpKind::Segments,
+        OpKind::UpdateExperiment,
+        OpKind::RestoreExperiments,
     ];
 
     /// The op's wire name.
@@ -171,6 +177,8 @@ impl OpKind {
             OpKind::Template => "template",
             OpKind::Triggers => "triggers",
             OpKind::Segments => "segments",
+            OpKind::UpdateExperiment => "update_experiment",
+            OpKind::RestoreExperiments => "restore_experiments",
         }
     }
 
@@ -307,6 +315,20 @@ pub enum Op {
         /// Why, for the audit trail.
         reason: String,
     },
+    /// Replace an experiment's definition (what may change in place).
+    UpdateExperiment {
+        /// The new definition, as the config file spells it.
+        experiment: Box<crate::config::ExperimentConfig>,
+        /// Why, for the audit trail.
+        reason: String,
+    },
+    /// Bring every experiment back to an earlier audit version.
+    RestoreExperiments {
+        /// The version.
+        version: u64,
+        /// Why, for the audit trail.
+        reason: String,
+    },
     /// An experiment's results.
     ExperimentResults(String),
     /// Every experiment and the audit trail.
@@ -367,6 +389,8 @@ impl Op {
             Op::CreateExperiment { .. } => OpKind::CreateExperiment,
             Op::StopExperiment { .. } => OpKind::StopExperiment,
             Op::PromoteExperiment { .. } => OpKind::PromoteExperiment,
+            Op::UpdateExperiment { .. } => OpKind::UpdateExperiment,
+            Op::RestoreExperiments { .. } => OpKind::RestoreExperiments,
             Op::ExperimentResults(_) => OpKind::ExperimentResults,
             Op::Experiments => OpKind::Experiments,
             Op::Rules(_) => OpKind::Rules,

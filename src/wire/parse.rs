@@ -352,6 +352,18 @@ fn op(f: &Fields<'_, '_>, default_op: Option<OpKind>, nested: bool) -> Result<Op
             arm: required(f.arm, "arm")?.to_string(),
             reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
         },
+        OpKind::UpdateExperiment => Op::UpdateExperiment {
+            experiment: Box::new(super::experiment::experiment(f.experiment)?),
+            reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
+        },
+        OpKind::RestoreExperiments => Op::RestoreExperiments {
+            version: match optional_number(f.version, "version")? {
+                Some(v) if v >= 1.0 && v.fract() == 0.0 && v <= u64::MAX as f64 => v as u64,
+                Some(_) => return Err(malformed("version", "an audit version, from 1")),
+                None => return Err(invalid("version", Problem::Missing)),
+            },
+            reason: string(f.reason, "reason")?.unwrap_or_default().to_string(),
+        },
         OpKind::ExperimentResults => Op::ExperimentResults(required(f.name, "name")?.to_string()),
         OpKind::Experiments => Op::Experiments,
         OpKind::Rules => Op::Rules(super::rules::rules(f.rules)?),

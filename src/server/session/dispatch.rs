@@ -90,6 +90,21 @@ async fn single(engine: &Engine, op: Op) -> Reply {
                 Err(e) => failed(e),
             }
         }
+        Op::UpdateExperiment { experiment, reason } => {
+            match experiment
+                .to_spec()
+                .and_then(|s| engine.update_experiment(s, &reason))
+            {
+                Ok(changed) => Reply::ExperimentsChanged { changed },
+                Err(e) => failed(e),
+            }
+        }
+        Op::RestoreExperiments { version, reason } => {
+            match engine.restore_experiments(version, &reason) {
+                Ok(changed) => Reply::ExperimentsChanged { changed },
+                Err(e) => failed(e),
+            }
+        }
         Op::ExperimentResults(name) => match engine.experiment_results_async(&name).await {
             Ok(r) => Reply::ExperimentResults(Box::new(r)),
             Err(e) => failed(e),
