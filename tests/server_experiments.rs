@@ -1,5 +1,6 @@
 //! Issue 13 over real sockets: the experiment ops on TCP (create, decide names the arm,
-//! results, list and audit, stop) and the `/v1/experiments` routes on HTTP, with their errors.
+//! results, list and audit, update, promote, restore, stop) and the `/v1/experiments` and
+//! `/v1/experiment-versions` routes on HTTP, with their errors.
 
 use crate::server_support::{http, start, Lines};
 
@@ -184,7 +185,7 @@ fn experiment_routes_over_http() {
         "{}",
         r.text()
     );
-    let r = http(addr, "PUT", "/v1/experiments/web", &[], b"");
+    let r = http(addr, "PATCH", "/v1/experiments/web", &[], b"");
     assert_eq!(r.status, 405);
     let r = http(
         addr,
@@ -196,6 +197,136 @@ fn experiment_routes_over_http() {
     assert_eq!(
         (r.status, r.json()["error"]["code"].as_str()),
         (400, Some("bad_request"))
+    );
+    server.shutdown();
+    engine.shutdown();
+}
+
+/// Update (what keeps the comparison may change, the rest is refused naming the field),
+/// promote and restore, over TCP and then over their HTTP routes; the audit trail records
+/// each, and a restore brings back the holdout and targeting of the version it names.
+#[test]
+fn update_promote_and_restore_over_tcp_and_http() {
+    let (engine, server) = start(|_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    assert_eq!(c.call(CREATE)["ok"], true);
+    let update = r#"{"op":"update_experiment","id":2,"reason":"widen","experiment":{"name":"ranker","salt":"s1","holdout":0.3,"metric":"click_through","guardrails":["mean_reward"],"target":"ctx.page == \"home\"","arms":[{"name":"control","policy":"control"},{"name":"greedy","policy":"nudge","epsilon":0,"weight":2}]}}"#;
+    let r = c.call(update);
+    assert_eq!(
+        (r["ok"].as_bool(), r["changed"].as_bool()),
+        (Some(true), Some(true)),
+        "{r}"
+    );
+    let r = c.call(r#"{"op":"experiments"}"#);
+    let e = &r["experiments"][0];
+    assert_eq!(
+        (
+            e["holdout"].as_f64(),
+            e["target"].as_str(),
+            e["guardrails"][0].as_str()
+        ),
+        (Some(0.3), Some("ctx.page == \"home\""), Some("mean_reward")),
+        "{r}"
+    );
+    let reweigh = update.replace(r#""weight":2"#, r#""weight":3"#);
+    let r = c.call(&reweigh);
+    assert_eq!(
+        (r["error"]["code"].as_str(), r["error"]["field"].as_str()),
+        (Some("bad_request"), Some("arms")),
+        "{r}"
+    );
+    // Version 1 is the creation: restoring it takes back the holdout and the target.
+    let r = c.call(r#"{"op":"restore_experiments","version":1,"reason":"undo"}"#);
+    assert_eq!(r["changed"], true, "{r}");
+    let r = c.call(r#"{"op":"experiments"}"#);
+    let e = &r["experiments"][0];
+    assert_eq!(
+        (e["holdout"].as_f64(), e.get("target")),
+        (Some(0.1), None),
+        "{r}"
+    );
+    let actions: Vec<&str> = (r["audit"].as_array().unwrap().iter())
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["created", "updated", "restored"], "{r}");
+    assert_eq!(r["audit"][2]["restored"], 1, "{r}");
+    let r = c.call(r#"{"op":"restore_experiments","version":9}"#);
+    assert_eq!(r["error"]["field"], "version", "{r}");
+
+    let addr = server.http_addr().unwrap();
+    let body = br#"{"reason":"web","experiment":{"name":"ranker","salt":"s1","holdout":0.2,"metric":"click_through","arms":[{"name":"control","policy":"control"},{"name":"greedy","policy":"nudge","epsilon":0,"weight":2}]}}"#;
+    let r = http(addr, "PUT", "/v1/experiments/ranker", &[], body);
+    assert_eq!(
+        (r.status, r.json()["changed"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        r.text()
+    );
+    let r = http(addr, "PUT", "/v1/experiments/other", &[], body);
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (400, Some("name")),
+        "the body names another experiment than the URL: {}",
+        r.text()
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/v1/experiments/ranker/promote",
+        &[],
+        br#"{"arm":"greedy"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http(addr, "GET", "/v1/experiments/ranker", &[], b"");
+    assert_eq!(r.json()["experiment"]["status"], "promoted", "{}", r.text());
+    let r = http(
+        addr,
+        "POST",
+        "/v1/experiments/ranker/promote",
+        &[],
+        br#"{"arm":"nope"}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (400, Some("arm"))
+    );
+    let r = http(addr, "POST", "/v1/experiment-versions/3", &[], b"");
+    assert_eq!(
+        (r.status, r.json()["changed"].as_bool()),
+        (200, Some(true)),
+        "{}",
+        r.text()
+    );
+    let r = http(addr, "GET", "/v1/experiments", &[], b"");
+    let e = &r.json()["experiments"][0];
+    assert_eq!(
+        e["holdout"],
+        0.1,
+        "version 3 is the first restore: {}",
+        r.text()
+    );
+    let r = http(addr, "GET", "/v1/experiments/ranker", &[], b"");
+    assert_eq!(
+        r.json()["experiment"]["status"],
+        "collecting",
+        "unpromoted: {}",
+        r.text()
+    );
+    let r = http(addr, "POST", "/v1/experiment-versions/latest", &[], b"");
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (400, Some("version"))
+    );
+    let r = http(
+        addr,
+        "POST",
+        "/v1/experiment-versions/1",
+        &[],
+        br#"{"version":2}"#,
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].as_str()),
+        (400, Some("version"))
     );
     server.shutdown();
     engine.shutdown();

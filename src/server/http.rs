@@ -26,7 +26,7 @@ use super::http_errors::{json_errors, no_route, only};
 use super::metrics::Transport;
 use super::session::Session;
 use super::{segment, ws, Shared};
-use crate::error::ErrorCode;
+use crate::error::{Error, ErrorCode, Problem};
 use crate::wire::{
     write_events_summary, write_reply, Op, OpKind, Parser, Rejected, Reply, ReqId, Request,
     WireError,
@@ -130,9 +130,18 @@ fn routes(cfg: &mut web::ServiceConfig, max_body: usize) {
         .service(
             web::resource("/v1/experiments/{name}")
                 .route(web::get().to(experiment_results))
+                .route(web::put().to(update_experiment))
                 .route(web::delete().to(stop_experiment))
-                .default_service(only("GET, DELETE")),
+                .default_service(only("GET, PUT, DELETE")),
         )
+        .service(post(
+            "/v1/experiments/{name}/promote",
+            web::post().to(promote_experiment),
+        ))
+        .service(post(
+            "/v1/experiment-versions/{version}",
+            web::post().to(restore_experiments),
+        ))
         .service(
             web::resource("/v1/triggers")
                 .route(web::get().to(get_triggers))
@@ -329,6 +338,89 @@ async fn create_experiment(shared: web::Data<Shared>, body: web::Bytes) -> HttpR
 
 async fn experiment_results(shared: web::Data<Shared>, name: web::Path<String>) -> HttpResponse {
     url_op(shared, Op::ExperimentResults(name.into_inner())).await
+}
+
+/// `PUT /v1/experiments/{name}` with `{"experiment":{…},"reason":…}` changes what may change
+/// of a running experiment (the `update_experiment` op); the body's name must be the URL's.
+async fn update_experiment(
+    shared: web::Data<Shared>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let started = Instant::now();
+    let mut input = body.to_vec();
+    let kind = OpKind::UpdateExperiment;
+    let parsed = with_parser(|p| p.parse(&mut input, Some(kind)));
+    let parsed = parsed.and_then(|request| match &request.op {
+        Op::UpdateExperiment { experiment, .. } if experiment.name != *name => Err(Rejected {
+            id: request.id,
+            error: WireError::Engine(Error::invalid(
+                "name",
+                Problem::Malformed("the experiment named in the URL"),
+            )),
+        }),
+        _ => Ok(request),
+    });
+    one(shared, kind, Input::Parsed(parsed), started).await
+}
+
+/// `POST /v1/experiments/{name}/promote` with `{"arm":…,"reason":…}`.
+async fn promote_experiment(
+    shared: web::Data<Shared>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let name = serde_json::Value::String(name.into_inner());
+    with_url_fields(shared, body, OpKind::PromoteExperiment, [("name", name)]).await
+}
+
+/// `POST /v1/experiment-versions/{version}` (an optional body gives the `reason`) brings
+/// every experiment back to that audit version (the `restore_experiments` op).
+async fn restore_experiments(
+    shared: web::Data<Shared>,
+    version: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let version = match version.parse::<u64>() {
+        Ok(v) => serde_json::Value::from(v),
+        Err(_) => serde_json::Value::String(version.into_inner()),
+    };
+    let kind = OpKind::RestoreExperiments;
+    with_url_fields(shared, body, kind, [("version", version)]).await
+}
+
+/// Runs the op of `kind` whose fields are the body's (an object, or empty) plus the ones the
+/// URL names; a body that gives one of those fields another value is refused, naming it.
+async fn with_url_fields<const N: usize>(
+    shared: web::Data<Shared>,
+    body: web::Bytes,
+    kind: OpKind,
+    fields: [(&'static str, serde_json::Value); N],
+) -> HttpResponse {
+    let started = Instant::now();
+    let mut object = if body.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(object)) => object,
+            // Not an object: the parser names the problem as it would on any route.
+            _ => return one_op(shared, body, kind).await,
+        }
+    };
+    for (field, value) in fields {
+        if object.get(field).is_some_and(|given| *given != value) {
+            let error = Error::invalid(field, Problem::Malformed("the value in the URL"));
+            let rejected = Rejected {
+                id: ReqId::None,
+                error: WireError::Engine(error),
+            };
+            return one(shared, kind, Input::Parsed(Err(rejected)), started).await;
+        }
+        object.insert(field.to_string(), value);
+    }
+    let mut input = serde_json::to_vec(&object).expect("a JSON map serializes");
+    let parsed = with_parser(|p| p.parse(&mut input, Some(kind)));
+    one(shared, kind, Input::Parsed(parsed), started).await
 }
 
 /// `DELETE /v1/experiments/{name}` stops it (stopped experiments stay readable); no reason
