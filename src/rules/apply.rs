@@ -44,74 +44,93 @@ pub trait Candidates {
 
 /// What each item-only `items` condition (`Cond::item_only`) said about each item, one bit
 /// per such rule, for one rule set version: a shard keeps it across decisions so that a
-/// firing rule costs a bit test per candidate. At most one entry per item key the shard has
-/// seen as a candidate; an upserted or removed item is forgotten (`forget`).
+/// firing rule costs a bit test per candidate. The bits of an item are one row of a flat
+/// table (found by one probe of the item's key per decision, not per rule); an upserted or
+/// removed item is forgotten (`forget`) and its row reused.
 #[derive(Debug, Default)]
 pub struct ItemMatches {
     version: u64,
-    bits: HashMap<u64, Box<[u64]>>,
+    /// Words per row: one bit per remembered rule.
+    words: usize,
+    rows: HashMap<u64, u32>,
+    bits: Vec<u64>,
+    free: Vec<u32>,
+    /// The current decision's candidates' rows (`NO_ROW` for an inline one), kept to reuse
+    /// its allocation.
+    decision: Vec<u32>,
 }
+
+/// A candidate with no remembered bits (given inline).
+const NO_ROW: u32 = u32::MAX;
 
 impl ItemMatches {
     /// Forgets what is known of item `key` (its attributes changed).
     pub fn forget(&mut self, key: u64) {
-        self.bits.remove(&key);
+        if let Some(row) = self.rows.remove(&key) {
+            self.free.push(row);
+        }
     }
 
-    /// Every candidate's bits for one decision (one probe each), computing an item's bits
-    /// on first sight; inline candidates have none.
-    fn for_decision(
-        &mut self,
-        set: &RuleSet,
-        env: &Env<'_, '_>,
-        candidates: &dyn Candidates,
-    ) -> Known {
-        let words = (set.remembered as usize).div_ceil(64);
-        let mut known = Known {
-            words,
-            cached: vec![false; candidates.len()],
-            bits: vec![0; words * candidates.len()],
-        };
+    /// Starts over for another rule set version.
+    fn reset(&mut self, set: &RuleSet) {
+        self.version = set.version;
+        self.words = (set.remembered as usize).div_ceil(64);
+        self.rows.clear();
+        self.bits.clear();
+        self.free.clear();
+    }
+
+    /// Finds (or computes, on first sight) every candidate's row for this decision.
+    fn for_decision(&mut self, set: &RuleSet, env: &Env<'_, '_>, candidates: &dyn Candidates) {
+        self.decision.clear();
         for i in 0..candidates.len() {
             let Some(key) = candidates.key(i) else {
+                self.decision.push(NO_ROW);
                 continue;
             };
-            let bits = self.bits.entry(key).or_insert_with(|| {
-                let item = Env {
-                    user: env.user,
-                    ctx: env.ctx,
-                    item: Some(candidates.item(i)),
-                };
-                let mut bits = vec![0u64; words];
-                for rule in &set.rules {
-                    if let (Some(b), Some(cond)) = (rule.remembered, &rule.items) {
-                        // Item-only: the only error is a missing attribute, which is no match.
-                        if cond.eval(&item) == Ok(true) {
-                            bits[b as usize / 64] |= 1 << (b % 64);
-                        }
-                    }
+            let row = match self.rows.get(&key) {
+                Some(&row) => row,
+                None => {
+                    let row = self.compute(set, env, candidates.item(i));
+                    self.rows.insert(key, row);
+                    row
                 }
-                bits.into_boxed_slice()
-            });
-            known.cached[i] = true;
-            known.bits[i * words..(i + 1) * words].copy_from_slice(bits);
+            };
+            self.decision.push(row);
         }
-        known
     }
-}
 
-/// One decision's copy of its candidates' remembered bits.
-struct Known {
-    words: usize,
-    cached: Vec<bool>,
-    bits: Vec<u64>,
-}
+    /// Evaluates every item-only condition on `item` into a new row.
+    fn compute(&mut self, set: &RuleSet, env: &Env<'_, '_>, item: ItemView<'_>) -> u32 {
+        let words = self.words;
+        let row = match self.free.pop() {
+            Some(row) => row,
+            None => {
+                self.bits.resize(self.bits.len() + words, 0);
+                (self.bits.len() / words - 1) as u32
+            }
+        };
+        let bits = &mut self.bits[row as usize * words..(row as usize + 1) * words];
+        bits.fill(0);
+        let env = env.with_item(item);
+        for rule in &set.rules {
+            if let (Some(b), Some(cond)) = (rule.remembered, &rule.items) {
+                // Item-only: the only error is a missing attribute, which is no match.
+                if cond.eval(&env) == Ok(true) {
+                    bits[b as usize / 64] |= 1 << (b % 64);
+                }
+            }
+        }
+        row
+    }
 
-impl Known {
-    /// Whether candidate `i`'s bit `bit` is set; `None` when the candidate has no bits.
+    /// Whether this decision's candidate `i` has bit `bit`; `None` when it has no row.
     fn get(&self, i: usize, bit: u32) -> Option<bool> {
-        let word = self.bits[i * self.words + bit as usize / 64];
-        self.cached[i].then_some(word & (1 << (bit % 64)) != 0)
+        let row = self.decision[i];
+        (row != NO_ROW).then(|| {
+            let word = self.bits[row as usize * self.words + bit as usize / 64];
+            word & (1 << (bit % 64)) != 0
+        })
     }
 }
 
@@ -166,12 +185,11 @@ impl RuleSet {
         remembered: &mut ItemMatches,
     ) -> Applied {
         if remembered.version != self.version {
-            remembered.bits.clear();
-            remembered.version = self.version;
+            remembered.reset(self);
         }
         let mut out = Applied::default();
         let mut matched = Vec::new();
-        let mut known = None;
+        let mut known = false;
         let features = Features::new(decision.user);
         let env = Env {
             user: &features,
@@ -229,25 +247,25 @@ fn choose(
     rule: &Rule,
     env: &Env<'_, '_>,
     candidates: &dyn Candidates,
-    (set, remembered, known): (&RuleSet, &mut ItemMatches, &mut Option<Known>),
+    (set, remembered, known): (&RuleSet, &mut ItemMatches, &mut bool),
     matched: &mut Vec<usize>,
 ) -> Result<(), EvalError> {
     matched.clear();
     if !rule.kind.takes_items() {
         return Ok(());
     }
-    if rule.remembered.is_some() && known.is_none() {
-        *known = Some(remembered.for_decision(set, env, candidates));
+    if rule.remembered.is_some() && !*known {
+        remembered.for_decision(set, env, candidates);
+        *known = true;
     }
-    let known = known.as_ref();
     for i in 0..candidates.len() {
-        let chosen = match (&rule.items, rule.remembered, known) {
-            (None, _, _) => Ok(true),
-            (Some(cond), Some(bit), Some(known)) => match known.get(i, bit) {
+        let chosen = match (&rule.items, rule.remembered) {
+            (None, _) => Ok(true),
+            (Some(cond), Some(bit)) => match remembered.get(i, bit) {
                 Some(hit) => Ok(hit),
                 None => cond.eval(&env.with_item(candidates.item(i))),
             },
-            (Some(cond), _, _) => cond.eval(&env.with_item(candidates.item(i))),
+            (Some(cond), None) => cond.eval(&env.with_item(candidates.item(i))),
         };
         match chosen {
             Ok(true) => matched.push(i),

@@ -40,10 +40,11 @@ fn err<T>(offset: usize, message: impl Into<String>) -> Result<T, SyntaxError> {
     })
 }
 
-/// Checks a condition; `items` says whether it may read `item.*`.
+/// Checks a condition; `items` says whether it may read `item.*`. The result is
+/// specialized (`Cond::specialize`), ready to evaluate.
 pub fn condition(node: &Node, items: bool) -> Result<Cond, SyntaxError> {
     match typed(node, items)? {
-        Typed::Bool(c) => Ok(c),
+        Typed::Bool(c) => Ok(c.specialize()),
         t => err(
             node.offset,
             format!(
@@ -247,8 +248,12 @@ mod tests {
             Cond::Num(BinOp::Ge, Num::Ctx(_), Num::Lit(_))
         ));
         assert!(matches!(
-            check("ctx.page == 'home'", false).unwrap(),
-            Cond::Str(BinOp::Eq, Str::Ctx(_), Str::Lit(_))
+            check("'home' != ctx.page", false).unwrap(),
+            Cond::CtxIs(false, k, v) if &*k == "page" && &*v == "home"
+        ));
+        assert!(matches!(
+            check("ctx.page < 'home'", false).unwrap(),
+            Cond::Str(BinOp::Lt, Str::Ctx(_), Str::Lit(_))
         ));
         assert!(matches!(
             check("ctx.tier in ['gold', 'silver']", false).unwrap(),

@@ -62,6 +62,11 @@ pub enum Cond {
     InStr(Str, Box<[Box<str>]>),
     /// `x in [1, 2]`.
     InNum(Num, Box<[f64]>),
+    /// `user.f <op> literal`, either way round (the operator turned to match): the commonest
+    /// leaf, compared without descending into `Num` (made by `specialize`).
+    FeatureVsLit(BinOp, Feature, f64),
+    /// `ctx.key == "literal"` (`true`) or `!=` (`false`), either way round (`specialize`).
+    CtxIs(bool, Box<str>, Box<str>),
 }
 
 /// Why evaluating a rule failed for one decision.
@@ -131,6 +136,7 @@ impl<'a> Features<'a> {
         }
     }
 
+    #[inline]
     fn get(&self, f: Feature) -> Value<'a> {
         let slot = &self.memo[f as usize];
         match slot.get() {
@@ -275,7 +281,40 @@ impl Cond {
                 let x = x.eval(env)?;
                 list.contains(&x)
             }
+            Cond::FeatureVsLit(op, f, x) => match env.user.get(*f) {
+                Value::Num(v) => order(*op, v, *x),
+                _ => return Err(EvalError::MissingFeature(*f)),
+            },
+            Cond::CtxIs(eq, key, want) => (env.ctx(key)? == &**want) == *eq,
         })
+    }
+
+    /// The same condition with its commonest leaves in their fast forms (`FeatureVsLit`,
+    /// `CtxIs`), which evaluate to exactly what the general ones do, errors included: the
+    /// typed tree costs a call and a `Result` per node, and fifty rules' leaves are most of
+    /// a decision's rule time (`docs/rules.md`, Measured).
+    pub fn specialize(self) -> Cond {
+        let turned = |op| match op {
+            BinOp::Lt => BinOp::Gt,
+            BinOp::Le => BinOp::Ge,
+            BinOp::Gt => BinOp::Lt,
+            BinOp::Ge => BinOp::Le,
+            op => op,
+        };
+        let boxed = |c: Box<Cond>| Box::new(c.specialize());
+        match self {
+            Cond::Not(a) => Cond::Not(boxed(a)),
+            Cond::And(a, b) => Cond::And(boxed(a), boxed(b)),
+            Cond::Or(a, b) => Cond::Or(boxed(a), boxed(b)),
+            Cond::Bool(op, a, b) => Cond::Bool(op, boxed(a), boxed(b)),
+            Cond::Num(op, Num::User(f), Num::Lit(x)) => Cond::FeatureVsLit(op, f, x),
+            Cond::Num(op, Num::Lit(x), Num::User(f)) => Cond::FeatureVsLit(turned(op), f, x),
+            Cond::Str(op @ (BinOp::Eq | BinOp::Ne), Str::Ctx(k), Str::Lit(v))
+            | Cond::Str(op @ (BinOp::Eq | BinOp::Ne), Str::Lit(v), Str::Ctx(k)) => {
+                Cond::CtxIs(op == BinOp::Eq, k, v)
+            }
+            c => c,
+        }
     }
 
     /// Whether the condition reads nothing but the candidate and literals, and cannot fail
@@ -301,6 +340,76 @@ impl Cond {
             Cond::Str(_, a, b) => s(a) && s(b),
             Cond::InStr(a, _) => s(a),
             Cond::InNum(a, _) => num(a),
+            Cond::FeatureVsLit(..) | Cond::CtxIs(..) => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actor::features::LiveFeatures;
+    use crate::actor::Signals;
+    use crate::api::EventKind;
+    use crate::config::HygieneConfig;
+
+    /// Every fast leaf `specialize` makes evaluates to what its general form does, value or
+    /// error, for each operator, either way round, on a feature with a value and one
+    /// without, and a context key given and not.
+    #[test]
+    fn specialized_leaves_evaluate_as_the_general_ones() {
+        let mut live = LiveFeatures::default();
+        live.observe(EventKind::Click, 1.0, 1_000_000, None, 1800);
+        let (signals, hygiene) = (Signals::default(), HygieneConfig::default());
+        let view = FeatureView {
+            features: &live,
+            signals: &signals,
+            hygiene: &hygiene,
+            session_idle_s: 1800,
+            now_ms: 1_000_000,
+            segment: None,
+        };
+        let features = Features::new(view);
+        let with_page = [("page".to_string(), "home".to_string())];
+        let ops = [
+            BinOp::Eq,
+            BinOp::Ne,
+            BinOp::Lt,
+            BinOp::Le,
+            BinOp::Gt,
+            BinOp::Ge,
+        ];
+        let mut general = Vec::new();
+        for op in ops {
+            for f in [Feature::Clicks1h, Feature::ScrollDepth] {
+                for x in [0.0, 0.5, 1.0, 2.0] {
+                    general.push(Cond::Num(op, Num::User(f), Num::Lit(x)));
+                    general.push(Cond::Num(op, Num::Lit(x), Num::User(f)));
+                }
+            }
+        }
+        for op in [BinOp::Eq, BinOp::Ne] {
+            for v in ["home", "cart"] {
+                let (ctx, lit) = (Str::Ctx("page".into()), Str::Lit(v.into()));
+                general.push(Cond::Str(op, ctx.clone(), lit.clone()));
+                general.push(Cond::Str(op, lit, ctx));
+            }
+        }
+        let mut fast = 0;
+        for ctx in [&with_page[..], &[]] {
+            let env = Env {
+                user: &features,
+                ctx,
+                item: None,
+            };
+            for cond in &general {
+                let special = cond.clone().specialize();
+                fast += usize::from(matches!(special, Cond::FeatureVsLit(..) | Cond::CtxIs(..)));
+                assert_eq!(special.eval(&env), cond.eval(&env), "{cond:?}");
+                let wrapped = Cond::Not(Box::new(cond.clone()));
+                assert_eq!(wrapped.clone().specialize().eval(&env), wrapped.eval(&env));
+            }
+        }
+        assert_eq!(fast, 2 * general.len(), "every leaf here has a fast form");
     }
 }

@@ -243,13 +243,13 @@ fn refuse(index: usize, spec: &RuleConfig, field: &'static str, message: &str) -
     }
 }
 
-/// Parses and checks one condition field.
 /// Compiles a decision-level condition, as a rule's `when` is (`user.*` and `ctx.*`; no
 /// `item.*`): the language experiments' targeting shares. The error carries its offset.
 pub fn decision_condition(src: &str) -> Result<Cond, syntax::SyntaxError> {
     syntax::parse(src).and_then(|node| check::condition(&node, false))
 }
 
+/// Parses and checks one condition field.
 fn condition(
     index: usize,
     spec: &RuleConfig,
