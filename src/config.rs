@@ -343,6 +343,10 @@ pub struct ArmConfig {
     pub policy: String,
     /// ε for a `nudge` arm.
     pub epsilon: Option<f64>,
+    /// The personal model's learning rate for a `nudge` arm's users.
+    pub learning_rate: Option<f64>,
+    /// The state vector's half-life (seconds) for a `nudge` arm's users.
+    pub state_half_life_s: Option<f64>,
 }
 
 impl ExperimentConfig {
@@ -352,8 +356,12 @@ impl ExperimentConfig {
         use crate::experiment::{ArmPolicy, ArmSpec, ExperimentSpec, Metric};
         let mut arms = Vec::with_capacity(self.arms.len());
         for arm in &self.arms {
-            let policy = ArmPolicy::parse(&arm.policy, arm.epsilon)
-                .map_err(|p| Error::invalid("arms.policy", p))?;
+            let policy = ArmPolicy::parse(crate::experiment::spec::PolicyFields {
+                name: &arm.policy,
+                epsilon: arm.epsilon,
+                learning_rate: arm.learning_rate,
+                state_half_life_s: arm.state_half_life_s,
+            })?;
             arms.push(ArmSpec {
                 name: arm.name.clone(),
                 weight: arm.weight.unwrap_or(1.0),

@@ -709,3 +709,177 @@ fn decisions_replayed_from_the_log_keep_their_arm() {
     );
     e.shutdown();
 }
+
+/// The norm of a vector.
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// How far `b` is from `a`, relative to `a`. Weights also decay (30-day half-life): a few
+/// seconds move them by about 1e-6.
+fn moved(a: &[f32], b: &[f32]) -> f32 {
+    let d: Vec<f32> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    norm(&d) / norm(a)
+}
+
+#[test]
+fn a_tuned_arm_changes_how_its_users_learn_from_their_first_decision_and_after_a_restart() {
+    use nudge::experiment::Tuning;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let start = || {
+        let mut cfg = Config {
+            shards: 2,
+            seed: 11,
+            ..Config::default()
+        };
+        cfg.exploration.policy = PolicyKind::Greedy;
+        cfg.durability.fsync = nudge::config::FsyncPolicy::Always;
+        let builder = Engine::builder().config(cfg).clock(clock.clone());
+        builder.data_dir(dir.path()).build().unwrap()
+    };
+    let e = start();
+    for (id, category) in [("a", "x"), ("b", "y"), ("c", "z")] {
+        e.upsert_item(ItemSpec::new(id).attr("category", category))
+            .unwrap();
+    }
+    // "frozen": the personal model does not step and the state forgets within seconds.
+    let tuning = Tuning {
+        learning_rate: Some(0.0),
+        state_half_life_s: Some(1.0),
+    };
+    let frozen = ArmPolicy::NudgeTuned {
+        epsilon: None,
+        tuning,
+    };
+    let spec = ExperimentSpec::new(
+        "tuning",
+        vec![
+            arm("frozen", frozen),
+            arm("plain", ArmPolicy::Nudge { epsilon: None }),
+        ],
+    );
+    e.create_experiment(spec, "").unwrap();
+    let in_arm = |name: &str| {
+        (0..200)
+            .map(|u| format!("t{u}"))
+            .find(|u| e.experiment_arm("tuning", u).unwrap().as_deref() == Some(name))
+            .unwrap()
+    };
+    let (f, p) = (in_arm("frozen"), in_arm("plain"));
+    let click = |user: &str, item: &str, ts: u64| {
+        let ev = Event::new(user, EventKind::Click).item(item).at(ts);
+        e.ingest(ev).unwrap();
+    };
+    let export = |user: &str| e.user(user).unwrap().expect("known");
+    // Before any decision the user is not in the arm: they learn as configured.
+    click(&f, "a", T0 + 1_000);
+    let before = export(&f);
+    assert!(before.training_steps > 0);
+    assert!(norm(&before.personal_weights) > 0.0, "{before:?}");
+    // A decision exposes both; from then on the frozen user's weights stay put.
+    for user in [&f, &p] {
+        let d = e.decide(DecideRequest::new(user, ["a", "b", "c"], 2).at(T0 + 2_000));
+        assert!(d.unwrap().experiment.is_some());
+    }
+    let (f0, p0) = (export(&f), export(&p));
+    click(&f, "b", T0 + 3_000);
+    click(&p, "b", T0 + 3_000);
+    let (f1, p1) = (export(&f), export(&p));
+    assert!(
+        f1.training_steps > f0.training_steps,
+        "it still takes steps"
+    );
+    let still = 1e-5;
+    let (fm, pm) = (
+        moved(&f0.personal_weights, &f1.personal_weights),
+        moved(&p0.personal_weights, &p1.personal_weights),
+    );
+    assert!(fm < still, "steps of size zero: moved {fm}");
+    assert!(pm > 100.0 * still, "plain moved {pm}");
+    // Ten seconds later the frozen user's state has halved ten times, the plain one's not
+    // even once (60 s configured).
+    for user in [&f, &p] {
+        let req = DecideRequest::new(user, ["a", "b", "c"], 2).at(T0 + 13_000);
+        e.decide(req).unwrap();
+    }
+    let (f2, p2) = (export(&f), export(&p));
+    let kept =
+        |was: &nudge::UserExport, now: &nudge::UserExport| norm(&now.state) / norm(&was.state);
+    assert!(kept(&f1, &f2) < 0.01, "frozen kept {}", kept(&f1, &f2));
+    assert!(kept(&p1, &p2) > 0.8, "plain kept {}", kept(&p1, &p2));
+    e.shutdown();
+    drop(e);
+
+    // After a restart the users are loaded from the store: the arm still holds.
+    let e = start();
+    let export = |user: &str| e.user(user).unwrap().expect("known");
+    let click = |user: &str, item: &str, ts: u64| {
+        let ev = Event::new(user, EventKind::Click).item(item).at(ts);
+        e.ingest(ev).unwrap();
+    };
+    let (f3, p3) = (export(&f), export(&p));
+    assert_eq!(f3.personal_weights, f2.personal_weights);
+    click(&f, "c", T0 + 14_000);
+    click(&p, "c", T0 + 14_000);
+    let fm = moved(&f3.personal_weights, &export(&f).personal_weights);
+    let pm = moved(&p3.personal_weights, &export(&p).personal_weights);
+    assert!(fm < still, "frozen after the restart: moved {fm}");
+    assert!(pm > 100.0 * still, "plain after the restart: moved {pm}");
+    // Stopped, the experiment tunes nobody: the frozen user learns again.
+    e.stop_experiment("tuning", "done").unwrap();
+    let f4 = export(&f);
+    click(&f, "a", T0 + 15_000);
+    let fm = moved(&f4.personal_weights, &export(&f).personal_weights);
+    assert!(fm > 100.0 * still, "frozen once stopped: moved {fm}");
+    e.shutdown();
+}
+
+#[test]
+fn overrides_are_checked_and_shown() {
+    let clock = ManualClock::new(T0);
+    let engine = engine(&clock);
+    let config = |arm: ArmConfig| ExperimentConfig {
+        name: "x".into(),
+        arms: vec![arm],
+        ..ExperimentConfig::default()
+    };
+    let mut lr = arm_config("a", "nudge");
+    lr.learning_rate = Some(-0.1);
+    assert_eq!(
+        field_of(config(lr).to_spec().unwrap_err()),
+        "arms.learning_rate"
+    );
+    let mut half_life = arm_config("a", "nudge");
+    half_life.state_half_life_s = Some(0.0);
+    assert_eq!(
+        field_of(config(half_life).to_spec().unwrap_err()),
+        "arms.state_half_life_s"
+    );
+    let mut on_control = arm_config("a", "control");
+    on_control.learning_rate = Some(0.01);
+    assert_eq!(
+        field_of(config(on_control).to_spec().unwrap_err()),
+        "arms.policy"
+    );
+    let mut epsilon = arm_config("a", "nudge");
+    epsilon.epsilon = Some(2.0);
+    assert_eq!(
+        field_of(config(epsilon).to_spec().unwrap_err()),
+        "arms.epsilon"
+    );
+    // Only ε: the plain variant, as the experiments' log always wrote it.
+    let mut only_epsilon = arm_config("a", "nudge");
+    only_epsilon.epsilon = Some(0.1);
+    let spec = config(only_epsilon).to_spec().unwrap();
+    assert_eq!(spec.arms[0].policy, ArmPolicy::Nudge { epsilon: Some(0.1) });
+    let mut tuned = arm_config("a", "nudge");
+    tuned.state_half_life_s = Some(30.0);
+    let spec = config(tuned).to_spec().unwrap();
+    assert_eq!(spec.arms[0].policy.tuning().state_half_life_s, Some(30.0));
+    assert_eq!(spec.arms[0].policy.name(), "nudge");
+    engine.create_experiment(spec, "").unwrap();
+    let (got, _) = &engine.experiments()[0];
+    assert_eq!(got.arms[0].policy.tuning().learning_rate, None);
+    engine.shutdown();
+}

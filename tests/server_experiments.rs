@@ -135,6 +135,18 @@ fn bad_experiments_are_bad_requests_naming_the_field() {
             "buckets",
         ),
         (r#""x""#, "experiment"),
+        (
+            r#"{"name":"x","arms":[{"name":"a","policy":"nudge","learning_rate":-1}]}"#,
+            "arms.learning_rate",
+        ),
+        (
+            r#"{"name":"x","arms":[{"name":"a","policy":"nudge","state_half_life_s":0}]}"#,
+            "arms.state_half_life_s",
+        ),
+        (
+            r#"{"name":"x","arms":[{"name":"a","policy":"global","learning_rate":0.01}]}"#,
+            "arms.policy",
+        ),
     ];
     for (experiment, field) in cases {
         let line = format!(r#"{{"op":"create_experiment","experiment":{experiment}}}"#);
@@ -171,6 +183,29 @@ fn experiment_routes_over_http() {
     let r = http(addr, "GET", "/v1/experiments/web", &[], b"");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["experiment"]["arms"][1]["policy"], "popularity");
+    // A nudge arm with learning overrides (another layer: `web` takes the default one whole).
+    let tuned = br#"{"experiment":{"name":"tuned","layer":"l2","arms":[{"name":"a","policy":"nudge"},{"name":"slow","policy":"nudge","epsilon":0.1,"learning_rate":0.002,"state_half_life_s":600}]}}"#;
+    let r = http(addr, "POST", "/v1/experiments", &[], tuned);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = http(addr, "GET", "/v1/experiments", &[], b"");
+    let all = r.json()["experiments"].as_array().unwrap().clone();
+    let tuned = all.iter().find(|e| e["name"] == "tuned").unwrap();
+    let slow = &tuned["arms"][1];
+    assert_eq!(slow["policy"], "nudge", "{slow}");
+    assert_eq!(
+        slow["epsilon"].as_f64().map(|e| e as f32),
+        Some(0.1),
+        "{slow}"
+    );
+    assert_eq!(
+        slow["learning_rate"].as_f64().map(|x| x as f32),
+        Some(0.002),
+        "{slow}"
+    );
+    assert_eq!(slow["state_half_life_s"], 600.0, "{slow}");
+    assert!(r.json()["experiment"]["arms"][0]
+        .get("learning_rate")
+        .is_none());
     let r = http(addr, "GET", "/v1/experiments", &[], b"");
     assert_eq!(r.json()["experiments"][0]["name"], "web");
     let r = http(addr, "GET", "/v1/experiments/other", &[], b"");

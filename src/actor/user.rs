@@ -8,6 +8,7 @@
 use crate::actor::features::LiveFeatures;
 use crate::actor::signals::Signals;
 use crate::config::ModelConfig;
+use crate::experiment::Tuning;
 use crate::ids::UserId;
 use crate::model::adam::decay_weights;
 use crate::model::cooccur::RecentItems;
@@ -50,6 +51,11 @@ pub struct UserActor {
     /// Which threshold triggers hold for this user and when they last fired (issue 14;
     /// empty while no trigger concerns the user).
     pub triggers: crate::triggers::TriggerMarks,
+    /// How this user learns when their experiment arm overrides it (issue 13): set by the
+    /// shard from `exposed_to` and the running experiments each time it handles the user, so
+    /// it is never stored (a loaded user gets it back on first touch).
+    #[serde(skip)]
+    pub tuning: Tuning,
 }
 
 impl UserActor {
@@ -70,6 +76,7 @@ impl UserActor {
             exposed_to: 0,
             exposures: None,
             triggers: Default::default(),
+            tuning: Tuning::default(),
         }
     }
 
@@ -120,7 +127,7 @@ impl UserActor {
         }
         let elapsed_s = (ts_ms - self.last_ms) as f64 / 1000.0;
         let d = self.dim();
-        let f = decay_factor(elapsed_s, cfg.state_half_life_s);
+        let f = decay_factor(elapsed_s, self.state_half_life_s(cfg));
         crate::model::math::scale(&mut self.vectors[..d], f);
         decay_weights(
             &mut self.vectors[d..2 * d],
@@ -128,6 +135,11 @@ impl UserActor {
             cfg.weight_half_life_s,
         );
         self.last_ms = ts_ms;
+    }
+
+    /// The state vector's half-life for this user: their arm's, else the configured one.
+    pub fn state_half_life_s(&self, cfg: &ModelConfig) -> f64 {
+        (self.tuning.state_half_life_s).unwrap_or(cfg.state_half_life_s)
     }
 
     /// `s ← s + ρ·x` for an event at `ts_ms`. An event older than `last_ms` adds its signal

@@ -32,7 +32,7 @@ pub use assign::{Assignment, Layer, Split, SplitError, LAYER_BUCKETS};
 pub use registry::{
     ArmResult, AuditAction, AuditEntry, Chosen, ExperimentResults, MetricResult, Registry, Status,
 };
-pub use spec::{ArmPolicy, ArmSpec, ExperimentSpec, Metric};
+pub use spec::{ArmPolicy, ArmSpec, ExperimentSpec, Metric, PolicyFields, Tuning};
 pub use srm::{SampleRatio, SRM_ALPHA};
 pub use stats::{Effect, Estimate, Mixture, Moments, Sequential, DEFAULT_MIN_COUNT};
 pub use tally::{ArmTag, ArmTally, Earned, Tallies};

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Problem};
 use crate::experiment::assign::{Assignment, Layer, Split};
-use crate::experiment::spec::{ArmPolicy, ExperimentSpec, Metric};
+use crate::experiment::spec::{ArmPolicy, ExperimentSpec, Metric, Tuning};
 use crate::experiment::srm::SampleRatio;
 use crate::experiment::stats::{Effect, Sequential};
 use crate::experiment::tally::{ArmTag, ArmTally};
@@ -224,6 +224,9 @@ pub struct Registry {
     /// Whether a running experiment has a targeting condition (decisions then keep their
     /// context for it).
     any_target: AtomicBool,
+    /// Whether a running experiment has a tuned arm (`ArmPolicy::NudgeTuned`): learning
+    /// asks `tuning` only then.
+    any_tuned: AtomicBool,
 }
 
 impl Registry {
@@ -241,6 +244,20 @@ impl Registry {
     #[inline]
     pub fn any_target(&self) -> bool {
         self.any_target.load(Ordering::Acquire)
+    }
+
+    /// How `user` learns, given the experiment they were last exposed to (`exposed_to`: its
+    /// id + 1; 0 for none): their arm's `Tuning` while that experiment runs and assigns them
+    /// there (the promoted arm's once one is), the engine's configuration otherwise.
+    #[inline]
+    pub fn tuning(&self, user: &str, exposed_to: u32) -> Tuning {
+        if exposed_to == 0 || !self.any_tuned.load(Ordering::Acquire) {
+            return Tuning::default();
+        }
+        let running = self.snapshot.read().clone();
+        (running.assign(user))
+            .filter(|c| c.experiment.id + 1 == exposed_to)
+            .map_or_else(Tuning::default, |c| c.policy().tuning())
     }
 
     /// Experiment `id`'s arm `arm`, as a decision made under it is replayed: targeting was
@@ -405,8 +422,11 @@ impl Registry {
     fn publish(&self, snapshot: Running) {
         let any = !snapshot.live.is_empty();
         let target = snapshot.live.iter().any(|l| l.target.is_some());
+        let tuned = (snapshot.live.iter())
+            .any(|l| l.spec.arms.iter().any(|a| !a.policy.tuning().is_default()));
         *self.snapshot.write() = Arc::new(snapshot);
         self.any_target.store(target, Ordering::Release);
+        self.any_tuned.store(tuned, Ordering::Release);
         self.any_running.store(any, Ordering::Release);
     }
 

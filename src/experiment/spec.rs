@@ -36,40 +36,139 @@ pub enum ArmPolicy {
     Popularity,
     /// The caller's order, untouched.
     Control,
+    /// nudge whose users also learn with their own parameters (`Tuning`, at least one set).
+    /// A variant of its own, not a field of `Nudge`: the experiments' log encodes `Nudge`'s
+    /// layout, and variants are only ever appended (`persist::experiments`).
+    NudgeTuned {
+        /// ε as in `Nudge`.
+        epsilon: Option<f32>,
+        /// How the arm's users learn.
+        tuning: Tuning,
+    },
 }
 
+/// How a `nudge` arm's users learn, where it differs from the engine's configuration (issue
+/// 13: an arm is nudge "with parameter overrides"). It applies to a user from their first
+/// decision in the arm (`UserActor::exposed_to`) while the experiment runs; the shared
+/// global model learns as configured for everyone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Tuning {
+    /// The personal model's Adam step size (`model.learning_rate` otherwise).
+    pub learning_rate: Option<f32>,
+    /// The state vector's half-life in seconds (`model.state_half_life_s` otherwise).
+    pub state_half_life_s: Option<f64>,
+}
+
+impl Tuning {
+    /// Whether nothing is overridden.
+    pub fn is_default(&self) -> bool {
+        *self == Tuning::default()
+    }
+}
+
+/// An arm's policy as the config file and the wire give it, before it is checked.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PolicyFields<'a> {
+    /// `nudge`, `global`, `popularity` or `control`.
+    pub name: &'a str,
+    /// `epsilon`.
+    pub epsilon: Option<f64>,
+    /// `learning_rate`.
+    pub learning_rate: Option<f64>,
+    /// `state_half_life_s`.
+    pub state_half_life_s: Option<f64>,
+}
+
+/// Largest learning rate an arm may set.
+const MAX_LEARNING_RATE: f64 = 1.0;
+
+/// Longest state half-life an arm may set: a year.
+const MAX_HALF_LIFE_S: f64 = 365.0 * 86_400.0;
+
 impl ArmPolicy {
-    /// Parses a policy name; `epsilon` is only accepted with `nudge`.
-    pub fn parse(name: &str, epsilon: Option<f64>) -> Result<ArmPolicy, Problem> {
-        let policy = match name {
-            "nudge" => {
-                if let Some(e) = epsilon {
-                    if !(0.0..=1.0).contains(&e) {
-                        return Err(Problem::OutOfRange { min: 0.0, max: 1.0 });
-                    }
-                }
-                return Ok(ArmPolicy::Nudge {
-                    epsilon: epsilon.map(|e| e as f32),
-                });
-            }
+    /// Checks an arm's policy; overrides are only accepted with `nudge`, and the error names
+    /// the field at fault (`arms.policy`, `arms.epsilon`, `arms.learning_rate`,
+    /// `arms.state_half_life_s`).
+    pub fn parse(f: PolicyFields<'_>) -> Result<ArmPolicy, Error> {
+        let overridden =
+            f.epsilon.is_some() || f.learning_rate.is_some() || f.state_half_life_s.is_some();
+        let policy = match f.name {
+            "nudge" => return Self::nudge(f),
             "global" => ArmPolicy::Global,
             "popularity" => ArmPolicy::Popularity,
             "control" => ArmPolicy::Control,
-            _ => return Err(Problem::Malformed("nudge, global, popularity or control")),
+            _ => {
+                let expected = "nudge, global, popularity or control";
+                return Err(Error::invalid("arms.policy", Problem::Malformed(expected)));
+            }
         };
-        match epsilon {
-            Some(_) => Err(Problem::Malformed("epsilon only with policy nudge")),
-            None => Ok(policy),
+        match overridden {
+            true => Err(Error::invalid(
+                "arms.policy",
+                Problem::Malformed(
+                    "epsilon, learning_rate and state_half_life_s only with policy nudge",
+                ),
+            )),
+            false => Ok(policy),
         }
+    }
+
+    fn nudge(f: PolicyFields<'_>) -> Result<ArmPolicy, Error> {
+        let within = |x: Option<f64>, field, min: f64, max: f64, min_open: bool| match x {
+            Some(v) if !(v.is_finite() && v <= max && (v > min || (!min_open && v == min))) => {
+                Err(Error::invalid(field, Problem::OutOfRange { min, max }))
+            }
+            _ => Ok(()),
+        };
+        within(f.epsilon, "arms.epsilon", 0.0, 1.0, false)?;
+        within(
+            f.learning_rate,
+            "arms.learning_rate",
+            0.0,
+            MAX_LEARNING_RATE,
+            false,
+        )?;
+        within(
+            f.state_half_life_s,
+            "arms.state_half_life_s",
+            0.0,
+            MAX_HALF_LIFE_S,
+            true,
+        )?;
+        let epsilon = f.epsilon.map(|e| e as f32);
+        let tuning = Tuning {
+            learning_rate: f.learning_rate.map(|x| x as f32),
+            state_half_life_s: f.state_half_life_s,
+        };
+        Ok(match tuning.is_default() {
+            true => ArmPolicy::Nudge { epsilon },
+            false => ArmPolicy::NudgeTuned { epsilon, tuning },
+        })
     }
 
     /// The policy's name as the wire spells it.
     pub fn name(self) -> &'static str {
         match self {
-            ArmPolicy::Nudge { .. } => "nudge",
+            ArmPolicy::Nudge { .. } | ArmPolicy::NudgeTuned { .. } => "nudge",
             ArmPolicy::Global => "global",
             ArmPolicy::Popularity => "popularity",
             ArmPolicy::Control => "control",
+        }
+    }
+
+    /// The arm's own ε, if it sets one.
+    pub fn epsilon(self) -> Option<f32> {
+        match self {
+            ArmPolicy::Nudge { epsilon } | ArmPolicy::NudgeTuned { epsilon, .. } => epsilon,
+            _ => None,
+        }
+    }
+
+    /// How the arm's users learn (all default but for a tuned `nudge` arm).
+    pub fn tuning(self) -> Tuning {
+        match self {
+            ArmPolicy::NudgeTuned { tuning, .. } => tuning,
+            _ => Tuning::default(),
         }
     }
 }

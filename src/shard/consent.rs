@@ -141,7 +141,12 @@ impl Shard {
         let items = &self.learner.global.items;
         let row = ev.item.as_ref().and_then(|(key, _)| items.row(*key));
         if let (false, Some(row), true) = (outlier, row, rho != 0.0) {
-            user.add_signal(rho, items.x(row), ev.ts_ms, cfg.model.state_half_life_s);
+            user.add_signal(
+                rho,
+                items.x(row),
+                ev.ts_ms,
+                user.state_half_life_s(&cfg.model),
+            );
         }
         Some(Ok(Ack {
             outlier,

@@ -477,8 +477,16 @@ impl Learner {
         context: &SparseVec,
         ts_ms: u64,
     ) -> f32 {
+        // An experiment arm may give the user's personal step its own rate.
+        let adam = match user.tuning.learning_rate {
+            Some(learning_rate) => AdamParams {
+                learning_rate,
+                ..self.adam
+            },
+            None => self.adam,
+        };
         let params = LearnParams {
-            adam: &self.adam,
+            adam: &adam,
             state: self.state,
         };
         let example = score::Example {

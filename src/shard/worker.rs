@@ -685,6 +685,7 @@ impl Shard {
         self.advance_to(ev.ts_ms);
         let dim = self.learner.space.dim;
         let user = self.users.get_or_insert(&ev.user, ev.ts_ms, dim)?;
+        user.tuning = self.experiments.tuning(ev.user.as_str(), user.exposed_to);
         let cfg = &*self.learner.cfg;
         user.advance(ev.ts_ms, &cfg.model);
         user.signals.advance(ev.ts_ms, &cfg.hygiene);
@@ -723,8 +724,8 @@ impl Shard {
                     }
                 }
                 if rho != 0.0 {
-                    let half_life_s = self.learner.cfg.model.state_half_life_s;
                     if let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) {
+                        let half_life_s = user.state_half_life_s(&self.learner.cfg.model);
                         let x = self.learner.item_vector(*key, None);
                         user.add_signal(rho, x, ev.ts_ms, half_life_s);
                     }
@@ -818,6 +819,7 @@ impl Shard {
         self.advance_to(req.ts_ms);
         let dim = self.learner.space.dim;
         let user = self.users.get_or_insert(&req.user, req.ts_ms, dim)?;
+        user.tuning = self.experiments.tuning(req.user.as_str(), user.exposed_to);
         user.advance(req.ts_ms, &self.learner.cfg.model);
         user.signals.advance(req.ts_ms, &self.learner.cfg.hygiene);
         user.decisions += 1;
@@ -869,7 +871,7 @@ impl Shard {
                 self.learner.popularity_logits(keys, req.ts_ms, &mut logits);
             }
             ArmPolicy::Control => logits.extend((0..req.candidates.len()).map(|i| -(i as f32))),
-            ArmPolicy::Nudge { .. } | ArmPolicy::Global => {
+            ArmPolicy::Nudge { .. } | ArmPolicy::NudgeTuned { .. } | ArmPolicy::Global => {
                 self.learner.prepare_query(scored, &context, req.ts_ms);
                 self.learner.logits(candidates, &mut logits);
             }
@@ -952,6 +954,8 @@ impl Shard {
                 user.exposed_to = tag.experiment + 1;
                 tally.users += 1;
             }
+            // Exposed: from now on the user learns as the arm says.
+            user.tuning = policy.tuning();
         }
         let open = Open {
             user_key,
@@ -1086,6 +1090,7 @@ impl Shard {
         }
         self.stats.rewards_attributed_total += 1;
         if let Some(user) = self.users.get_by_key_mut(user_key, r.ts_ms) {
+            user.tuning = self.experiments.tuning(user.id.as_str(), user.exposed_to);
             user.advance(r.ts_ms, &self.learner.cfg.model);
             if r.value > 0.0 {
                 saturated::engaged(user, r.item_key);
@@ -1099,7 +1104,7 @@ impl Shard {
             }
             let rho = self.learner.cfg.state_signal.ignored;
             if ignored && rho != 0.0 && self.learner.ensure_item(r.item_key, inline.as_ref()) {
-                let half_life_s = self.learner.cfg.model.state_half_life_s;
+                let half_life_s = user.state_half_life_s(&self.learner.cfg.model);
                 let x = self.learner.item_vector(r.item_key, inline.as_ref());
                 user.add_signal(rho, x, shown_ms, half_life_s);
             }
@@ -1134,6 +1139,7 @@ impl Shard {
             return;
         };
         user.open.retain(|&d| d != id);
+        user.tuning = self.experiments.tuning(user.id.as_str(), user.exposed_to);
         let mut open = open;
         self.stats.training_steps_total +=
             train_ignored(&mut self.learner, user, &mut open, now_ms);
@@ -1147,6 +1153,7 @@ impl Shard {
         let Some(user) = self.users.get_by_key_mut(open.user_key, 0) else {
             return;
         };
+        user.tuning = self.experiments.tuning(user.id.as_str(), user.exposed_to);
         self.stats.training_steps_total += train_ignored(&mut self.learner, user, open, now_ms);
     }
 
@@ -1390,9 +1397,8 @@ fn arm_exploration(configured: &ExplorationConfig, policy: ArmPolicy) -> Option<
         temperature: configured.temperature,
     };
     match policy {
-        ArmPolicy::Nudge { epsilon: None } | ArmPolicy::Global => None,
-        ArmPolicy::Nudge { epsilon: Some(e) } => Some(greedy(e)),
         ArmPolicy::Control | ArmPolicy::Popularity => Some(greedy(0.0)),
+        _ => policy.epsilon().map(greedy),
     }
 }
 
@@ -1450,7 +1456,8 @@ fn train_ignored(learner: &mut Learner, user: &mut UserActor, open: &mut Open, n
             steps += 1;
             if rho != 0.0 {
                 let x = learner.item_vector(placed.key, inline);
-                user.add_signal(rho, x, open.created_ms, cfg.model.state_half_life_s);
+                let half_life_s = user.state_half_life_s(&cfg.model);
+                user.add_signal(rho, x, open.created_ms, half_life_s);
             }
         }
     }

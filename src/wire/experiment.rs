@@ -114,7 +114,13 @@ fn arm(v: Json<'_, '_>) -> Result<ArmConfig, WireError> {
             "epsilon" if val.value_type() != ValueType::Null => {
                 a.epsilon = Some(num(val, "arms.epsilon")?)
             }
-            "epsilon" => {}
+            "learning_rate" if val.value_type() != ValueType::Null => {
+                a.learning_rate = Some(num(val, "arms.learning_rate")?)
+            }
+            "state_half_life_s" if val.value_type() != ValueType::Null => {
+                a.state_half_life_s = Some(num(val, "arms.state_half_life_s")?)
+            }
+            "epsilon" | "learning_rate" | "state_half_life_s" => {}
             _ => return Err(bad("arms", Problem::Rejected(format!("unknown key `{k}`")))),
         }
     }
@@ -257,9 +263,18 @@ pub(super) fn list(out: &mut Vec<u8>, all: &[(ExperimentSpec, bool)], audit: &[A
             write_f64(out, arm.weight);
             out.extend_from_slice(b",\"policy\":");
             write_str(out, arm.policy.name());
-            if let crate::experiment::ArmPolicy::Nudge { epsilon: Some(e) } = arm.policy {
+            if let Some(e) = arm.policy.epsilon() {
                 out.extend_from_slice(b",\"epsilon\":");
                 write_f64(out, f64::from(e));
+            }
+            let tuning = arm.policy.tuning();
+            if let Some(lr) = tuning.learning_rate {
+                out.extend_from_slice(b",\"learning_rate\":");
+                write_f64(out, f64::from(lr));
+            }
+            if let Some(h) = tuning.state_half_life_s {
+                out.extend_from_slice(b",\"state_half_life_s\":");
+                write_f64(out, h);
             }
         });
     });
