@@ -117,6 +117,20 @@ fn templates_over_tcp() {
     );
     let r = c.call(r#"{"op":"decide","id":13,"user":"u1","template":"promo","candidates":["a"]}"#);
     assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    // Under an experiment, the reply names the arm (one arm: every user is in it).
+    let create = r#"{"op":"create_experiment","experiment":{"name":"copy","arms":[{"name":"only","policy":"control"}]}}"#;
+    assert_eq!(c.call(create)["ok"], true);
+    let r = c.call(r#"{"op":"decide","id":14,"user":"u1","template":"promo"}"#);
+    assert_eq!(r["experiment"]["name"], "copy", "{r}");
+    assert_eq!(r["experiment"]["arm"], "only", "{r}");
+    assert_eq!(
+        r["propensity"], 1.0,
+        "control takes the template's order: {r}"
+    );
+    assert_eq!(
+        c.call(r#"{"op":"stop_experiment","name":"copy"}"#)["ok"],
+        true
+    );
 
     // The HTTP route runs the same op.
     let addr = server.http_addr().unwrap();

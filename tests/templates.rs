@@ -443,3 +443,98 @@ fn later_slots_learn_which_earlier_choices_they_go_with() {
     }
     engine.shutdown();
 }
+
+/// Issue 13 for template decisions: a template decision falls in the user's arm (targeting
+/// applied), is decided under the arm's policy, counts for it, and keeps its arm through a
+/// replay of the write-ahead log.
+#[test]
+fn template_decisions_fall_in_experiment_arms_and_replay_with_them() {
+    use nudge::experiment::{ArmSpec, ExperimentSpec};
+    use nudge::ArmPolicy;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let start = || {
+        let mut cfg = Config {
+            shards: 2,
+            seed: 15,
+            ..Config::default()
+        };
+        cfg.exploration.policy = PolicyKind::Softmax;
+        cfg.durability.fsync = FsyncPolicy::Always;
+        let b = Engine::builder().config(cfg).clock(clock.clone());
+        b.data_dir(dir.path()).build().unwrap()
+    };
+    let engine = start();
+    engine.register_template(promo()).unwrap();
+    let arm = |name: &str, policy| ArmSpec {
+        name: name.into(),
+        weight: 1.0,
+        policy,
+    };
+    let mut spec = ExperimentSpec::new(
+        "copy",
+        vec![
+            arm("control", ArmPolicy::Control),
+            arm("nudge", ArmPolicy::Nudge { epsilon: None }),
+        ],
+    );
+    spec.target = Some(r#"ctx.page != "checkout""#.into());
+    engine.create_experiment(spec, "").unwrap();
+    let mut made = Vec::new();
+    for u in 0..60 {
+        let user = format!("v{u}");
+        let page = if u % 5 == 0 { "checkout" } else { "home" };
+        let req = TemplateRequest::new(&user, "promo")
+            .context("page", page)
+            .at(T0 + u);
+        let d = engine.decide_template(req).unwrap();
+        let assigned = engine.experiment_arm("copy", &user).unwrap();
+        let got = d.experiment.as_ref().map(|a| a.arm.to_string());
+        match page {
+            "checkout" => assert_eq!(got, None, "not targeted: as if held out"),
+            _ => assert_eq!(got, assigned, "{user}"),
+        }
+        if got.as_deref() == Some("control") {
+            // The template's order: every slot's first variant, not chosen by a policy.
+            let variants: Vec<&str> = d.slots.iter().map(|s| s.variant.as_str()).collect();
+            assert_eq!(variants, ["h1", "i1", "b1"]);
+            assert_eq!(d.propensity, 1.0);
+        }
+        made.push((user, d.id, d.slots[0].item.clone(), got));
+    }
+    let in_arm = |name: &str| made.iter().filter(|m| m.3.as_deref() == Some(name)).count();
+    assert!(in_arm("control") >= 10 && in_arm("nudge") >= 10, "{made:?}");
+    let before = engine.experiment_results("copy").unwrap();
+    let counts = |r: &nudge::experiment::ExperimentResults| -> Vec<(u64, u64)> {
+        (r.arms.iter())
+            .map(|a| (a.tally.users, a.tally.decisions))
+            .collect()
+    };
+    assert_eq!(
+        counts(&before),
+        [
+            (in_arm("control") as u64, in_arm("control") as u64),
+            (in_arm("nudge") as u64, in_arm("nudge") as u64)
+        ]
+    );
+    // A crash: the decisions are only in the log, which names each one's arm.
+    engine.shutdown_without_checkpoint();
+    drop(engine);
+    let engine = start();
+    let after = engine.experiment_results("copy").unwrap();
+    assert_eq!(
+        counts(&after),
+        counts(&before),
+        "replay counts the same arms"
+    );
+    // A click on a replayed decision's slot counts for its arm.
+    for (user, id, item, _) in &made {
+        let click = Event::new(user, EventKind::Click).item(item).decision(*id);
+        assert!(engine.ingest(click).unwrap().attributed);
+    }
+    let r = engine.experiment_results("copy").unwrap();
+    for (i, name) in ["control", "nudge"].into_iter().enumerate() {
+        assert_eq!(r.arms[i].tally.clicks, in_arm(name) as u64, "{name}");
+    }
+    engine.shutdown();
+}

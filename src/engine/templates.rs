@@ -64,6 +64,7 @@ impl InFlight {
             .collect();
         TemplateDecision {
             id: chosen.id,
+            experiment: chosen.experiment,
             template: t.name().to_string(),
             version: t.version(),
             slots,
@@ -139,11 +140,14 @@ impl Engine {
                 values[i] = Some(v);
             }
         }
+        // The decision log and experiments' targeting conditions read the context as given.
+        let keep_context = inner.logging || inner.experiments.any_target();
         let valid = ValidTemplateDecide {
+            arm: inner.experiments.assign(user.as_str()),
             user,
             plan: template.plan().clone(),
             context,
-            raw_context: inner.logging.then(|| req.context.clone()),
+            raw_context: keep_context.then(|| req.context.clone()),
             ts_ms,
             explain: req.explain,
             track: req.track,

@@ -253,6 +253,12 @@ pub fn decide_template(out: &mut Vec<u8>, req: &LoggedTemplateDecide) {
     put_sparse(out, &req.context);
     put_u64(out, req.ts_ms);
     out.push(req.explain as u8 | (!req.track as u8) << 1);
+    // The arm it was made under, targeting applied; records before experiments end above.
+    if let Some((experiment, arm)) = req.arm {
+        out.push(1);
+        put_u32(out, experiment);
+        out.extend_from_slice(&arm.to_le_bytes());
+    }
 }
 
 /// `Reward`.
@@ -743,6 +749,13 @@ impl<'a> Dec<'a> {
         let context = self.sparse()?;
         let ts_ms = self.u64()?;
         let flags = self.u8()?;
+        let arm = match self.remaining() {
+            0 => None,
+            _ => match self.u8()? {
+                0 => None,
+                _ => Some((self.u32()?, self.u16()?)),
+            },
+        };
         Ok(LoggedTemplateDecide {
             user,
             template,
@@ -751,6 +764,7 @@ impl<'a> Dec<'a> {
             ts_ms,
             explain: flags & 1 != 0,
             track: flags & 2 == 0,
+            arm,
         })
     }
 

@@ -10,15 +10,24 @@
 //! which pairs suit them; the placement keeps those features, so a reward trains exactly
 //! what was scored. One decision is opened with one placement per slot.
 //!
+//! **Experiments.** A template decision falls in the user's experiment arm as a ranking does
+//! (targeting applied, counted for the arm, its outcomes attributed to it), and each slot is
+//! decided under the arm's policy: `nudge` as configured (an arm's ε and learning overrides
+//! apply), `global` for a blank user, `popularity` by the variants' decayed popularity and
+//! `control` the template's first variant of each slot (the registered order is the caller's
+//! order); the last two greedily, with propensity 1.
+//!
 //! This file does not parse or render templates (`template`), and a template decision uses
-//! no rules and no experiment arm: it is decided under the configured policy alone.
+//! no rules.
 
 use std::sync::Arc;
 
 use crate::actor::features::FeatureView;
 use crate::actor::Feature;
-use crate::api::{Context, LogRecord, LoggedPlacement, ScoreParts};
+use crate::actor::UserActor;
+use crate::api::{Context, ExperimentArm, LogRecord, LoggedPlacement, ScoreParts};
 use crate::error::Error;
+use crate::experiment::{ArmPolicy, Chosen, Earned};
 use crate::ids::{DecisionId, UserId};
 use crate::model::math::normalize;
 use crate::model::policy;
@@ -27,7 +36,7 @@ use crate::persist::codec;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Reply, ValidCandidate, ValidReward};
 use crate::shard::pending::{Missing, Open, Placed};
-use crate::shard::worker::Shard;
+use crate::shard::worker::{self, Shard};
 use crate::template::{feature_text, PlannedSlot, SlotPlan};
 
 /// A template decision that passed validation.
@@ -35,11 +44,14 @@ use crate::template::{feature_text, PlannedSlot, SlotPlan};
 pub struct ValidTemplateDecide {
     /// The user.
     pub user: UserId,
+    /// The user's experiment and arm, before targeting (`Chosen::targeted` when replayed).
+    pub arm: Option<Chosen>,
     /// The slots and their variants (the template's version at the time of the request).
     pub plan: Arc<SlotPlan>,
     /// The hashed context, unscaled.
     pub context: SparseVec,
-    /// The context as given, kept only when the decision log is on.
+    /// The context as given, kept only when the decision log is on or an experiment's
+    /// targeting may read it.
     pub raw_context: Option<Context>,
     /// Decision time (Unix ms).
     pub ts_ms: u64,
@@ -64,6 +76,8 @@ pub struct TemplateChosen {
     pub features: Vec<String>,
     /// The user's top category, when asked for and known.
     pub top_category: Option<String>,
+    /// The experiment and arm the decision was made under, targeting applied.
+    pub experiment: Option<ExperimentArm>,
 }
 
 /// One slot's choice.
@@ -111,11 +125,13 @@ pub struct LoggedTemplateDecide {
     pub explain: bool,
     /// Whether it was tracked.
     pub track: bool,
+    /// The experiment's number and the arm's index it was made under, targeting applied.
+    pub arm: Option<(u32, u16)>,
 }
 
 impl LoggedTemplateDecide {
-    /// What the log keeps of `req`.
-    pub fn of(req: &ValidTemplateDecide) -> Self {
+    /// What the log keeps of `req`, decided under `arm`.
+    pub fn of(req: &ValidTemplateDecide, arm: Option<(u32, u16)>) -> Self {
         let attrs = |c: &ValidCandidate| c.inline.as_ref().map_or(Vec::new(), |f| f.attrs.clone());
         LoggedTemplateDecide {
             user: req.user.clone(),
@@ -130,6 +146,7 @@ impl LoggedTemplateDecide {
             ts_ms: req.ts_ms,
             explain: req.explain,
             track: req.track,
+            arm,
         }
     }
 
@@ -154,6 +171,8 @@ impl LoggedTemplateDecide {
             });
         }
         Ok(ValidTemplateDecide {
+            // The replaying shard looks the logged arm up (`Shard::replay_template`).
+            arm: None,
             user: self.user,
             plan: Arc::new(SlotPlan {
                 template: self.template.0,
@@ -249,19 +268,24 @@ impl Shard {
         if let Some(refused) = self.refuse_for_room(req.user.key()) {
             return reply.send(Err(refused));
         }
-        if let Some(wal) = &mut self.wal {
-            wal.record(
-                |out| codec::decide_template(out, &LoggedTemplateDecide::of(&req)),
-                true,
-            );
-        }
         let user = req.user.key();
-        reply.send(self.guarded(Some(user), |shard| shard.on_decide_template(&req)))
+        self.decided_arm = None;
+        let chosen = self.guarded(Some(user), |shard| shard.on_decide_template(&req));
+        // Logged once decided, with the arm targeting left it (as a ranking's record is).
+        let arm = self.decided_arm.take();
+        if let Some(wal) = &mut self.wal {
+            let logged = LoggedTemplateDecide::of(&req, arm);
+            wal.record(|out| codec::decide_template(out, &logged), true);
+        }
+        // A decision's reply never waits for the disk.
+        reply.send(chosen)
     }
 
-    /// Replays a logged template decision.
+    /// Replays a logged template decision, under the arm it was made under.
     pub(super) fn replay_template(&mut self, logged: LoggedTemplateDecide) {
-        if let Ok(req) = logged.rebuild(&self.learner.space) {
+        let arm = logged.arm;
+        if let Ok(mut req) = logged.rebuild(&self.learner.space) {
+            req.arm = arm.and_then(|(id, arm)| self.experiments.replayed(id, arm));
             let user = req.user.key();
             let _ = self.guarded(Some(user), |shard| shard.on_decide_template(&req));
         }
@@ -277,11 +301,31 @@ impl Shard {
         let user = self
             .users
             .get_or_insert(&req.user, req.ts_ms, cfg.model.dim)?;
+        user.tuning = self.experiments.tuning(req.user.as_str(), user.exposed_to);
         user.advance(req.ts_ms, &cfg.model);
         user.signals.advance(req.ts_ms, &cfg.hygiene);
         user.decisions += 1;
-        let context = self.learner.full_context(&req.context, user);
-        self.learner.prepare_query(user, &context, req.ts_ms);
+        let items = &self.learner.global.items;
+        let slot = self.segments.as_mut().and_then(|s| s.slot(user, items));
+        let segment = (self.segments.as_ref()).and_then(|s| slot.map(|i| s.label_of(i)));
+        let in_segment = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
+        let raw = req.raw_context.as_deref().unwrap_or(&[]);
+        let arm = worker::targeted(req.arm.clone(), &cfg, user, req.ts_ms, in_segment, raw);
+        self.decided_arm = arm.as_ref().map(|c| (c.experiment.id, c.arm));
+        let experiment = arm.as_ref().map(|c| c.reply());
+        user.features
+            .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
+        let policy = arm
+            .as_ref()
+            .map_or(ArmPolicy::Nudge { epsilon: None }, |c| c.policy());
+        let exploration = worker::arm_exploration(&cfg.exploration, policy);
+        let exploration = exploration.as_ref().unwrap_or(&cfg.exploration);
+        // The `global` arm scores for a user the engine knows nothing about.
+        let blank = (policy == ArmPolicy::Global)
+            .then(|| UserActor::new(req.user.clone(), req.ts_ms, cfg.model.dim));
+        let scored = blank.as_ref().unwrap_or(user);
+        let context = self.learner.full_context(&req.context, scored);
+        self.learner.prepare_query(scored, &context, req.ts_ms);
         let slots = &req.plan.slots;
         let mut chosen: Vec<ChosenSlot> = Vec::with_capacity(slots.len());
         let mut placed: Vec<Placed> = Vec::with_capacity(slots.len());
@@ -294,11 +338,21 @@ impl Shard {
                     .map(|v| with_crosses(&self.learner.space, v, &earlier))
                     .collect(),
             };
-            let candidates = slot.variants.iter().zip(&features);
-            let candidates = candidates.map(|(v, f)| (v.key, f.as_ref()));
-            self.learner.logits(candidates, &mut logits);
+            logits.clear();
+            match policy {
+                ArmPolicy::Popularity => {
+                    let keys = slot.variants.iter().map(|v| v.key);
+                    self.learner.popularity_logits(keys, req.ts_ms, &mut logits);
+                }
+                ArmPolicy::Control => logits.extend((0..slot.variants.len()).map(|i| -(i as f32))),
+                _ => {
+                    let candidates = slot.variants.iter().zip(&features);
+                    let candidates = candidates.map(|(v, f)| (v.key, f.as_ref()));
+                    self.learner.logits(candidates, &mut logits);
+                }
+            }
             let rng = &mut self.learner.rng;
-            let Some(pick) = policy::place(&cfg.exploration, &logits, 1, rng).pop() else {
+            let Some(pick) = policy::place(exploration, &logits, 1, rng).pop() else {
                 // Registration refuses a slot without variants; a damaged log record that
                 // has one gets this error at replay, not a panic.
                 return Err(Error::Internal(format!(
@@ -310,7 +364,7 @@ impl Shard {
             let inline = features[pick.index].clone();
             let explain = req
                 .explain
-                .then(|| (self.learner).explain(user, &context, variant.key, inline.as_ref()));
+                .then(|| (self.learner).explain(scored, &context, variant.key, inline.as_ref()));
             chosen.push(ChosenSlot {
                 variant: pick.index,
                 score: Learner::probability(logits[pick.index]),
@@ -348,6 +402,7 @@ impl Shard {
             slots: chosen,
             features,
             top_category,
+            experiment,
         };
         if !req.track {
             // A preview: chosen like any decision, but nothing is opened, logged or learned.
@@ -361,8 +416,11 @@ impl Shard {
             ignored_at_ms: req.ts_ms + cfg.attribution.ignored_after_s * 1000,
             context,
             placements: placed,
-            arm: None,
+            arm: arm.as_ref().map(|c| (c.tag(), Earned::default())),
         };
+        if let Some(c) = &arm {
+            worker::expose(&mut self.tallies, user, c.tag(), c.policy());
+        }
         let max_open = cfg.attribution.max_open_per_user;
         let (id, closing) = self.pending.open_for(&mut user.open, open, max_open);
         answer.id = id;
@@ -397,7 +455,7 @@ impl Shard {
             candidates: candidates.map(|c| c.id.clone()).collect(),
             placements: placements.collect(),
             config_version: self.config_version,
-            experiment: None,
+            experiment: answer.experiment.clone(),
         });
     }
 

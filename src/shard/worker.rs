@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::config::{ExplorationConfig, PolicyKind};
 use crate::error::Error;
 use crate::experiment::registry::Live;
+use crate::experiment::Chosen;
 use crate::experiment::{ArmPolicy, ArmTag, Earned, Registry, Tallies};
 use crate::ids::{ShardId, UserId};
 use crate::model::global::Mixer;
@@ -170,7 +171,7 @@ pub struct Shard {
     pub(super) experiments: Arc<Registry>,
     /// The experiment and arm of the decision being made, targeting applied, for its log
     /// record (set by `on_decide`, taken by the `Decide` handler).
-    decided_arm: Option<(u32, u16)>,
+    pub(super) decided_arm: Option<(u32, u16)>,
 }
 
 /// Whether a tick is live (it may mix) or replayed (it takes what its mix pulled back then).
@@ -828,29 +829,13 @@ impl Shard {
         let slot = self.segments.as_mut().and_then(|s| s.slot(user, items));
         let segment = (self.segments.as_ref()).and_then(|s| slot.map(|i| s.label_of(i)));
         let in_segment = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
-        let target = (req.arm.as_ref())
-            .filter(|c| !c.targeted)
-            .map(|c| &c.experiment);
-        if req.rules.is_some() || target.is_some_and(|e| e.target().is_some()) {
+        if req.rules.is_some() {
             // Reads at the decision's time become loads.
             user.features.advance(req.ts_ms);
         }
-        if let Some(experiment) = target {
-            let cfg = &self.learner.cfg;
-            let view = FeatureView {
-                features: &user.features,
-                signals: &user.signals,
-                hygiene: &cfg.hygiene,
-                session_idle_s: cfg.features.session_idle_s,
-                now_ms: req.ts_ms,
-                segment: in_segment,
-            };
-            let context = req.raw_context.as_deref().unwrap_or(&[]);
-            if !targets(experiment, view, context) {
-                // Not targeted: served as if held out.
-                req.arm = None;
-            }
-        }
+        let context = req.raw_context.as_deref().unwrap_or(&[]);
+        let (cfg, ts_ms) = (&*self.learner.cfg, req.ts_ms);
+        req.arm = targeted(req.arm.take(), cfg, user, ts_ms, in_segment, context);
         // What the log records: the arm the decision was made under, targeting applied.
         self.decided_arm = req.arm.as_ref().map(|c| (c.experiment.id, c.arm));
         let experiment = req.arm.as_ref().map(|c| c.reply());
@@ -947,15 +932,8 @@ impl Shard {
         }
         let window_ms = self.learner.cfg.attribution.window_s * 1000;
         let user_key = user.id.key();
-        if let Some((tag, _)) = arm {
-            let tally = self.tallies.arm(tag);
-            tally.decisions += 1;
-            if user.exposed_to != tag.experiment + 1 {
-                user.exposed_to = tag.experiment + 1;
-                tally.users += 1;
-            }
-            // Exposed: from now on the user learns as the arm says.
-            user.tuning = policy.tuning();
+        if let Some((tag, policy)) = arm {
+            expose(&mut self.tallies, user, tag, policy);
         }
         let open = Open {
             user_key,
@@ -1386,7 +1364,10 @@ fn tone_priors(
 /// The exploration an arm's policy ranks with, when it is not the configured one: none for
 /// `control` and `popularity` (their order is the arm), ε-greedy at the arm's ε for `nudge`
 /// with an override.
-fn arm_exploration(configured: &ExplorationConfig, policy: ArmPolicy) -> Option<ExplorationConfig> {
+pub(super) fn arm_exploration(
+    configured: &ExplorationConfig,
+    policy: ArmPolicy,
+) -> Option<ExplorationConfig> {
     let greedy = |epsilon: f32| ExplorationConfig {
         policy: if epsilon > 0.0 {
             PolicyKind::EpsilonGreedy
@@ -1400,6 +1381,48 @@ fn arm_exploration(configured: &ExplorationConfig, policy: ArmPolicy) -> Option<
         ArmPolicy::Control | ArmPolicy::Popularity => Some(greedy(0.0)),
         _ => policy.epsilon().map(greedy),
     }
+}
+
+/// The arm a decision is made under: `arm` as assigned, kept only if its experiment's targeting
+/// takes this user in this context (a decision it does not take is served as if held out).
+/// A replayed decision's arm (`Chosen::targeted`) was targeted when it was made.
+pub(super) fn targeted(
+    arm: Option<Chosen>,
+    cfg: &Config,
+    user: &mut UserActor,
+    ts_ms: u64,
+    segment: Option<(u32, Option<&str>)>,
+    context: &[(String, String)],
+) -> Option<Chosen> {
+    let chosen = arm?;
+    if chosen.targeted {
+        return Some(chosen);
+    }
+    if chosen.experiment.target().is_some() {
+        // Reads at the decision's time become loads.
+        user.features.advance(ts_ms);
+    }
+    let view = FeatureView {
+        features: &user.features,
+        signals: &user.signals,
+        hygiene: &cfg.hygiene,
+        session_idle_s: cfg.features.session_idle_s,
+        now_ms: ts_ms,
+        segment,
+    };
+    targets(&chosen.experiment, view, context).then_some(chosen)
+}
+
+/// Counts a tracked decision made under arm `tag` (and the user, the first time), and from
+/// then on the user learns as the arm's `policy` says (`Tuning`).
+pub(super) fn expose(tallies: &mut Tallies, user: &mut UserActor, tag: ArmTag, policy: ArmPolicy) {
+    let tally = tallies.arm(tag);
+    tally.decisions += 1;
+    if user.exposed_to != tag.experiment + 1 {
+        user.exposed_to = tag.experiment + 1;
+        tally.users += 1;
+    }
+    user.tuning = policy.tuning();
 }
 
 /// Whether `experiment` takes a user whose features are `view` for a decision in `context`:

@@ -70,6 +70,8 @@ impl TemplateRequest {
 pub struct TemplateDecision {
     /// The decision (`UNTRACKED` for a preview); a reward on it trains every slot.
     pub id: DecisionId,
+    /// The experiment and arm the decision was made under, if any (`docs/experiments.md`).
+    pub experiment: Option<crate::api::ExperimentArm>,
     /// The template's name.
     pub template: String,
     /// The version decided over.
