@@ -34,6 +34,9 @@ mod templates;
 mod triggers;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
+// Issue 15, item 4: `nudge replay` on template decisions: slate IPS and SNIPS against known values.
+#[cfg(feature = "eval")]
+mod replay;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
 #[cfg(feature = "eval")]
 mod quality;
