@@ -15,7 +15,7 @@ use std::sync::Arc;
 use nudge::template::{TemplateRequest, TemplateSpec};
 use nudge::{
     Config, Consent, DecideRequest, DecisionId, Engine, Event, EventKind, FsyncPolicy, ItemSpec,
-    ManualClock, PolicyKind, TriggerConfig, TriggerFiring, TriggerSink,
+    ManualClock, PolicyKind, TriggerConfig, TriggerFiring, TriggerSink, UpdateSink, UserUpdate,
 };
 use parking_lot::Mutex;
 
@@ -435,6 +435,20 @@ impl TriggerSink for Firings {
     }
 }
 
+/// A subscriber: each `user_update`'s triggers, and each firing pushed by name.
+#[derive(Default)]
+struct Pushes(Mutex<Vec<Vec<String>>>, Firings);
+
+impl UpdateSink for Pushes {
+    fn push(&self, update: UserUpdate) {
+        let triggers = update.triggers.iter().map(|t| t.to_string()).collect();
+        self.0.lock().push(triggers);
+    }
+    fn fired(&self, firing: &TriggerFiring) {
+        self.1.fired(firing);
+    }
+}
+
 #[test]
 fn a_memory_only_users_triggers_fire_in_the_reply_and_to_subscribers() {
     let dir = tempfile::tempdir().unwrap();
@@ -451,6 +465,9 @@ fn a_memory_only_users_triggers_fire_in_the_reply_and_to_subscribers() {
     e.add_trigger_sink(sink.clone());
     let user = "dee-the-private";
     e.set_consent(user, DENY_STORAGE).unwrap();
+    let (by_user, by_name) = (Arc::new(Pushes::default()), Arc::new(Pushes::default()));
+    e.subscribe(user, by_user.clone()).unwrap();
+    e.subscribe_trigger("offer", by_name.clone()).unwrap();
     let scroll = |depth: f64, ts_ms: u64| {
         let ack = e
             .ingest(Event::new(user, EventKind::Scroll).value(depth).at(ts_ms))
@@ -472,6 +489,10 @@ fn a_memory_only_users_triggers_fire_in_the_reply_and_to_subscribers() {
         .map(|f| (f.trigger.to_string(), f.user.clone(), f.ts_ms))
         .collect();
     assert_eq!(fired, [("offer".to_string(), user.to_string(), T0 + 1_000)]);
+    assert_eq!(by_name.1 .0.lock().len(), 1, "the name's subscriber");
+    let updates = by_user.0.lock().clone();
+    assert_eq!(updates.len(), 5, "one update per event: {updates:?}");
+    assert_eq!(updates[1], ["offer"], "{updates:?}");
     assert!(e.user(user).unwrap().unwrap().memory_only);
     // The marks are memory only: nothing of hers is on disk, and a restart forgets them.
     e.checkpoint().unwrap();
