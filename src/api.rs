@@ -601,6 +601,9 @@ pub struct UserExport {
     pub open_decisions: Vec<OpenDecision>,
     /// The user's segment now (its nearest centroid), if it has one.
     pub segment: Option<SegmentLabel>,
+    /// The user denied storage: this is what the engine holds of them in memory only
+    /// (`docs/consent.md`); a restart or an eviction forgets it.
+    pub memory_only: bool,
 }
 
 /// Counters of one shard.

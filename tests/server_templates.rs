@@ -1,6 +1,7 @@
 //! Issue 15 over real sockets: the `template` op (register, read, roll back, a bad template
 //! refused with its position), a `decide` with a `template` and its reply, and a `reward`
-//! without an `item` that every slot takes; the HTTP route `/v1/templates`.
+//! without an `item` that every slot takes; the HTTP route `/v1/templates`; a template decision
+//! for a user who limited consent, served as a preview.
 
 use crate::server_support::{http, start, Lines};
 
@@ -146,4 +147,45 @@ fn templates_over_tcp() {
     );
     assert_eq!(r.status, 200);
     assert!(r.json()["rendered"].as_str().unwrap().starts_with("<h1>"));
+}
+
+/// Issue 15: a template decision for a user who limited consent is served over TCP, as a
+/// preview (`ffffffffffffffff`) with its propensities; a memory-only user's export says so.
+#[test]
+fn template_decisions_under_limited_consent_over_tcp() {
+    let (_engine, server) = start(|_| {});
+    let mut c = Lines::connect(server.tcp_addr().unwrap());
+    assert_eq!(c.call(&PROMO.replace('\n', ""))["current"], 1);
+    for (n, consent) in [(1, r#""personalization":false"#), (2, r#""storage":false"#)] {
+        let user = format!("limited-{n}");
+        let r = c.call(&format!(
+            r#"{{"op":"consent","id":1,"user":"{user}",{consent}}}"#
+        ));
+        assert_eq!(r["erased"], false, "{r}");
+        let r = c.call(&format!(
+            r#"{{"op":"event","id":2,"user":"{user}","type":"scroll","value":0.5}}"#
+        ));
+        assert_eq!(r["withheld"].as_bool().unwrap_or(false), n == 1, "{r}");
+        let r = c.call(&format!(
+            r#"{{"op":"decide","id":3,"user":"{user}","template":"promo","values":{{"first_name":"Ann"}}}}"#
+        ));
+        assert_eq!(r["decision"], "ffffffffffffffff", "a preview: {r}");
+        let slots = r["slots"].as_array().unwrap();
+        assert_eq!(slots.len(), 2, "{r}");
+        let product: f64 = slots
+            .iter()
+            .map(|s| s["propensity"].as_f64().unwrap())
+            .product();
+        assert!(product > 0.0 && product <= 1.0, "{r}");
+        assert!(
+            (r["propensity"].as_f64().unwrap() - product).abs() < 1e-6,
+            "{r}"
+        );
+        assert!(r["rendered"].as_str().unwrap().contains("Ann"), "{r}");
+        let r = c.call(&format!(r#"{{"op":"user","id":4,"user":"{user}"}}"#));
+        match n {
+            1 => assert!(r["user"].is_null(), "nothing held: {r}"),
+            _ => assert_eq!(r["user"]["memory_only"], true, "{r}"),
+        }
+    }
 }

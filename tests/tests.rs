@@ -23,7 +23,8 @@ mod model_props;
 mod rules;
 // Issue 15: frequency caps, fatigue and diversity; propensities; survival of a restart.
 mod saturation;
-// Issue 15: consent: personalization and storage denied mid-stream, on disk and after restarts.
+// Issue 15: consent: personalization and storage denied mid-stream, on disk and after restarts;
+// templates, export and triggers of users who limited it.
 mod consent;
 // Issue 15: tone decisions from a message's sentiment (given or lexicon-scored), learned.
 mod tone;
@@ -33,6 +34,9 @@ mod templates;
 mod triggers;
 // Issue 12: the run-to-completion path under contention, panics, and async waiting.
 mod request_path;
+// Issue 15, item 4: `nudge replay` on template decisions: slate IPS and SNIPS against known values.
+#[cfg(feature = "eval")]
+mod replay;
 // Decision quality: a short seeded simulation orders full nudge > global-only > random.
 #[cfg(feature = "eval")]
 mod quality;

@@ -8,6 +8,7 @@
 //!
 //! - `log`: the JSONL decision-log writer (a non-blocking `DecisionLog`) and its reader;
 //! - `replay`: off-policy evaluation of a configuration against a log (replay, IPS, SNIPS);
+//!   `slate`: the same for template (multi-slot) decisions (slate and per-slot IPS, SNIPS);
 //! - `obd`: the Open Bandit Dataset sample as a log; `movielens`: MovieLens-100k in time order;
 //! - `sim`: seeded simulated users with drift; `baselines`: random and popularity policies;
 //!   `knn`: item-kNN;
@@ -30,6 +31,7 @@ pub mod replay;
 pub mod saturation;
 pub mod segments;
 pub mod sim;
+pub mod slate;
 pub mod stats;
 
 pub use engine_policy::{EnginePolicy, Variant};

@@ -2,7 +2,8 @@
 //! learning online as it goes (progressive validation: each logged decision is scored before
 //! the policy learns from it).
 //!
-//! Estimators, on the first slot (the only one whose propensity is unconditional):
+//! Estimators of ranking decisions, on the first slot (the only one whose propensity is
+//! unconditional); template decisions are evaluated as slates (`slate`):
 //! - **replay** (Li et al. 2011), only when the log is uniformly random: the policy's own
 //!   choice is drawn; where it matches the logged item, the logged reward counts. Wilson
 //!   interval.
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use crate::api::{ItemSpec, LogRecord};
 use crate::config::Config;
 use crate::eval::baselines::{Popularity, PopularityScore, RandomPolicy};
+use crate::eval::slate::{self, LoggedSlate, SlateEstimate};
 use crate::eval::stats::{cluster_bootstrap, wilson, Cluster, Interval};
 use crate::eval::{EnginePolicy, Observation, Outcome, Policy, Request, Variant};
 use crate::rng::Rng;
@@ -42,8 +44,9 @@ pub struct Logged {
     pub reward: f64,
 }
 
-/// Joins decisions with their outcomes: each decision's first placement with the total
-/// reward it earned (0 when none arrived). Decisions without placements are skipped.
+/// Joins ranking decisions with their outcomes: each decision's first placement with the
+/// total reward it earned (0 when none arrived). Decisions without placements are skipped,
+/// and so are template decisions (`slate::slates_from_records` reads those).
 pub fn from_records(records: &[LogRecord]) -> Vec<Logged> {
     let mut out: Vec<Logged> = Vec::new();
     let mut index = std::collections::HashMap::new();
@@ -61,6 +64,9 @@ pub fn from_records(records: &[LogRecord]) -> Vec<Logged> {
                 let Some(first) = placements.first() else {
                     continue;
                 };
+                if crate::eval::slate::template_of(context).is_some() {
+                    continue;
+                }
                 index.insert(*decision, out.len());
                 out.push(Logged {
                     ts_ms: *ts_ms,
@@ -216,6 +222,24 @@ pub fn evaluate_all(
     seed: u64,
 ) -> Vec<Estimate> {
     let start_ms = log.first().map_or(0, |l| l.ts_ms);
+    let widest = log.iter().map(|l| l.candidates.len()).max().unwrap_or(1);
+    policies(items, cfg, start_ms, widest, seed)
+        .iter_mut()
+        .map(|p| evaluate(p.as_mut(), log, learn, seed))
+        .collect()
+}
+
+/// The policies `nudge replay` evaluates, fresh: the baselines and nudge's three variants of
+/// `cfg`, whose engines start at `start_ms` with `items` in their catalog, take up to
+/// `widest` candidates, and do not train ignored placements at expiry (in a replay only the
+/// logged item was shown).
+pub fn policies(
+    items: &[ItemSpec],
+    cfg: &Config,
+    start_ms: u64,
+    widest: usize,
+    seed: u64,
+) -> Vec<Box<dyn Policy>> {
     let mut policies: Vec<Box<dyn Policy>> = vec![
         Box::new(RandomPolicy::new(seed ^ 0x5eed)),
         Box::new(Popularity::global(PopularityScore::ClickRate)),
@@ -224,17 +248,37 @@ pub fn evaluate_all(
     for v in Variant::ALL {
         let mut c = v.apply(cfg);
         c.attribution.train_ignored_top_k = 0;
-        c.max_candidates = c
-            .max_candidates
-            .max(log.iter().map(|l| l.candidates.len()).max().unwrap_or(1));
+        c.max_candidates = c.max_candidates.max(widest);
         match EnginePolicy::new(v.name(), c, items.to_vec(), start_ms) {
             Ok(p) => policies.push(Box::new(p)),
             Err(e) => eprintln!("{}: engine did not start: {e}", v.name()),
         }
     }
     policies
-        .iter_mut()
-        .map(|p| evaluate(p.as_mut(), log, learn, seed))
+}
+
+/// Evaluates the same policies as `evaluate_all` on the template decisions of `log`, one
+/// table per template (`slate`); each template gets fresh policies.
+pub fn evaluate_slates(
+    log: &[LoggedSlate],
+    cfg: &Config,
+    learn: LearnFrom,
+    seed: u64,
+) -> Vec<(Vec<LoggedSlate>, Vec<SlateEstimate>)> {
+    slate::by_template(log)
+        .into_iter()
+        .map(|group| {
+            let start_ms = group.first().map_or(0, |l| l.ts_ms);
+            let widest = (group.iter().flat_map(|l| &l.slots))
+                .map(|s| s.candidates.len())
+                .max()
+                .unwrap_or(1);
+            let estimates = policies(&[], cfg, start_ms, widest, seed)
+                .iter_mut()
+                .map(|p| slate::evaluate(p.as_mut(), &group, learn, seed))
+                .collect();
+            (group, estimates)
+        })
         .collect()
 }
 
@@ -289,7 +333,7 @@ pub struct ReplayArgs {
 pub fn run(args: &ReplayArgs) -> Result<String, String> {
     let mut cfg = Config::load(args.config.as_deref())?;
     cfg.seed = args.seed;
-    let (log, items) = if args.obd {
+    let (log, items, slates) = if args.obd {
         let paths = crate::eval::fetch::fetch(
             &crate::eval::fetch::OPEN_BANDIT_SAMPLE,
             &crate::eval::fetch::cache_dir(),
@@ -298,20 +342,31 @@ pub fn run(args: &ReplayArgs) -> Result<String, String> {
         let (rows, items) = args.campaign.members();
         let data =
             crate::eval::obd::load(&paths[rows], &paths[items]).map_err(|e| e.to_string())?;
-        (data.log, data.items)
+        (data.log, data.items, Vec::new())
     } else if let Some(path) = &args.log {
         let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let records = crate::eval::log::read(std::io::BufReader::new(file))
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        (from_records(&records), Vec::new())
+        let slates = slate::slates_from_records(&records);
+        (from_records(&records), Vec::new(), slates)
     } else {
         return Err("give --log FILE or --obd".into());
     };
-    if log.is_empty() {
+    if log.is_empty() && slates.is_empty() {
         return Err("the log holds no decisions".into());
     }
-    let estimates = evaluate_all(&log, &items, &cfg, args.learn, args.seed);
-    Ok(table(&log, &estimates))
+    let mut out = String::new();
+    if !log.is_empty() {
+        let estimates = evaluate_all(&log, &items, &cfg, args.learn, args.seed);
+        out.push_str(&table(&log, &estimates));
+    }
+    for (group, estimates) in evaluate_slates(&slates, &cfg, args.learn, args.seed) {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&slate::table(&group, &estimates));
+    }
+    Ok(out)
 }
 
 /// `nudge replay` without the binary's argument parser: parses `args` (without the program

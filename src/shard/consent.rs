@@ -7,7 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::actor::UserActor;
-use crate::api::{Ack, Decision, Placement};
+use std::sync::Arc;
+
+use crate::api::{Ack, Decision, Placement, UpdateCause, UserUpdate};
 use crate::consent::{Consent, ConsentConfig};
 use crate::error::Error;
 use crate::ids::{DecisionId, UserId};
@@ -18,6 +20,7 @@ use crate::rng::Rng;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{ValidDecide, ValidEvent};
 use crate::shard::ruled;
+use crate::shard::templated::{self, TemplateChosen, ValidTemplateDecide};
 use crate::shard::worker::Shard;
 
 /// Consents and memory-only users of one shard.
@@ -68,6 +71,16 @@ impl Consents {
     /// Users kept in memory only.
     pub fn memory_only_len(&self) -> usize {
         self.memory_only.len()
+    }
+
+    /// The memory-only actor of the user with `key`, if they have one.
+    pub fn memory_only(&self, key: u64) -> Option<&UserActor> {
+        self.memory_only.get(&key)
+    }
+
+    /// `memory_only`, to change.
+    pub fn memory_only_mut(&mut self, key: u64) -> Option<&mut UserActor> {
+        self.memory_only.get_mut(&key)
     }
 
     /// Forgets the memory-only state of `key`; whether there was any.
@@ -126,6 +139,14 @@ impl Shard {
                 ..Ack::default()
             }));
         }
+        let key = ev.user.key();
+        Some(self.guarded(Some(key), |shard| Ok(shard.on_memory_only_event(ev))))
+    }
+
+    /// Applies `ev` to its memory-only user: their state vector and live features move (the
+    /// shared model does not: it is durable), their triggers are checked and delivered, and
+    /// their subscribers get the usual update.
+    fn on_memory_only_event(&mut self, ev: &ValidEvent) -> Ack {
         let cfg = &*self.learner.cfg;
         let dim = self.learner.space.dim;
         let user = self.consents.memory_only_user(&ev.user, ev.ts_ms, dim);
@@ -148,10 +169,38 @@ impl Shard {
                 user.state_half_life_s(&cfg.model),
             );
         }
-        Some(Ok(Ack {
+        let triggers = self.check_memory_only_triggers(ev);
+        if self.subscriptions.watched(ev.user.key()) {
+            self.push_memory_only_update(ev, &triggers);
+        }
+        Ack {
             outlier,
+            triggers,
             ..Ack::default()
-        }))
+        }
+    }
+
+    /// The `user_update` of a memory-only user's subscribers after `ev`, ranked without
+    /// admitting any candidate to the item table.
+    fn push_memory_only_update(&mut self, ev: &ValidEvent, triggers: &[Arc<str>]) {
+        let Some(user) = self.consents.memory_only.get_mut(&ev.user.key()) else {
+            return;
+        };
+        let dropped = user.signals.engagement_dropped_since_push();
+        let user = &*user;
+        let summary = user.signals.summary(&self.learner.cfg.hygiene);
+        let updates = (self.subscriptions).rank_known(&mut self.learner, user, ev.ts_ms);
+        for (sink, top) in updates {
+            sink.push(UserUpdate {
+                user: ev.user.as_str().to_string(),
+                cause: UpdateCause::Event(ev.kind),
+                ts_ms: ev.ts_ms,
+                top,
+                signals: summary.clone(),
+                engagement_drop: dropped,
+                triggers: triggers.to_vec(),
+            });
+        }
     }
 
     /// A decision for a user whose consent takes it off the usual path: scored with the
@@ -166,14 +215,8 @@ impl Shard {
         if consent.is_full() {
             return None;
         }
-        let dim = self.learner.space.dim;
-        let blank = UserActor::new(req.user.clone(), req.ts_ms, dim);
-        if consent.personalization {
-            let model = &self.learner.cfg.model;
-            let user = self.consents.memory_only_user(&req.user, req.ts_ms, dim);
-            user.advance(req.ts_ms, model);
-            user.features.advance(req.ts_ms);
-        }
+        self.touch_memory_only(&req.user, req.ts_ms, consent);
+        let blank = UserActor::new(req.user.clone(), req.ts_ms, self.learner.space.dim);
         let user = match consent.personalization {
             true => self.consents.memory_only.get(&req.user.key()),
             false => None,
@@ -186,6 +229,66 @@ impl Shard {
             req,
         )))
     }
+
+    /// A template decision for a user whose consent takes it off the usual path, chosen as
+    /// `decide_under_consent` chooses a ranking: each slot scored with the global model only
+    /// (personalization denied) or with the memory-only state (storage denied), drawn from a
+    /// random stream of its own, no variant admitted to the item table, nothing opened or
+    /// logged (`UNTRACKED`). `None`: the usual path.
+    pub(super) fn template_under_consent(
+        &mut self,
+        req: &ValidTemplateDecide,
+    ) -> Option<Result<TemplateChosen, Error>> {
+        let consent = self.consents.of(req.user.key());
+        if consent.is_full() {
+            return None;
+        }
+        self.touch_memory_only(&req.user, req.ts_ms, consent);
+        let blank = UserActor::new(req.user.clone(), req.ts_ms, self.learner.space.dim);
+        let user = match consent.personalization {
+            true => self.consents.memory_only.get(&req.user.key()),
+            false => None,
+        };
+        let user = user.unwrap_or(&blank);
+        let learner = &mut self.learner;
+        let context = learner.full_context(&req.context, user);
+        learner.prepare_query(user, &context, req.ts_ms);
+        let mut rng = Rng::new(private_seed(learner.cfg.seed, &req.user, req.ts_ms));
+        // A preview counts for no experiment, as a ranking under limited consent does.
+        let policy = crate::experiment::ArmPolicy::Nudge { epsilon: None };
+        let rng = Some(&mut rng);
+        let chosen = templated::choose_slots(learner, user, &context, req, policy, rng);
+        Some(chosen.map(|(slots, _)| {
+            let (features, top_category) = templated::read_for_text(learner, user, req);
+            TemplateChosen {
+                id: DecisionId::UNTRACKED,
+                slots,
+                features,
+                top_category,
+                experiment: None,
+            }
+        }))
+    }
+
+    /// Brings the memory-only user of a storage-denied `consent` to `ts_ms` (creating them if
+    /// new) before a decision reads them; nothing for a personalization-denied one.
+    fn touch_memory_only(&mut self, user: &UserId, ts_ms: u64, consent: Consent) {
+        if !consent.personalization {
+            return;
+        }
+        let model = &self.learner.cfg.model;
+        let user = self
+            .consents
+            .memory_only_user(user, ts_ms, self.learner.space.dim);
+        user.advance(ts_ms, model);
+        user.features.advance(ts_ms);
+    }
+}
+
+/// The seed of a private decision's random stream: the shard's stream is not drawn from, so
+/// that the log's replay of everyone else stays exact.
+fn private_seed(seed: u64, user: &UserId, ts_ms: u64) -> u64 {
+    seed ^ user.key() ^ ts_ms.rotate_left(17)
 }
 
 /// Ranks and places `req` for `user` without touching shared state: no candidate is admitted
@@ -203,8 +306,7 @@ fn private_decision(
     learner.logits_known(candidates, &mut logits);
     let ruled = (req.rules.as_deref())
         .map(|rules| ruled::apply(rules, learner, (user, None), req, None, &logits, remembered));
-    let seed = learner.cfg.seed ^ req.user.key() ^ req.ts_ms.rotate_left(17);
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::new(private_seed(learner.cfg.seed, &req.user, req.ts_ms));
     let exploration = &learner.cfg.exploration;
     let slots = match &ruled {
         Some(applied) => applied.place(exploration, &logits, req.n, &mut rng),

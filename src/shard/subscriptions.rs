@@ -25,9 +25,14 @@ struct Subscription {
 
 impl Subscription {
     /// This subscription's top items, with the learner's query already prepared for the user.
-    fn rank(&self, learner: &mut Learner, logits: &mut Vec<f32>) -> Due {
+    /// With `admit` false, no candidate is admitted to the item table (a memory-only user's
+    /// update, which must leave shared state as it found it).
+    fn rank(&self, learner: &mut Learner, logits: &mut Vec<f32>, admit: bool) -> Due {
         let candidates = self.candidates.iter().map(|(k, _, f)| (*k, f.as_ref()));
-        learner.logits(candidates, logits);
+        match admit {
+            true => learner.logits(candidates, logits),
+            false => learner.logits_known(candidates, logits),
+        }
         let top = policy::top_n(logits, self.n, &mut Vec::new())
             .into_iter()
             .map(|i| {
@@ -111,7 +116,22 @@ impl Subscriptions {
         let context = learner.full_context(&SparseVec::default(), user);
         learner.prepare_query(user, &context, ts_ms);
         let mut logits = Vec::new();
-        subs.iter().map(|s| s.rank(learner, &mut logits)).collect()
+        subs.iter()
+            .map(|s| s.rank(learner, &mut logits, true))
+            .collect()
+    }
+
+    /// `rank`, admitting no candidate to the item table.
+    pub fn rank_known(&self, learner: &mut Learner, user: &UserActor, ts_ms: u64) -> Vec<Due> {
+        let Some(subs) = self.by_user.get(&user.id.key()) else {
+            return Vec::new();
+        };
+        let context = learner.full_context(&SparseVec::default(), user);
+        learner.prepare_query(user, &context, ts_ms);
+        let mut logits = Vec::new();
+        subs.iter()
+            .map(|s| s.rank(learner, &mut logits, false))
+            .collect()
     }
 
     /// Ranks subscription `id`'s candidates alone (its first update), or `None` if the user
@@ -127,6 +147,6 @@ impl Subscriptions {
         let s = subs.iter().find(|s| s.id == id)?;
         let context = learner.full_context(&SparseVec::default(), user);
         learner.prepare_query(user, &context, ts_ms);
-        Some(s.rank(learner, &mut Vec::new()))
+        Some(s.rank(learner, &mut Vec::new(), true))
     }
 }

@@ -23,8 +23,7 @@
 use std::sync::Arc;
 
 use crate::actor::features::FeatureView;
-use crate::actor::Feature;
-use crate::actor::UserActor;
+use crate::actor::{Feature, UserActor};
 use crate::api::{Context, ExperimentArm, LogRecord, LoggedPlacement, ScoreParts};
 use crate::error::Error;
 use crate::experiment::{ArmPolicy, Chosen, Earned};
@@ -33,6 +32,7 @@ use crate::model::math::normalize;
 use crate::model::policy;
 use crate::model::{FeatureSpace, ItemFeatures, SparseVec};
 use crate::persist::codec;
+use crate::rng::Rng;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{Reply, ValidCandidate, ValidReward};
 use crate::shard::pending::{Missing, Open, Placed};
@@ -251,6 +251,110 @@ fn top_category(learner: &Learner, recent: &[u64]) -> Option<String> {
     Some(best.0.to_string())
 }
 
+/// Chooses one variant per slot of `req` for `user`, slot by slot, with the learner's query
+/// already prepared for `user` and `context`. With `private`, the draw uses that stream and
+/// no variant is admitted to the item table nor explained (a decision that must leave shared
+/// state as it found it: `shard/consent.rs`); without, the shard's stream and the usual
+/// admission. Each slot is decided under the experiment arm's `policy` (see the module's
+/// comment). Returns each slot's choice and its placement.
+pub(super) fn choose_slots(
+    learner: &mut Learner,
+    user: &UserActor,
+    context: &SparseVec,
+    req: &ValidTemplateDecide,
+    policy: ArmPolicy,
+    mut private: Option<&mut Rng>,
+) -> Result<(Vec<ChosenSlot>, Vec<Placed>), Error> {
+    let cfg = learner.cfg.clone();
+    let exploration = worker::arm_exploration(&cfg.exploration, policy);
+    let exploration = exploration.as_ref().unwrap_or(&cfg.exploration);
+    let slots = &req.plan.slots;
+    let mut chosen: Vec<ChosenSlot> = Vec::with_capacity(slots.len());
+    let mut placed: Vec<Placed> = Vec::with_capacity(slots.len());
+    let mut logits = Vec::new();
+    for (s, slot) in slots.iter().enumerate() {
+        let earlier: Vec<&str> = (placed.iter()).map(|p| p.id.as_str()).collect();
+        let features: Vec<Option<Arc<ItemFeatures>>> = match s {
+            0 => slot.variants.iter().map(|v| v.inline.clone()).collect(),
+            _ => (slot.variants.iter())
+                .map(|v| with_crosses(&learner.space, v, &earlier))
+                .collect(),
+        };
+        let candidates = slot.variants.iter().zip(&features);
+        let candidates = candidates.map(|(v, f)| (v.key, f.as_ref()));
+        match (policy, &private) {
+            (ArmPolicy::Popularity, _) => {
+                let keys = slot.variants.iter().map(|v| v.key);
+                learner.popularity_logits(keys, req.ts_ms, &mut logits);
+            }
+            (ArmPolicy::Control, _) => {
+                logits.clear();
+                logits.extend((0..slot.variants.len()).map(|i| -(i as f32)));
+            }
+            (_, Some(_)) => learner.logits_known(candidates, &mut logits),
+            (_, None) => learner.logits(candidates, &mut logits),
+        }
+        let rng = match private.as_deref_mut() {
+            Some(rng) => rng,
+            None => &mut learner.rng,
+        };
+        let Some(pick) = policy::place(exploration, &logits, 1, rng).pop() else {
+            // Registration refuses a slot without variants; a damaged log record that
+            // has one gets this error at replay, not a panic.
+            return Err(Error::Internal(format!(
+                "slot `{}` has no variants",
+                slot.name
+            )));
+        };
+        let variant = &slot.variants[pick.index];
+        let inline = features[pick.index].clone();
+        let explain = (req.explain && private.is_none())
+            .then(|| learner.explain(user, context, variant.key, inline.as_ref()));
+        chosen.push(ChosenSlot {
+            variant: pick.index,
+            score: Learner::probability(logits[pick.index]),
+            propensity: pick.propensity,
+            explain,
+        });
+        placed.push(Placed {
+            key: variant.key,
+            id: variant.id.clone(),
+            inline,
+            propensity: pick.propensity,
+            reward: None,
+            trained_ignored: false,
+            explicitly_rewarded: false,
+        });
+    }
+    Ok((chosen, placed))
+}
+
+/// What the template's text reads of `user` at the decision's time: the features it names,
+/// as text, and the top category when it reads it.
+pub(super) fn read_for_text(
+    learner: &Learner,
+    user: &UserActor,
+    req: &ValidTemplateDecide,
+) -> (Vec<String>, Option<String>) {
+    let cfg = &learner.cfg;
+    let view = FeatureView {
+        features: &user.features,
+        signals: &user.signals,
+        hygiene: &cfg.hygiene,
+        session_idle_s: cfg.features.session_idle_s,
+        now_ms: req.ts_ms,
+        segment: None,
+    };
+    let features = (req.reads.iter())
+        .map(|f| feature_text(&view.get(*f).to_owned_value()))
+        .collect();
+    let top_category = req
+        .top_category
+        .then(|| top_category(learner, user.recent.as_slice()))
+        .flatten();
+    (features, top_category)
+}
+
 impl Shard {
     /// `Msg::DecideTemplate`: logs the input, decides, replies (never waiting for the disk).
     pub(super) fn decide_template(
@@ -258,12 +362,9 @@ impl Shard {
         req: ValidTemplateDecide,
         reply: Reply<Result<TemplateChosen, Error>>,
     ) {
-        if !self.consents.of(req.user.key()).is_full() {
-            // Not built: a template decision for a user who limited consent would keep (and
-            // log) per-user state; it is refused rather than served on the usual path.
-            let why = "template decisions need the user's full consent (docs/consent.md)";
-            let err = Error::invalid("user", crate::error::Problem::Rejected(why.into()));
-            return reply.send(Err(err));
+        if let Some(private) = self.template_under_consent(&req) {
+            // Limited consent: a preview, logged nowhere, as a ranking decision's is.
+            return reply.send(private);
         }
         if let Some(refused) = self.refuse_for_room(req.user.key()) {
             return reply.send(Err(refused));
@@ -315,88 +416,17 @@ impl Shard {
         let experiment = arm.as_ref().map(|c| c.reply());
         user.features
             .set_arm(experiment.as_ref().map(|a| (&*a.experiment, &*a.arm)));
-        let policy = arm
-            .as_ref()
-            .map_or(ArmPolicy::Nudge { epsilon: None }, |c| c.policy());
-        let exploration = worker::arm_exploration(&cfg.exploration, policy);
-        let exploration = exploration.as_ref().unwrap_or(&cfg.exploration);
+        let policy = (arm.as_ref()).map_or(ArmPolicy::Nudge { epsilon: None }, |c| c.policy());
         // The `global` arm scores for a user the engine knows nothing about.
         let blank = (policy == ArmPolicy::Global)
             .then(|| UserActor::new(req.user.clone(), req.ts_ms, cfg.model.dim));
         let scored = blank.as_ref().unwrap_or(user);
         let context = self.learner.full_context(&req.context, scored);
         self.learner.prepare_query(scored, &context, req.ts_ms);
-        let slots = &req.plan.slots;
-        let mut chosen: Vec<ChosenSlot> = Vec::with_capacity(slots.len());
-        let mut placed: Vec<Placed> = Vec::with_capacity(slots.len());
-        let mut logits = Vec::new();
-        for (s, slot) in slots.iter().enumerate() {
-            let earlier: Vec<&str> = (placed.iter()).map(|p| p.id.as_str()).collect();
-            let features: Vec<Option<Arc<ItemFeatures>>> = match s {
-                0 => slot.variants.iter().map(|v| v.inline.clone()).collect(),
-                _ => (slot.variants.iter())
-                    .map(|v| with_crosses(&self.learner.space, v, &earlier))
-                    .collect(),
-            };
-            logits.clear();
-            match policy {
-                ArmPolicy::Popularity => {
-                    let keys = slot.variants.iter().map(|v| v.key);
-                    self.learner.popularity_logits(keys, req.ts_ms, &mut logits);
-                }
-                ArmPolicy::Control => logits.extend((0..slot.variants.len()).map(|i| -(i as f32))),
-                _ => {
-                    let candidates = slot.variants.iter().zip(&features);
-                    let candidates = candidates.map(|(v, f)| (v.key, f.as_ref()));
-                    self.learner.logits(candidates, &mut logits);
-                }
-            }
-            let rng = &mut self.learner.rng;
-            let Some(pick) = policy::place(exploration, &logits, 1, rng).pop() else {
-                // Registration refuses a slot without variants; a damaged log record that
-                // has one gets this error at replay, not a panic.
-                return Err(Error::Internal(format!(
-                    "slot `{}` has no variants",
-                    slot.name
-                )));
-            };
-            let variant = &slot.variants[pick.index];
-            let inline = features[pick.index].clone();
-            let explain = req
-                .explain
-                .then(|| (self.learner).explain(scored, &context, variant.key, inline.as_ref()));
-            chosen.push(ChosenSlot {
-                variant: pick.index,
-                score: Learner::probability(logits[pick.index]),
-                propensity: pick.propensity,
-                explain,
-            });
-            placed.push(Placed {
-                key: variant.key,
-                id: variant.id.clone(),
-                inline,
-                propensity: pick.propensity,
-                reward: None,
-                trained_ignored: false,
-                explicitly_rewarded: false,
-            });
-        }
+        let learner = &mut self.learner;
+        let (chosen, placed) = choose_slots(learner, scored, &context, req, policy, None)?;
         self.stats.decisions_total += 1;
-        let view = FeatureView {
-            features: &user.features,
-            signals: &user.signals,
-            hygiene: &cfg.hygiene,
-            session_idle_s: cfg.features.session_idle_s,
-            now_ms: req.ts_ms,
-            segment: None,
-        };
-        let features = (req.reads.iter())
-            .map(|f| feature_text(&view.get(*f).to_owned_value()))
-            .collect();
-        let top_category = req
-            .top_category
-            .then(|| top_category(&self.learner, user.recent.as_slice()))
-            .flatten();
+        let (features, top_category) = read_for_text(&self.learner, user, req);
         let mut answer = TemplateChosen {
             id: DecisionId::UNTRACKED,
             slots: chosen,

@@ -5,13 +5,17 @@
 //! replay from any checkpoint checks the set that was in force at each event and rebuilds
 //! the users' marks exactly. What fired goes back in the event's `Ack` and, once the event's
 //! log write succeeded (as its reply would), to the engine's `TriggerHub`; a replaying shard
-//! has no hub, so recovery delivers nothing twice.
+//! has no hub, so recovery delivers nothing twice. A memory-only user's triggers are checked
+//! on their memory-only actor and delivered at once (nothing of their events is logged, so
+//! a replay never sees them).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use crate::actor::features::FeatureView;
+use crate::actor::UserActor;
 use crate::api::TriggerFiring;
+use crate::config::Config;
 use crate::persist::codec;
 use crate::shard::msg::ValidEvent;
 use crate::shard::worker::Shard;
@@ -73,26 +77,44 @@ impl Shard {
     }
 
     /// Checks the triggers for the user of `ev` (just applied) and returns the names of those
-    /// that fire, in the set's order; counts them and hands them to the hub.
+    /// that fire, in the set's order; counts them and hands them to the hub once the event's
+    /// log write succeeded.
     pub(super) fn check_triggers(&mut self, ev: &ValidEvent) -> Vec<Arc<str>> {
         if self.triggers.is_empty() {
             return Vec::new();
         }
         let set = self.triggers.clone();
-        let cfg = self.learner.cfg.clone();
         let Some(user) = self.users.get_mut(&ev.user, ev.ts_ms) else {
             return Vec::new();
         };
-        let now_ms = user.last_ms.max(ev.ts_ms);
-        let view = FeatureView {
-            features: &user.features,
-            signals: &user.signals,
-            hygiene: &cfg.hygiene,
-            session_idle_s: cfg.features.session_idle_s,
-            now_ms,
-            segment: None,
+        let fired = check_user(&set, &self.learner.cfg, user, ev.ts_ms);
+        self.fire(&set, &fired, ev, true)
+    }
+
+    /// `check_triggers` for a memory-only user (storage denied: `shard/consent.rs`): their
+    /// marks live on their memory-only actor, and what fires is handed to the hub at once,
+    /// since nothing of the event is logged.
+    pub(super) fn check_memory_only_triggers(&mut self, ev: &ValidEvent) -> Vec<Arc<str>> {
+        if self.triggers.is_empty() {
+            return Vec::new();
+        }
+        let set = self.triggers.clone();
+        let Some(user) = self.consents.memory_only_mut(ev.user.key()) else {
+            return Vec::new();
         };
-        let fired = set.check(&mut user.triggers, view, now_ms);
+        let fired = check_user(&set, &self.learner.cfg, user, ev.ts_ms);
+        self.fire(&set, &fired, ev, false)
+    }
+
+    /// Counts the triggers of `set` at indices `fired` and hands them to the hub: after the
+    /// log write of the batch in progress when `after_log`, else at once. Returns their names.
+    fn fire(
+        &mut self,
+        set: &TriggerSet,
+        fired: &[usize],
+        ev: &ValidEvent,
+        after_log: bool,
+    ) -> Vec<Arc<str>> {
         if fired.is_empty() {
             return Vec::new();
         }
@@ -123,10 +145,25 @@ impl Shard {
                 }
             };
             match &mut self.wal {
-                Some(wal) => wal.hold(Box::new(deliver)),
-                None => deliver(None),
+                Some(wal) if after_log => wal.hold(Box::new(deliver)),
+                _ => deliver(None),
             }
         }
         names
     }
+}
+
+/// The indices of the triggers of `set` that fire for `user` after an event at `ts_ms`
+/// (read at the user's latest time, for a late event); updates the user's marks.
+fn check_user(set: &TriggerSet, cfg: &Config, user: &mut UserActor, ts_ms: u64) -> Vec<usize> {
+    let now_ms = user.last_ms.max(ts_ms);
+    let view = FeatureView {
+        features: &user.features,
+        signals: &user.signals,
+        hygiene: &cfg.hygiene,
+        session_idle_s: cfg.features.session_idle_s,
+        now_ms,
+        segment: None,
+    };
+    set.check(&mut user.triggers, view, now_ms)
 }

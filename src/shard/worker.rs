@@ -138,7 +138,7 @@ pub struct Shard {
     pub(super) pending: PendingDecisions,
     pub(super) learner: Learner,
     pub(super) mixer: Option<Arc<Mixer>>,
-    subscriptions: Subscriptions,
+    pub(super) subscriptions: Subscriptions,
     /// Recently applied event ids (idempotency).
     pub(super) seen: SeenEvents,
     pub(super) stats: ShardStats,
@@ -1185,9 +1185,16 @@ impl Shard {
         }
     }
 
+    /// What the engine holds of `id`: their memory-only state when they denied storage
+    /// (flagged `memory_only`), else their resident or stored actor.
     fn export(&mut self, id: &UserId) -> Option<UserExport> {
-        self.users.load(id);
-        let user = self.users.peek(id)?;
+        let (user, memory_only) = match self.consents.memory_only(id.key()) {
+            Some(user) => (user, true),
+            None => {
+                self.users.load(id);
+                (self.users.peek(id)?, false)
+            }
+        };
         let items = &self.learner.global.items;
         let segment = self.segments.as_mut().and_then(|s| s.label(user, items));
         let open_decisions = user
@@ -1226,6 +1233,7 @@ impl Shard {
             .all(),
             open_decisions,
             segment,
+            memory_only,
         })
     }
 

@@ -369,6 +369,10 @@ fn user(out: &mut Vec<u8>, u: &UserExport) {
     out.extend_from_slice(b",\"features\":");
     super::rules::features(out, &u.features);
     super::segmentation::label(out, u.segment.as_ref());
+    if u.memory_only {
+        // Only when true, so that everyone else's export is byte for byte as before.
+        out.extend_from_slice(b",\"memory_only\":true");
+    }
     out.extend_from_slice(b",\"open_decisions\":[");
     for (i, d) in u.open_decisions.iter().enumerate() {
         if i > 0 {
