@@ -18,6 +18,7 @@
 
 pub mod codec;
 pub mod experiments;
+pub mod framed;
 pub mod lock;
 pub mod log;
 pub mod store;
