@@ -102,10 +102,18 @@ impl VersionedSet for TriggerSet {
     }
 }
 
+/// One set as logged.
+struct LoggedSet<S> {
+    version: u64,
+    /// The definitions, each with its version.
+    specs: Vec<(S, u64)>,
+    source: Source,
+}
+
 /// One kind of set as the log has it.
 struct History<S> {
-    /// The last set logged: its version, definitions and source.
-    last: Option<(u64, Vec<(S, u64)>, Source)>,
+    /// The last set logged.
+    last: Option<LoggedSet<S>>,
     /// The definitions of the last set installed from the config file (none: empty).
     from_config: Vec<S>,
 }
@@ -124,7 +132,11 @@ impl<S: Clone> History<S> {
         if source == Source::Config {
             self.from_config = specs.iter().map(|(s, _)| s.clone()).collect();
         }
-        self.last = Some((version, specs, source));
+        self.last = Some(LoggedSet {
+            version,
+            specs,
+            source,
+        });
     }
 }
 
@@ -234,13 +246,18 @@ impl Logged {
 fn choose<S: VersionedSet>(
     history: &History<S::Spec>,
     cfg: &Config,
-    mut log: Option<&mut DefinitionLog>,
+    log: Option<&mut DefinitionLog>,
 ) -> Result<S, StartError> {
     let kind = S::KIND;
     let file = S::configured(cfg);
     let refused = |e: String| StartError::Config(format!("{kind}: {e}"));
     let where_ = log.as_ref().map(|l| l.path().display().to_string());
-    let Some((version, specs, source)) = &history.last else {
+    let Some(LoggedSet {
+        version,
+        specs,
+        source,
+    }) = &history.last
+    else {
         // The first start with this directory (or in memory): the file's set, as version 1.
         let set = S::compile(cfg, file, u64::from(!file.is_empty())).map_err(refused)?;
         if let (Some(log), false) = (log, file.is_empty()) {
@@ -276,7 +293,7 @@ fn choose<S: VersionedSet>(
         }
         Source::Config => {
             let set = logged.replaced_by(cfg, file).map_err(refused)?;
-            append(log.as_deref_mut(), &set.record(Source::Config))?;
+            append(log, &set.record(Source::Config))?;
             let v = set.version();
             info!("{kind}: the config file's set changed since the last start; installed as version {v}");
             Ok(set)

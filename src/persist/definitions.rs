@@ -177,19 +177,40 @@ impl From<TriggerRecord> for TriggerConfig {
 pub struct TemplateRecord {
     name: String,
     body: String,
-    /// Each slot's name and its variants `(id, text, attrs)`.
-    slots: Vec<(String, Vec<(String, String, Vec<(String, String)>)>)>,
+    slots: Vec<SlotRecord>,
     values: Vec<String>,
+}
+
+/// A template's slot as logged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    name: String,
+    variants: Vec<VariantRecord>,
+}
+
+/// A slot's variant as logged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VariantRecord {
+    id: String,
+    text: String,
+    attrs: Vec<(String, String)>,
 }
 
 impl From<&TemplateSpec> for TemplateRecord {
     fn from(t: &TemplateSpec) -> TemplateRecord {
-        let variant = |v: &VariantSpec| (v.id.clone(), v.text.clone(), v.attrs.clone());
+        let variant = |v: &VariantSpec| VariantRecord {
+            id: v.id.clone(),
+            text: v.text.clone(),
+            attrs: v.attrs.clone(),
+        };
         TemplateRecord {
             name: t.name.clone(),
             body: t.body.clone(),
             slots: (t.slots.iter())
-                .map(|s| (s.name.clone(), s.variants.iter().map(variant).collect()))
+                .map(|s| SlotRecord {
+                    name: s.name.clone(),
+                    variants: s.variants.iter().map(variant).collect(),
+                })
                 .collect(),
             values: t.values.clone(),
         }
@@ -202,10 +223,14 @@ impl From<TemplateRecord> for TemplateSpec {
             name: t.name,
             body: t.body,
             slots: (t.slots.into_iter())
-                .map(|(name, variants)| SlotSpec {
-                    name,
-                    variants: (variants.into_iter())
-                        .map(|(id, text, attrs)| VariantSpec { id, text, attrs })
+                .map(|s| SlotSpec {
+                    name: s.name,
+                    variants: (s.variants.into_iter())
+                        .map(|v| VariantSpec {
+                            id: v.id,
+                            text: v.text,
+                            attrs: v.attrs,
+                        })
                         .collect(),
                 })
                 .collect(),
@@ -318,5 +343,10 @@ mod tests {
             0x40, 0, 0, 0, 0, 0, 0, 2, 1,
         ];
         assert_eq!(bodies[0], rule);
+        let template: &[u8] = &[
+            2, 1, 1, b'p', 5, b'{', b'{', b's', b'}', b'}', 1, 1, b's', 1, 1, b'a', 1, b'A', 0, 0,
+            1,
+        ];
+        assert_eq!(bodies[2], template);
     }
 }
