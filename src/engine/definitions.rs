@@ -12,6 +12,10 @@
 //! name. Nothing here holds a lock on the request path: a decision reads the set in force
 //! through its own `Arc`.
 
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
 use tracing::{info, warn};
 
 use crate::config::{Config, RuleConfig, TemplateConfig, TriggerConfig};
@@ -154,8 +158,11 @@ pub(super) struct Logged {
 
 /// What a start installs.
 pub(super) struct Restored {
+    /// The rule set in force.
     pub rules: RuleSet,
+    /// The trigger set in force.
     pub triggers: TriggerSet,
+    /// Every template version, each name at its current one.
     pub templates: Registry,
     /// The log to append to (`None` in memory).
     pub log: Option<DefinitionLog>,
@@ -335,15 +342,35 @@ fn replay_templates(
     records: &[Definition],
     file: &[TemplateConfig],
     space: &FeatureSpace,
-    mut log: Option<&mut DefinitionLog>,
+    log: Option<&mut DefinitionLog>,
 ) -> Result<(), StartError> {
-    let path = log
-        .as_ref()
-        .map(|l| l.path().to_path_buf())
-        .unwrap_or_default();
-    let bad =
-        |what: String| StartError::Storage(PersistError::io(&path, std::io::Error::other(what)));
-    let mut seen: std::collections::HashMap<String, TemplateHistory> = Default::default();
+    let path = log.as_ref().map(|l| l.path().to_path_buf());
+    let mut seen = HashMap::new();
+    if let Some(path) = &path {
+        seen = replay_template_records(registry, records, space, path)?;
+    }
+    let from_file = add_file_templates(registry, &mut seen, file, space, log)?;
+    if let (Some(path), true) = (path, from_file > 0 || !records.is_empty()) {
+        info!(
+            "templates: {from_file} version(s) from the config file, {} change(s) restored \
+             from {}",
+            records.len(),
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Registers the logged versions and takes the logged rollbacks; what each name's history
+/// says of the config file.
+fn replay_template_records(
+    registry: &Registry,
+    records: &[Definition],
+    space: &FeatureSpace,
+    path: &Path,
+) -> Result<HashMap<String, TemplateHistory>, StartError> {
+    let bad = |what: String| StartError::Storage(PersistError::io(path, io::Error::other(what)));
+    let mut seen: HashMap<String, TemplateHistory> = HashMap::new();
     for record in records {
         match record {
             Definition::TemplateRegistered {
@@ -360,7 +387,8 @@ fn replay_templates(
                 })?;
                 if t.version() != *version {
                     let got = t.version();
-                    return Err(bad(format!("template `{name}` is logged as version {version} but is version {got} in order")));
+                    let why = format!("template `{name}` is logged as version {version}");
+                    return Err(bad(format!("{why} but is version {got} in order")));
                 }
                 registry.install(t);
                 let h = seen.entry(name).or_default();
@@ -371,13 +399,26 @@ fn replay_templates(
             }
             Definition::TemplateRolledBack { name, version } => {
                 registry.rollback(name, *version).map_err(|e| {
-                    bad(format!("template `{name}`: a rollback to version {version} that cannot be taken ({e:?})"))
+                    let why = format!("template `{name}`: a rollback to version {version}");
+                    bad(format!("{why} that cannot be taken ({e:?})"))
                 })?;
                 seen.entry(name.clone()).or_default().api_since = true;
             }
             _ => {}
         }
     }
+    Ok(seen)
+}
+
+/// Registers (and logs) each of the file's templates that is new, or changed with nothing
+/// given over the API since; warns of one changed after the API's. Returns how many.
+fn add_file_templates(
+    registry: &Registry,
+    seen: &mut HashMap<String, TemplateHistory>,
+    file: &[TemplateConfig],
+    space: &FeatureSpace,
+    mut log: Option<&mut DefinitionLog>,
+) -> Result<usize, StartError> {
     let mut from_file = 0;
     for t in file {
         let spec = TemplateSpec::from(t);
@@ -391,9 +432,9 @@ fn replay_templates(
         }
         if let (true, Some(current)) = (h.api_since || h.from_config.is_none(), &current) {
             warn!(
-                "template `{}`: the config file's changed since it was last installed, but \
-                 versions given over the API came since: version {} (given over the API) stays \
-                 current; register the file's over the API to use it",
+                "template `{}`: the config file's differs from the current version, which was \
+                 given over the API after the file's: version {} stays current; register the \
+                 file's over the API to use it",
                 spec.name,
                 current.version()
             );
@@ -407,14 +448,7 @@ fn replay_templates(
         (h.from_config, h.api_since) = (Some(spec), false);
         from_file += 1;
     }
-    if log.is_some() && (from_file > 0 || !records.is_empty()) {
-        info!(
-            "templates: {from_file} version(s) from the config file, {} change(s) restored from {}",
-            records.len(),
-            path.display()
-        );
-    }
-    Ok(())
+    Ok(from_file)
 }
 
 /// The record of a template version's registration.
