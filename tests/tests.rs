@@ -9,6 +9,9 @@ mod cli;
 mod durability;
 
 mod checkpoints;
+// Definitions given over the API (rules, triggers, templates, segment names) after restarts
+// and crashes; the config file as baseline; the definitions log's faults.
+mod definitions;
 // The embeddable API: learning, attribution, bad input, concurrency, export and erasure.
 mod engine_api;
 // Issue 13: experiments as data, sticky arms through `decide`, attribution, results, SRM.

@@ -7,6 +7,7 @@
 //! authoritative copy, the shards' cells and the timer thread.
 
 mod consent;
+mod definitions;
 mod experiments;
 pub mod pending;
 mod segments;
@@ -93,9 +94,11 @@ struct Inner {
     /// The threshold triggers in force (issue 14). Every shard holds a copy (`set_triggers`
     /// hands each the new set and logs it there); this is the copy `triggers()` reads.
     triggers: RwLock<Arc<TriggerSet>>,
-    /// Held by a replacement while every shard takes it, so that replacements reach every
-    /// shard in the same order (readers of `triggers` never wait for it).
-    replacing_triggers: Mutex<()>,
+    /// The definitions log (`None` in memory). Its lock is held by every change of a
+    /// definition (rules, triggers, templates, segment names) from its check to its install,
+    /// so changes are stored and take effect in one order, and a trigger set reaches every
+    /// shard in that order; readers of the definitions never wait for it.
+    definitions: Mutex<Option<crate::persist::definitions::DefinitionLog>>,
     /// Where shards deliver fired triggers beyond the reply.
     trigger_hub: Arc<TriggerHub>,
     /// The shared segment centroids and their names (`None`: `segments.k = 0`).
@@ -211,6 +214,7 @@ impl EngineBuilder {
         let experiments = Arc::new(Registry::default());
         let experiment_log =
             experiments::restore(&experiments, data.as_ref(), &cfg, clock.now_ms())?;
+        let definitions = definitions::open(data.as_ref())?;
         let counters: Vec<Arc<Counters>> = (0..n).map(|_| Arc::default()).collect();
         let mut shards: Vec<Shard> = (0..n)
             .map(|i| {
@@ -247,6 +251,8 @@ impl EngineBuilder {
             if let (Some(segments), Some(bytes)) = (&segments, store.segments()?) {
                 segments.restore(store::decode(&bytes, store.path(), "the segments")?);
             }
+            // Names given since the last checkpoint are only in the definitions log.
+            definitions.name_segments(segments.as_deref());
             let every = Duration::from_secs(cfg.durability.checkpoint_interval_s);
             let spawned = Checkpointer::spawn(store, n)?;
             let mut checkpoints: Vec<_> = (0..n)
@@ -288,12 +294,16 @@ impl EngineBuilder {
                 recovered_records += recovered.report.records;
             }
         }
-        // After recovery (which checked the logged sets and delivered nothing): the config
-        // file's triggers, logged where they differ from the recovered ones, and delivery.
-        let first = u64::from(!cfg.triggers.is_empty());
-        let triggers = TriggerSet::compile(&cfg.triggers, first, &cfg.webhook.url)
-            .map_err(|e| StartError::Config(format!("triggers: {e}")))?;
-        let triggers = Arc::new(triggers);
+        let space = FeatureSpace {
+            dim: cfg.model.dim,
+            item_embedding_init: cfg.model.item_embedding_init,
+        };
+        // The definitions in force: the definitions log's, or the config file's
+        // (`engine::definitions` says which wins).
+        let restored = definitions.restore(&cfg, &space)?;
+        // After recovery (which checked the logged sets and delivered nothing): the set in
+        // force, logged in each shard where it differs from the recovered one, and delivery.
+        let triggers = Arc::new(restored.triggers);
         let trigger_hub = Arc::new(TriggerHub::default());
         for shard in &mut shards {
             shard.install_triggers(triggers.clone());
@@ -308,33 +318,17 @@ impl EngineBuilder {
                 ShardCell::new(shard, capacity, batch, c.clone(), sweeper.clone())
             })
             .collect();
-        let space = FeatureSpace {
-            dim: cfg.model.dim,
-            item_embedding_init: cfg.model.item_embedding_init,
-        };
         let on_full = cfg.on_full;
-        // Validated with the configuration; compiled again here to keep.
-        let rules = match cfg.rules.is_empty() {
-            true => RuleSet::default(),
-            false => RuleSet::compile(&cfg.rules, 1)
-                .map_err(|e| StartError::Config(format!("rules: {e}")))?,
-        };
-        // Validated with the configuration; each registered as its version 1.
-        let templates = crate::template::Registry::default();
-        for t in &cfg.templates {
-            templates
-                .register(t.into(), &space)
-                .map_err(|e| StartError::Config(format!("templates: {e}")))?;
-        }
+        let rules = restored.rules;
         let inner = Arc::new(Inner {
-            templates,
+            templates: restored.templates,
+            definitions: Mutex::new(restored.log),
             segments,
             experiments,
             experiment_log,
             any_rules: AtomicBool::new(!rules.is_empty()),
             rules: RwLock::new(Arc::new(rules)),
             triggers: RwLock::new(triggers),
-            replacing_triggers: Mutex::new(()),
             trigger_hub,
             spin: Config::spin(cfg.reply_spin_us),
             cfg,
@@ -939,13 +933,18 @@ impl Engine {
     /// Replaces the rule set whole (hot reload) and returns the new set's version. A bad rule
     /// refuses the whole update with `invalid` naming `rules` (the message names the rule, the
     /// field and the position of the error) and the running set stays as it was. Decisions
-    /// already taken keep the set they started with.
+    /// already taken keep the set they started with. With a data directory the set is stored
+    /// (fsynced) before it is in force, and comes back after a restart (`docs/rules.md`); one
+    /// that cannot be stored is refused with `unavailable`.
     pub fn set_rules(&self, rules: &[crate::config::RuleConfig]) -> Result<u64, Error> {
-        let mut current = self.inner.rules.write();
-        let next = current
+        let mut log = self.inner.definitions.lock();
+        let next = self
+            .rules()
             .replaced_by(rules)
             .map_err(|e| Error::invalid("rules", Problem::Rejected(e.to_string())))?;
+        definitions::store(&mut log, &definitions::rules_record(&next))?;
         let version = next.version();
+        let mut current = self.inner.rules.write();
         self.inner
             .any_rules
             .store(!next.is_empty(), Ordering::Release);
@@ -963,12 +962,15 @@ impl Engine {
     /// whole with `invalid` naming `triggers` (the message names the trigger, the field and
     /// the position), and the set in force stays. Each shard logs the set, so a replay
     /// checks the set that was in force at each event. Blocks until every shard took it.
+    /// With a data directory the set is stored (fsynced) first and is the one in force after
+    /// a restart (`docs/triggers.md`); one that cannot be stored is refused (`unavailable`).
     pub fn set_triggers(&self, specs: &[crate::config::TriggerConfig]) -> Result<u64, Error> {
-        let _replacing = self.inner.replacing_triggers.lock();
+        let mut log = self.inner.definitions.lock();
         let current = self.inner.triggers.read().clone();
         let next = current
             .replaced_by(specs, &self.inner.cfg.webhook.url)
             .map_err(|e| Error::invalid("triggers", Problem::Rejected(e.to_string())))?;
+        definitions::store(&mut log, &definitions::triggers_record(&next))?;
         let next = Arc::new(next);
         let version = next.version();
         self.broadcast(|r| Msg::SetTriggers(next.clone(), r), ())

@@ -4,11 +4,13 @@
 
 use crate::api::SegmentReport;
 use crate::config::OnFull;
+use crate::engine::definitions;
 use crate::engine::pending::Pending;
 use crate::engine::Engine;
 use crate::error::{Error, Problem};
 use crate::ids::ShardId;
 use crate::model::segments::NameError;
+use crate::persist::definitions::Definition;
 use crate::shard::Msg;
 
 impl Engine {
@@ -57,28 +59,44 @@ impl Engine {
     }
 
     /// Names the segment `segment` (its id in decimal, or its current name) `name`; returns
-    /// its id. The name stays with the segment as its centroid moves; it is stored with the
-    /// next checkpoint. Refused (`bad_request`, field `segment` or `name`) for an unknown
-    /// segment, a name another segment has, or a name that is empty, longer than 128 bytes or
-    /// all digits (it would read as an id).
+    /// its id. The name stays with the segment as its centroid moves; with a data directory
+    /// it is stored (fsynced) before the call returns, and is back after a restart (one that
+    /// cannot be stored is refused, `unavailable`). Refused (`bad_request`, field `segment`
+    /// or `name`) for an unknown segment, a name another segment has, or a name that is
+    /// empty, longer than 128 bytes or all digits (it would read as an id).
     pub fn name_segment(&self, segment: &str, name: &str) -> Result<u32, Error> {
         let Some(master) = &self.inner.segments else {
             let why = "segments are off (segments.k = 0)".to_string();
             return Err(Error::invalid("segment", Problem::Rejected(why)));
         };
-        master.name(segment, name).map_err(|e| match e {
-            NameError::Unknown => Error::invalid(
-                "segment",
-                Problem::Rejected(format!("no segment has the id or name `{segment}`")),
-            ),
-            NameError::Taken => Error::invalid(
-                "name",
-                Problem::Rejected(format!("another segment is named `{name}`")),
-            ),
-            NameError::Bad => {
-                Error::invalid("name", Problem::Malformed("1 to 128 bytes, not all digits"))
-            }
-        })
+        let mut log = self.inner.definitions.lock();
+        let refused = |e| name_refused(segment, name, e);
+        let id = master.check_name(segment, name).map_err(refused)?;
+        let record = Definition::SegmentNamed {
+            id,
+            name: name.to_string(),
+        };
+        definitions::store(&mut log, &record)?;
+        // Checked above; only a name changes a segment's label, and names change under the
+        // lock held here.
+        master.name(segment, name).map_err(refused)
+    }
+}
+
+/// The error for a name refused.
+fn name_refused(segment: &str, name: &str, e: NameError) -> Error {
+    match e {
+        NameError::Unknown => Error::invalid(
+            "segment",
+            Problem::Rejected(format!("no segment has the id or name `{segment}`")),
+        ),
+        NameError::Taken => Error::invalid(
+            "name",
+            Problem::Rejected(format!("another segment is named `{name}`")),
+        ),
+        NameError::Bad => {
+            Error::invalid("name", Problem::Malformed("1 to 128 bytes, not all digits"))
+        }
     }
 }
 

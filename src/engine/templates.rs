@@ -8,15 +8,29 @@
 
 use std::sync::Arc;
 
-use super::{validate, Engine, Pending};
+use super::{definitions, validate, Engine, Pending};
 use crate::error::{Error, Problem};
 use crate::ids::{DecisionId, UserId};
+use crate::persist::definitions::{Definition, Source};
 use crate::shard::msg::Msg;
 use crate::shard::templated::{TemplateChosen, ValidDecisionReward, ValidTemplateDecide};
 use crate::template::{
     RenderValues, RollbackError, SlotChoice, Template, TemplateDecision, TemplateRequest,
     TemplateSpec, TemplateVersions, MAX_TEXT_BYTES,
 };
+
+fn rollback_refused(name: &str, e: RollbackError) -> Error {
+    match e {
+        RollbackError::NoTemplate => no_template(name),
+        RollbackError::NoVersion { latest } => Error::invalid(
+            "version",
+            Problem::OutOfRange {
+                min: 1.0,
+                max: latest as f64,
+            },
+        ),
+    }
+}
 
 fn no_template(name: &str) -> Error {
     Error::invalid(
@@ -78,10 +92,19 @@ impl Engine {
     /// Checks `spec` and makes it the current version of its template; returns the version
     /// (1 for a new name). A refused template (`invalid`, field `template`, the message naming
     /// the field of the spec and, in a text, the line, column and byte) changes nothing.
+    /// With a data directory the version is stored (fsynced) before it is current, and every
+    /// version comes back after a restart (`docs/templates.md`); one that cannot be stored is
+    /// refused (`unavailable`).
     pub fn register_template(&self, spec: TemplateSpec) -> Result<u64, Error> {
-        (self.inner.templates)
-            .register(spec, &self.inner.space)
-            .map_err(|e| Error::invalid("template", Problem::Rejected(e.to_string())))
+        let mut log = self.inner.definitions.lock();
+        let template = (self.inner.templates)
+            .prepare(spec, &self.inner.space)
+            .map_err(|e| Error::invalid("template", Problem::Rejected(e.to_string())))?;
+        let record = definitions::template_record(&template, Source::Api);
+        definitions::store(&mut log, &record)?;
+        let version = template.version();
+        self.inner.templates.install(template);
+        Ok(version)
     }
 
     /// The current version of template `name`.
@@ -99,21 +122,20 @@ impl Engine {
         self.inner.templates.list()
     }
 
-    /// Makes `version` of template `name` current again; the next decision uses it.
+    /// Makes `version` of template `name` current again; the next decision uses it. Stored
+    /// first with a data directory, as a registration is.
     pub fn rollback_template(&self, name: &str, version: u64) -> Result<(), Error> {
-        self.inner
-            .templates
-            .rollback(name, version)
-            .map_err(|e| match e {
-                RollbackError::NoTemplate => no_template(name),
-                RollbackError::NoVersion { latest } => Error::invalid(
-                    "version",
-                    Problem::OutOfRange {
-                        min: 1.0,
-                        max: latest as f64,
-                    },
-                ),
-            })
+        let mut log = self.inner.definitions.lock();
+        let templates = &self.inner.templates;
+        let refused = |e| rollback_refused(name, e);
+        templates.check_rollback(name, version).map_err(refused)?;
+        let record = Definition::TemplateRolledBack {
+            name: name.to_string(),
+            version,
+        };
+        definitions::store(&mut log, &record)?;
+        // Checked above, under the lock every rollback and registration takes.
+        templates.rollback(name, version).map_err(refused)
     }
 
     #[allow(clippy::type_complexity)]

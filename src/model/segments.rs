@@ -188,6 +188,21 @@ impl Centroids {
         self.ids.iter().position(|&x| x == id)
     }
 
+    /// Names segment `id` `name` and takes the name from any other; false (and nothing
+    /// changed) if no centroid has the id.
+    fn rename(&mut self, id: u32, name: &Arc<str>) -> bool {
+        let Some(slot) = self.slot_of(id) else {
+            return false;
+        };
+        for n in &mut self.names {
+            if n.as_ref() == Some(name) {
+                *n = None;
+            }
+        }
+        self.names[slot] = Some(name.clone());
+        true
+    }
+
     fn push(&mut self, id: u32, name: Option<Arc<str>>, vector: &[f32], weight: f64) {
         self.ids.push(id);
         self.names.push(name);
@@ -296,6 +311,8 @@ struct MasterState {
     previous: Option<Centroids>,
     /// Samples taken so far (the ring's cursor).
     next_sample: usize,
+    /// Names restored for ids no centroid has yet (`restore_name`), given when one gets it.
+    pending_names: Vec<(u32, Arc<str>)>,
     rng: Rng,
 }
 
@@ -322,6 +339,7 @@ impl SegmentMaster {
                 samples: Vec::new(),
                 previous: None,
                 next_sample: 0,
+                pending_names: Vec::new(),
                 rng: Rng::new(seed ^ 0x5e67_3e47),
             }),
             version: AtomicU64::new(0),
@@ -356,26 +374,33 @@ impl SegmentMaster {
 
     /// Names the segment `label` (an id, or its current name) `name`; returns its id.
     pub fn name(&self, label: &str, name: &str) -> Result<u32, NameError> {
-        let bad = name.is_empty()
-            || name.len() > MAX_NAME_BYTES
-            || name.bytes().all(|b| b.is_ascii_digit());
-        if bad {
-            return Err(NameError::Bad);
-        }
         let mut st = self.state.lock();
-        let slot = st.centroids.find(label).ok_or(NameError::Unknown)?;
-        if let Some(other) = st.centroids.find(name) {
-            if other != slot {
-                return Err(NameError::Taken);
-            }
-        }
-        let mut next = (*st.centroids).clone();
-        next.names[slot] = Some(name.into());
-        next.version += 1;
-        let id = next.ids[slot];
-        st.centroids = Arc::new(next);
+        let id = st.check_name(label, name)?;
+        st.set_name(id, name.into());
         self.publish(&st);
         Ok(id)
+    }
+
+    /// The id `name(label, name)` would name, changing nothing.
+    pub fn check_name(&self, label: &str, name: &str) -> Result<u32, NameError> {
+        self.state.lock().check_name(label, name)
+    }
+
+    /// Gives segment `id` the name `name` as a log of names has it: the name leaves any other
+    /// segment (the log's order decides), and a segment not there yet (no centroids restored,
+    /// or kept aside for a rebuild with another `k`) takes it when it gets that id.
+    pub fn restore_name(&self, id: u32, name: &str) {
+        let mut st = self.state.lock();
+        let name: Arc<str> = name.into();
+        st.pending_names.retain(|(i, n)| *i != id && *n != name);
+        let mut found = st.set_name(id, name.clone());
+        if let Some(previous) = &mut st.previous {
+            found |= previous.rename(id, &name);
+        }
+        if !found {
+            st.pending_names.push((id, name));
+        }
+        self.publish(&st);
     }
 
     /// What a checkpoint stores.
@@ -396,18 +421,45 @@ impl SegmentMaster {
         if saved.centroids.dim != st.centroids.dim {
             return;
         }
-        if saved.centroids.len() == st.k {
-            let mut c = saved.centroids;
+        let mut c = saved.centroids;
+        give_pending(&mut st.pending_names, &mut c);
+        if c.len() == st.k {
             c.version += 1;
             st.centroids = Arc::new(c);
             self.publish(&st);
         } else {
-            st.previous = Some(saved.centroids);
+            st.previous = Some(c);
         }
     }
 }
 
 impl MasterState {
+    fn check_name(&self, label: &str, name: &str) -> Result<u32, NameError> {
+        let bad = name.is_empty()
+            || name.len() > MAX_NAME_BYTES
+            || name.bytes().all(|b| b.is_ascii_digit());
+        if bad {
+            return Err(NameError::Bad);
+        }
+        let slot = self.centroids.find(label).ok_or(NameError::Unknown)?;
+        match self.centroids.find(name) {
+            Some(other) if other != slot => Err(NameError::Taken),
+            _ => Ok(self.centroids.ids[slot]),
+        }
+    }
+
+    /// Names segment `id` in a new version of the centroids; false if none has the id.
+    fn set_name(&mut self, id: u32, name: Arc<str>) -> bool {
+        if self.centroids.slot_of(id).is_none() {
+            return false;
+        }
+        let mut next = (*self.centroids).clone();
+        next.rename(id, &name);
+        next.version += 1;
+        self.centroids = Arc::new(next);
+        true
+    }
+
     fn fold(&mut self, acc: &mut Accumulator) {
         let d = self.centroids.dim;
         self.keep_samples(&acc.samples);
@@ -520,8 +572,14 @@ impl MasterState {
             let weight = (sizes[i].max(1) as f64).min(self.memory);
             next.push(id, name, &centres[i * d..(i + 1) * d], weight);
         }
+        give_pending(&mut self.pending_names, &mut next);
         self.centroids = Arc::new(next);
     }
+}
+
+/// Gives each pending name whose id `c` has to that centroid; keeps the others pending.
+fn give_pending(pending: &mut Vec<(u32, Arc<str>)>, c: &mut Centroids) {
+    pending.retain(|(id, name)| !c.rename(*id, name));
 }
 
 /// Sum of squared distances of `points` to their nearest centre.
@@ -732,6 +790,38 @@ mod tests {
         b.add(&newer, Some(east), &[1.0, 0.0]);
         let after = master.push(&mut b);
         assert_eq!(after.weight(east), seeded.weight(east) + 3.0);
+    }
+
+    #[test]
+    fn a_restored_name_waits_for_its_id_and_takes_the_name_from_another() {
+        let d = 2;
+        let master = SegmentMaster::new(2, d, 100.0, 1);
+        // No centroids yet: the names wait.
+        master.restore_name(1, "east");
+        master.restore_name(2, "west");
+        master.restore_name(2, "north"); // a rename of 2, later in the log
+        let mut acc = Accumulator::new(d);
+        let empty = master.snapshot();
+        for i in 0..64 {
+            let p = if i % 2 == 0 { [1.0, 0.0] } else { [0.0, 1.0] };
+            acc.add(&empty, None, &p);
+        }
+        let c = master.push(&mut acc);
+        assert_eq!(c.len(), 2);
+        let name_of = |c: &Centroids, id| c.name(c.slot_of(id).unwrap()).map(|n| n.to_string());
+        assert_eq!(name_of(&c, 1).as_deref(), Some("east"));
+        assert_eq!(name_of(&c, 2).as_deref(), Some("north"));
+        // A later record gives "east" to 2: 1 loses it (the log's order decides).
+        let version = master.version();
+        master.restore_name(2, "east");
+        let c = master.snapshot();
+        assert!(master.version() > version, "shards take the new names");
+        assert_eq!(
+            (name_of(&c, 1), name_of(&c, 2).as_deref()),
+            (None, Some("east"))
+        );
+        assert_eq!(master.check_name("east", "x"), Ok(2));
+        assert_eq!(master.check_name("1", "east"), Err(NameError::Taken));
     }
 
     #[test]

@@ -6,15 +6,14 @@
 //! stay the same and a stopped or promoted experiment comes back as it was.
 //!
 //! A record is `len:u32 crc32c:u32 postcard(Change)`, after a format byte at the file's
-//! start. A torn last record (a crash mid-append) is cut off; a damaged one before it
-//! refuses the start, naming the file.
+//! start (`persist::framed`). A torn last record (a crash mid-append) is cut off; a damaged
+//! one before it refuses the start, naming the file.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use super::framed::FramedLog;
 use super::PersistError;
 use crate::experiment::ExperimentSpec;
 
@@ -123,87 +122,27 @@ impl From<SpecV1> for ExperimentSpec {
 
 /// The open log, for appending.
 #[derive(Debug)]
-pub struct ExperimentLog {
-    file: File,
-    path: PathBuf,
-}
+pub struct ExperimentLog(FramedLog);
 
 impl ExperimentLog {
     /// Opens (or creates) `dir/experiments.log` and reads every change it holds, in order.
     pub fn open(dir: &Path) -> Result<(ExperimentLog, Vec<Change>), PersistError> {
         let path = dir.join("experiments.log");
-        let io = |e| PersistError::io(&path, e);
-        let mut bytes = Vec::new();
-        if path.exists() {
-            File::open(&path)
-                .and_then(|mut f| f.read_to_end(&mut bytes))
-                .map_err(io)?;
-        }
-        let (changes, valid) = read(&bytes, &path)?;
-        let mut file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
-        if valid < bytes.len() || bytes.is_empty() {
-            // A torn tail is cut; a new file gets its format byte.
-            file.set_len(valid as u64).map_err(io)?;
-            if valid == 0 {
-                file.write_all(&[FORMAT]).map_err(io)?;
-            }
-            file.sync_data().map_err(io)?;
-        }
-        Ok((ExperimentLog { file, path }, changes))
+        let (log, changes) = FramedLog::open(&path, FORMAT, "experiment log")?;
+        Ok((ExperimentLog(log), changes))
     }
 
     /// Appends one change and fsyncs it.
     pub fn append(&mut self, change: &Change) -> Result<(), PersistError> {
-        let body = postcard::to_stdvec(change).expect("a change always encodes");
-        let mut frame = Vec::with_capacity(8 + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
-        let io = |e| PersistError::io(&self.path, e);
-        self.file.write_all(&frame).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        self.0.append(change)
     }
-}
-
-/// The changes in `bytes` and how many bytes of it are whole records.
-fn read(bytes: &[u8], path: &Path) -> Result<(Vec<Change>, usize), PersistError> {
-    let bad = |why: String| PersistError::io(path, std::io::Error::other(why));
-    match bytes.first() {
-        None => return Ok((Vec::new(), 0)),
-        Some(&FORMAT) => {}
-        Some(v) => {
-            return Err(bad(format!(
-                "experiment log format {v}; this build reads {FORMAT}"
-            )))
-        }
-    }
-    let (mut at, mut out) = (1, Vec::new());
-    while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
-        let crc = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap());
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            break; // torn: the append did not finish
-        };
-        let last = at + 8 + len == bytes.len();
-        let decoded = (crc32c::crc32c(body) == crc)
-            .then(|| postcard::from_bytes::<Change>(body).ok())
-            .flatten();
-        match decoded {
-            Some(c) => out.push(c),
-            None if last => break,
-            None => return Err(bad(format!("a damaged record at byte {at}"))),
-        }
-        at += 8 + len;
-    }
-    Ok((out, at))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+    use std::io::Write;
+
     use super::*;
 
     fn stopped(name: &str) -> Change {
@@ -233,5 +172,21 @@ mod tests {
         drop(log);
         let (_, back) = ExperimentLog::open(dir.path()).unwrap();
         assert_eq!(back.len(), 3);
+    }
+
+    /// The bytes on disk are those earlier builds wrote and read: a format byte 1, then
+    /// `len crc32c postcard` with the variant's index first.
+    #[test]
+    fn the_file_is_byte_for_byte_the_format_earlier_builds_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = ExperimentLog::open(dir.path()).unwrap();
+        log.append(&stopped("a")).unwrap();
+        drop(log);
+        let body = [1, 1, b'a', 7, 1, b'r'];
+        let mut expected = vec![1, 6, 0, 0, 0];
+        expected.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        expected.extend_from_slice(&body);
+        let path = dir.path().join("experiments.log");
+        assert_eq!(std::fs::read(path).unwrap(), expected);
     }
 }

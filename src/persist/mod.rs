@@ -10,14 +10,20 @@
 //! DIR/nudge.meta                   format version, shard count and model width, checked on start
 //! DIR/wal/shard-007/<pos>.wal      shard 7's log segments, named by their first position
 //! DIR/store.redb                   checkpoints: users, open decisions, each shard's state and log position
+//! DIR/experiments.log              every change to the experiments (`experiments`)
+//! DIR/definitions.log              rules, triggers, templates and segment names as changed (`definitions`)
 //! ```
 //!
 //! This module owns the on-disk format and file handling. It does not decide what is logged or
-//! when (`shard` does). Log records are encoded by hand (`codec`: a stable, documented format
-//! another log can carry); checkpoint values are the core types' serde form (`store`).
+//! when (`shard` does; `engine` for the two logs of rare changes). Log records are encoded by
+//! hand (`codec`: a stable, documented format another log can carry); checkpoint values are
+//! the core types' serde form (`store`); the logs of rare changes share one framing
+//! (`framed`).
 
 pub mod codec;
+pub mod definitions;
 pub mod experiments;
+pub mod framed;
 pub mod lock;
 pub mod log;
 pub mod store;

@@ -172,6 +172,18 @@ impl RuleSet {
         RuleSet::compile_after(Some(self), specs, self.version + 1)
     }
 
+    /// The same definitions as version `version`, each rule at its logged version (a set read
+    /// back from the definitions log).
+    pub fn restored(specs: &[(RuleConfig, u64)], version: u64) -> Result<RuleSet, RuleError> {
+        let plain: Vec<RuleConfig> = specs.iter().map(|(s, _)| s.clone()).collect();
+        // As a replacement of a set holding every rule at its version: each is "unchanged".
+        let previous = RuleSet {
+            specs: specs.to_vec(),
+            ..RuleSet::default()
+        };
+        RuleSet::compile_after(Some(&previous), &plain, version)
+    }
+
     fn compile_after(
         previous: Option<&RuleSet>,
         specs: &[RuleConfig],

@@ -41,16 +41,27 @@ impl Registry {
     pub fn register(&self, spec: TemplateSpec, space: &FeatureSpace) -> Result<u64, TemplateError> {
         // Compiled under the write lock: registrations are rare, and the version is then sure.
         let mut map = self.by_name.write();
-        let version = map.get(&spec.name).map_or(1, |v| v.all.len() as u64 + 1);
-        let name = spec.name.clone();
+        let version = next_version(&map, &spec.name);
         let template = Arc::new(Template::compile(spec, version, space)?);
-        let entry = map.entry(name).or_insert_with(|| TemplateVersions {
-            all: Vec::new(),
-            current: 0,
-        });
-        entry.all.push(template);
-        entry.current = version;
+        install(&mut map, template);
         Ok(version)
+    }
+
+    /// Compiles `spec` as the next version of its template without installing it, for a
+    /// caller that stores it first; `install` then makes it current. The caller keeps other
+    /// registrations out between the two (the engine's definitions lock).
+    pub fn prepare(
+        &self,
+        spec: TemplateSpec,
+        space: &FeatureSpace,
+    ) -> Result<Arc<Template>, TemplateError> {
+        let version = next_version(&self.by_name.read(), &spec.name);
+        Ok(Arc::new(Template::compile(spec, version, space)?))
+    }
+
+    /// Makes a template from `prepare` the current version of its name.
+    pub fn install(&self, template: Arc<Template>) {
+        install(&mut self.by_name.write(), template);
     }
 
     /// The current version of `name`.
@@ -62,13 +73,15 @@ impl Registry {
     pub fn rollback(&self, name: &str, version: u64) -> Result<(), RollbackError> {
         let mut map = self.by_name.write();
         let versions = map.get_mut(name).ok_or(RollbackError::NoTemplate)?;
-        if version == 0 || version > versions.all.len() as u64 {
-            return Err(RollbackError::NoVersion {
-                latest: versions.all.len() as u64,
-            });
-        }
+        check_rollback(versions, version)?;
         versions.current = version;
         Ok(())
+    }
+
+    /// Whether `rollback(name, version)` would be taken, changing nothing.
+    pub fn check_rollback(&self, name: &str, version: u64) -> Result<(), RollbackError> {
+        let map = self.by_name.read();
+        check_rollback(map.get(name).ok_or(RollbackError::NoTemplate)?, version)
     }
 
     /// Every version of `name`.
@@ -83,6 +96,35 @@ impl Registry {
         all.sort_by(|a, b| a.name().cmp(b.name()));
         all
     }
+}
+
+/// The version the next registration of `name` gets.
+fn next_version(map: &HashMap<String, TemplateVersions>, name: &str) -> u64 {
+    map.get(name).map_or(1, |v| v.all.len() as u64 + 1)
+}
+
+/// Appends `template` to its name's versions and makes it current.
+fn install(map: &mut HashMap<String, TemplateVersions>, template: Arc<Template>) {
+    let entry = (map.entry(template.name().to_string())).or_insert_with(|| TemplateVersions {
+        all: Vec::new(),
+        current: 0,
+    });
+    assert_eq!(
+        template.version(),
+        entry.all.len() as u64 + 1,
+        "a template is installed as the version it was compiled as"
+    );
+    entry.current = template.version();
+    entry.all.push(template);
+}
+
+fn check_rollback(versions: &TemplateVersions, version: u64) -> Result<(), RollbackError> {
+    if version == 0 || version > versions.all.len() as u64 {
+        return Err(RollbackError::NoVersion {
+            latest: versions.all.len() as u64,
+        });
+    }
+    Ok(())
 }
 
 /// Why a rollback was refused.
