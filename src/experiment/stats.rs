@@ -397,6 +397,58 @@ mod tests {
     }
 
     #[test]
+    fn a_ten_percent_lift_on_five_percent_click_through_with_the_shipped_defaults() {
+        // Issue 13's A/B case: 5% against 5.5% click-through (+10% relative), judged as the
+        // registry judges it (relative lift, τ = 0.2, α = 0.05, looks once each arm has 100
+        // observations), looked at every 1,000 exposures per arm up to 150,000. Reports the
+        // power, the median exposures per arm at significance, and how often the significant
+        // outcome names the right arm (its interval above zero when the test first rejects).
+        let (runs, seed, per_arm, every) = (200u64, 20_000u64, 150_000u64, 1_000u64);
+        let rates = [0.05, 0.055];
+        let mut at = Vec::new();
+        let mut right = 0;
+        for r in 0..runs {
+            let mut rng = Rng::new(seed + r);
+            let mut test = Sequential::new(Effect::Relative, 0.2, ALPHA);
+            let (mut control, mut treatment) = (Moments::default(), Moments::default());
+            for n in 1..=per_arm {
+                control.add(f64::from(u8::from(rng.next_f64() < rates[0])));
+                treatment.add(f64::from(u8::from(rng.next_f64() < rates[1])));
+                if n % every == 0
+                    && test.observe(&control, &treatment).is_some()
+                    && test.significant()
+                {
+                    at.push(n);
+                    right += usize::from(test.interval().0 > 0.0);
+                    break;
+                }
+            }
+        }
+        at.sort_unstable();
+        let power = at.len() as f64 / runs as f64;
+        let median = at.get(at.len() / 2).copied().unwrap_or(0);
+        let by = |n: u64| at.iter().filter(|&&a| a <= n).count() as f64 / runs as f64;
+        println!(
+            "power by 20k / 40k / 60k / 100k per arm: {:.3} / {:.3} / {:.3} / {:.3}",
+            by(20_000),
+            by(40_000),
+            by(60_000),
+            by(100_000)
+        );
+        let right_share = right as f64 / at.len().max(1) as f64;
+        println!(
+            "5% vs 5.5%, relative, τ 0.2, {runs} runs, seeds {seed}..: power {power:.3} by \
+             {per_arm} per arm, median {median} per arm at significance, right arm in \
+             {right_share:.3} of significant"
+        );
+        assert!(
+            right_share >= 0.95,
+            "right arm {right_share} (seeds {seed}..)"
+        );
+        assert!(power >= 0.8, "power {power} (seeds {seed}..)");
+    }
+
+    #[test]
     fn the_interval_is_where_the_ratio_stays_below_one_over_alpha() {
         let mixture = Mixture { tau: 0.3 };
         let estimate = Estimate {
