@@ -521,3 +521,25 @@ fn a_memory_only_users_triggers_fire_in_the_reply_and_to_subscribers() {
     );
     e.shutdown();
 }
+
+#[test]
+fn a_memory_only_users_retried_event_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = start(dir.path(), &clock);
+    e.set_consent("dee", DENY_STORAGE).unwrap();
+    let scroll = |at: u64| {
+        let ev = Event::new("dee", EventKind::Scroll).value(0.5).at(at);
+        e.ingest(ev.event_id("msg-1")).unwrap()
+    };
+    assert!(!scroll(T0 + 10).duplicate);
+    assert!(scroll(T0 + 20).duplicate, "a retry within the window");
+    let export = e.user("dee").unwrap().expect("held in memory");
+    assert_eq!(export.events_by_kind[EventKind::Scroll as usize], 1);
+    // Another user's event may carry the same id: the sets are not shared with anyone
+    // else's, and a full-consent user's retry is still caught by the durable set.
+    let other = Event::new("eve", EventKind::Scroll).value(0.5).at(T0 + 30);
+    assert!(!e.ingest(other.clone().event_id("msg-1")).unwrap().duplicate);
+    assert!(e.ingest(other.event_id("msg-1")).unwrap().duplicate);
+    e.shutdown();
+}

@@ -20,6 +20,7 @@ use crate::rng::Rng;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{ValidDecide, ValidEvent};
 use crate::shard::ruled;
+use crate::shard::seen::SeenEvents;
 use crate::shard::templated::{self, TemplateChosen, ValidTemplateDecide};
 use crate::shard::worker::Shard;
 
@@ -33,6 +34,9 @@ pub struct Consents {
     /// parked; forgotten on restart and past `max_memory_only`.
     memory_only: KeyMap<UserActor>,
     max_memory_only: usize,
+    /// The event ids memory-only users' events carried (idempotency, as `Shard::seen` is for
+    /// everyone else's), kept apart so that nothing derived from their events is checkpointed.
+    memory_only_seen: SeenEvents,
 }
 
 /// The checkpointed part: who said what.
@@ -40,13 +44,15 @@ pub struct Consents {
 pub struct ChangedConsents(KeyMap<u8>);
 
 impl Consents {
-    /// No consent given yet, under `cfg`'s defaults.
-    pub fn new(cfg: &ConsentConfig) -> Self {
+    /// No consent given yet, under `cfg`'s defaults; memory-only users' event ids are
+    /// remembered as `seen` remembers everyone else's.
+    pub fn new(cfg: &ConsentConfig, seen: SeenEvents) -> Self {
         Consents {
             default: cfg.default_consent(),
             changed: ChangedConsents::default(),
             memory_only: KeyMap::default(),
             max_memory_only: cfg.max_memory_only_users,
+            memory_only_seen: seen,
         }
     }
 
@@ -147,6 +153,17 @@ impl Shard {
     /// shared model does not: it is durable), their triggers are checked and delivered, and
     /// their subscribers get the usual update.
     fn on_memory_only_event(&mut self, ev: &ValidEvent) -> Ack {
+        if let Some(id) = ev.event_id {
+            let seen = &mut self.consents.memory_only_seen;
+            seen.expire(ev.ts_ms.max(self.event_ms));
+            if !seen.first_time(id, ev.ts_ms) {
+                self.stats.duplicates_total += 1;
+                return Ack {
+                    duplicate: true,
+                    ..Ack::default()
+                };
+            }
+        }
         let cfg = &*self.learner.cfg;
         let dim = self.learner.space.dim;
         let user = self.consents.memory_only_user(&ev.user, ev.ts_ms, dim);

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use crate::model::global::KeyMap;
 
 /// Recently applied event ids of one shard.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct SeenEvents {
     /// id → the time of the event that carried it.
     times: KeyMap<u64>,

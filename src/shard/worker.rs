@@ -196,6 +196,7 @@ impl Shard {
         let config_version =
             crate::ids::stable_hash(toml::to_string(&*cfg).unwrap_or_default().as_bytes());
         let seen = SeenEvents::new(cfg.event_id_window_s, cfg.event_id_capacity);
+        let memory_only_seen = seen.clone();
         let cfg_consent = cfg.consent.clone();
         Shard {
             id,
@@ -216,7 +217,7 @@ impl Shard {
             tallies: Tallies::default(),
             checkpoints: None,
             rule_matches: ItemMatches::default(),
-            consents: Consents::new(&cfg_consent),
+            consents: Consents::new(&cfg_consent, memory_only_seen),
             triggers: Arc::default(),
             trigger_hub: None,
             segments: None,
