@@ -1,4 +1,4 @@
-//! `cargo bench --bench quality [-- sim|movielens|obd|saturation|segments ...] [--seed N]`: does nudge decide
+//! `cargo bench --bench quality [-- sim|movielens|obd|saturation|segments|cb ...] [--seed N]`: does nudge decide
 //! better than the baselines, and do its per-user parts help? Three workloads, each comparing
 //! every policy on the same stream with common random numbers (see `docs/quality.md`).
 //!
@@ -24,7 +24,7 @@ struct Args {
     workloads: Vec<String>,
     seed: u64,
     plot: Option<String>,
-    /// `--only TEXT`: on MovieLens, run only the policies whose name contains one of these
+    /// `--only TEXT`: on MovieLens and cb, run only the policies whose name contains one of these
     /// (for tuning one variant quickly); empty runs every policy.
     only: Vec<String>,
     /// `--feedback events|decisions`: how nudge is fed (both when not given).
@@ -412,6 +412,85 @@ fn segments(a: &Args, cfg: &Config) {
     }
 }
 
+/// Issue 10's contextual-bandit workload: many users with hidden tastes, few steps each,
+/// items with known 16-d vectors; nudge against random, popularity, the per-user Bayesian
+/// logistic regression that knows the model class ("informed") and the oracle. Mean expected
+/// reward, over all steps and by the user's step index. `CB_USERS` and `CB_TASTE_SD` change
+/// the world; `--only` keeps the policies whose name contains it. Not among the default
+/// workloads.
+fn contextual_bandit(a: &Args, cfg: &Config) {
+    use nudge::eval::cb::{self, CbConfig};
+    let started = Instant::now();
+    let standard = CbConfig::standard(a.seed);
+    let users = std::env::var("CB_USERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(standard.users);
+    let taste_sd = std::env::var("CB_TASTE_SD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(standard.taste_sd);
+    let world = cb::World::new(CbConfig {
+        users,
+        taste_sd,
+        ..standard
+    });
+    let mut policies = cb::policies(&world, cfg, &a.feedback);
+    if !a.only.is_empty() {
+        policies.retain(|p| a.only.iter().any(|o| p.name().contains(o.as_str())));
+    }
+    let mut traces = run_each(&mut policies, |p| cb::run(&world, p));
+    traces.push(cb::run_oracle(&world));
+    let c = &world.cfg;
+    println!(
+        "\n## Contextual bandit (seed {}, {} users, {} items of width {}, {} candidates, {} steps, \
+         {}–{} per user, {:.0}–{:.0} s apart, taste sd {})\n",
+        a.seed,
+        c.users,
+        c.items,
+        c.dim,
+        c.candidates,
+        world.steps.len(),
+        c.min_steps,
+        c.max_steps,
+        c.gap_s.0,
+        c.gap_s.1,
+        c.taste_sd
+    );
+    println!("| policy | mean expected reward [95% CI] | steps 1–3 | steps 4–6 | steps 7–10 | steps 11–15 |");
+    println!("|---|---|---|---|---|---|");
+    for t in &traces {
+        println!(
+            "| {} | {} | {:.4} | {:.4} | {:.4} | {:.4} |",
+            t.name,
+            cb::mean(&world, t),
+            cb::mean_at(&world, t, 0, 3),
+            cb::mean_at(&world, t, 3, 6),
+            cb::mean_at(&world, t, 6, 10),
+            cb::mean_at(&world, t, 10, 15)
+        );
+    }
+    let informed: Vec<_> = traces
+        .iter()
+        .filter(|t| t.name.starts_with("informed"))
+        .collect();
+    println!(
+        "\nPaired gaps, informed minus full nudge (mean expected reward, 95% user-bootstrap CI):\n"
+    );
+    for n in traces
+        .iter()
+        .filter(|t| t.name.starts_with(Variant::Full.name()))
+    {
+        for i in &informed {
+            println!("- {} − {}: {}", i.name, n.name, cb::paired(&world, i, n));
+        }
+    }
+    println!(
+        "\ncontextual bandit took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let a = args();
     let cfg = engine_config();
@@ -422,8 +501,11 @@ fn main() {
             "saturation" => saturation(&a, &cfg),
             "obd" => obd(&a),
             "segments" => segments(&a, &cfg),
+            "cb" => contextual_bandit(&a, &cfg),
             other => {
-                eprintln!("unknown workload {other} (sim, movielens, obd, saturation, segments)")
+                eprintln!(
+                    "unknown workload {other} (sim, movielens, obd, saturation, segments, cb)"
+                )
             }
         }
     }

@@ -519,6 +519,10 @@ pub struct ModelConfig {
     pub epsilon: f32,
     /// L2 pull λ of the personal weights toward the global model.
     pub l2: f32,
+    /// `b` of the personal step's warm-up: a user's `t`-th learning step (1-based) uses step
+    /// size `learning_rate·(1 + b/t)`, so a user with few events learns faster and one with
+    /// many keeps Adam's drift-following rate; 0 turns it off.
+    pub new_user_boost: f32,
     /// AdaGrad step size of the global parameters (`b_i`, `g`, `G`, `e_i`).
     pub global_learning_rate: f32,
     /// Standard deviation of the initial learned item embeddings.
@@ -554,6 +558,7 @@ impl Default for ModelConfig {
             beta2: 0.999,
             epsilon: 1e-8,
             l2: 0.001,
+            new_user_boost: 0.0,
             global_learning_rate: 0.05,
             item_embedding_init: 0.1,
             cooccurrence_neighbours: 128,
@@ -883,6 +888,11 @@ impl Config {
         check((0.0..1.0).contains(&m.beta1), "model.beta1", "in [0,1)")?;
         check((0.0..1.0).contains(&m.beta2), "model.beta2", "in [0,1)")?;
         check(m.epsilon > 0.0, "model.epsilon", "positive")?;
+        check(
+            m.new_user_boost.is_finite() && m.new_user_boost >= 0.0,
+            "model.new_user_boost",
+            "finite and ≥ 0",
+        )?;
         check(m.l2 >= 0.0, "model.l2", "non-negative")?;
         check(
             m.global_learning_rate >= 0.0,

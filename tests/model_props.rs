@@ -44,7 +44,7 @@ proptest! {
         steps in 1u32..1000,
         elapsed_s in 0.0f64..1e7,
     ) {
-        let p = AdamParams { learning_rate: 0.05, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, l2: 0.0 };
+        let p = AdamParams { learning_rate: 0.05, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, l2: 0.0, new_user_boost: 0.0 };
         let mut w = w0.clone();
         let mut m = vec![0.0; 32];
         let mut v = v0.clone();

@@ -40,7 +40,8 @@ mod request_path;
 // Issue 15, item 4: `nudge replay` on template decisions: slate IPS and SNIPS against known values.
 #[cfg(feature = "eval")]
 mod replay;
-// Decision quality: a short seeded simulation orders full nudge > global-only > random.
+// Decision quality: a short seeded simulation orders full nudge > global-only > random;
+// on a small contextual bandit, informed and full nudge beat random.
 #[cfg(feature = "eval")]
 mod quality;
 // Shared helpers of the server tests: in-process server, line and HTTP clients.

@@ -12,6 +12,8 @@
 //! - `obd`: the Open Bandit Dataset sample as a log; `movielens`: MovieLens-100k in time order;
 //! - `sim`: seeded simulated users with drift; `baselines`: random and popularity policies;
 //!   `knn`: item-kNN;
+//! - `cb`: a synthetic contextual bandit (many users, few steps each, known item vectors);
+//!   `informed`: its per-user Bayesian logistic regression baseline;
 //! - `fetch`: downloads the public data sets into `.cache/data/` and checks their checksums;
 //! - `stats`: intervals (bootstrap, Wilson);
 //! - `saturation`: what frequency caps and diversity change on the simulator, and their cost.
@@ -21,8 +23,10 @@
 //! default), so an embedder's engine-only build carries neither it nor its dependencies.
 
 pub mod baselines;
+pub mod cb;
 pub mod engine_policy;
 pub mod fetch;
+pub mod informed;
 pub mod knn;
 pub mod log;
 pub mod movielens;

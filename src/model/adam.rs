@@ -24,6 +24,9 @@ pub struct AdamParams {
     pub epsilon: f32,
     /// L2 pull λ toward zero (i.e. toward the global model).
     pub l2: f32,
+    /// `b`: step `t` (1-based) uses `η·(1 + b/t)`, larger steps while a user has few, Adam's
+    /// own from about `t ≫ b` on; 0 is plain Adam, bit for bit.
+    pub new_user_boost: f32,
 }
 
 /// Decays `w` toward zero over `elapsed_s` with half-life `half_life_s`.
@@ -51,7 +54,9 @@ pub fn adam_step(
     let t = step.min(1 << 20) as i32;
     let bc1 = bias_correction(p.beta1, t);
     let bc2 = bias_correction(p.beta2, t);
-    let lr = p.learning_rate * bc2.sqrt() / bc1;
+    // With b = 0 the factor is exactly 1: the same bits as plain Adam.
+    let boost = 1.0 + p.new_user_boost / t as f32;
+    let lr = p.learning_rate * boost * bc2.sqrt() / bc1;
     let eps = p.epsilon * bc2.sqrt();
     let (b1, b2) = (p.beta1, p.beta2);
     let rows = w.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(x);

@@ -100,6 +100,7 @@ impl Learner {
                 beta2: m.beta2,
                 epsilon: m.epsilon,
                 l2: m.l2,
+                new_user_boost: m.new_user_boost,
             },
             global: GlobalReplica::new(d, m.global_learning_rate)
                 .with_extras(m.kappa_learning_rate, m.popularity_half_life_s)
