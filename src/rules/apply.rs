@@ -123,15 +123,6 @@ impl ItemMatches {
         }
         row
     }
-
-    /// Whether this decision's candidate `i` has bit `bit`; `None` when it has no row.
-    fn get(&self, i: usize, bit: u32) -> Option<bool> {
-        let row = self.decision[i];
-        (row != NO_ROW).then(|| {
-            let word = self.bits[row as usize * self.words + bit as usize / 64];
-            word & (1 << (bit % 64)) != 0
-        })
-    }
 }
 
 /// Whether a segment `(id, name)` is the one `label` names (its name, or its id in decimal).
@@ -212,7 +203,7 @@ impl RuleSet {
                     continue;
                 }
             }
-            let fires = rule.when.as_ref().map_or(Ok(true), |c| c.eval(&env));
+            let fires = rule.when.as_ref().map_or(Ok(true), |c| c.eval_inline(&env));
             let result = match fires {
                 Ok(false) => continue,
                 Ok(true) => {
@@ -258,14 +249,29 @@ fn choose(
         remembered.for_decision(set, env, candidates);
         *known = true;
     }
+    if let (Some(cond), Some(bit)) = (&rule.items, rule.remembered) {
+        // The common case, in one pass over the decision's rows: a bit test per candidate.
+        let (word, mask) = (bit as usize / 64, 1u64 << (bit % 64));
+        let words = remembered.words;
+        for (i, &row) in remembered.decision.iter().enumerate() {
+            if row != NO_ROW {
+                if remembered.bits[row as usize * words + word] & mask != 0 {
+                    matched.push(i);
+                }
+                continue;
+            }
+            match cond.eval(&env.with_item(candidates.item(i))) {
+                Ok(true) => matched.push(i),
+                Ok(false) | Err(EvalError::MissingAttr) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        return Ok(());
+    }
     for i in 0..candidates.len() {
-        let chosen = match (&rule.items, rule.remembered) {
-            (None, _) => Ok(true),
-            (Some(cond), Some(bit)) => match remembered.get(i, bit) {
-                Some(hit) => Ok(hit),
-                None => cond.eval(&env.with_item(candidates.item(i))),
-            },
-            (Some(cond), None) => cond.eval(&env.with_item(candidates.item(i))),
+        let chosen = match &rule.items {
+            None => Ok(true),
+            Some(cond) => cond.eval(&env.with_item(candidates.item(i))),
         };
         match chosen {
             Ok(true) => matched.push(i),

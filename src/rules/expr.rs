@@ -67,6 +67,11 @@ pub enum Cond {
     FeatureVsLit(BinOp, Feature, f64),
     /// `ctx.key == "literal"` (`true`) or `!=` (`false`), either way round (`specialize`).
     CtxIs(bool, Box<str>, Box<str>),
+    /// `a && b && …`, a chain of `And`s flattened (`specialize`): evaluated left to right in
+    /// a loop, stopping at the first false (or error), as the nested form does.
+    All(Box<[Cond]>),
+    /// `a || b || …`, a chain of `Or`s flattened (`specialize`), stopping at the first true.
+    Any(Box<[Cond]>),
 }
 
 /// Why evaluating a rule failed for one decision.
@@ -163,6 +168,7 @@ impl<'a, 'f> Env<'a, 'f> {
         }
     }
 
+    #[inline]
     fn ctx(&self, key: &str) -> R<&str> {
         self.ctx
             .iter()
@@ -248,6 +254,7 @@ fn attr_values<'a>(item: ItemView<'a>, key: &'a str) -> impl Iterator<Item = &'a
         .map(|(_, v)| v.as_str())
 }
 
+#[inline]
 fn order<T: PartialOrd>(op: BinOp, a: T, b: T) -> bool {
     match op {
         BinOp::Eq => a == b,
@@ -286,7 +293,54 @@ impl Cond {
                 _ => return Err(EvalError::MissingFeature(*f)),
             },
             Cond::CtxIs(eq, key, want) => (env.ctx(key)? == &**want) == *eq,
+            Cond::All(all) => {
+                for c in all.iter() {
+                    if !c.leaf(env)? {
+                        return Ok(false);
+                    }
+                }
+                true
+            }
+            Cond::Any(any) => {
+                for c in any.iter() {
+                    if c.leaf(env)? {
+                        return Ok(true);
+                    }
+                }
+                false
+            }
         })
+    }
+
+    /// `eval`, with a chain of `&&` and its fast leaves evaluated in place: a rule's `when`
+    /// is mostly such a chain, and a call into the whole `eval` per node costs more than the
+    /// leaves' work (its prologue and epilogue; measured with callgrind, `docs/rules.md`).
+    #[inline(always)]
+    pub fn eval_inline(&self, env: &Env<'_, '_>) -> R<bool> {
+        match self {
+            Cond::All(all) => {
+                for c in all.iter() {
+                    if !c.leaf(env)? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            c => c.leaf(env),
+        }
+    }
+
+    /// A fast leaf evaluated in place; any other condition through `eval`.
+    #[inline(always)]
+    fn leaf(&self, env: &Env<'_, '_>) -> R<bool> {
+        match self {
+            Cond::FeatureVsLit(op, f, x) => match env.user.get(*f) {
+                Value::Num(v) => Ok(order(*op, v, *x)),
+                _ => Err(EvalError::MissingFeature(*f)),
+            },
+            Cond::CtxIs(eq, key, want) => Ok((env.ctx(key)? == &**want) == *eq),
+            c => c.eval(env),
+        }
     }
 
     /// The same condition with its commonest leaves in their fast forms (`FeatureVsLit`,
@@ -304,8 +358,16 @@ impl Cond {
         let boxed = |c: Box<Cond>| Box::new(c.specialize());
         match self {
             Cond::Not(a) => Cond::Not(boxed(a)),
-            Cond::And(a, b) => Cond::And(boxed(a), boxed(b)),
-            Cond::Or(a, b) => Cond::Or(boxed(a), boxed(b)),
+            c @ Cond::And(..) => {
+                let mut all = Vec::new();
+                c.chain(true, &mut all);
+                Cond::All(all.into_iter().map(Cond::specialize).collect())
+            }
+            c @ Cond::Or(..) => {
+                let mut any = Vec::new();
+                c.chain(false, &mut any);
+                Cond::Any(any.into_iter().map(Cond::specialize).collect())
+            }
             Cond::Bool(op, a, b) => Cond::Bool(op, boxed(a), boxed(b)),
             Cond::Num(op, Num::User(f), Num::Lit(x)) => Cond::FeatureVsLit(op, f, x),
             Cond::Num(op, Num::Lit(x), Num::User(f)) => Cond::FeatureVsLit(turned(op), f, x),
@@ -314,6 +376,17 @@ impl Cond {
                 Cond::CtxIs(op == BinOp::Eq, k, v)
             }
             c => c,
+        }
+    }
+
+    /// The operands of a chain of `And`s (`and`) or `Or`s, left to right, into `out`.
+    fn chain(self, and: bool, out: &mut Vec<Cond>) {
+        match (self, and) {
+            (Cond::And(a, b), true) | (Cond::Or(a, b), false) => {
+                a.chain(and, out);
+                b.chain(and, out);
+            }
+            (c, _) => out.push(c),
         }
     }
 
@@ -341,6 +414,7 @@ impl Cond {
             Cond::InStr(a, _) => s(a),
             Cond::InNum(a, _) => num(a),
             Cond::FeatureVsLit(..) | Cond::CtxIs(..) => false,
+            Cond::All(cs) | Cond::Any(cs) => cs.iter().all(Cond::item_only),
         }
     }
 }
@@ -411,5 +485,48 @@ mod tests {
             }
         }
         assert_eq!(fast, 2 * general.len(), "every leaf here has a fast form");
+        // Chains of `&&` and `||` flattened: the same value or error, short-circuits included
+        // (`false && error` is false, `error && false` the error), over every ordered triple
+        // of leaves that are true, false or failing, nested both ways and mixed.
+        let leaves = [
+            Cond::Lit(true),
+            Cond::Lit(false),
+            Cond::Num(BinOp::Gt, Num::User(Feature::ScrollDepth), Num::Lit(0.0)),
+            Cond::Str(BinOp::Eq, Str::Ctx("page".into()), Str::Lit("home".into())),
+        ];
+        let and = |a: &Cond, b: &Cond| Cond::And(Box::new(a.clone()), Box::new(b.clone()));
+        let or = |a: &Cond, b: &Cond| Cond::Or(Box::new(a.clone()), Box::new(b.clone()));
+        let mut chains = 0;
+        for ctx in [&with_page[..], &[]] {
+            let env = Env {
+                user: &features,
+                ctx,
+                item: None,
+            };
+            for a in &leaves {
+                for b in &leaves {
+                    for c in &leaves {
+                        for cond in [
+                            and(&and(a, b), c),
+                            and(a, &and(b, c)),
+                            or(&or(a, b), c),
+                            or(a, &or(b, c)),
+                            and(&or(a, b), c),
+                            or(&and(a, b), c),
+                        ] {
+                            let special = cond.clone().specialize();
+                            chains += usize::from(matches!(special, Cond::All(_) | Cond::Any(_)));
+                            assert_eq!(special.eval(&env), cond.eval(&env), "{cond:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(chains, 2 * 6 * 64);
+        let three = and(&and(&leaves[0], &leaves[1]), &leaves[2]).specialize();
+        assert!(
+            matches!(&three, Cond::All(cs) if cs.len() == 3),
+            "{three:?}"
+        );
     }
 }
