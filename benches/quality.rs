@@ -466,7 +466,7 @@ fn experiment_tables(world: &World, run: &nudge::eval::experiment::Online, alone
         let mean = m.mean.map_or("—".into(), |x| format!("{x:.4}"));
         if i == 0 {
             println!(
-                "| {} | {} | {} | {mean} | baseline | | | | {offline} | | |",
+                "| {} | {} | {} | {mean} | baseline | | | | | {offline} | | |",
                 arm.name, arm.tally.users, arm.tally.decisions
             );
             continue;
@@ -522,15 +522,19 @@ fn experiment_tables(world: &World, run: &nudge::eval::experiment::Online, alone
         );
     }
     let last = r.arms.len() - 1;
-    let path: Vec<String> = (run.looks.iter())
-        .map(|l| {
+    let path: Vec<String> = (run.looks.iter().enumerate())
+        .map(|(k, l)| {
             let (lift, (lo, hi), _) = l.arms[last];
             let lift = lift.map_or("—".into(), |x| format!("{x:+.3}"));
-            format!("{}: {lift} [{lo:+.3}, {hi:+.3}] {}", l.day, l.status.name())
+            let day = match k + 1 == run.looks.len() {
+                true => "end".to_string(),
+                false => format!("day {}", l.day),
+            };
+            format!("{day}: {lift} [{lo:+.3}, {hi:+.3}]")
         })
         .collect();
     println!(
-        "\n`{}`'s lift by day (the last look after every decision closed): {}",
+        "\n`{}`'s lift at each look, with the engine's reported interval: {}",
         r.arms[last].name,
         path.join("; ")
     );
