@@ -1,4 +1,4 @@
-//! `cargo bench --bench quality [-- sim|movielens|obd|saturation|segments|cb ...] [--seed N]`: does nudge decide
+//! `cargo bench --bench quality [-- sim|movielens|obd|saturation|segments|cb|experiment ...] [--seed N]`: does nudge decide
 //! better than the baselines, and do its per-user parts help? Three workloads, each comparing
 //! every policy on the same stream with common random numbers (see `docs/quality.md`).
 //!
@@ -491,6 +491,134 @@ fn contextual_bandit(a: &Args, cfg: &Config) {
     );
 }
 
+/// Issue 13 on the simulator: one engine runs `control` vs `popularity` vs `nudge` (and a
+/// second one with `popularity` the baseline), set beside each policy served alone to every
+/// user (`docs/experiments.md`, "On the simulator"). Not among the default workloads.
+fn experiment(a: &Args, cfg: &Config) {
+    use nudge::eval::experiment::{self as ab, CONTROL_FIRST, POLICIES, POPULARITY_FIRST};
+    let started = Instant::now();
+    let world = World::new(SimConfig::standard(a.seed));
+    let (online, alone) = ab::evaluate(&world, cfg, &[&CONTROL_FIRST, &POPULARITY_FIRST]);
+    println!(
+        "\n## Issue 13 on the simulator: one engine, one experiment of three equal arms (seed {}, {} users, {} decisions, metric click-through, τ = 0.2, α = 0.05)",
+        a.seed,
+        world.cfg.users,
+        world.steps.len()
+    );
+    for run in &online {
+        experiment_tables(&world, run, &alone);
+    }
+    println!("\nEvery policy alone, all users (offline; 95% user-bootstrap CI):\n");
+    for (p, t) in POLICIES.iter().zip(&alone) {
+        println!(
+            "- {} ({}): {}",
+            p.name(),
+            t.name,
+            ab::offline_mean(&world, t)
+        );
+    }
+    println!("\nexperiment took {:.1} s", started.elapsed().as_secs_f64());
+}
+
+/// The tables of one experiment: results against the offline estimates, the arms against
+/// their policies alone, and the baseline-relative lift along the run.
+fn experiment_tables(world: &World, run: &nudge::eval::experiment::Online, alone: &[sim::Trace]) {
+    use nudge::eval::experiment::{self as ab, POLICIES};
+    let r = &run.results;
+    let of = |policy: &str| {
+        let i = POLICIES.iter().position(|p| p.name() == policy);
+        &alone[i.expect("every arm's policy ran alone")]
+    };
+    let base = &r.arms[0];
+    println!(
+        "\n### Baseline `{}`: status {}, SRM p = {}, harness errors {}\n",
+        base.name,
+        r.status.name(),
+        r.srm_p_value.map_or("n/a".into(), |p| format!("{p:.3}")),
+        run.errors
+    );
+    println!("| arm | users | decisions | click-through | lift vs {} [always-valid 95%] | p | verdict | first significant (day) | last look alone | offline: alone, all users | offline lift [95% paired bootstrap] | agrees (reported / last look) |", base.name);
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, arm) in r.arms.iter().enumerate() {
+        let m = &arm.primary;
+        let offline = ab::offline_mean(world, of(arm.policy));
+        let mean = m.mean.map_or("—".into(), |x| format!("{x:.4}"));
+        if i == 0 {
+            println!(
+                "| {} | {} | {} | {mean} | baseline | | | | | {offline} | | |",
+                arm.name, arm.tally.users, arm.tally.decisions
+            );
+            continue;
+        }
+        let lift = ab::offline_lift(world, of(arm.policy), of(base.policy));
+        let verdict = match (m.significant, m.worse) {
+            (true, false) => "winner",
+            (true, true) => "loser",
+            _ => "—",
+        };
+        let first = (run.looks.iter())
+            .find(|l| l.arms[i].2)
+            .map_or("—".into(), |l| l.day.to_string());
+        let yes = |i: (f64, f64)| if ab::agrees(i, &lift) { "yes" } else { "no" };
+        let (last, agrees_last) = match ab::last_look(run, i) {
+            Some((_, (lo, hi))) => (format!("[{lo:+.4}, {hi:+.4}]"), yes((lo, hi))),
+            None => ("—".into(), "—"),
+        };
+        println!(
+            "| {} | {} | {} | {mean} | {} [{:+.4}, {:+.4}] | {:.2e} | {verdict} | {first} | {last} | {offline} | {:+.4} [{:+.4}, {:+.4}] | {} / {agrees_last} |",
+            arm.name, arm.tally.users, arm.tally.decisions,
+            m.lift.map_or("—".into(), |x| format!("{x:+.4}")), m.interval.0, m.interval.1,
+            m.p_value, lift.mean, lift.lo, lift.hi, yes(m.interval)
+        );
+    }
+    let alone_of: Vec<&sim::Trace> = r.arms.iter().map(|a| of(a.policy)).collect();
+    let checks = ab::arm_checks(world, run, &alone_of);
+    println!("\nEach arm against its policy alone, on the arm's own users' decisions (same steps, same draws):\n");
+    println!("| arm | users | decisions (engine / harness) | clicks (engine / harness) | click-through here | alone | here / alone − 1 [95% paired bootstrap] |");
+    println!("|---|---|---|---|---|---|---|");
+    for (arm, c) in r.arms.iter().zip(&checks) {
+        println!(
+            "| {} | {} | {} / {} | {} / {} | {:.4} | {:.4} | {:+.4} [{:+.4}, {:+.4}] |",
+            c.arm,
+            c.users,
+            arm.tally.decisions,
+            c.decisions,
+            arm.tally.clicks,
+            c.clicks,
+            c.clicks as f64 / c.decisions.max(1) as f64,
+            c.alone,
+            c.shared.mean,
+            c.shared.lo,
+            c.shared.hi
+        );
+    }
+    for c in checks.iter().skip(1) {
+        println!(
+            "- {} vs {}, both alone on this experiment's own users: {:+.4}",
+            c.arm,
+            checks[0].arm,
+            c.alone / checks[0].alone - 1.0
+        );
+    }
+    let last = r.arms.len() - 1;
+    let path: Vec<String> = (run.looks.iter().enumerate())
+        .map(|(k, l)| {
+            let (lift, (lo, hi), _) = l.arms[last];
+            let lift = lift.map_or("—".into(), |x| format!("{x:+.3}"));
+            let day = match k + 1 == run.looks.len() {
+                true => "end".to_string(),
+                false => format!("day {}", l.day),
+            };
+            format!("{day}: {lift} [{lo:+.3}, {hi:+.3}]")
+        })
+        .collect();
+    println!(
+        "\n`{}`'s lift at each look, with the engine's reported interval: {}",
+        r.arms[last].name,
+        path.join("; ")
+    );
+}
+
 fn main() {
     let a = args();
     let cfg = engine_config();
@@ -502,9 +630,10 @@ fn main() {
             "obd" => obd(&a),
             "segments" => segments(&a, &cfg),
             "cb" => contextual_bandit(&a, &cfg),
+            "experiment" => experiment(&a, &cfg),
             other => {
                 eprintln!(
-                    "unknown workload {other} (sim, movielens, obd, saturation, segments, cb)"
+                    "unknown workload {other} (sim, movielens, obd, saturation, segments, cb, experiment)"
                 )
             }
         }

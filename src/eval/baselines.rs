@@ -1,5 +1,5 @@
-//! The baselines nudge must beat: uniformly random, global popularity, and recency-decayed
-//! popularity. They see exactly what nudge sees (the same requests and observations) and
+//! The baselines nudge must beat: uniformly random, the caller's order, global popularity,
+//! and recency-decayed popularity. They see exactly what nudge sees (the same requests and observations) and
 //! nothing about users: popularity is the same for everyone.
 //!
 //! Popularity comes in two forms: a click-through rate with a Beta(1,1) prior (for workloads
@@ -45,6 +45,28 @@ impl Policy for RandomPolicy {
     fn first_slot(&mut self, req: &Request<'_>) -> Vec<f64> {
         let k = req.candidates.len() as f64;
         vec![1.0 / k; req.candidates.len()]
+    }
+    fn observe(&mut self, _obs: &Observation<'_>) {}
+}
+
+/// The caller's order: places the first `n` candidates as given, which is what an
+/// experiment's `control` arm serves. On the simulator the candidates are uniform draws from
+/// the catalog in draw order, so this is a random policy that uses no randomness of its own.
+pub struct CallerOrder;
+
+impl Policy for CallerOrder {
+    fn name(&self) -> String {
+        "control (caller's order)".into()
+    }
+    fn place(&mut self, req: &Request<'_>) -> Vec<usize> {
+        (0..req.n.min(req.candidates.len())).collect()
+    }
+    fn first_slot(&mut self, req: &Request<'_>) -> Vec<f64> {
+        let mut p = vec![0.0; req.candidates.len()];
+        if let Some(first) = p.first_mut() {
+            *first = 1.0;
+        }
+        p
     }
     fn observe(&mut self, _obs: &Observation<'_>) {}
 }

@@ -118,6 +118,19 @@ impl EnginePolicy {
         self.errors
     }
 
+    /// Moves the clock to `ts_ms` (never backwards) and runs the clock-driven work now: open
+    /// decisions whose attribution window has passed close (and count for their experiment
+    /// arm). For the end of a run, so that every decision is counted.
+    pub fn advance(&mut self, ts_ms: u64) {
+        if ts_ms > self.clock.now_ms() {
+            self.clock.set_ms(ts_ms);
+        }
+        if self.engine.tick().is_err() {
+            self.errors += 1;
+        }
+        self.next_tick_ms = ts_ms + TICK_EVERY_MS;
+    }
+
     /// Moves the clock to `ts_ms` (never backwards) and runs expiry when a tick is due.
     fn at(&mut self, ts_ms: u64) {
         if ts_ms > self.clock.now_ms() {

@@ -16,7 +16,9 @@
 //!   `informed`: its per-user Bayesian logistic regression baseline;
 //! - `fetch`: downloads the public data sets into `.cache/data/` and checks their checksums;
 //! - `stats`: intervals (bootstrap, Wilson);
-//! - `saturation`: what frequency caps and diversity change on the simulator, and their cost.
+//! - `saturation`: what frequency caps and diversity change on the simulator, and their cost;
+//! - `experiment`: an A/B/n experiment inside one engine on the simulator, its verdict and
+//!   lift against the offline estimate (issue 13).
 //!
 //! This module does not change the engine: it only calls its public API. Data sets are never
 //! committed; they are fetched on demand. It is built with the `eval` cargo feature (on by
@@ -25,6 +27,7 @@
 pub mod baselines;
 pub mod cb;
 pub mod engine_policy;
+pub mod experiment;
 pub mod fetch;
 pub mod informed;
 pub mod knn;
