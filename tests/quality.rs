@@ -161,6 +161,13 @@ fn issue13_an_experiment_on_the_simulator_declares_nudge_the_winner() {
         "{context}"
     );
     let (_, interval) = last.expect("both arms have decisions");
+    let (reported, close) = (nudge.primary.interval, |a: f64, b: f64| {
+        (a - b).abs() < 1e-9
+    });
+    assert!(
+        close(reported.0, interval.0) && close(reported.1, interval.1),
+        "the engine reports its latest look's interval: {context}"
+    );
     assert!(
         experiment::agrees(interval, &offline),
         "the experiment's lift does not agree with the offline estimate: {context}"

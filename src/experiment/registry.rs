@@ -43,7 +43,7 @@ pub struct Live {
 struct Judge {
     /// Per metric (`Metric::index`), one sequential test per arm against the first (index 0
     /// unused; empty until the metric is first read), kept across reads so that the p-value
-    /// is the running minimum and the interval the running intersection.
+    /// is the running minimum (the interval is the latest look's).
     tests: Mutex<[Vec<Sequential>; Metric::ALL.len()]>,
     /// The promoted arm's index (`NOT_PROMOTED`: none): every user the experiment takes gets
     /// it. Written under the registry's book lock, read by decisions without one.

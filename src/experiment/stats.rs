@@ -7,9 +7,9 @@
 //! keep per arm and a reader merges. From two arms' moments an [`Estimate`] of the effect (the
 //! difference of means, or the relative lift) and its variance is formed; a [`Mixture`] turns
 //! it into the mixture likelihood ratio Λ, and [`Sequential`] keeps the running minimum of
-//! `1/Λ` (the always-valid p-value) and the running intersection of the intervals `{θ : Λ(θ) <
-//! 1/α}` (the always-valid confidence interval). Both may be read after every observation: the
-//! chance that the p-value *ever* falls below α under no effect, or that the interval *ever*
+//! `1/Λ` (the always-valid p-value) and the latest look's interval `{θ : Λ(θ) < 1/α}` (the
+//! always-valid confidence interval). Both may be read after every observation: the chance
+//! that the p-value *ever* falls below α under no effect, or that the interval *ever*
 //! excludes the true effect, is at most α. Proportions are the special case of 0/1 values.
 //!
 //! Assumptions: observations independent within and across arms, each arm's mean
@@ -216,13 +216,10 @@ impl Sequential {
         let estimate = Estimate::new(self.effect, control, treatment)?;
         self.looks += 1;
         self.p_value = self.p_value.min(self.mixture.p_value(estimate, 0.0));
-        let (low, high) = self.mixture.interval(estimate, self.alpha);
-        let (low, high) = (low.max(self.interval.0), high.min(self.interval.1));
-        // An empty intersection means this look contradicts an earlier one (an event of
-        // probability at most α when the assumptions hold, or drift): keep the earlier interval.
-        if low <= high {
-            self.interval = (low, high);
-        }
+        // This look's interval, not the running intersection of every look's: each is
+        // always valid on its own, and an effect that moves (an arm that learns, novelty)
+        // leaves the intersection behind at its early value (`docs/experiments.md`).
+        self.interval = self.mixture.interval(estimate, self.alpha);
         Some(estimate)
     }
 
@@ -231,8 +228,8 @@ impl Sequential {
         self.p_value
     }
 
-    /// The always-valid confidence interval of the effect at level `1 − alpha`: the
-    /// intersection of every look's interval (unbounded before the first look).
+    /// The always-valid confidence interval of the effect at level `1 − alpha`, as of the
+    /// latest look (unbounded before the first look).
     pub fn interval(&self) -> (f64, f64) {
         self.interval
     }
