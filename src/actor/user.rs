@@ -137,6 +137,23 @@ impl UserActor {
         self.last_ms = ts_ms;
     }
 
+    /// The user's live features as read at `now_ms` under `cfg`, in `segment`.
+    pub fn features_at<'a>(
+        &'a self,
+        cfg: &'a crate::config::Config,
+        now_ms: u64,
+        segment: Option<(u32, Option<&'a str>)>,
+    ) -> crate::actor::features::FeatureView<'a> {
+        crate::actor::features::FeatureView {
+            features: &self.features,
+            signals: &self.signals,
+            hygiene: &cfg.hygiene,
+            session_idle_s: cfg.features.session_idle_s,
+            now_ms,
+            segment,
+        }
+    }
+
     /// The state vector's half-life for this user: their arm's, else the configured one.
     pub fn state_half_life_s(&self, cfg: &ModelConfig) -> f64 {
         (self.tuning.state_half_life_s).unwrap_or(cfg.state_half_life_s)

@@ -2,7 +2,6 @@
 //! attributes from the shard's item table, inline ones from the request), and the call that
 //! applies a rule set to one decision. The rules themselves live in `rules`.
 
-use crate::actor::features::FeatureView;
 use crate::actor::UserActor;
 use crate::api::ExperimentArm;
 use crate::model::items::ItemTable;
@@ -65,14 +64,7 @@ pub(super) fn apply(
 ) -> Applied {
     let (cfg, items) = (&learner.cfg, &learner.global.items);
     let decision = DecisionView {
-        user: FeatureView {
-            features: &user.features,
-            signals: &user.signals,
-            hygiene: &cfg.hygiene,
-            session_idle_s: cfg.features.session_idle_s,
-            now_ms: req.ts_ms,
-            segment,
-        },
+        user: user.features_at(cfg, req.ts_ms, segment),
         ctx: req.raw_context.as_deref().unwrap_or(&[]),
         arm: arm.map(|a| (&*a.experiment, &*a.arm)),
         explain: req.explain,

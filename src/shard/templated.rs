@@ -22,7 +22,6 @@
 
 use std::sync::Arc;
 
-use crate::actor::features::FeatureView;
 use crate::actor::{Feature, UserActor};
 use crate::api::{Context, ExperimentArm, LogRecord, LoggedPlacement, ScoreParts};
 use crate::error::Error;
@@ -336,15 +335,7 @@ pub(super) fn read_for_text(
     user: &UserActor,
     req: &ValidTemplateDecide,
 ) -> (Vec<String>, Option<String>) {
-    let cfg = &learner.cfg;
-    let view = FeatureView {
-        features: &user.features,
-        signals: &user.signals,
-        hygiene: &cfg.hygiene,
-        session_idle_s: cfg.features.session_idle_s,
-        now_ms: req.ts_ms,
-        segment: None,
-    };
+    let view = user.features_at(&learner.cfg, req.ts_ms, None);
     let features = (req.reads.iter())
         .map(|f| feature_text(&view.get(*f).to_owned_value()))
         .collect();

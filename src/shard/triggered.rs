@@ -157,6 +157,7 @@ impl Shard {
 /// (read at the user's latest time, for a late event); updates the user's marks.
 fn check_user(set: &TriggerSet, cfg: &Config, user: &mut UserActor, ts_ms: u64) -> Vec<usize> {
     let now_ms = user.last_ms.max(ts_ms);
+    // Field by field: the marks are changed while the features are read.
     let view = FeatureView {
         features: &user.features,
         signals: &user.signals,

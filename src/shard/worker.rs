@@ -261,14 +261,8 @@ impl Shard {
         };
         let cfg = &self.learner.cfg;
         let items = &self.learner.global.items;
-        let slot = segments.observe((actor, items), engaged, ts_ms, || FeatureView {
-            features: &actor.features,
-            signals: &actor.signals,
-            hygiene: &cfg.hygiene,
-            session_idle_s: cfg.features.session_idle_s,
-            now_ms: ts_ms,
-            segment: None,
-        });
+        let view = || actor.features_at(cfg, ts_ms, None);
+        let slot = segments.observe((actor, items), engaged, ts_ms, view);
         self.users.assign_segment(user.key(), slot);
     }
 
@@ -1198,6 +1192,7 @@ impl Shard {
         };
         let items = &self.learner.global.items;
         let segment = self.segments.as_mut().and_then(|s| s.label(user, items));
+        let labelled = segment.as_ref().map(|l| (l.id, l.name.as_deref()));
         let open_decisions = user
             .open
             .iter()
@@ -1223,15 +1218,7 @@ impl Shard {
             state: user.state().to_vec(),
             personal_weights: user.weights().to_vec(),
             signals: user.signals.summary(&self.cfg().hygiene),
-            features: FeatureView {
-                features: &user.features,
-                signals: &user.signals,
-                hygiene: &self.cfg().hygiene,
-                session_idle_s: self.cfg().features.session_idle_s,
-                now_ms: user.last_ms,
-                segment: (segment.as_ref()).map(|l| (l.id, l.name.as_deref())),
-            }
-            .all(),
+            features: (user.features_at(self.cfg(), user.last_ms, labelled)).all(),
             open_decisions,
             segment,
             memory_only,
@@ -1340,14 +1327,7 @@ fn tone_priors(
 ) -> Vec<f32> {
     use crate::actor::Feature;
     let cfg = &learner.cfg;
-    let view = FeatureView {
-        features: &user.features,
-        signals: &user.signals,
-        hygiene: &cfg.hygiene,
-        session_idle_s: cfg.features.session_idle_s,
-        now_ms: req.ts_ms,
-        segment: None,
-    };
+    let view = user.features_at(cfg, req.ts_ms, None);
     let read = |f| match view.get(f) {
         crate::actor::features::Value::Num(x) => x,
         _ => 0.0,
@@ -1411,14 +1391,7 @@ pub(super) fn targeted(
         // Reads at the decision's time become loads.
         user.features.advance(ts_ms);
     }
-    let view = FeatureView {
-        features: &user.features,
-        signals: &user.signals,
-        hygiene: &cfg.hygiene,
-        session_idle_s: cfg.features.session_idle_s,
-        now_ms: ts_ms,
-        segment,
-    };
+    let view = user.features_at(cfg, ts_ms, segment);
     targets(&chosen.experiment, view, context).then_some(chosen)
 }
 

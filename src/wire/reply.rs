@@ -278,13 +278,7 @@ fn decision(out: &mut Vec<u8>, d: &Decision) {
         out.push(b'}');
     }
     out.push(b']');
-    if let Some(arm) = &d.experiment {
-        out.extend_from_slice(b",\"experiment\":{\"name\":");
-        write_str(out, &arm.experiment);
-        out.extend_from_slice(b",\"arm\":");
-        write_str(out, &arm.arm);
-        out.push(b'}');
-    }
+    experiment_arm(out, d.experiment.as_ref());
     super::rules::decision(out, &d.triggers, &d.rules);
     super::saturation::effects(out, &d.saturation);
     if d.segment.is_some() {
@@ -609,6 +603,18 @@ pub fn write_push(out: &mut Vec<u8>, u: &UserUpdate, dropped: u64) {
     out.extend_from_slice(b",\"dropped\":");
     write_u64(out, dropped);
     out.push(b'}');
+}
+
+/// `,"experiment":{"name":…,"arm":…}` of a decision made under an experiment arm (nothing
+/// otherwise).
+pub(super) fn experiment_arm(out: &mut Vec<u8>, arm: Option<&crate::api::ExperimentArm>) {
+    if let Some(arm) = arm {
+        out.extend_from_slice(b",\"experiment\":{\"name\":");
+        write_str(out, &arm.experiment);
+        out.extend_from_slice(b",\"arm\":");
+        write_str(out, &arm.arm);
+        out.push(b'}');
+    }
 }
 
 #[cfg(test)]

@@ -233,11 +233,5 @@ pub(super) fn decision(out: &mut Vec<u8>, d: &TemplateDecision) {
     write_f64(out, d.propensity);
     out.extend_from_slice(b",\"rendered\":");
     write_str(out, &d.rendered);
-    if let Some(arm) = &d.experiment {
-        out.extend_from_slice(b",\"experiment\":{\"name\":");
-        write_str(out, &arm.experiment);
-        out.extend_from_slice(b",\"arm\":");
-        write_str(out, &arm.arm);
-        out.push(b'}');
-    }
+    super::reply::experiment_arm(out, d.experiment.as_ref());
 }
