@@ -36,6 +36,11 @@ use crate::persist::{PersistError, Position};
 /// The format of every value in the store; any change to a stored type bumps it.
 pub const STORE_VERSION: u8 = 4;
 
+/// The format before, still read so that a deploy keeps its data directory: its values are
+/// the same but for the experiments' tallies and arm tags (`decode_or_previous` converts
+/// those; every other value of it is read as it is).
+pub const PREVIOUS_STORE_VERSION: u8 = 3;
+
 /// The store's file in a data directory.
 pub const STORE_FILE: &str = "store.redb";
 
@@ -64,7 +69,8 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_extend(value, out).expect("writing to a Vec cannot fail")
 }
 
-/// Decodes a value written by `encode`; `what` names it in the error.
+/// Decodes a value written by `encode` (or by the previous format, for a type whose layout
+/// did not change since); `what` names it in the error.
 pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     file: &Path,
@@ -76,13 +82,27 @@ pub fn decode<T: DeserializeOwned>(
         what: format!("{what}: {why}"),
     };
     match bytes.split_first() {
-        Some((&STORE_VERSION, rest)) => {
+        Some((&(STORE_VERSION | PREVIOUS_STORE_VERSION), rest)) => {
             postcard::from_bytes(rest).map_err(|e| corrupt(format!("undecodable ({e})")))
         }
         Some((v, _)) => Err(corrupt(format!(
             "store format version {v}; this build reads {STORE_VERSION}"
         ))),
         None => Err(corrupt("an empty value".into())),
+    }
+}
+
+/// `decode` for a type whose layout changed in this format: a value of the previous format
+/// is read as `P` and converted by `convert`.
+pub fn decode_or_previous<T: DeserializeOwned, P: DeserializeOwned>(
+    bytes: &[u8],
+    file: &Path,
+    what: &str,
+    convert: impl FnOnce(P) -> T,
+) -> Result<T, PersistError> {
+    match bytes.first() {
+        Some(&PREVIOUS_STORE_VERSION) => decode::<P>(bytes, file, what).map(convert),
+        _ => decode(bytes, file, what),
     }
 }
 
@@ -724,4 +744,31 @@ fn write_users(store: &Store, o: &mut Open, users: Vec<UserWrite>) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Rewrites every value of the store at `path` through `f(table, value)`: a store as an older
+/// build wrote it, for the tests of reading one.
+#[cfg(test)]
+pub(crate) fn rewrite_values(path: &Path, mut f: impl FnMut(&str, &[u8]) -> Vec<u8>) {
+    let db = Database::open(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    macro_rules! rewrite {
+        ($table:expr, $name:expr) => {{
+            let mut t = tx.open_table($table).unwrap();
+            let rows: Vec<_> = (t.iter().unwrap())
+                .map(|e| {
+                    let (k, v) = e.unwrap();
+                    (k.value(), v.value().to_vec())
+                })
+                .collect();
+            for (k, v) in rows {
+                t.insert(k, f($name, &v).as_slice()).unwrap();
+            }
+        }};
+    }
+    rewrite!(USERS, "users");
+    rewrite!(SHARDS, "shards");
+    rewrite!(MASTER, "master");
+    rewrite!(DECISIONS, "decisions");
+    tx.commit().unwrap();
 }

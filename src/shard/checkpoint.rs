@@ -149,6 +149,7 @@ impl Shard {
         file: &std::path::Path,
     ) -> Result<(), PersistError> {
         let what = format!("shard {}'s state", self.id().0);
+        let experiments = self.experiments.clone();
         let (event_ms, next_mix_ms, stats, global, rng, co, pending, seen, tallies, consents): (
             _,
             _,
@@ -160,7 +161,22 @@ impl Shard {
             _,
             _,
             _,
-        ) = store::decode(bytes, file, &what)?;
+        ) = store::decode_or_previous(bytes, file, &what, |s: v3::ShardState| {
+            let (event_ms, next_mix_ms, stats, global, rng, co, pending, seen, tallies, c) = s;
+            let tallies = tallies.convert(&experiments);
+            (
+                event_ms,
+                next_mix_ms,
+                stats,
+                global,
+                rng,
+                co,
+                pending,
+                seen,
+                tallies,
+                c,
+            )
+        })?;
         let pending = store::decode(&pending, file, &what)?;
         self.event_ms = event_ms;
         self.next_mix_ms = next_mix_ms;
@@ -184,7 +200,8 @@ impl Shard {
         let decoded = rows
             .into_iter()
             .map(|(id, bytes)| {
-                let open: Open = store::decode(&bytes, file, &format!("open decision {id:#x}"))?;
+                let what = format!("open decision {id:#x}");
+                let open = store::decode_or_previous(&bytes, file, &what, v3::Open::convert)?;
                 Ok((id, open))
             })
             .collect::<Result<Vec<_>, PersistError>>()?;
@@ -358,5 +375,283 @@ impl Shard {
             }
         }
         None
+    }
+}
+
+/// The store's format 3 where it differs from 4 (`store::PREVIOUS_STORE_VERSION`): an arm's
+/// tag named its experiment's metric, and its tally held that one metric's moments. Read
+/// and converted, never written, so a data directory of the build before survives a deploy.
+mod v3 {
+    use std::collections::HashMap;
+
+    use serde::Deserialize;
+
+    use crate::experiment::registry::Registry;
+    use crate::experiment::{ArmTag, Earned, Metric, Moments, Tallies};
+    use crate::model::SparseVec;
+    use crate::shard::pending::Placed;
+
+    /// A shard's checkpointed state: format 4's tuple with format 3's tallies.
+    pub type ShardState = (
+        u64,
+        u64,
+        crate::api::ShardStats,
+        crate::model::global::GlobalReplica,
+        crate::rng::Rng,
+        crate::model::cooccur::CoOccurrence,
+        Vec<u8>,
+        crate::shard::seen::SeenEvents,
+        Tallies3,
+        crate::shard::consent::ChangedConsents,
+    );
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct Tag3 {
+        experiment: u32,
+        arm: u16,
+        _metric: Metric,
+    }
+
+    #[derive(Clone, Default, Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct ArmTally3 {
+        users: u64,
+        decisions: u64,
+        clicks: u64,
+        conversions: u64,
+        metric: Moments,
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct Tallies3 {
+        arms: HashMap<u32, Vec<ArmTally3>>,
+    }
+
+    impl Tallies3 {
+        /// Format 4's tallies: each arm's one metric goes to its experiment's primary metric
+        /// (`experiments` are restored before the shards); the other metrics start empty.
+        pub fn convert(self, experiments: &Registry) -> Tallies {
+            let mut tallies = Tallies::default();
+            for (experiment, arms) in self.arms {
+                let metric = (experiments.replayed(experiment, 0))
+                    .map_or(Metric::ClickThrough, |c| c.experiment.spec.metric);
+                for (arm, old) in arms.into_iter().enumerate() {
+                    let tally = tallies.arm(ArmTag {
+                        experiment,
+                        arm: arm as u16,
+                    });
+                    tally.users = old.users;
+                    tally.decisions = old.decisions;
+                    tally.clicks = old.clicks;
+                    tally.conversions = old.conversions;
+                    tally.metrics[metric.index()] = old.metric;
+                }
+            }
+            tallies
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[cfg_attr(test, derive(serde::Serialize))]
+    pub struct Open {
+        user_key: u64,
+        created_ms: u64,
+        expires_ms: u64,
+        ignored_at_ms: u64,
+        context: SparseVec,
+        placements: Vec<Placed>,
+        arm: Option<(Tag3, Earned)>,
+    }
+
+    impl Open {
+        /// Format 4's open decision: the arm's tag without its metric.
+        pub fn convert(self) -> super::Open {
+            super::Open {
+                user_key: self.user_key,
+                created_ms: self.created_ms,
+                expires_ms: self.expires_ms,
+                ignored_at_ms: self.ignored_at_ms,
+                context: self.context,
+                placements: self.placements,
+                arm: (self.arm).map(|(t, earned)| {
+                    let tag = ArmTag {
+                        experiment: t.experiment,
+                        arm: t.arm,
+                    };
+                    (tag, earned)
+                }),
+            }
+        }
+    }
+
+    /// What the build before wrote: format 4's values taken back to format 3 (tests).
+    #[cfg(test)]
+    pub mod downgrade {
+        use super::*;
+
+        /// Experiment 0's tallies with `metric` as its one metric.
+        pub fn tallies(t: &Tallies, metric: Metric) -> Tallies3 {
+            let arms = (t.get(0).into_iter())
+                .map(|a| ArmTally3 {
+                    users: a.users,
+                    decisions: a.decisions,
+                    clicks: a.clicks,
+                    conversions: a.conversions,
+                    metric: a.metrics[metric.index()],
+                })
+                .collect();
+            Tallies3 {
+                arms: HashMap::from([(0, arms)]),
+            }
+        }
+
+        /// An open decision whose arm's tag names `metric`.
+        pub fn open(o: super::super::Open, metric: Metric) -> Open {
+            Open {
+                user_key: o.user_key,
+                created_ms: o.created_ms,
+                expires_ms: o.expires_ms,
+                ignored_at_ms: o.ignored_at_ms,
+                context: o.context,
+                placements: o.placements,
+                arm: (o.arm).map(|(t, earned)| {
+                    let tag = Tag3 {
+                        experiment: t.experiment,
+                        arm: t.arm,
+                        _metric: metric,
+                    };
+                    (tag, earned)
+                }),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::experiment::{ArmPolicy, ArmSpec, ExperimentSpec, Metric, Tallies};
+    use crate::persist::store;
+    use crate::{Config, DecideRequest, Engine, Event, EventKind, ItemSpec, ManualClock};
+
+    const T0: u64 = 1_732_200_000_000;
+
+    /// A data directory the build before wrote (format 3: one metric per arm, arm tags naming
+    /// it) is read by this one: the tallies come back under the experiment's primary metric,
+    /// open decisions keep their arms, and a click on one still counts for it.
+    #[test]
+    fn a_store_of_the_format_before_is_read_and_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(T0);
+        let start = || {
+            let mut cfg = Config {
+                shards: 1,
+                seed: 5,
+                ..Config::default()
+            };
+            cfg.attribution.window_s = 60;
+            let b = Engine::builder().config(cfg).clock(clock.clone());
+            b.data_dir(dir.path()).build().unwrap()
+        };
+        let e = start();
+        e.upsert_item(ItemSpec::new("x")).unwrap();
+        e.upsert_item(ItemSpec::new("y")).unwrap();
+        let arm = |name: &str, policy| ArmSpec {
+            name: name.into(),
+            weight: 1.0,
+            policy,
+        };
+        let arms = vec![arm("a", ArmPolicy::Control), arm("b", ArmPolicy::Global)];
+        e.create_experiment(ExperimentSpec::new("old", arms), "")
+            .unwrap();
+        // Twenty decisions close (a click on half of them), ten stay open.
+        for u in 0..20 {
+            let user = format!("u{u}");
+            let d = e
+                .decide(DecideRequest::new(&user, ["x", "y"], 1).at(T0 + u))
+                .unwrap();
+            if u % 2 == 0 {
+                let item = d.items[0].item.clone();
+                let click = Event::new(&user, EventKind::Click)
+                    .item(item)
+                    .decision(d.id);
+                assert!(e.ingest(click.at(T0 + 100 + u)).unwrap().attributed);
+            }
+        }
+        let mut open = Vec::new();
+        for u in 20..30 {
+            let user = format!("u{u}");
+            let req = DecideRequest::new(&user, ["x", "y"], 1).at(T0 + 120_000 + u);
+            let d = e.decide(req).unwrap();
+            open.push((user, d.id, d.items[0].item.clone()));
+        }
+        e.checkpoint().unwrap();
+        let before = e.experiment_results("old").unwrap();
+        e.shutdown_without_checkpoint();
+        drop(e);
+
+        let path = dir.path().join(store::STORE_FILE);
+        let old = |mut v: Vec<u8>| {
+            v[0] = store::PREVIOUS_STORE_VERSION;
+            v
+        };
+        let click = Metric::ClickThrough;
+        store::rewrite_values(&path, |table, bytes| match table {
+            "shards" => {
+                type State = (
+                    u64,
+                    u64,
+                    crate::api::ShardStats,
+                    crate::model::global::GlobalReplica,
+                    crate::rng::Rng,
+                    crate::model::cooccur::CoOccurrence,
+                    Vec<u8>,
+                    crate::shard::seen::SeenEvents,
+                    Tallies,
+                    crate::shard::consent::ChangedConsents,
+                );
+                // The log position the checkpoint covers, then the state.
+                let (position, state) = bytes.split_at(8);
+                let (a, b, c, d, e, f, g, h, t, j): State =
+                    store::decode(state, &path, "").unwrap();
+                let t = super::v3::downgrade::tallies(&t, click);
+                let mut value = position.to_vec();
+                value.extend(old(store::encode(&(a, b, c, d, e, f, g, h, t, j))));
+                value
+            }
+            "decisions" => {
+                let o: super::Open = store::decode(bytes, &path, "").unwrap();
+                old(store::encode(&super::v3::downgrade::open(o, click)))
+            }
+            _ => old(bytes.to_vec()),
+        });
+
+        let e = start();
+        let after = e.experiment_results("old").unwrap();
+        for (b, a) in before.arms.iter().zip(&after.arms) {
+            let (b, a) = (&b.tally, &a.tally);
+            assert_eq!(
+                (a.users, a.decisions, a.clicks, a.conversions),
+                (b.users, b.decisions, b.clicks, b.conversions)
+            );
+            assert_eq!(a.metric(click), b.metric(click), "the primary metric");
+            assert_eq!(
+                a.metric(Metric::MeanDwell).count,
+                0,
+                "the others start empty"
+            );
+        }
+        let closed: u64 = after.arms.iter().map(|a| a.tally.metric(click).count).sum();
+        assert_eq!(closed, 20, "the closed decisions' metric came across");
+        assert!(e.user("u3").unwrap().is_some(), "users are read");
+        let (user, id, item) = &open[0];
+        let arm = e.experiment_arm("old", user).unwrap().unwrap();
+        let i = usize::from(arm == "b");
+        let click = Event::new(user, EventKind::Click).item(item).decision(*id);
+        assert!(e.ingest(click.at(T0 + 130_000)).unwrap().attributed);
+        let now = e.experiment_results("old").unwrap();
+        assert_eq!(now.arms[i].tally.clicks, after.arms[i].tally.clicks + 1);
+        e.shutdown();
     }
 }
