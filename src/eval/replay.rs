@@ -140,6 +140,41 @@ fn sample(dist: &[f64], rng: &mut Rng) -> usize {
     dist.len().saturating_sub(1)
 }
 
+/// What a policy says of one logged one-slot choice.
+pub(crate) struct Judged {
+    /// The policy's distribution over the candidates.
+    pub dist: Vec<f64>,
+    /// The logged item's index among the candidates.
+    pub logged: Option<usize>,
+    /// The importance weight `π(logged) / propensity` (0 when the policy cannot place the
+    /// logged item or the logged propensity is 0).
+    pub weight: f64,
+}
+
+/// Asks `policy` for `req`'s first slot and weighs the logged `item`, placed with
+/// `propensity`, against its answer: the one step a ranking's and a slate's off-policy
+/// estimates share.
+pub(crate) fn judge(
+    policy: &mut dyn Policy,
+    req: &Request<'_>,
+    item: &str,
+    propensity: f64,
+) -> Judged {
+    let dist = policy.first_slot(req);
+    let logged = req.candidates.iter().position(|c| *c == item);
+    let pi = logged.and_then(|i| dist.get(i).copied()).unwrap_or(0.0);
+    let weight = if propensity > 0.0 {
+        pi / propensity
+    } else {
+        0.0
+    };
+    Judged {
+        dist,
+        logged,
+        weight,
+    }
+}
+
 /// Evaluates one policy on the log, learning as it goes.
 pub fn evaluate(policy: &mut dyn Policy, log: &[Logged], learn: LearnFrom, seed: u64) -> Estimate {
     let uniform = is_uniform(log);
@@ -154,14 +189,11 @@ pub fn evaluate(policy: &mut dyn Policy, log: &[Logged], learn: LearnFrom, seed:
             n: 1,
             ts_ms: l.ts_ms,
         };
-        let dist = policy.first_slot(&req);
-        let logged = l.candidates.iter().position(|c| *c == l.item);
-        let pi = logged.and_then(|i| dist.get(i).copied()).unwrap_or(0.0);
-        let w = if l.propensity > 0.0 {
-            pi / l.propensity
-        } else {
-            0.0
-        };
+        let Judged {
+            dist,
+            logged,
+            weight: w,
+        } = judge(policy, &req, &l.item, l.propensity);
         terms.push(Cluster {
             sum: w * l.reward,
             count: w,

@@ -23,7 +23,7 @@
 use std::collections::HashMap;
 
 use crate::api::LogRecord;
-use crate::eval::replay::LearnFrom;
+use crate::eval::replay::{self, LearnFrom};
 use crate::eval::stats::{cluster_bootstrap, Cluster, Interval};
 use crate::eval::{Observation, Outcome, Policy, Request};
 use crate::rng::Rng;
@@ -234,14 +234,8 @@ pub fn evaluate(
                 n: 1,
                 ts_ms: l.ts_ms,
             };
-            let dist = policy.first_slot(&req);
-            let logged = s.candidates.iter().position(|c| *c == s.item);
-            let pi = logged.and_then(|i| dist.get(i).copied()).unwrap_or(0.0);
-            let wk = if s.propensity > 0.0 {
-                pi / s.propensity
-            } else {
-                0.0
-            };
+            let judged = replay::judge(policy, &req, &s.item, s.propensity);
+            let (dist, logged, wk) = (judged.dist, judged.logged, judged.weight);
             w *= wk;
             if let Some(terms) = per_slot.get_mut(k) {
                 terms.push((wk, s.reward));

@@ -41,35 +41,8 @@ pub struct Cluster {
 /// draws of whole clusters (seeded).
 pub fn cluster_bootstrap(clusters: &[Cluster], resamples: usize, seed: u64) -> Interval {
     let ratio = |s: f64, c: f64| if c > 0.0 { s / c } else { 0.0 };
-    let total_sum: f64 = clusters.iter().map(|c| c.sum).sum();
-    let total_count: f64 = clusters.iter().map(|c| c.count).sum();
-    let mean = ratio(total_sum, total_count);
-    if clusters.len() < 2 || resamples == 0 {
-        return Interval {
-            mean,
-            lo: mean,
-            hi: mean,
-        };
-    }
-    let mut rng = Rng::new(seed);
-    let mut stats: Vec<f64> = (0..resamples)
-        .map(|_| {
-            let (mut s, mut c) = (0.0, 0.0);
-            for _ in 0..clusters.len() {
-                let k = &clusters[rng.below(clusters.len())];
-                s += k.sum;
-                c += k.count;
-            }
-            ratio(s, c)
-        })
-        .collect();
-    stats.sort_by(|a, b| a.total_cmp(b));
-    let at = |q: f64| stats[((q * (resamples - 1) as f64).round() as usize).min(resamples - 1)];
-    Interval {
-        mean,
-        lo: at(0.025),
-        hi: at(0.975),
-    }
+    let pairs: Vec<(f64, f64)> = clusters.iter().map(|c| (c.sum, c.count)).collect();
+    bootstrap_pairs(&pairs, resamples, seed, ratio)
 }
 
 /// The relative difference `Σa / Σb − 1` over paired clusters (each a user's two sums, e.g.
@@ -78,10 +51,21 @@ pub fn cluster_bootstrap(clusters: &[Cluster], resamples: usize, seed: u64) -> I
 /// sums, so what the two share (the user, the stream) cancels.
 pub fn ratio_bootstrap(pairs: &[(f64, f64)], resamples: usize, seed: u64) -> Interval {
     let lift = |a: f64, b: f64| if b > 0.0 { a / b - 1.0 } else { f64::NAN };
+    bootstrap_pairs(pairs, resamples, seed, lift)
+}
+
+/// `stat(Σa, Σb)` over clusters of two sums, with a 95% percentile interval from `resamples`
+/// seeded draws of whole clusters: the one resampling both bootstraps above share.
+fn bootstrap_pairs(
+    pairs: &[(f64, f64)],
+    resamples: usize,
+    seed: u64,
+    stat: impl Fn(f64, f64) -> f64,
+) -> Interval {
     let (a, b) = pairs
         .iter()
         .fold((0.0, 0.0), |(a, b), p| (a + p.0, b + p.1));
-    let mean = lift(a, b);
+    let mean = stat(a, b);
     if pairs.len() < 2 || resamples == 0 {
         return Interval {
             mean,
@@ -98,7 +82,7 @@ pub fn ratio_bootstrap(pairs: &[(f64, f64)], resamples: usize, seed: u64) -> Int
                 a += p.0;
                 b += p.1;
             }
-            lift(a, b)
+            stat(a, b)
         })
         .collect();
     stats.sort_by(|a, b| a.total_cmp(b));

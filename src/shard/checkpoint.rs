@@ -391,8 +391,8 @@ mod v3 {
     use crate::model::SparseVec;
     use crate::shard::pending::Placed;
 
-    /// A shard's checkpointed state: format 4's tuple with format 3's tallies.
-    pub type ShardState = (
+    /// A shard's checkpointed state with tallies `T`: format 3's (the default) or 4's.
+    pub type ShardState<T = Tallies3> = (
         u64,
         u64,
         crate::api::ShardStats,
@@ -401,7 +401,7 @@ mod v3 {
         crate::model::cooccur::CoOccurrence,
         Vec<u8>,
         crate::shard::seen::SeenEvents,
-        Tallies3,
+        T,
         crate::shard::consent::ChangedConsents,
     );
 
@@ -599,18 +599,7 @@ mod tests {
         let click = Metric::ClickThrough;
         store::rewrite_values(&path, |table, bytes| match table {
             "shards" => {
-                type State = (
-                    u64,
-                    u64,
-                    crate::api::ShardStats,
-                    crate::model::global::GlobalReplica,
-                    crate::rng::Rng,
-                    crate::model::cooccur::CoOccurrence,
-                    Vec<u8>,
-                    crate::shard::seen::SeenEvents,
-                    Tallies,
-                    crate::shard::consent::ChangedConsents,
-                );
+                type State = super::v3::ShardState<Tallies>;
                 // The log position the checkpoint covers, then the state.
                 let (position, state) = bytes.split_at(8);
                 let (a, b, c, d, e, f, g, h, t, j): State =

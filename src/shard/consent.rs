@@ -17,6 +17,7 @@ use crate::model::global::KeyMap;
 use crate::model::policy;
 use crate::model::reward::state_signal;
 use crate::rng::Rng;
+use crate::rules::ItemMatches;
 use crate::shard::learner::Learner;
 use crate::shard::msg::{ValidDecide, ValidEvent};
 use crate::shard::ruled;
@@ -228,23 +229,9 @@ impl Shard {
         &mut self,
         req: &ValidDecide,
     ) -> Option<Result<Decision, Error>> {
-        let consent = self.consents.of(req.user.key());
-        if consent.is_full() {
-            return None;
-        }
-        self.touch_memory_only(&req.user, req.ts_ms, consent);
-        let blank = UserActor::new(req.user.clone(), req.ts_ms, self.learner.space.dim);
-        let user = match consent.personalization {
-            true => self.consents.memory_only.get(&req.user.key()),
-            false => None,
-        };
-        let user = user.unwrap_or(&blank);
-        Some(Ok(private_decision(
-            &mut self.learner,
-            &mut self.rule_matches,
-            user,
-            req,
-        )))
+        self.as_private(&req.user, req.ts_ms, |learner, rule_matches, user| {
+            Ok(private_decision(learner, rule_matches, user, req))
+        })
     }
 
     /// A template decision for a user whose consent takes it off the usual path, chosen as
@@ -256,37 +243,62 @@ impl Shard {
         &mut self,
         req: &ValidTemplateDecide,
     ) -> Option<Result<TemplateChosen, Error>> {
-        let consent = self.consents.of(req.user.key());
+        self.as_private(&req.user, req.ts_ms, |learner, _, user| {
+            template_preview(learner, user, req)
+        })
+    }
+
+    /// Runs `decide` for `user` if their consent takes their decisions off the usual path
+    /// (`None` otherwise), on the actor that stands for them there: a blank one when they
+    /// denied personalization, their memory-only one (brought to `ts_ms`) when they denied
+    /// storage.
+    fn as_private<R>(
+        &mut self,
+        user: &UserId,
+        ts_ms: u64,
+        decide: impl FnOnce(&mut Learner, &mut ItemMatches, &UserActor) -> R,
+    ) -> Option<R> {
+        let consent = self.consents.of(user.key());
         if consent.is_full() {
             return None;
         }
-        self.touch_memory_only(&req.user, req.ts_ms, consent);
-        let blank = UserActor::new(req.user.clone(), req.ts_ms, self.learner.space.dim);
-        let user = match consent.personalization {
-            true => self.consents.memory_only.get(&req.user.key()),
+        self.touch_memory_only(user, ts_ms, consent);
+        let blank = UserActor::new(user.clone(), ts_ms, self.learner.space.dim);
+        let actor = match consent.personalization {
+            true => self.consents.memory_only.get(&user.key()),
             false => None,
         };
-        let user = user.unwrap_or(&blank);
-        let learner = &mut self.learner;
-        let context = learner.full_context(&req.context, user);
-        learner.prepare_query(user, &context, req.ts_ms);
-        let mut rng = Rng::new(private_seed(learner.cfg.seed, &req.user, req.ts_ms));
-        // A preview counts for no experiment, as a ranking under limited consent does.
-        let policy = crate::experiment::ArmPolicy::Nudge { epsilon: None };
-        let rng = Some(&mut rng);
-        let chosen = templated::choose_slots(learner, user, &context, req, policy, rng);
-        Some(chosen.map(|(slots, _)| {
-            let (features, top_category) = templated::read_for_text(learner, user, req);
-            TemplateChosen {
-                id: DecisionId::UNTRACKED,
-                slots,
-                features,
-                top_category,
-                experiment: None,
-            }
-        }))
+        let actor = actor.unwrap_or(&blank);
+        Some(decide(&mut self.learner, &mut self.rule_matches, actor))
     }
+}
 
+/// A limited-consent user's template decision (`Shard::template_under_consent`).
+fn template_preview(
+    learner: &mut Learner,
+    user: &UserActor,
+    req: &ValidTemplateDecide,
+) -> Result<TemplateChosen, Error> {
+    let context = learner.full_context(&req.context, user);
+    learner.prepare_query(user, &context, req.ts_ms);
+    let mut rng = Rng::new(private_seed(learner.cfg.seed, &req.user, req.ts_ms));
+    // A preview counts for no experiment, as a ranking under limited consent does.
+    let policy = crate::experiment::ArmPolicy::Nudge { epsilon: None };
+    let rng = Some(&mut rng);
+    let chosen = templated::choose_slots(learner, user, &context, req, policy, rng);
+    chosen.map(|(slots, _)| {
+        let (features, top_category) = templated::read_for_text(learner, user, req);
+        TemplateChosen {
+            id: DecisionId::UNTRACKED,
+            slots,
+            features,
+            top_category,
+            experiment: None,
+        }
+    })
+}
+
+impl Shard {
     /// Brings the memory-only user of a storage-denied `consent` to `ts_ms` (creating them if
     /// new) before a decision reads them; nothing for a personalization-denied one.
     fn touch_memory_only(&mut self, user: &UserId, ts_ms: u64, consent: Consent) {
